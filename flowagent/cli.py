@@ -102,13 +102,16 @@ def call(
     uuid: Optional[str] = typer.Option(None, "--uuid", help="Call UUID (default: random)."),
     record: Optional[Path] = typer.Option(None, "--record", help="Record the agent to WAV."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON summary at the end."),
+    http: Optional[str] = typer.Option(
+        None, "--http", help="HOST:PORT of the control API, to show the agent's words."
+    ),
 ) -> None:
     """Play a caller over AudioSocket: turns from WAV files or synthesised text."""
     from flowagent.commands import call as cmd
 
     raise typer.Exit(
         cmd.run(to=to, wavs=wav or [], says=say or [], dtmf=dtmf, uuid=uuid, record=record,
-                json_out=json_out)
+                json_out=json_out, http=http)
     )
 
 
@@ -148,24 +151,39 @@ def asterisk_config(
     http_port: int = typer.Option(8080, help="Control API port."),
     did: str = typer.Option("_X.", help="Number (or pattern) that reaches the agent."),
     flow: str = typer.Option("removals", help="Flow name for this number."),
-    part: str = typer.Option("all", help="all, modules, extensions, agi, systemd"),
+    part: str = typer.Option(
+        "all", help="all, modules, extensions, agi, agi-script, wideband, manager, systemd"
+    ),
+    http_host: str = typer.Option("", help="Control API host as Asterisk reaches it "
+                                  "(default: --host)."),
+    fallback: str = typer.Option("100", help="Extension callers reach when flowagent is down."),
 ) -> None:
     """Print the Asterisk configuration snippets with your values filled in."""
     from flowagent.commands import asterisk as cmd
 
     raise typer.Exit(
-        cmd.run(host=host, port=port, http_port=http_port, did=did, flow=flow, part=part)
+        cmd.run(host=host, port=port, http_port=http_port, did=did, flow=flow, part=part,
+                http_host=http_host, fallback=fallback)
     )
 
 
 @app.command()
 def doctor(
     flows: Optional[list[Path]] = typer.Argument(None, help="Flows to check."),
+    audiosocket: Optional[str] = typer.Option(
+        None, "--audiosocket", help="HOST:PORT flowagent serves AudioSocket on "
+        "(default: $FLOWAGENT_AUDIOSOCKET or 127.0.0.1:9099)."
+    ),
+    http: Optional[str] = typer.Option(
+        None, "--http", help="HOST:PORT of the control API (default: $FLOWAGENT_HTTP or "
+        "127.0.0.1:8080)."
+    ),
+    timeout: float = typer.Option(5.0, "--timeout", help="Seconds allowed per network check."),
 ) -> None:
     """The production checklist: flows, providers, models, ports, AMI, Asterisk."""
     from flowagent.commands import doctor as cmd
 
-    raise typer.Exit(cmd.run(flows or []))
+    raise typer.Exit(cmd.run(flows or [], audiosocket=audiosocket, http=http, timeout_s=timeout))
 
 
 def main() -> None:

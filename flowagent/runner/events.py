@@ -247,6 +247,25 @@ class StopNoInputTimer:
 
 
 @dataclass(frozen=True, slots=True)
+class StartTimer:
+    """Start (or restart) the driver-owned timer `name`; when it runs out the driver sends
+    `TimerExpired(name)`. Used for `max_duration` (emitted once at call start with
+    `settings.max_call_s`) and `dtmf` (the inter-digit gap: `settings.dtmf.digit_timeout_s`,
+    restarted after every digit of a multi-digit keypad entry). Unlike the no-input timer it
+    starts counting immediately, not when playback ends."""
+
+    name: str
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class CancelTimer:
+    """Cancel the driver-owned timer `name` if it is running (no `TimerExpired` follows)."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
 class StateEntered:
     """Informational: the engine moved to `state` (for live views, metrics and tests)."""
 
@@ -263,5 +282,7 @@ Action = (
     | SendDtmf
     | StartNoInputTimer
     | StopNoInputTimer
+    | StartTimer
+    | CancelTimer
     | StateEntered
 )

@@ -9,9 +9,11 @@ Lines and columns are 1-based, as editors show them.
 
 from __future__ import annotations
 
+import datetime as _dt
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -78,6 +80,56 @@ class FlowYamlError(Exception):
         self.code = code
 
 
+class FlowLoader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2 scalars: only `true`/`false` are booleans and `12:30` is text.
+
+    YAML 1.1 (PyYAML's default) reads `yes`, `no`, `on`, `off` as booleans, so `intent: no` or
+    a choice synonym `[yes, yeah]` would silently become true/false — a trap for authors.
+    """
+
+    yaml_implicit_resolvers: ClassVar[dict[str, list[tuple[str, re.Pattern[str]]]]] = {
+        first: [
+            (tag, regexp) for tag, regexp in resolvers
+            if tag not in ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:int")
+        ]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+
+
+FlowLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool",
+    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    list("tTfF"),
+)
+FlowLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:int",
+    re.compile(r"^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$"),
+    list("-+0123456789"),
+)
+
+
+if getattr(yaml, "__with_libyaml__", False):
+
+    class _FastFlowLoader(yaml.CSafeLoader):
+        """The same resolvers on LibYAML's C parser (~10x faster on big flows). Its error
+        messages differ, so on an error the text is parsed again with FlowLoader to explain."""
+
+        yaml_implicit_resolvers = FlowLoader.yaml_implicit_resolvers
+
+    _FAST_LOADER: type | None = _FastFlowLoader
+else:  # pragma: no cover - PyYAML built without LibYAML
+    _FAST_LOADER = None
+
+
+def _compose(text: str) -> yaml.Node | None:
+    if _FAST_LOADER is not None:
+        try:
+            return yaml.compose(text, Loader=_FAST_LOADER)
+        except yaml.YAMLError:
+            pass  # parse again below for the plain-Python error message and position
+    return yaml.compose(text, Loader=FlowLoader)
+
+
 def _mark(node: yaml.Node) -> Mark:
     return Mark(node.start_mark.line + 1, node.start_mark.column + 1)
 
@@ -88,9 +140,13 @@ class _Builder:
     def __init__(self) -> None:
         self.positions = Positions()
         self.duplicates: list[DuplicateKey] = []
-        self._scalar = yaml.SafeLoader("")  # only used for scalar resolution/construction
+        self._scalar = FlowLoader("")  # only used for scalar resolution/construction
+        self._budget = 500_000
 
     def build(self, node: yaml.Node, path: PathT) -> Any:
+        self._budget -= 1
+        if self._budget < 0:  # aliases can expand a small file into billions of nodes
+            raise FlowYamlError("The file expands to too much data (check any `*alias`).", 1, 1)
         self.positions.value_marks[path] = _mark(node)
         if isinstance(node, yaml.MappingNode):
             out: dict[Any, Any] = {}
@@ -120,15 +176,23 @@ class _Builder:
             return out
         if isinstance(node, yaml.SequenceNode):
             return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
-        return self._scalar.construct_object(node, deep=True)
+        if node.tag == "tag:yaml.org,2002:str" and isinstance(node, yaml.ScalarNode):
+            return node.value  # the common case, without the constructor's bookkeeping
+        value = self._scalar.construct_object(node, deep=True)
+        if isinstance(value, _dt.date):
+            # `min: 2026-01-31` is a date to YAML; flows treat dates as ISO text (JSON-friendly)
+            return value.isoformat()
+        return value
 
 
 def load_text(text: str, path: str = "<string>") -> LoadedFlow:
     """Parse YAML text. Raises FlowYamlError if it is not a single YAML document."""
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = _compose(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
+        if exc.context_mark is not None and "quoted scalar" in (exc.context or ""):
+            mark = exc.context_mark  # point at the opening quote, not the end of the file
         line = mark.line + 1 if mark else 1
         col = mark.column + 1 if mark else 1
         problem = (exc.problem or "").strip()
@@ -140,17 +204,35 @@ def load_text(text: str, path: str = "<string>") -> LoadedFlow:
                 _tab_column(text, line) or col,
                 code="tab-indent",
             ) from None
-        raise FlowYamlError(
-            f"The file is not valid YAML here: {problem or 'syntax error'}"
-            + (f" ({exc.context.strip()})" if exc.context else "")
-            + ".",
-            line,
-            col,
-        ) from None
+        quote = _unclosed_quote(text, line)
+        if quote is not None:
+            raise FlowYamlError("A quote opened here is never closed; add the closing quote at "
+                                "the end of the value.", quote[0], quote[1]) from None
+        message = _plain_yaml_problem(problem, exc.context, _line(text, line))
+        if message.startswith("A value that starts with `{{`"):
+            col = _line(text, line).find("{{") + 1 or col  # point at the braces themselves
+        raise FlowYamlError(message, line, col) from None
     except yaml.YAMLError as exc:  # pragma: no cover - composer errors are marked
         raise FlowYamlError(f"The file is not valid YAML: {exc}.", 1, 1) from None
+    except RecursionError:
+        raise FlowYamlError("The file nests too deeply to read.", 1, 1) from None
     builder = _Builder()
-    data = None if node is None else builder.build(node, ())
+    try:
+        data = None if node is None else builder.build(node, ())
+    except yaml.MarkedYAMLError as exc:  # e.g. `!!int abc`, unknown `!tag`
+        mark = exc.problem_mark or exc.context_mark
+        raise FlowYamlError(
+            f"YAML cannot read this value: {(exc.problem or 'bad value').strip()}.",
+            mark.line + 1 if mark else 1, mark.column + 1 if mark else 1) from None
+    except FlowYamlError:
+        raise
+    except (ValueError, TypeError, OverflowError, IndexError, KeyError, AttributeError) as exc:
+        # `!!int abc`, `!!int` with nothing after it, `!!float x`...
+        raise FlowYamlError(f"YAML cannot read a value in this file ({exc}); check any `!!` tags.",
+                            1, 1) from None
+    except RecursionError:
+        raise FlowYamlError("The file nests too deeply (or an alias refers to itself).",
+                            1, 1) from None
     return LoadedFlow(path, text, data, builder.positions, builder.duplicates)
 
 
@@ -165,6 +247,54 @@ def load_file(path: str | Path) -> LoadedFlow:
             "The file is not UTF-8 text; save it as UTF-8 in your editor.", 1, exc.start + 1
         ) from None
     return load_text(text, str(path))
+
+
+def _plain_yaml_problem(problem: str, context: str | None, line_text: str) -> str:
+    """PyYAML's parser messages, said so that someone who is not a programmer can act on them."""
+    p = problem.lower()
+    after_colon = line_text.split(":", 1)[1].lstrip() if ":" in line_text else line_text.lstrip()
+    if after_colon.startswith(("{{", "{%")) or ("{{" in line_text and "expected ','" in p):
+        return ("A value that starts with `{{` must be put in quotes, e.g. "
+                "`say: \"{{ context.company }} here\"`.")
+    if "mapping values are not allowed" in p:
+        return ("A `key: value` appears where YAML did not expect one: this line is probably "
+                "indented too far, or the value on it contains `: ` and needs quotes.")
+    if "could not find expected ':'" in p:
+        return ("YAML expected a `key: value` here: check this line's indentation and that the "
+                "key ends with a colon.")
+    if "expected <block end>" in p or "expected <block mapping start>" in p:
+        return ("This line is not lined up with the lines around it: keys at the same level "
+                "must start in the same column.")
+    if "found unexpected end of stream" in p or "found unexpected end" in p:
+        return "A quote or bracket opened here is never closed."
+    if "found undefined alias" in p:
+        return "This `*name` refers to an anchor (`&name`) that is not defined above it."
+    if "while scanning a quoted scalar" in (context or ""):
+        return "A quote opened here is never closed."
+    if "found character" in p and "cannot start any token" in p:
+        return (f"YAML cannot start a value with this character ({problem.split('(')[0].strip()});"
+                " put the value in quotes.")
+    return (f"The file is not valid YAML here: {problem or 'syntax error'}"
+            + (f" ({context.strip()})" if context else "") + ".")
+
+
+def _unclosed_quote(text: str, error_line: int) -> tuple[int, int] | None:
+    """A value on a line before the error that opens a quote and never closes it: YAML then reads
+    on into the next lines and reports a confusing error further down. (line, column) or None."""
+    lines = text.splitlines()
+    for n in range(min(error_line, len(lines)), max(error_line - 30, 0), -1):
+        body = lines[n - 1]
+        m = re.match(r"^\s*(?:-\s+)?[^\s#:][^:#]*:\s+(['\"])", body) or \
+            re.match(r"^\s*-\s+(['\"])", body)
+        if not m:
+            continue
+        q = m.group(1)
+        rest = body[m.end():]
+        closed = rest.replace("\\" + q, "").count(q) if q == '"' else \
+            rest.replace("''", "").count("'")
+        if closed == 0 and n < error_line:
+            return n, m.end()
+    return None
 
 
 def _line(text: str, line: int) -> str:

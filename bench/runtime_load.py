@@ -1,0 +1,483 @@
+"""Runtime benchmarks: a flowagent server in one process, a load generator in another.
+
+    python bench/runtime_load.py latency  --calls 1,100,1000   # runner-added latency
+    python bench/runtime_load.py capacity --calls 250,500,750,1000
+    python bench/runtime_load.py barge                          # barge-in reaction time
+    python bench/runtime_load.py cloud                          # simulated cloud latencies
+
+The server is the real runtime (AudioSocket server + sessions + paced player + control API) with
+the fake providers chosen by the flows in bench/flows/, plus one extra read-only route
+(`GET /bench/stats`, mounted through `api.create_app(extra_routes=...)`) that reports the pacing
+clock's tick times, the per-turn latency rows of finished and live calls, and the process RSS.
+The load generator plays N callers exactly as Asterisk would: UUID, then one 20 ms frame every
+20 ms (silence, with a 300 ms tone every few seconds as "speech", so the VAD runs on every
+inbound frame and turns happen), and measures what arrives.
+
+Figures (what each scenario prints):
+- runner-added latency: end of the caller's turn (VAD end of speech) -> first audio frame of the
+  answer written to the socket, with instant fake providers (server-side timestamps).
+- frame spacing jitter: |spacing - 20 ms| of outbound frames; from the server's tick log (first
+  and last stream written in each tick) and, as a cross-check, from probe callers' arrival times
+  (which include the load generator's own scheduling delays).
+- memory per call: (RSS with N calls - RSS idle) / N.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import uuid as uuidlib
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from flowagent import audio  # noqa: E402
+from flowagent.asterisk.audiosocket import (  # noqa: E402
+    HEADER,
+    Kind,
+    encode,
+    encode_uuid,
+)
+
+FLOWS = ROOT / "bench" / "flows"
+FRAME = 0.02
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q / 100 * len(s)))]
+
+
+def rss_kb() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+# =============================================================================================
+# server process
+# =============================================================================================
+
+
+async def serve(flow: Path, keepalive_ms: int) -> None:
+    from aiohttp import web
+
+    from flowagent.runner.api import RUNTIME_KEY, create_app, start_api
+    from flowagent.runner.runtime import FlowSet, ProviderPool, Runtime, RuntimeConfig, tune_gc
+    from flowagent.runner.server import AudioSocketServer
+    from flowagent.runner.store import CallStore
+
+    os.environ.setdefault("FLOWAGENT_API_TOKEN", "bench")
+    flows = FlowSet(ProviderPool())
+    flows.load(flow)
+    store = CallStore(":memory:")
+    rt = Runtime(flows, store, config=RuntimeConfig(keepalive_ms=keepalive_ms))
+    tune_gc()
+    server = AudioSocketServer(rt, "127.0.0.1", 0, reload_interval_s=0)
+    await server.start()
+
+    async def stats(request: web.Request) -> web.Response:
+        r = request.app[RUNTIME_KEY]
+        rows: list[dict[str, Any]] = []
+        for rec in list(r.recent.values()):
+            rows += rec.get("latency", [])
+        for s in list(r.sessions.values()):
+            rows += s.turns
+        body = {
+            "ticks": list(r.player.tick_log),
+            "late_ticks": r.player.late_ticks,
+            "reanchors": r.player.reanchors,
+            "turns": rows,
+            "rss_kb": rss_kb(),
+            "cpu_s": time.process_time(),
+            "frames_in": r.metrics.frames_received
+            + sum(s.frames_in for s in list(r.sessions.values())),
+            "active": len(r.sessions),
+            "streams": r.player.active,
+            "barge_ins": r.metrics.barge_ins_total,
+            "errors": dict(r.metrics.errors),
+        }
+        return web.json_response(body)
+
+    async def reset(request: web.Request) -> web.Response:
+        r = request.app[RUNTIME_KEY]
+        r.player.tick_log.clear()
+        r.recent.clear()
+        for s in list(r.sessions.values()):
+            s.turns.clear()
+        return web.json_response({"ok": True})
+
+    app = create_app(rt, extra_routes=[web.get("/bench/stats", stats),
+                                       web.post("/bench/reset", reset)])
+    runner, http_port = await start_api(app, "127.0.0.1", 0)
+    print(f"READY {server.address[1]} {http_port}", flush=True)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+    await server.close()
+    await runner.cleanup()
+
+
+# =============================================================================================
+# load generator process
+# =============================================================================================
+
+
+class Caller(asyncio.Protocol):
+    """One fake Asterisk channel; cheap enough for a thousand in one process."""
+
+    def __init__(self, probe: bool) -> None:
+        self.probe = probe
+        self.buf = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.arrivals: list[float] = []  # probes: arrival time of every audio frame
+        self.speech: list[float] = []  # probes: arrival times of non-silent frames
+        self.frames = 0
+        self.closed = False
+        self.hangup = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.transport.write(encode_uuid(str(uuidlib.uuid4())))
+
+    def data_received(self, data: bytes) -> None:
+        now = time.monotonic()
+        buf = self.buf
+        buf += data
+        pos = 0
+        n = len(buf)
+        while n - pos >= 3:
+            kind, length = HEADER.unpack_from(buf, pos)
+            if n - pos - 3 < length:
+                break
+            if kind == Kind.HANGUP:
+                self.hangup = True
+            else:
+                self.frames += 1
+                if self.probe:
+                    self.arrivals.append(now)
+                    payload = bytes(buf[pos + 3 : pos + 3 + length])
+                    if payload.count(0) < len(payload):
+                        self.speech.append(now)
+            pos += 3 + length
+        del buf[:pos]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+
+
+async def load(port: int, calls: int, duration: float, cycle_s: float, probes: int,
+               ramp_s: float, speak: bool) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    silence = encode(Kind.SLIN_8K, bytes(320))
+    tone = audio.tone(300, 300, 8000, amplitude=0.4)
+    speech_frames = [encode(Kind.SLIN_8K, tone[i : i + 320]) for i in range(0, len(tone), 320)]
+    cycle = int(cycle_s / FRAME)
+    clients: list[tuple[Caller, int]] = []
+    failed = 0
+    connect_gap = ramp_s / max(1, calls)
+    for i in range(calls):
+        try:
+            _, proto = await loop.create_connection(lambda i=i: Caller(i < probes), "127.0.0.1",
+                                                    port)
+            clients.append((proto, random.randrange(cycle)))
+        except OSError:
+            failed += 1
+        if connect_gap:
+            await asyncio.sleep(connect_gap)
+    t0 = time.monotonic()
+    n = 0
+    late_sends = 0
+    while time.monotonic() - t0 < duration:
+        n += 1
+        delay = t0 + n * FRAME - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        elif delay < -FRAME:
+            late_sends += 1
+        for c, offset in clients:
+            if c.closed or c.transport is None:
+                continue
+            pos = (n + offset) % cycle
+            if speak and pos < len(speech_frames):
+                c.transport.write(speech_frames[pos])
+            else:
+                c.transport.write(silence)
+    jitter: list[float] = []
+    for c, _ in clients:
+        if c.probe and len(c.arrivals) > 10:
+            a = c.arrivals[len(c.arrivals) // 5 :]  # skip the start (greeting, ramp)
+            # gaps over 100 ms are idle periods (keepalive mode sends no silence), not pacing
+            jitter += [abs((b - x) - FRAME) * 1000 for x, b in zip(a, a[1:], strict=False)
+                       if b - x < 0.1]
+    alive = sum(1 for c, _ in clients if not c.closed)
+    for c, _ in clients:
+        if c.transport is not None:
+            c.transport.close()
+    return {"connected": len(clients), "failed": failed, "alive_at_end": alive,
+            "probe_jitter_p50_ms": pct(jitter, 50), "probe_jitter_p99_ms": pct(jitter, 99),
+            "load_late_sends": late_sends}
+
+
+async def barge_load(port: int, trials: int) -> dict[str, Any]:
+    """Interrupt the agent's long prompt `trials` times; time from our first speech frame to the
+    last agent speech frame we receive."""
+    loop = asyncio.get_running_loop()
+    silence = encode(Kind.SLIN_8K, bytes(320))
+    tone = audio.tone(400, 300, 8000, amplitude=0.4)
+    speech = [encode(Kind.SLIN_8K, tone[i : i + 320]) for i in range(0, len(tone), 320)]
+    _, c = await loop.create_connection(lambda: Caller(True), "127.0.0.1", port)
+    reactions: list[float] = []
+    t0 = time.monotonic()
+    n = 0
+    queue: list[bytes] = []
+    onset = 0.0
+    state = "wait_speech"
+    wait_until = t0 + 1.0
+    while len(reactions) < trials and time.monotonic() - t0 < 120:
+        n += 1
+        delay = t0 + n * FRAME - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        now = time.monotonic()
+        if state == "wait_speech" and now > wait_until and c.speech and now - c.speech[-1] < 0.05:
+            queue = list(speech)
+            onset = now + 0.0
+            state = "speaking"
+        frame = queue.pop(0) if queue else silence
+        if c.closed or c.transport is None:
+            break
+        c.transport.write(frame)
+        if state == "speaking" and not queue:
+            state = "measure"
+        # measure before the agent's next answer can start (speech 400 ms + end of turn 300 ms)
+        if state == "measure" and now - onset > 0.55:
+            last = max((t for t in c.speech if t >= onset), default=onset)
+            reactions.append((last - onset) * 1000)
+            state = "wait_speech"
+            wait_until = now + 1.0 + random.random() * 0.5
+    if c.transport is not None:
+        c.transport.close()
+    return {"trials": len(reactions), "reaction_p50_ms": pct(reactions, 50),
+            "reaction_p99_ms": pct(reactions, 99), "reaction_max_ms": max(reactions, default=0)}
+
+
+# =============================================================================================
+# orchestration
+# =============================================================================================
+
+
+class Server:
+    def __init__(self, flow: Path, keepalive_ms: int) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "_serve", str(flow), "--keepalive-ms", str(keepalive_ms)],
+            stdout=subprocess.PIPE, text=True, cwd=ROOT,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().split()
+        if not line or line[0] != "READY":
+            self.proc.kill()
+            raise RuntimeError("bench server did not start")
+        self.port, self.http = int(line[1]), int(line[2])
+
+    def get(self, path: str, method: str = "GET") -> Any:
+        import urllib.request
+
+        req = urllib.request.Request(f"http://127.0.0.1:{self.http}{path}", method=method,
+                                     headers={"Authorization": "Bearer bench"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return json.loads(r.read())
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def run_load(port: int, **kw: Any) -> dict[str, Any]:
+    args = [sys.executable, __file__, "_load", "--port", str(port)]
+    for k, v in kw.items():
+        args += [f"--{k.replace('_', '-')}", str(v)]
+    out = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr[-2000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def tick_jitter(ticks: list[list[float]]) -> dict[str, float]:
+    starts = [t[0] for t in ticks]
+    ends = [t[1] for t in ticks]
+    first = [abs((b - a) - FRAME) * 1000 for a, b in zip(starts, starts[1:], strict=False)]
+    last = [abs((b - a) - FRAME) * 1000 for a, b in zip(ends, ends[1:], strict=False)]
+    cost = [(e - s) * 1000 for s, e in ticks]
+    return {"first_stream_p99_ms": pct(first, 99), "last_stream_p99_ms": pct(last, 99),
+            "jitter_p99_ms": max(pct(first, 99), pct(last, 99)),
+            "tick_cost_p50_ms": pct(cost, 50), "tick_cost_p99_ms": pct(cost, 99)}
+
+
+def scenario_latency(counts: list[int], duration: float) -> list[dict[str, Any]]:
+    results = []
+    for n in counts:
+        srv = Server(FLOWS / "runtime_turns.yaml", keepalive_ms=500)
+        try:
+            st0 = srv.get("/bench/stats")
+            idle = st0["rss_kb"]
+            # calls connect over 20% of the run; turns every 2 s per call (300 ms of speech)
+            res = run_load(srv.port, calls=n, duration=duration, cycle_s=2.0, probes=min(n, 10),
+                           ramp_s=min(5.0, n * 0.005), speak=1)
+            st = srv.get("/bench/stats")
+            rows = [r for r in st["turns"] if r.get("first_frame_ms") is not None]
+            ff = [r["first_frame_ms"] for r in rows]
+            results.append({
+                "calls": n, "turns": len(ff), **res,
+                "runner_p50_ms": pct(ff, 50), "runner_p99_ms": pct(ff, 99),
+                "runner_max_ms": max(ff, default=float("nan")),
+                "rss_idle_kb": idle, "rss_kb": st["rss_kb"],
+                "kb_per_call": (st["rss_kb"] - idle) / n if n >= 100 else None,
+                **tick_jitter(st["ticks"]), "late_ticks": st["late_ticks"],
+                "errors": st["errors"],
+                "server_cpu_s": round(st["cpu_s"] - st0["cpu_s"], 2),
+                "us_per_inbound_frame": round((st["cpu_s"] - st0["cpu_s"]) * 1e6
+                                              / max(1, st["frames_in"] - st0["frames_in"]), 1),
+            })
+        finally:
+            srv.stop()
+        print(json.dumps(results[-1]), flush=True)
+    return results
+
+
+def scenario_capacity(counts: list[int], duration: float) -> list[dict[str, Any]]:
+    """Continuous outbound audio on every call (silence frames every tick: the worst case for
+    the pacing clock), VAD on every inbound frame, turns every 3 s per call."""
+    results = []
+    for n in counts:
+        srv = Server(FLOWS / "runtime_turns.yaml", keepalive_ms=0)
+        try:
+            idle = srv.get("/bench/stats")["rss_kb"]
+            res = run_load(srv.port, calls=n, duration=duration, cycle_s=3.0, probes=min(n, 10),
+                           ramp_s=min(5.0, n * 0.005), speak=1)
+            st = srv.get("/bench/stats")
+            ff = [r["first_frame_ms"] for r in st["turns"] if r.get("first_frame_ms") is not None]
+            results.append({"calls": n, **res, **tick_jitter(st["ticks"][-1500:]),
+                            "late_ticks": st["late_ticks"], "reanchors": st["reanchors"],
+                            "turns": len(ff), "runner_p99_ms": pct(ff, 99),
+                            "kb_per_call": (st["rss_kb"] - idle) / n, "errors": st["errors"]})
+        finally:
+            srv.stop()
+        print(json.dumps(results[-1]), flush=True)
+    return results
+
+
+def scenario_barge(trials: int) -> dict[str, Any]:
+    srv = Server(FLOWS / "runtime_barge.yaml", keepalive_ms=500)
+    try:
+        res = run_load(srv.port, barge=trials)
+    finally:
+        srv.stop()
+    print(json.dumps(res), flush=True)
+    return res
+
+
+def scenario_cloud(calls: int, duration: float) -> dict[str, Any]:
+    srv = Server(FLOWS / "runtime_cloud.yaml", keepalive_ms=500)
+    try:
+        res = run_load(srv.port, calls=calls, duration=duration, cycle_s=4.0, probes=0,
+                       ramp_s=1.0, speak=1)
+        st = srv.get("/bench/stats")
+    finally:
+        srv.stop()
+    rows = [r for r in st["turns"] if r.get("first_frame_ms") is not None]
+
+    def col(k: str) -> list[float]:
+        return [r[k] for r in rows if r.get(k) is not None]
+
+    out = {"calls": calls, "turns": len(rows), **res,
+           "end_of_speech_to_first_audio_p50_ms": pct(col("first_frame_ms"), 50),
+           "end_of_speech_to_first_audio_p99_ms": pct(col("first_frame_ms"), 99),
+           "asr_final_p50_ms": pct(col("asr_final_ms"), 50),
+           "llm_first_token_p50_ms": pct(col("llm_first_token_ms"), 50),
+           "tts_first_audio_p50_ms": pct(col("tts_first_audio_ms"), 50),
+           "runner_share_p50_ms": pct(col("runner_ms"), 50),
+           "runner_share_p99_ms": pct(col("runner_ms"), 99)}
+    # the providers alone, at the middle of each published range: 175 + 40 + 65
+    out["provider_latency_sum_mean_ms"] = sum(statistics.mean(r) for r in
+                                              ((150, 200), (30, 50), (50, 80)))
+    print(json.dumps(out), flush=True)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("_serve")
+    s.add_argument("flow", type=Path)
+    s.add_argument("--keepalive-ms", type=int, default=500)
+    ld = sub.add_parser("_load")
+    ld.add_argument("--port", type=int, required=True)
+    ld.add_argument("--calls", type=int, default=1)
+    ld.add_argument("--duration", type=float, default=10)
+    ld.add_argument("--cycle-s", type=float, default=2.0)
+    ld.add_argument("--probes", type=int, default=0)
+    ld.add_argument("--ramp-s", type=float, default=0)
+    ld.add_argument("--speak", type=int, default=1)
+    ld.add_argument("--barge", type=int, default=0)
+    for name in ("latency", "capacity"):
+        sp = sub.add_parser(name)
+        sp.add_argument("--calls", default="1,100,1000" if name == "latency" else "500,750,1000")
+        sp.add_argument("--duration", type=float, default=15)
+    b = sub.add_parser("barge")
+    b.add_argument("--trials", type=int, default=20)
+    c = sub.add_parser("cloud")
+    c.add_argument("--calls", type=int, default=20)
+    c.add_argument("--duration", type=float, default=20)
+    a = p.parse_args()
+    if a.cmd == "_serve":
+        if os.environ.get("BENCH_PROFILE"):
+            import cProfile
+
+            cProfile.runctx("asyncio.run(serve(a.flow, a.keepalive_ms))", globals(),
+                            {"a": a, "serve": serve, "asyncio": asyncio},
+                            os.environ["BENCH_PROFILE"])
+        else:
+            from flowagent.runner.runtime import new_event_loop
+
+            with asyncio.Runner(loop_factory=new_event_loop) as r:
+                r.run(serve(a.flow, a.keepalive_ms))
+    elif a.cmd == "_load":
+        from flowagent.runner.runtime import new_event_loop
+
+        with asyncio.Runner(loop_factory=new_event_loop) as r:
+            if a.barge:
+                res = r.run(barge_load(a.port, a.barge))
+            else:
+                res = r.run(load(a.port, a.calls, a.duration, a.cycle_s, a.probes, a.ramp_s,
+                                 bool(a.speak)))
+        print(json.dumps(res))
+    elif a.cmd == "latency":
+        scenario_latency([int(x) for x in a.calls.split(",")], a.duration)
+    elif a.cmd == "capacity":
+        scenario_capacity([int(x) for x in a.calls.split(",")], a.duration)
+    elif a.cmd == "barge":
+        scenario_barge(a.trials)
+    elif a.cmd == "cloud":
+        scenario_cloud(a.calls, a.duration)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,162 @@
+"""PCM helpers: s16le <-> numpy, resampling (soxr), WAV files, tones, silence and fades.
+
+Audio everywhere in flowagent is little-endian signed 16-bit mono PCM in `bytes` at an explicit
+sample rate. These helpers are the only place that converts it, so every stage agrees on the
+format. Resampling uses soxr (a real band-limited resampler): naive decimation aliases badly on
+8 kHz telephone audio and ruins ASR.
+"""
+
+from __future__ import annotations
+
+import math
+import wave
+from pathlib import Path
+
+import numpy as np
+import soxr
+
+try:  # audioop (stdlib until 3.13) computes RMS ~10x faster than numpy for one 20 ms frame
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import audioop as _audioop
+except ImportError:  # pragma: no cover - Python 3.13+
+    _audioop = None
+
+SAMPLE_WIDTH = 2
+FADE_MS = 5
+
+
+def frame_bytes(sample_rate: int, ms: int = 20) -> int:
+    """Bytes in `ms` of s16 mono audio (320 for 20 ms at 8 kHz)."""
+    return sample_rate * ms // 1000 * SAMPLE_WIDTH
+
+
+def to_array(pcm: bytes) -> np.ndarray:
+    """s16le bytes -> int16 array (a trailing odd byte is dropped)."""
+    if len(pcm) % 2:
+        pcm = pcm[:-1]
+    return np.frombuffer(pcm, dtype="<i2")
+
+
+def to_float(pcm: bytes) -> np.ndarray:
+    return to_array(pcm).astype(np.float32) / 32768.0
+
+
+def from_array(samples: np.ndarray) -> bytes:
+    """int16 or float (-1..1) array -> s16le bytes, clipping floats."""
+    if samples.dtype.kind == "f":
+        samples = np.clip(samples * 32767.0, -32768, 32767)
+    return samples.astype("<i2").tobytes()
+
+
+def rms(pcm: bytes) -> float:
+    """Root-mean-square level of s16 audio in 0..1 (the fake VAD's measure)."""
+    if _audioop is not None:
+        if len(pcm) % 2:
+            pcm = pcm[:-1]
+        return _audioop.rms(pcm, 2) / 32768.0 if pcm else 0.0
+    a = to_array(pcm)
+    n = a.size
+    if n == 0:
+        return 0.0
+    f = a.astype(np.float32)
+    return math.sqrt(float(np.dot(f, f)) / n) / 32768.0  # one C call: runs on every frame
+
+
+def resample(pcm: bytes, from_rate: int, to_rate: int) -> bytes:
+    """Resample a whole buffer (for streams use `StreamResampler`, which keeps filter state)."""
+    if from_rate == to_rate or not pcm:
+        return pcm
+    out = soxr.resample(to_array(pcm), from_rate, to_rate, quality="HQ")
+    return np.asarray(out, dtype="<i2").tobytes()
+
+
+class StreamResampler:
+    """Chunk-by-chunk resampling without seams between chunks (soxr keeps the filter state)."""
+
+    def __init__(self, from_rate: int, to_rate: int) -> None:
+        self.from_rate = from_rate
+        self.to_rate = to_rate
+        self._odd = b""
+        self._rs = (
+            None
+            if from_rate == to_rate
+            else soxr.ResampleStream(from_rate, to_rate, 1, dtype="int16", quality="HQ")
+        )
+
+    def process(self, pcm: bytes, last: bool = False) -> bytes:
+        pcm = self._odd + pcm
+        if len(pcm) % 2:
+            self._odd, pcm = pcm[-1:], pcm[:-1]
+        else:
+            self._odd = b""
+        if self._rs is None:
+            return pcm
+        out = self._rs.resample_chunk(np.frombuffer(pcm, dtype="<i2"), last=last)
+        return np.asarray(out, dtype="<i2").tobytes()
+
+
+def silence(ms: float, sample_rate: int = 8000) -> bytes:
+    return bytes(int(sample_rate * ms / 1000) * SAMPLE_WIDTH)
+
+
+def tone(ms: float, freq: float = 440.0, sample_rate: int = 8000, amplitude: float = 0.3) -> bytes:
+    """A sine tone with 5 ms fades at both ends (so tone-based test audio does not click)."""
+    n = int(sample_rate * ms / 1000)
+    t = np.arange(n, dtype=np.float32) / sample_rate
+    samples = (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+    return fade(from_array(samples), sample_rate, fade_in=True, fade_out=True)
+
+
+def fade(
+    pcm: bytes,
+    sample_rate: int = 8000,
+    ms: float = FADE_MS,
+    *,
+    fade_in: bool = False,
+    fade_out: bool = True,
+) -> bytes:
+    """Linear fade over `ms` at the end (and/or start): a cut mid-waveform clicks audibly."""
+    a = to_array(pcm).astype(np.float32)
+    n = min(a.size, int(sample_rate * ms / 1000))
+    if n == 0:
+        return pcm[: a.size * 2]
+    ramp = np.linspace(1.0, 0.0, n, dtype=np.float32)
+    if fade_out:
+        a[-n:] *= ramp
+    if fade_in:
+        a[:n] *= ramp[::-1]
+    return a.astype("<i2").tobytes()
+
+
+def read_wav(path: str | Path) -> tuple[bytes, int]:
+    """Read a WAV file as mono s16 (channels are averaged; 8/24/32-bit converted)."""
+    with wave.open(str(path), "rb") as w:
+        rate = w.getframerate()
+        width = w.getsampwidth()
+        channels = w.getnchannels()
+        raw = w.readframes(w.getnframes())
+    if width == 2:
+        a = np.frombuffer(raw, dtype="<i2").astype(np.int32)
+    elif width == 1:
+        a = (np.frombuffer(raw, dtype=np.uint8).astype(np.int32) - 128) << 8
+    elif width == 4:
+        a = np.frombuffer(raw, dtype="<i4").astype(np.int64) >> 16
+    elif width == 3:
+        b = np.frombuffer(raw, dtype=np.uint8).reshape(-1, 3).astype(np.int32)
+        a = ((b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)) << 8) >> 16
+    else:
+        raise ValueError(f"{path}: unsupported WAV sample width {width}")
+    if channels > 1:
+        a = a.reshape(-1, channels).mean(axis=1)
+    return np.asarray(a, dtype="<i2").tobytes(), rate
+
+
+def write_wav(path: str | Path, pcm: bytes, sample_rate: int = 8000) -> None:
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(SAMPLE_WIDTH)
+        w.setframerate(sample_rate)
+        w.writeframes(pcm)

@@ -1,0 +1,52 @@
+"""`flowagent asterisk config`: print the Asterisk snippets with the operator's values filled in.
+
+Colour (rich syntax highlighting) only on a terminal: when the output is redirected into a file
+(`> /etc/asterisk/...`) it must be the exact file text, byte for byte.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from flowagent.asterisk.config import ALL_PARTS, PARTS, AsteriskSettings, render
+
+
+def run(
+    *,
+    host: str = "127.0.0.1",
+    port: int = 9099,
+    http_port: int = 8080,
+    did: str = "_X.",
+    flow: str = "removals",
+    part: str = "all",
+    http_host: str = "",
+    fallback: str = "100",
+) -> int:
+    settings = AsteriskSettings(
+        host=host, port=port, http_port=http_port, http_host=http_host, did=did, flow=flow,
+        fallback=fallback,
+    )
+    parts = list(ALL_PARTS) if part == "all" else [part]
+    try:
+        texts = [(p, render(p, settings)) for p in parts]
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    tty = sys.stdout.isatty()
+    for i, (name, text) in enumerate(texts):
+        if len(texts) > 1:
+            header = f"# ===== {name}: {PARTS[name][2]} ====="
+            if i:
+                sys.stdout.write("\n")
+            sys.stdout.write(header + "\n")
+        if tty:
+            from rich.console import Console
+            from rich.syntax import Syntax
+
+            Console(soft_wrap=True).print(
+                Syntax(text, PARTS[name][1], word_wrap=False, theme="ansi_dark"), soft_wrap=True
+            )
+        else:
+            sys.stdout.write(text)
+    sys.stdout.flush()
+    return 0

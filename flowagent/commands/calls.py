@@ -1,0 +1,99 @@
+"""`flowagent calls [UUID]`: list call records from the SQLite store, or show one in full."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+
+def _when(ts: Any) -> str:
+    if not ts:
+        return ""
+    return dt.datetime.fromtimestamp(float(ts)).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def run(*, uuid: str | None, db: Path, limit: int, json_out: bool) -> int:
+    con = Console()
+    if not db.exists():
+        con.print(f"[red]{escape(str(db))}: no call records here yet (flowagent serve --db"
+                  " chooses the file).[/red]")
+        return 2
+    from flowagent.runner.store import CallStore
+
+    store = CallStore(db)
+    try:
+        if uuid:
+            rec = store.get_sync(uuid)
+            if rec is None:
+                con.print(f"[red]No call {escape(uuid)} in {escape(str(db))}.[/red]")
+                return 1
+            if json_out:
+                print(json.dumps(rec, indent=2, default=str))
+            else:
+                _show(con, rec)
+            return 0
+        rows = store.list_sync(limit)
+        if json_out:
+            print(json.dumps(rows, indent=2, default=str))
+            return 0
+        table = Table(title=f"Calls in {db}")
+        for col in ("started", "uuid", "flow", "caller", "did", "secs", "turns", "outcome"):
+            table.add_column(col)
+        for r in rows:
+            table.add_row(_when(r["started_at"]), r["uuid"], r["flow"], r["caller"], r["did"],
+                          f"{r['duration_s']:.1f}" if r["duration_s"] is not None else "",
+                          str(r["turns"]), r["outcome"])
+        con.print(table)
+        return 0
+    finally:
+        store.close()
+
+
+def _show(con: Console, rec: dict[str, Any]) -> None:
+    con.print(f"[bold]{rec['uuid']}[/bold]  flow {escape(str(rec.get('flow')))}  "
+              f"caller {rec.get('caller') or '-'}  did {rec.get('did') or '-'}")
+    dur = rec.get("duration_s")
+    line = f"started {_when(rec.get('started_at'))}"
+    if dur is not None:
+        line += f"  duration {dur:.1f}s"
+    line += f"  outcome [bold]{escape(str(rec.get('outcome')))}[/bold]"
+    if rec.get("transfer_target"):
+        line += f"  transfer to {escape(str(rec['transfer_target']))}"
+    if rec.get("end_reason"):
+        line += f"  ({escape(str(rec['end_reason']))})"
+    con.print(line)
+    t = Table(show_header=True, header_style="bold")
+    for col in ("at", "who", "text", "state"):
+        t.add_column(col)
+    for e in rec.get("transcript", []):
+        text = escape(e["text"])
+        if e.get("heard") is not None:
+            text += f"  [dim](heard: {escape(e['heard'])})[/dim]"
+        t.add_row(f"{e['at']:.2f}", e["who"], text, e.get("state", ""))
+    con.print(t)
+    if rec.get("slots"):
+        con.print("slots: " + escape(json.dumps(rec["slots"], default=str)))
+    for tc in rec.get("tool_calls", []):
+        con.print(f"tool {tc['tool']}: ok={tc.get('ok')} status={tc.get('status')} "
+                  f"{escape(tc.get('error') or '')}")
+    lat = rec.get("latency") or []
+    if lat:
+        lt = Table(title="per-turn latency (ms after end of speech)")
+        for col in ("turn", "state", "asr final", "llm 1st token", "tts 1st audio", "1st frame",
+                    "runner"):
+            lt.add_column(col)
+        for row in lat:
+            lt.add_row(str(row["index"]), row["state"], *[
+                "" if row.get(k) is None else f"{row[k]:.1f}"
+                for k in ("asr_final_ms", "llm_first_token_ms", "tts_first_audio_ms",
+                          "first_frame_ms", "runner_ms")
+            ])
+        con.print(lt)
+    for err in rec.get("errors", []):
+        con.print(f"[yellow]error:[/yellow] {escape(err)}")

@@ -1,0 +1,278 @@
+"""Cartesia TTS over WebSocket: native 8 kHz pcm_s16le, contexts and continuations, cancel.
+
+Wire protocol followed:
+- https://docs.cartesia.ai/api-reference/tts/websocket — `wss://api.cartesia.ai/tts/websocket`,
+  headers `X-API-Key: <key>` and `Cartesia-Version: <date>` (query `api_key`/`cartesia_version`
+  are the browser alternative). Generation request `{model_id, transcript, voice: {mode: "id",
+  id}, language, context_id, output_format: {container: "raw", encoding: "pcm_s16le",
+  sample_rate: 8000}, continue, max_buffer_delay_ms}`; cancel `{context_id, cancel: true}`.
+  Server messages: `{"type": "chunk", "data": <base64 audio>, "done": false, "context_id",
+  "status_code": 206}`, `{"type": "done", "done": true, "context_id"}`, `{"type":
+  "flush_done"}`, `{"type": "timestamps"}`, and `{"type": "error", "done": true, "title",
+  "message", "error_code", "status_code", "context_id"}`. Raw `pcm_s16le` at 8000 Hz is a
+  documented output format, so telephone audio needs no resampling.
+- https://docs.cartesia.ai/build-with-cartesia/capability-guides/stream-inputs-using-continuations
+  and https://docs.cartesia.ai/use-the-api/tts-websocket/contexts — one context per utterance;
+  more input on the same `context_id` with `continue: true` continues the utterance with the same
+  prosody; a last message with `continue: false` (empty transcript allowed) ends it; a new context
+  per turn, and `cancel` on interruption. One socket multiplexes many contexts.
+
+We keep one socket per provider instance (no TLS handshake per utterance) and route messages to
+each utterance by `context_id`. A dropped socket fails the utterances in flight; the next one
+reconnects.
+
+Residual uncertainty: the current API version string (we default to "2025-04-16"; override with
+`version`); the exact error payload for auth failures after the handshake (we accept both the
+handshake HTTP 401 and an `error` message).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
+
+from flowagent.providers.base import ProviderError, ProviderTimeout
+from flowagent.providers.cloudutil import (
+    build_options,
+    cancel_and_wait,
+    closed_error,
+    parse_json,
+    ws_connect,
+)
+
+PROVIDER = "Cartesia"
+CLOSE_MEANINGS = {1008: "the request was refused (check the API key and version)",
+                  1011: "Cartesia hit an internal error"}
+SUPPORTED_RATES = (8000, 16000, 22050, 24000, 44100, 48000)
+
+
+@dataclass(slots=True)
+class CartesiaOptions:
+    api_key: str = ""
+    voice_id: str = ""
+    model_id: str = "sonic-2"
+    language: str = "en"
+    version: str = "2025-04-16"
+    url: str = "wss://api.cartesia.ai/tts/websocket"
+    max_buffer_delay_ms: int = 0  # 0: Cartesia's default
+    speed: str = ""  # "slow" | "normal" | "fast" (experimental controls); empty: not sent
+    connect_timeout_s: float = 5.0
+    first_audio_timeout_s: float = 5.0
+    idle_timeout_s: float = 5.0
+
+
+_DONE = object()
+
+
+class CartesiaTts:
+    name = "cartesia"
+
+    def __init__(self, options: CartesiaOptions) -> None:
+        self.options = options
+        self.voice_id = f"cartesia:{options.model_id}:{options.voice_id}"
+        self._ws: ClientConnection | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._connect_lock: asyncio.Lock | None = None
+        self._contexts: dict[str, asyncio.Queue[Any]] = {}
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> CartesiaTts:
+        return cls(build_options(CartesiaOptions, options, PROVIDER))
+
+    # -- connection -------------------------------------------------------------------------
+
+    async def _connection(self) -> ClientConnection:
+        if self._connect_lock is None:
+            self._connect_lock = asyncio.Lock()
+        async with self._connect_lock:
+            if self._ws is not None and self._reader is not None and not self._reader.done():
+                return self._ws
+            if not self.options.api_key:
+                raise ProviderError("Cartesia needs an api_key (e.g. ${CARTESIA_API_KEY}).",
+                                    provider=PROVIDER)
+            self._ws = await ws_connect(
+                self.options.url, provider=PROVIDER,
+                headers={"X-API-Key": self.options.api_key,
+                         "Cartesia-Version": self.options.version},
+                timeout_s=self.options.connect_timeout_s,
+            )
+            self._reader = asyncio.create_task(self._read(self._ws), name="cartesia-reader")
+            return self._ws
+
+    async def _read(self, ws: ClientConnection) -> None:
+        err: ProviderError | None = None
+        try:
+            async for raw in ws:
+                try:
+                    msg = parse_json(PROVIDER, raw)
+                except ProviderError as exc:
+                    # we cannot tell whose message it was: fail every utterance in flight
+                    err = exc
+                    break
+                q = self._contexts.get(str(msg.get("context_id", "")))
+                if q is not None:
+                    q.put_nowait(msg)
+                elif msg.get("type") == "error" and not msg.get("context_id"):
+                    err = _error_from(msg)
+                    break
+            else:
+                err = ProviderError("Cartesia closed the connection.", provider=PROVIDER,
+                                    retryable=True)
+        except ConnectionClosed as exc:
+            err = closed_error(PROVIDER, exc, CLOSE_MEANINGS)
+        finally:
+            failure = err or ProviderError("Cartesia connection ended.", provider=PROVIDER)
+            for q in self._contexts.values():
+                q.put_nowait(failure)
+            if err is not None:
+                with contextlib.suppress(Exception):
+                    await ws.close()
+
+    async def close(self) -> None:
+        await cancel_and_wait(self._reader)
+        if self._ws is not None:
+            with contextlib.suppress(Exception):
+                await self._ws.close()
+        self._ws = None
+
+    async def _send(self, msg: dict[str, Any]) -> None:
+        ws = await self._connection()
+        try:
+            await ws.send(json.dumps(msg))
+        except ConnectionClosed as exc:
+            raise closed_error(PROVIDER, exc, CLOSE_MEANINGS) from None
+
+    def _request(self, context_id: str, text: str, sample_rate: int, cont: bool) -> dict[str, Any]:
+        o = self.options
+        msg: dict[str, Any] = {
+            "model_id": o.model_id,
+            "transcript": text,
+            "voice": {"mode": "id", "id": o.voice_id},
+            "language": o.language,
+            "context_id": context_id,
+            "output_format": {"container": "raw", "encoding": "pcm_s16le",
+                              "sample_rate": sample_rate},
+            "continue": cont,
+        }
+        if o.max_buffer_delay_ms:
+            msg["max_buffer_delay_ms"] = o.max_buffer_delay_ms
+        if o.speed:
+            msg["voice"]["__experimental_controls"] = {"speed": o.speed}
+        return msg
+
+    # -- synthesis --------------------------------------------------------------------------
+
+    async def synthesize(self, text: str, sample_rate: int) -> AsyncIterator[bytes]:
+        async def one() -> AsyncIterator[str]:
+            yield text
+
+        async for pcm in self._utterance(one(), sample_rate, continuation=False):
+            yield pcm
+
+    async def synthesize_stream(
+        self, text_chunks: AsyncIterator[str], sample_rate: int
+    ) -> AsyncIterator[bytes]:
+        async for pcm in self._utterance(text_chunks, sample_rate, continuation=True):
+            yield pcm
+
+    async def _utterance(
+        self, text_chunks: AsyncIterator[str], sample_rate: int, *, continuation: bool
+    ) -> AsyncIterator[bytes]:
+        if sample_rate not in SUPPORTED_RATES:
+            raise ProviderError(f"Cartesia cannot produce {sample_rate} Hz audio; supported: "
+                                f"{', '.join(map(str, SUPPORTED_RATES))}.", provider=PROVIDER)
+        if not self.options.voice_id:
+            raise ProviderError("Cartesia needs a voice_id.", provider=PROVIDER)
+        ctx = uuid.uuid4().hex
+        q: asyncio.Queue[Any] = asyncio.Queue()
+        self._contexts[ctx] = q
+        await self._connection()
+        sender = asyncio.create_task(
+            self._send_text(ctx, text_chunks, sample_rate, continuation, q),
+            name="cartesia-sender")
+        finished = False
+        got_audio = False
+        try:
+            while True:
+                timeout = (self.options.idle_timeout_s if got_audio
+                           else self.options.first_audio_timeout_s)
+                # while the LLM is still producing text, silence from Cartesia is expected
+                if continuation and not sender.done():
+                    timeout = max(timeout, 3600.0)
+                try:
+                    async with asyncio.timeout(timeout):
+                        msg = await q.get()
+                except TimeoutError:
+                    what = "stalled mid-utterance" if got_audio else "sent no audio"
+                    raise ProviderTimeout(f"Cartesia {what} for {timeout:g} s.",
+                                          provider=PROVIDER, retryable=True) from None
+                if isinstance(msg, BaseException):
+                    raise msg
+                if msg is _DONE:  # the sender finished; keep reading audio
+                    continue
+                kind = msg.get("type")
+                if kind == "chunk":
+                    try:
+                        pcm = base64.b64decode(msg.get("data") or "", validate=True)
+                    except (binascii.Error, ValueError):
+                        raise ProviderError("Cartesia sent audio that is not valid base64.",
+                                            provider=PROVIDER) from None
+                    if pcm:
+                        got_audio = True
+                        yield pcm
+                    if msg.get("done"):
+                        finished = True
+                        return
+                elif kind == "done":
+                    finished = True
+                    return
+                elif kind == "error":
+                    finished = True
+                    raise _error_from(msg)
+                # flush_done, timestamps, phoneme_timestamps: ignored
+        finally:
+            await cancel_and_wait(sender)
+            self._contexts.pop(ctx, None)
+            if not finished:  # barge-in / cancelled consumer / failure: stop generation
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(1.0):
+                        await self._send({"context_id": ctx, "cancel": True})
+
+    async def _send_text(
+        self, ctx: str, text_chunks: AsyncIterator[str], sample_rate: int, continuation: bool,
+        q: asyncio.Queue[Any],
+    ) -> None:
+        try:
+            if not continuation:
+                async for text in text_chunks:
+                    await self._send(self._request(ctx, text, sample_rate, cont=False))
+                q.put_nowait(_DONE)
+                return
+            async for text in text_chunks:
+                if text:
+                    await self._send(self._request(ctx, text, sample_rate, cont=True))
+            await self._send(self._request(ctx, "", sample_rate, cont=False))
+            q.put_nowait(_DONE)
+        except ProviderError as exc:
+            q.put_nowait(exc)
+        except Exception as exc:  # the text source (LLM) failed: end this utterance with it
+            q.put_nowait(exc)
+
+
+def _error_from(msg: dict[str, Any]) -> ProviderError:
+    title = msg.get("title") or msg.get("error_code") or "error"
+    detail = msg.get("message") or msg.get("error") or ""
+    status = msg.get("status_code")
+    retry = isinstance(status, int) and (status == 429 or status >= 500)
+    return ProviderError(f"Cartesia reported {title}: {detail}".rstrip(": ") + ".",
+                         provider=PROVIDER, retryable=retry)

@@ -1,0 +1,271 @@
+"""Fake ASR, LLM, TTS and VAD providers, selectable by name (`fake`) in a flow file.
+
+Why: tests and benchmarks must exercise the real call path (socket, VAD, turn taking, engine,
+streaming, pacing) without models or the network, and with latencies we choose. Each fake keeps
+the exact interface of `providers/base.py`, so anything that works with a fake works with a real
+provider. Options (all optional):
+
+- asr `fake`: `latency_ms` (end of speech -> final transcript, default 0), `latency_ms_max`
+  (if set, latency is uniform in [latency_ms, latency_ms_max]), `transcripts` (list: the next one
+  is returned at each end of speech; cycles), `fail_after` (raise after N transcripts).
+  `FakeAsrStream.inject(text)` is the text-injection path: the text arrives as a final,
+  end-of-turn transcript, as if spoken (the control API exposes it as
+  `POST /calls/{uuid}/inject`).
+- llm `fake`: `replies` (list, cycled) or `tokens` (N words) streamed with `first_token_ms` (and
+  `first_token_ms_max`) then `token_ms` per token; `fail: true` raises after the first token
+  delay (or `fail_after` calls).
+- tts `fake`: a tone of `ms_per_word` (default 300) per word, first audio after `first_audio_ms`
+  (and `first_audio_ms_max`), at `tone_hz` (default 440); `fail: true` raises.
+- vad `fake`: RMS energy detector; `threshold` is the RMS level (0..1) that maps to probability
+  0.5 (default 0.01, about -40 dBFS).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from flowagent import audio
+from flowagent.providers.base import LlmChunk, ProviderError, Transcript
+from flowagent.providers.chunking import chunk_stream
+from flowagent.runner.events import LlmMessage, LlmToolSpec
+
+
+def _latency(lo: float, hi: float | None) -> float:
+    if hi is not None and hi > lo:
+        return random.uniform(lo, hi) / 1000.0
+    return lo / 1000.0
+
+
+# ---------------------------------------------------------------------------------------------
+# ASR
+# ---------------------------------------------------------------------------------------------
+
+
+class FakeAsrStream:
+    def __init__(self, owner: FakeAsr) -> None:
+        self._owner = owner
+        self._out: asyncio.Queue[Transcript | BaseException | None] = asyncio.Queue()
+        self._heard_audio = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+        self._index = 0
+
+    async def send_audio(self, pcm: bytes) -> None:
+        self.send_audio_nowait(pcm)
+
+    def send_audio_nowait(self, pcm: bytes) -> None:
+        """Synchronous path the session uses when a stream offers it (no coroutine a frame)."""
+        if pcm:
+            self._heard_audio = True
+
+    async def flush(self) -> None:
+        """End of speech (our VAD decided): the next scripted transcript, after the latency."""
+        self._heard_audio = False
+        text = self._owner.transcript_at(self._index)
+        self._index += 1
+        self._later(text, end_of_turn=False)
+
+    def inject(self, text: str) -> None:
+        """Text injection: `text` arrives as if the caller had said it and finished the turn."""
+        self._later(text, end_of_turn=True, count=False)
+
+    def _later(self, text: str | None, *, end_of_turn: bool, count: bool = True) -> None:
+        if self._closed:
+            return
+        task = asyncio.get_running_loop().create_task(self._emit(text, end_of_turn, count))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _emit(self, text: str | None, end_of_turn: bool, count: bool) -> None:
+        o = self._owner
+        await asyncio.sleep(_latency(o.latency_ms, o.latency_ms_max))
+        if count:
+            o.emitted += 1
+            if o.fail_after is not None and o.emitted > o.fail_after:
+                err = ProviderError("the fake ASR was told to fail", provider="fake")
+                self._out.put_nowait(err)
+                return
+        if text is None:
+            return
+        self._out.put_nowait(Transcript(text=text, is_final=True, end_of_turn=end_of_turn))
+
+    async def transcripts(self) -> AsyncIterator[Transcript]:
+        while True:
+            item = await self._out.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    async def close(self) -> None:
+        self._closed = True
+        for t in list(self._tasks):
+            t.cancel()
+        self._out.put_nowait(None)
+
+
+@dataclass
+class FakeAsr:
+    latency_ms: float = 0.0
+    latency_ms_max: float | None = None
+    transcripts: tuple[str, ...] = ()
+    fail_after: int | None = None
+    name: str = "fake"
+    endpointing: bool = False
+    emitted: int = 0
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> FakeAsr:
+        return cls(
+            latency_ms=float(options.get("latency_ms", 0)),
+            latency_ms_max=_opt_float(options, "latency_ms_max"),
+            transcripts=tuple(str(t) for t in options.get("transcripts", ()) or ()),
+            fail_after=options.get("fail_after"),
+        )
+
+    def transcript_at(self, index: int) -> str | None:
+        """Each call walks the script from the start; each end of speech takes the next line."""
+        if not self.transcripts:
+            return None
+        return self.transcripts[index % len(self.transcripts)]
+
+    async def open_stream(self, sample_rate: int, language: str) -> FakeAsrStream:
+        return FakeAsrStream(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# LLM
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FakeLlm:
+    first_token_ms: float = 0.0
+    first_token_ms_max: float | None = None
+    token_ms: float = 0.0
+    tokens: int = 8
+    replies: tuple[str, ...] = ()
+    fail: bool = False
+    name: str = "fake"
+    calls: int = 0
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> FakeLlm:
+        return cls(
+            first_token_ms=float(options.get("first_token_ms", 0)),
+            first_token_ms_max=_opt_float(options, "first_token_ms_max"),
+            token_ms=float(options.get("token_ms", 0)),
+            tokens=int(options.get("tokens", 8)),
+            replies=tuple(str(r) for r in options.get("replies", ()) or ()),
+            fail=bool(options.get("fail", False)),
+        )
+
+    async def stream(
+        self, messages: tuple[LlmMessage, ...], tools: tuple[LlmToolSpec, ...] = ()
+    ) -> AsyncIterator[LlmChunk]:
+        n = self.calls
+        self.calls += 1
+        await asyncio.sleep(_latency(self.first_token_ms, self.first_token_ms_max))
+        if self.fail:
+            raise ProviderError("the fake LLM was told to fail", provider="fake")
+        if self.replies:
+            words = self.replies[n % len(self.replies)].split(" ")
+        else:
+            words = [f"word{i}" for i in range(self.tokens)]
+            words[-1] += "."
+        for i, w in enumerate(words):
+            if i and self.token_ms:
+                await asyncio.sleep(self.token_ms / 1000.0)
+            yield LlmChunk(text=(w if i == 0 else " " + w))
+        yield LlmChunk(finish_reason="stop")
+
+
+# ---------------------------------------------------------------------------------------------
+# TTS
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FakeTts:
+    first_audio_ms: float = 0.0
+    first_audio_ms_max: float | None = None
+    ms_per_word: float = 300.0
+    tone_hz: float = 440.0
+    fail: bool = False
+    name: str = "fake"
+
+    @property
+    def voice_id(self) -> str:
+        return f"fake:{self.tone_hz}:{self.ms_per_word}"
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> FakeTts:
+        return cls(
+            first_audio_ms=float(options.get("first_audio_ms", 0)),
+            first_audio_ms_max=_opt_float(options, "first_audio_ms_max"),
+            ms_per_word=float(options.get("ms_per_word", 300)),
+            tone_hz=float(options.get("tone_hz", 440)),
+            fail=bool(options.get("fail", False)),
+        )
+
+    async def synthesize(self, text: str, sample_rate: int) -> AsyncIterator[bytes]:
+        await asyncio.sleep(_latency(self.first_audio_ms, self.first_audio_ms_max))
+        if self.fail:
+            raise ProviderError("the fake TTS was told to fail", provider="fake")
+        word = audio.tone(self.ms_per_word, self.tone_hz, sample_rate)
+        for _ in text.split():
+            yield word
+            await asyncio.sleep(0)
+
+    async def synthesize_stream(
+        self, text_chunks: AsyncIterator[str], sample_rate: int
+    ) -> AsyncIterator[bytes]:
+        async for chunk in chunk_stream(text_chunks):
+            async for pcm in self.synthesize(chunk, sample_rate):
+                yield pcm
+
+
+# ---------------------------------------------------------------------------------------------
+# VAD
+# ---------------------------------------------------------------------------------------------
+
+
+class FakeVadStream:
+    __slots__ = ("_threshold",)
+
+    def __init__(self, threshold: float) -> None:
+        self._threshold = threshold
+
+    async def probability(self, pcm: bytes) -> float:
+        return self.probability_now(pcm)
+
+    def probability_now(self, pcm: bytes) -> float:
+        """Synchronous fast path (the session uses it when present: no coroutine per frame)."""
+        level = audio.rms(pcm)
+        return min(1.0, level / (2.0 * self._threshold))
+
+    def reset(self) -> None:
+        return None
+
+
+@dataclass
+class FakeVad:
+    threshold: float = 0.01
+    name: str = "fake"
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> FakeVad:
+        return cls(threshold=float(options.get("threshold", 0.01)))
+
+    def open_stream(self, sample_rate: int) -> FakeVadStream:
+        return FakeVadStream(self.threshold)
+
+
+def _opt_float(options: dict[str, Any], key: str) -> float | None:
+    v = options.get(key)
+    return None if v is None else float(v)

@@ -1,0 +1,323 @@
+"""The paced player: ONE 20 ms clock for every outbound audio stream in the process.
+
+Why one clock: Asterisk does no pacing of what we send (frames are forwarded the instant they
+arrive; too fast is lost, too slow is choppy), so we must send exactly one 20 ms frame per 20 ms
+per call. A timer task per call would mean a thousand timers drifting independently and a
+thousand wake-ups per tick; one task on absolute deadlines (`t0 + n * 20 ms` on
+`time.monotonic`) wakes once per tick, writes one frame to every call, and can never accumulate
+error over a 30-minute call. If the loop is late by a frame or two we catch up (the missed frames
+go out back to back); after a longer stall we re-anchor the schedule instead of bursting.
+
+Per call an `OutStream` holds a queue of whole frames tagged with the `say_id` they belong to.
+Chunks of one utterance are joined before framing (no gaps between TTS chunks), the last partial
+frame is faded and padded with silence (no click), `flush()` empties the queue instantly for
+barge-in (the next frame is a 5 ms fade-out, then silence), and when there is nothing to play a
+silence frame keeps the line alive (AudioSocket gives up after 2 s without traffic).
+Per `say_id` the stream counts how many bytes were actually sent, so the session can tell the
+engine what the caller heard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+
+from flowagent import audio
+from flowagent.asterisk.audiosocket import HEADER, KIND_FOR_RATE
+
+log = logging.getLogger(__name__)
+
+FRAME_MS = 20
+#: behind by more than this many frames -> re-anchor the clock instead of bursting
+MAX_CATCH_UP = 3
+
+_END = object()  # queue marker: the utterance before it is complete
+
+
+class OutStream:
+    """One call's outbound audio. All methods are synchronous and cheap (called from the loop)."""
+
+    __slots__ = (
+        "_closed",
+        "_frame_s",
+        "_frames",
+        "_kicked_at",
+        "_partial",
+        "_player",
+        "_silence",
+        "_write",
+        "current_say",
+        "frame_bytes",
+        "frames_sent",
+        "header",
+        "keepalive_s",
+        "last_sent",
+        "on_done",
+        "on_error",
+        "on_first",
+        "on_idle",
+        "played",
+        "sample_rate",
+        "underruns",
+    )
+
+    def __init__(
+        self,
+        write: Callable[[bytes], None],
+        sample_rate: int = 8000,
+        on_done: Callable[[int], None] | None = None,
+        on_error: Callable[[BaseException], None] | None = None,
+        on_first: Callable[[int, float], None] | None = None,
+        keepalive_ms: int = 0,
+    ) -> None:
+        self._write = write
+        self.sample_rate = sample_rate
+        self.frame_bytes = audio.frame_bytes(sample_rate, FRAME_MS)
+        self.header = HEADER.pack(KIND_FOR_RATE[sample_rate], self.frame_bytes)
+        self._silence = self.header + bytes(self.frame_bytes)
+        self._frames: deque[tuple[int, bytes | object]] = deque()
+        self._partial: dict[int, bytes] = {}
+        self.played: dict[int, int] = {}  # say_id -> bytes of its audio actually sent
+        self.current_say = 0  # say_id of the frame last sent (0 = silence)
+        self.frames_sent = 0
+        self.underruns = 0
+        self.on_done = on_done
+        self.on_error = on_error
+        self.on_first = on_first
+        #: called when the last queued frame has gone out (the line is ours to end or listen)
+        self.on_idle: Callable[[], None] | None = None
+        #: 0 = a silence frame every tick when idle; else one silence frame per this interval
+        self.keepalive_s = keepalive_ms / 1000.0
+        self._frame_s = FRAME_MS / 1000.0
+        self.last_sent = -1e9
+        self._kicked_at = -1e9
+        self._closed = False
+        self._player: Player | None = None  # set by Player.open: callbacks wait for tick end
+
+    # -- producer side -------------------------------------------------------------------------
+
+    def add(self, say_id: int, pcm: bytes) -> None:
+        """Append audio of utterance `say_id`; whole frames are queued, the rest waits."""
+        if self._closed or not pcm:
+            return
+        buf = self._partial.pop(say_id, b"") + pcm
+        fb = self.frame_bytes
+        whole = len(buf) - len(buf) % fb
+        frames = self._frames
+        for i in range(0, whole, fb):
+            frames.append((say_id, buf[i : i + fb]))
+        if whole < len(buf):
+            self._partial[say_id] = buf[whole:]
+        if whole and self.keepalive_s:
+            now = time.monotonic()
+            gap = now - self.last_sent
+            # idle line: start now. After a keepalive silence frame, 10 ms is enough spacing.
+            if gap >= self._frame_s or (self.current_say == 0 and gap >= self._frame_s / 2):
+                # the line is idle: the first frame goes out now instead of at the next tick
+                # (up to 20 ms sooner); the clock takes over from the following frame
+                self._kicked_at = now
+                self._send(now)
+
+    def end(self, say_id: int) -> None:
+        """The utterance is complete: pad its last partial frame (after a fade) and mark it."""
+        if self._closed:
+            return
+        rest = self._partial.pop(say_id, b"")
+        if rest:
+            rest = audio.fade(rest, self.sample_rate)
+            self._frames.append((say_id, rest + bytes(self.frame_bytes - len(rest))))
+        self._frames.append((say_id, _END))
+
+    def flush(self) -> set[int]:
+        """Barge-in: drop everything queued. Returns the say_ids that were cut short."""
+        cut = {sid for sid, _ in self._frames}
+        cut.update(self._partial)
+        nxt = next((f for _, f in self._frames if f is not _END), None)
+        self._frames.clear()
+        self._partial.clear()
+        if isinstance(nxt, bytes) and self.current_say:
+            # one frame that fades the waveform out, so the cut does not click
+            n = audio.frame_bytes(self.sample_rate, audio.FADE_MS)
+            faded = audio.fade(nxt[:n], self.sample_rate)
+            self._frames.append((0, faded + bytes(self.frame_bytes - len(faded))))
+        cut.discard(0)
+        return cut
+
+    @property
+    def busy(self) -> bool:
+        """True while any of our audio is queued or waiting to be framed."""
+        return bool(self._frames) or bool(self._partial)
+
+    def queued_ms(self) -> int:
+        return sum(1 for _, f in self._frames if f is not _END) * FRAME_MS
+
+    def close(self) -> None:
+        self._closed = True
+        self._frames.clear()
+        self._partial.clear()
+
+    # -- clock side ----------------------------------------------------------------------------
+
+    def tick(self, now: float) -> None:
+        """Send at most one frame (audio, or silence to keep the line alive). Clock only."""
+        if now - self._kicked_at < self._frame_s / 2:
+            return  # a kick-started frame just went out; keep >= 10 ms before the next
+        if not self._frames and self.keepalive_s and now - self.last_sent < self.keepalive_s:
+            if self._partial:
+                self.underruns += 1
+            self.current_say = 0  # nothing of ours is on the line now
+            return
+        self._send(now)
+
+    def _emit(self, cb: Callable[..., None] | None, *args: object) -> None:
+        """Run a session callback — after the tick's writes if we are inside a tick, so one
+        call's engine work never delays the frames of the calls after it."""
+        if cb is None:
+            return
+        p = self._player
+        if p is not None and p.in_tick:
+            p.deferred.append((cb, args))
+        else:
+            cb(*args)
+
+    def _send(self, now: float) -> None:
+        frames = self._frames
+        on_done = self.on_done
+        while frames and frames[0][1] is _END:
+            sid, _ = frames.popleft()
+            self._emit(on_done, sid)
+        if frames:
+            sid, pcm = frames.popleft()
+            data = self.header + pcm  # type: ignore[operator]
+            if sid > 0:
+                before = self.played.get(sid)
+                self.played[sid] = (before or 0) + len(pcm)  # type: ignore[arg-type]
+                if before is None:
+                    self._emit(self.on_first, sid, now)
+            self.current_say = sid
+            self.last_sent = now
+            self.frames_sent += 1
+            self._write(data)
+            # an utterance that ends on this frame is reported now (it has reached the line)
+            while frames and frames[0][1] is _END:
+                done, _ = frames.popleft()
+                self._emit(on_done, done)
+            if not frames and not self._partial:
+                self._emit(self.on_idle)
+            return
+        if self._partial:
+            self.underruns += 1  # audio is coming but the producer is behind real time
+        self.current_say = 0
+        self.last_sent = now
+        self.frames_sent += 1
+        self._write(self._silence)
+
+
+class Player:
+    """The shared pacing clock. `open(write, rate)` -> `OutStream`; `close_stream(s)` removes."""
+
+    def __init__(self, frame_ms: int = FRAME_MS) -> None:
+        self.frame_s = frame_ms / 1000.0
+        self._streams: set[OutStream] = set()
+        self._task: asyncio.Task[None] | None = None
+        self.ticks = 0
+        self.late_ticks = 0  # ticks that woke more than one frame late
+        self.reanchors = 0
+        self.max_lateness_s = 0.0
+        self.lateness: deque[float] = deque(maxlen=5000)  # recent wake-up lateness, seconds
+        #: (start, end) monotonic times of recent ticks: the first stream is written at `start`,
+        #: the last at `end`, so frame spacing of any stream lies between those two series
+        self.tick_log: deque[tuple[float, float]] = deque(maxlen=5000)
+        self.in_tick = False
+        self.deferred: list[tuple[Callable[..., None], tuple[object, ...]]] = []
+
+    @property
+    def active(self) -> int:
+        return len(self._streams)
+
+    def open(
+        self,
+        write: Callable[[bytes], None],
+        sample_rate: int = 8000,
+        on_done: Callable[[int], None] | None = None,
+        on_error: Callable[[BaseException], None] | None = None,
+        on_first: Callable[[int, float], None] | None = None,
+        keepalive_ms: int = 0,
+    ) -> OutStream:
+        stream = OutStream(write, sample_rate, on_done, on_error, on_first, keepalive_ms)
+        stream._player = self
+        self._streams.add(stream)
+        self._ensure_running()
+        return stream
+
+    def close_stream(self, stream: OutStream) -> None:
+        stream.close()
+        self._streams.discard(stream)
+
+    def _ensure_running(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="player-clock")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        frame = self.frame_s
+        clock = time.monotonic
+        t0 = clock()
+        n = 0
+        while True:
+            n += 1
+            deadline = t0 + n * frame
+            delay = deadline - clock()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            now = clock()
+            late = now - deadline
+            self.lateness.append(late)
+            if late > self.max_lateness_s:
+                self.max_lateness_s = late
+            # one frame for this tick, plus catch-up for frames missed while the loop was busy
+            due = 1
+            if late >= frame:
+                self.late_ticks += 1
+                missed = int(late / frame)
+                if missed > MAX_CATCH_UP:
+                    self.reanchors += 1
+                    t0 = now - n * frame  # re-anchor: the next deadline is one frame from now
+                else:
+                    due += missed
+                    n += missed
+            for _ in range(due):
+                self.ticks += 1
+                started = clock()
+                self.in_tick = True
+                for stream in list(self._streams):
+                    try:
+                        stream.tick(now)
+                    except Exception as exc:  # a broken socket must not stop other calls
+                        self._streams.discard(stream)
+                        stream.close()
+                        if stream.on_error is not None:
+                            stream.on_error(exc)
+                        else:
+                            log.warning("outbound stream failed: %s", exc)
+                self.in_tick = False
+                self.tick_log.append((started, clock()))
+                self._run_deferred()
+
+    def _run_deferred(self) -> None:
+        deferred, self.deferred = self.deferred, []
+        for cb, args in deferred:
+            try:
+                cb(*args)
+            except Exception:  # a session bug must not stop the clock for everyone
+                log.exception("playback callback failed")

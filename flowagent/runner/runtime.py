@@ -1,0 +1,371 @@
+"""What every call session of a server shares: flows, providers, the player, store, metrics.
+
+Why one object: a call session needs a dozen process-wide things (the pacing clock, the flow for
+its number, the provider instances, the call registry fed by `POST /call`, the record store...).
+Passing one `Runtime` keeps sessions testable and makes ownership obvious — the server creates it,
+the control API reads it, sessions borrow it.
+
+Provider instances are shared by every call of every flow that names the same provider with the
+same options (one Silero session for all calls; per-call state lives in the stream objects).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from flowagent.providers import registry
+from flowagent.runner.metrics import Metrics
+from flowagent.runner.player import Player
+from flowagent.runner.store import CallStore
+from flowagent.runner.webhooks import Webhooks
+
+if TYPE_CHECKING:
+    from flowagent.runner.compiler import CompiledFlow
+    from flowagent.runner.session import CallSession
+
+log = logging.getLogger(__name__)
+
+#: the embedded default stack when a flow has no `providers` entry for a kind
+DEFAULT_PROVIDERS: dict[str, str | None] = {
+    "asr": "whisper",
+    "tts": "piper",
+    "vad": "silero",
+    "llm": None,
+}
+
+
+def new_event_loop() -> Any:
+    """The event loop for `serve`: uvloop when installed (much cheaper per socket read, which
+    is most of a call's cost), else asyncio's. `FLOWAGENT_LOOP=asyncio` forces the default."""
+    import asyncio
+
+    if os.environ.get("FLOWAGENT_LOOP", "").lower() != "asyncio":
+        try:
+            import uvloop
+
+            return uvloop.new_event_loop()
+        except ImportError:
+            pass
+    return asyncio.new_event_loop()
+
+
+def tune_gc() -> None:
+    """Keep garbage-collection pauses out of the 20 ms pacing budget: everything loaded so far
+    (flows, models, modules) is frozen out of collection, and young collections run less often.
+    Call once, after start-up loading."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20000, 50, 50)
+
+
+class FlowLoadError(Exception):
+    """A flow or routes file cannot be served; the message is one plain-English sentence."""
+
+
+@dataclass
+class RuntimeConfig:
+    #: a provider that has not answered within this is treated as failed (fallback within 2 s)
+    provider_timeout_s: float = 1.5
+    #: how long the first frame (the UUID) may take after connecting
+    uuid_timeout_s: float = 5.0
+    #: how long `call_initiated` may delay the start of a call
+    call_initiated_timeout_s: float = 1.0
+    #: longest wait for our last words to play out before a hang-up is forced
+    hangup_grace_s: float = 60.0
+    #: when idle, send one silence frame this often (AudioSocket gives up after 2 s of nothing)
+    keepalive_ms: int = 500
+    #: how long `POST /call` metadata waits for its AudioSocket connection
+    pending_ttl_s: float = 300.0
+    #: finished records kept in memory for `GET /calls/{uuid}` (older ones come from the store)
+    recent_records: int = 1000
+    #: override every flow's providers (e.g. {"asr": {"name": "fake"}}), used by tests/benches
+    provider_overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Providers:
+    asr: Any
+    tts: Any
+    vad: Any
+    llm: Any = None
+    names: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class FlowEntry:
+    """A loaded flow ready to serve (compiled + its providers + its prompt-audio cache)."""
+
+    path: Path
+    compiled: CompiledFlow
+    providers: Providers
+    mtime: float
+    prompt_cache: dict[tuple[str, int, str], bytes] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.compiled.name
+
+
+class ProviderPool:
+    """Builds providers once per (kind, name, options) and shares them between flows."""
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[str, str, str], Any] = {}
+
+    def get(self, kind: str, name: str, options: dict[str, Any]) -> Any:
+        key = (kind, name, json.dumps(options, sort_keys=True, default=str))
+        inst = self._cache.get(key)
+        if inst is None:
+            try:
+                inst = registry.create(kind, name, options)
+            except ImportError as exc:
+                raise FlowLoadError(
+                    f"The {kind} provider {name!r} needs a package that is not installed"
+                    f" ({exc.name or exc}); install it (pip install 'flowagent[local]') or choose"
+                    " another provider in the flow's providers section."
+                ) from exc
+            except KeyError as exc:
+                raise FlowLoadError(str(exc.args[0]) if exc.args else str(exc)) from exc
+            except Exception as exc:
+                raise FlowLoadError(f"The {kind} provider {name!r} could not start: {exc}") from exc
+            self._cache[key] = inst
+        return inst
+
+    def for_flow(self, compiled: CompiledFlow, overrides: dict[str, Any]) -> Providers:
+        section = {k: dict(v) for k, v in (compiled.providers or {}).items()}
+        section.update({k: dict(v) for k, v in overrides.items()})
+        if "sts" in section:
+            raise FlowLoadError(
+                "Speech-to-speech (sts) flows are not supported by the call runner yet; use"
+                " asr, llm and tts providers."
+            )
+        built: dict[str, Any] = {}
+        names: dict[str, str] = {}
+        for kind in ("asr", "tts", "vad", "llm"):
+            entry = section.get(kind)
+            name = entry.get("name") if entry else DEFAULT_PROVIDERS[kind]
+            if name is None:
+                built[kind] = None
+                continue
+            opts = dict((entry or {}).get("options") or {})
+            built[kind] = self.get(kind, str(name), opts)
+            names[kind] = str(name)
+        return Providers(asr=built["asr"], tts=built["tts"], vad=built["vad"], llm=built["llm"],
+                         names=names)
+
+
+class FlowSet:
+    """The default flow plus DID routes. Reloading swaps entries atomically per file."""
+
+    def __init__(self, pool: ProviderPool, overrides: dict[str, Any] | None = None) -> None:
+        self.pool = pool
+        self.overrides = overrides or {}
+        self.default: FlowEntry | None = None
+        self.routes: dict[str, FlowEntry] = {}
+        self.by_path: dict[Path, FlowEntry] = {}
+        self.source: Path | None = None  # the flow or routes file given to serve
+        self.routes_file: Path | None = None
+        self.errors: dict[Path, str] = {}
+
+    def load_entry(self, path: Path) -> FlowEntry:
+        from flowagent.runner.compiler import FlowInvalid, load_flow
+
+        path = path.resolve()
+        try:
+            mtime = path.stat().st_mtime
+            try:
+                compiled = load_flow(path)
+            except ModuleNotFoundError as exc:  # the validator is not installed in this tree
+                if "validate" not in str(exc):
+                    raise
+                compiled = _compile_unvalidated(path)
+        except FlowInvalid as exc:
+            raise FlowLoadError(f"{exc}") from exc
+        except OSError as exc:
+            raise FlowLoadError(f"{path}: cannot read the flow file ({exc.strerror}).") from exc
+        providers = self.pool.for_flow(compiled, self.overrides)
+        _warm_up(compiled)
+        return FlowEntry(path=path, compiled=compiled, providers=providers, mtime=mtime)
+
+    def load(self, source: Path) -> None:
+        """Load a flow file or a routes file (YAML with `default:` and `numbers:`)."""
+        self.source = source.resolve()
+        data = _maybe_routes(source)
+        if data is None:
+            entry = self.load_entry(source)
+            self.default = entry
+            self.by_path = {entry.path: entry}
+            return
+        self.routes_file = self.source
+        base = self.source.parent
+        by_path: dict[Path, FlowEntry] = {}
+
+        def entry_for(p: str) -> FlowEntry:
+            fp = (base / p).resolve()
+            if fp not in by_path:
+                by_path[fp] = self.load_entry(fp)
+            return by_path[fp]
+
+        default = data.get("default")
+        self.default = entry_for(str(default)) if default else None
+        routes = {}
+        for number, p in (data.get("numbers") or {}).items():
+            routes[str(number)] = entry_for(str(p))
+        self.routes = routes
+        self.by_path = by_path
+        if self.default is None and not routes:
+            raise FlowLoadError(f"{source}: the routes file names no flows (add default: FILE).")
+
+    def pick(self, did: str, override: str = "") -> FlowEntry:
+        if override:
+            for entry in self.by_path.values():
+                if override in (entry.name, entry.path.name, entry.path.stem, str(entry.path)):
+                    return entry
+        if did and did in self.routes:
+            return self.routes[did]
+        if self.default is not None:
+            return self.default
+        return next(iter(self.by_path.values()))
+
+    def reload_changed(self) -> list[str]:
+        """Re-load flow files whose mtime changed. A file that fails keeps its old version.
+        Returns log lines (what changed, what failed)."""
+        messages: list[str] = []
+        for path, entry in list(self.by_path.items()):
+            try:
+                mtime = path.stat().st_mtime
+            except OSError:
+                continue
+            if mtime == entry.mtime:
+                continue
+            try:
+                new = self.load_entry(path)
+            except FlowLoadError as exc:
+                entry.mtime = mtime  # do not retry until the file changes again
+                self.errors[path] = str(exc)
+                messages.append(f"not reloaded, keeping the old version: {exc}")
+                continue
+            self.errors.pop(path, None)
+            self.by_path[path] = new
+            if self.default is entry:
+                self.default = new
+            for k, v in self.routes.items():
+                if v is entry:
+                    self.routes[k] = new
+            messages.append(f"reloaded {path.name} ({new.name})")
+        return messages
+
+
+def _warm_up(compiled: CompiledFlow) -> None:
+    """Run a throw-away engine over a few typical answers so slot parsers and their imports
+    (dates, numbers, postcodes) are loaded now, not inside the first caller's turn."""
+    from flowagent.runner.engine import Engine
+    from flowagent.runner.events import CallInfo, DtmfDigit, UserUtterance
+
+    samples = ("yes", "three", "LS11 5AB", "next Friday", "Jane Smith", "07911 123456",
+               "no, I said the 14th of March", "jane@example.com", "half past two", "£450")
+    try:
+        from flowagent.runner import nlu
+
+        engine = Engine(compiled, llm_available=False)
+        engine.start(CallInfo(uuid="warm-up"))
+        for slot in compiled.slots.values():
+            for text in samples:
+                nlu.parse(engine, slot, text)
+        for text in samples:
+            nlu.extract(engine, text, dict(compiled.slots), None)
+            nlu.is_correction(text)
+            nlu.match_intent(compiled, text, tuple(compiled.intents))
+            engine.handle(UserUtterance(text))
+        engine.handle(DtmfDigit("1"))
+    except Exception:  # warm-up is best effort; a real call reports real problems
+        log.debug("engine warm-up failed", exc_info=True)
+
+
+def _compile_unvalidated(path: Path) -> CompiledFlow:
+    from flowagent.runner import envrefs
+    from flowagent.runner.compiler import compile_flow
+    from flowagent.runner.loader import FlowYamlError, load_file
+
+    try:
+        loaded = load_file(path)
+    except FlowYamlError as exc:
+        raise FlowLoadError(f"{path}:{exc.line}:{exc.column}: {exc.message}") from exc
+    expand = getattr(envrefs, "expand", None) or envrefs.expand_tree
+    try:
+        return compile_flow(expand(loaded.data), path=str(path))
+    except Exception as exc:
+        raise FlowLoadError(f"{path}: the flow cannot be compiled: {exc}") from exc
+
+
+def _maybe_routes(path: Path) -> dict[str, Any] | None:
+    """A routes file is YAML with `numbers:` and/or `default:` and no `states:`."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return None
+    if isinstance(data, dict) and "states" not in data and ("numbers" in data or "default" in data):
+        return data
+    return None
+
+
+@dataclass
+class PendingCall:
+    metadata: dict[str, Any]
+    at: float
+
+
+class Runtime:
+    """Process-wide state shared by the AudioSocket server, the sessions and the control API."""
+
+    def __init__(
+        self,
+        flows: FlowSet,
+        store: CallStore,
+        *,
+        config: RuntimeConfig | None = None,
+        webhooks: Webhooks | None = None,
+        player: Player | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.flows = flows
+        self.store = store
+        self.config = config or RuntimeConfig()
+        self.webhooks = webhooks or Webhooks()
+        self.player = player or Player()
+        self.metrics = metrics or Metrics()
+        self.pending: dict[str, PendingCall] = {}
+        self.sessions: dict[str, CallSession] = {}
+        self.recent: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self.accepting = True
+        self.started_at = time.time()
+        self.api_token = os.environ.get("FLOWAGENT_API_TOKEN", "")
+
+    def register_call(self, uuid: str, metadata: dict[str, Any]) -> None:
+        """`POST /call`: metadata waits here for the AudioSocket connection with this UUID."""
+        now = time.monotonic()
+        ttl = self.config.pending_ttl_s
+        for k in [k for k, p in self.pending.items() if now - p.at > ttl]:
+            del self.pending[k]
+        self.pending[uuid.lower()] = PendingCall(metadata, now)
+
+    def take_pending(self, uuid: str) -> dict[str, Any] | None:
+        p = self.pending.pop(uuid.lower(), None)
+        return None if p is None else p.metadata
+
+    def remember(self, record: dict[str, Any]) -> None:
+        self.recent[record["uuid"]] = record
+        self.recent.move_to_end(record["uuid"])
+        while len(self.recent) > self.config.recent_records:
+            self.recent.popitem(last=False)

@@ -1,0 +1,275 @@
+"""Numbers in words and digits: "three", "twenty one", "a hundred and fifty", "3", "three-bed",
+"two and a half", "fourteenth", "14th", "1,200", "two point five".
+
+A small left-to-right state machine over word tokens, written by hand because it must be fast
+(it runs on every utterance) and because its spans feed multi-slot extraction. ASR homophones
+("to", "too", "for", "free"...) are only read as numbers where the context leaves no doubt
+(precision over recall): the whole answer is that one word, or it sits right before a counted
+noun ("for bedrooms").
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from flowagent.understanding.normalise import clean, wordset
+
+UNITS: dict[str, int] = {
+    "zero": 0, "nought": 0, "nil": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5,
+    "six": 6, "seven": 7, "eight": 8, "nine": 9,
+}
+TEENS: dict[str, int] = {
+    "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14, "fifteen": 15,
+    "sixteen": 16, "seventeen": 17, "eighteen": 18, "nineteen": 19,
+}
+TENS: dict[str, int] = {
+    "twenty": 20, "thirty": 30, "forty": 40, "fourty": 40, "fifty": 50, "sixty": 60,
+    "seventy": 70, "eighty": 80, "ninety": 90,
+}
+ORD_UNITS: dict[str, int] = {
+    "first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "sixth": 6, "seventh": 7,
+    "eighth": 8, "ninth": 9,
+}
+ORD_TEENS: dict[str, int] = {
+    "tenth": 10, "eleventh": 11, "twelfth": 12, "thirteenth": 13, "fourteenth": 14,
+    "fifteenth": 15, "sixteenth": 16, "seventeenth": 17, "eighteenth": 18, "nineteenth": 19,
+}
+ORD_TENS: dict[str, int] = {
+    "twentieth": 20, "thirtieth": 30, "fortieth": 40, "fiftieth": 50, "sixtieth": 60,
+    "seventieth": 70, "eightieth": 80, "ninetieth": 90,
+}
+SCALES: dict[str, int] = {"hundred": 100, "thousand": 1000, "million": 1_000_000}
+ORD_SCALES: dict[str, int] = {"hundredth": 100, "thousandth": 1000}
+
+#: ASR mis-hearings of number words, read as numbers only in a clear number context.
+HOMOPHONES: dict[str, int] = {
+    "to": 2, "too": 2, "for": 4, "fore": 4, "won": 1, "free": 3, "tree": 3, "ate": 8,
+}
+#: Nouns that make the word before them a count ("for bedrooms", "three-bed").
+COUNT_NOUNS: frozenset[str] = wordset(
+    """bed beds bedroom bedrooms bedroomed room rooms people persons person adults adult
+    children kids boxes items floors floor storeys storey stories vans van men movers nights
+    days weeks months hours minutes years pounds quid"""
+)
+# "one" is a pronoun after these words ("this one", "no one", "the other one").
+_ONE_PRONOUN_BEFORE = wordset("this that which any each every no other another last")
+
+# Digits glued to letters are codes, not numbers ("LS11", "5AB"), except before a unit
+# ("3bed", "2pm", "2k") or an ordinal suffix ("14th").
+_TOKEN = re.compile(
+    r"(?<![a-z0-9])(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?(?:st|nd|rd|th)?)(?![a-z0-9])"
+    r"|(?<![a-z0-9])\d+(?:\.\d+)?(?=(?:bed|beds|bedroom|bedrooms|pm|am|k|p)\b)"
+    r"|[a-z]++(?:'[a-z]+)?(?![0-9])"
+    r"|[a-z0-9]+"
+)
+_DIGITS = re.compile(r"(\d[\d,]*(?:\.\d+)?)(st|nd|rd|th)?$")
+
+
+@dataclass(frozen=True, slots=True)
+class NumberMatch:
+    """One number found in cleaned text: value, span, and how it was said."""
+
+    value: int | float
+    start: int
+    end: int
+    ordinal: bool = False  # "14th", "fourteenth"
+    spoken: bool = False  # said in words (vs digits)
+    homophone: bool = False  # read from an ASR homophone ("for bedrooms")
+
+
+def tokens(text: str) -> list[tuple[str, int, int]]:
+    """Word/number tokens of cleaned text with spans; hyphens and punctuation separate tokens."""
+    return [(m.group(), m.start(), m.end()) for m in _TOKEN.finditer(text)]
+
+
+def _kind(w: str) -> tuple[str, int | float, bool] | None:
+    """Classify one token: (kind, value, is_ordinal) or None when it is not a number part."""
+    if w[0].isdigit():
+        m = _DIGITS.match(w)
+        if not m:
+            return None
+        raw = m.group(1).replace(",", "")
+        try:
+            val: int | float = float(raw) if "." in raw else int(raw)
+        except ValueError:
+            return None
+        return ("digit", val, bool(m.group(2)))
+    if w in UNITS:
+        return ("unit", UNITS[w], False)
+    if w in TEENS:
+        return ("teen", TEENS[w], False)
+    if w in TENS:
+        return ("tens", TENS[w], False)
+    if w in ORD_UNITS:
+        return ("unit", ORD_UNITS[w], True)
+    if w in ORD_TEENS:
+        return ("teen", ORD_TEENS[w], True)
+    if w in ORD_TENS:
+        return ("tens", ORD_TENS[w], True)
+    if w in SCALES:
+        return ("scale", SCALES[w], False)
+    if w in ORD_SCALES:
+        return ("scale", ORD_SCALES[w], True)
+    if w == "dozen":
+        return ("dozen", 12, False)
+    return None
+
+
+def is_number_word(w: str) -> bool:
+    """True for a word or token that is (part of) a number: "three", "14th", "hundred"."""
+    return bool(w) and _kind(w) is not None
+
+
+def _parse_at(toks: list[tuple[str, int, int]], i: int) -> tuple[NumberMatch, int] | None:
+    """Read the longest number starting at token ``i``; returns it and the next token index."""
+    n = len(toks)
+    total = 0
+    current: int | float = 0
+    last: str | None = None
+    j = i
+    end_j = i  # exclusive index of the last token that belongs to the number
+    ordinal = False
+    spoken = False
+    while j < n:
+        w = toks[j][0]
+        nxt = toks[j + 1][0] if j + 1 < n else ""
+        if w in ("a", "an") and last is None and nxt in ("hundred", "thousand", "million", "dozen"):
+            current, last, j = 1, "a", j + 1
+            continue
+        if w in ("a", "an") and last is None and nxt == "couple":  # "a couple (of)" = 2
+            return NumberMatch(2, toks[i][1], toks[j + 1][2], spoken=True), j + 2
+        if w == "half" and last is None and nxt in ("a", "an") and j + 2 < n and (
+            toks[j + 2][0] == "dozen"
+        ):
+            return NumberMatch(6, toks[i][1], toks[j + 2][2], spoken=True), j + 3
+        if w == "and" and last is not None and last != "a":
+            if nxt in ("a", "an") and j + 2 < n and toks[j + 2][0] == "half":
+                value = total + current + 0.5
+                return NumberMatch(value, toks[i][1], toks[j + 2][2], spoken=True), j + 3
+            if nxt == "half":
+                value = total + current + 0.5
+                return NumberMatch(value, toks[i][1], toks[j + 1][2], spoken=True), j + 2
+            nk = _kind(nxt) if nxt else None
+            if last == "scale" and nk and nk[0] in ("unit", "teen", "tens"):
+                j += 1
+                continue
+            break
+        if w == "point" and last in ("unit", "teen", "tens", "digit", "scale") and not ordinal:
+            digits = []
+            k = j + 1
+            while k < n and (toks[k][0] in UNITS or toks[k][0] == "oh" or toks[k][0].isdigit()):
+                tk = toks[k][0]
+                digits.append("0" if tk == "oh" else str(UNITS[tk]) if tk in UNITS else tk)
+                k += 1
+            if digits:
+                value = float(f"{int(total + current)}.{''.join(digits)}")
+                return NumberMatch(value, toks[i][1], toks[k - 1][2], spoken=True), k
+            break
+        kind = _kind(w)
+        if kind is None:
+            break
+        k, val, is_ord = kind
+        if k == "digit":
+            if last is not None:
+                break
+            current = val
+        elif k == "unit":
+            if last not in (None, "tens", "scale"):
+                break
+            if w == "one" and last is None and j > 0 and toks[j - 1][0] in _ONE_PRONOUN_BEFORE:
+                break
+            current += val
+        elif k in ("teen", "tens"):
+            if last not in (None, "scale"):
+                break
+            current += val
+        elif k == "scale":
+            if last not in ("unit", "teen", "tens", "digit", "a"):
+                break
+            if val == 100:
+                current = (current or 1) * 100
+            else:
+                total = (total + (current or 1)) * int(val)
+                current = 0
+        elif k == "dozen":
+            if last not in ("unit", "a", "digit"):
+                break
+            current = (current or 1) * 12
+        spoken = spoken or k != "digit"
+        last = k
+        j += 1
+        end_j = j
+        if is_ord:
+            ordinal = True
+            break
+        if k == "dozen":
+            break
+    if end_j == i or last == "a":
+        return None
+    value = total + current
+    if isinstance(value, float) and value.is_integer() and "." not in toks[i][0]:
+        value = int(value)
+    return NumberMatch(value, toks[i][1], toks[end_j - 1][2], ordinal, spoken), end_j
+
+
+def find_numbers(text: str, *, homophones: bool = True) -> list[NumberMatch]:
+    """Every number in cleaned ``text``, left to right, with spans.
+
+    With ``homophones`` an ASR homophone counts only directly before a counted noun
+    ("for bedrooms", "free bed") and not after another number ("two to three bedrooms").
+    """
+    toks = tokens(text)
+    out: list[NumberMatch] = []
+    i = 0
+    n = len(toks)
+    while i < n:
+        got = _parse_at(toks, i)
+        if got is not None:
+            out.append(got[0])
+            i = got[1]
+            continue
+        w = toks[i][0]
+        if (
+            homophones
+            and w in HOMOPHONES
+            and i + 1 < n
+            and toks[i + 1][0] in COUNT_NOUNS
+            and not (i > 0 and _kind(toks[i - 1][0]) is not None)
+        ):
+            out.append(NumberMatch(HOMOPHONES[w], toks[i][1], toks[i][2], homophone=True))
+        i += 1
+    return out
+
+
+_LEAD_INS = re.compile(
+    r"^(?:(?:yes|yeah|yep|ok|okay|so|well|right|oh|erm|about|around|roughly|approximately|"
+    r"maybe|probably|just|it's|it is|its|that's|that is|i think|i'd say|we have|we've got|"
+    r"there are|there's|i have|i've got|it'll be|it will be)\b[ ,]*)+"
+)
+
+
+def parse_number(text: str) -> NumberMatch | None:
+    """The one number a caller gave as an answer ("three", "it's 3", "three bedrooms").
+
+    Returns None when there is no number, or when two different numbers are offered as
+    alternatives ("two or three"), which a flow should ask again rather than guess.
+    A lone homophone answer ("for", "too", "free") is read as the number it sounds like,
+    because the question set the number context.
+    """
+    t = clean(text)
+    found = find_numbers(t)
+    if not found:
+        rest = _LEAD_INS.sub("", t).strip(" .,!?")
+        if rest in HOMOPHONES:
+            start = t.rfind(rest)
+            return NumberMatch(HOMOPHONES[rest], start, start + len(rest), homophone=True)
+        return None
+    first = found[0]
+    for other in found[1:]:
+        if other.value != first.value:
+            between = t[first.end : other.start]
+            if re.search(r"\b(?:or|to|maybe)\b|-", between):
+                return None
+            break
+    return first

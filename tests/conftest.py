@@ -1,0 +1,57 @@
+"""Suite-wide guard: tests may only reach loopback.
+
+Every test in this project must run with no network beyond 127.0.0.0/8 and ::1 (fake cloud
+servers, our own servers). Rather than trusting that, the guard below makes any other connection
+fail loudly, so a model download or a forgotten real URL shows up as a test failure.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+
+import pytest
+
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+_real_connect = socket.socket.connect
+_real_connect_ex = socket.socket.connect_ex
+
+
+class NetworkBlocked(OSError):
+    pass
+
+
+def _check(sock: socket.socket, address: object) -> None:
+    if sock.family == getattr(socket, "AF_UNIX", None):
+        return
+    host = address[0] if isinstance(address, tuple) else address
+    try:
+        ip = ipaddress.ip_address(str(host).split("%")[0])
+    except ValueError:
+        if host in ("localhost",):
+            return
+        raise NetworkBlocked(f"test tried to reach {host!r}: only loopback is allowed") from None
+    if not ip.is_loopback:
+        raise NetworkBlocked(f"test tried to reach {host!r}: only loopback is allowed")
+
+
+def _guarded_connect(self: socket.socket, address: object) -> None:
+    _check(self, address)
+    return _real_connect(self, address)
+
+
+def _guarded_connect_ex(self: socket.socket, address: object) -> int:
+    _check(self, address)
+    return _real_connect_ex(self, address)
+
+
+socket.socket.connect = _guarded_connect  # type: ignore[method-assign]
+socket.socket.connect_ex = _guarded_connect_ex  # type: ignore[method-assign]
+
+
+@pytest.fixture
+def repo_root() -> str:
+    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

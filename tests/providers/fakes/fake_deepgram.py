@@ -1,0 +1,183 @@
+"""Fake Deepgram live streaming endpoint (`/v1/listen`), per Deepgram's streaming docs.
+
+Protocol: `Authorization: Token <key>` on the handshake (401 otherwise); options in the query;
+binary audio frames in; `Results` (interim, then `is_final`, the last with `speech_final`),
+`SpeechStarted` (if `vad_events`), `UtteranceEnd` (if `utterance_end_ms`), `Metadata` out;
+`KeepAlive` counted, `Finalize` answered with a `from_finalize` result, `CloseStream` answered with
+`Metadata` then close 1000.
+
+Each scripted transcript is "heard" once `bytes_per_utterance` of audio has arrived
+(`turns="bytes"`, for unit tests), or — `turns="energy"`, for whole calls where silence streams
+all the time — when loud audio is followed by `endpointing` ms of quiet, like the real
+endpointer. Faults:
+`http_429`, `http_500` (handshake), `drop` (TCP reset after the first interim), `stall` (never
+answers), `malformed` (non-JSON text frame), `data_error` (close 1008 DATA-0000), `net_error`
+(close 1011 NET-0000), `utterance_end` (finals without speech_final, then UtteranceEnd).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import numpy as np
+from websockets.asyncio.server import ServerConnection
+from websockets.http11 import Request
+
+from .base import FakeWsServer
+
+
+class FakeDeepgram(FakeWsServer):
+    path_prefix = "/v1/listen"
+
+    def __init__(self, transcripts: list[str] | None = None, *, bytes_per_utterance: int = 8000,
+                 latency_s: float = 0.0, turns: str = "bytes", **kw: Any) -> None:
+        super().__init__(**kw)
+        self.turns = turns
+        self.transcripts = list(transcripts or ["hello there"])
+        self.bytes_per_utterance = bytes_per_utterance
+        self.latency_s = latency_s
+        self.params: dict[str, list[str]] = {}
+        self.keepalives = 0
+        self.finalizes = 0
+        self.close_streams = 0
+        self.audio_bytes = 0
+
+    @property
+    def url(self) -> str:
+        return self.ws_url
+
+    def auth_ok(self, request: Request) -> bool:
+        return request.headers.get("Authorization") == f"Token {self.api_key}"
+
+    async def handler(self, ws: ServerConnection) -> None:
+        assert ws.request is not None
+        self.params = parse_qs(urlsplit(ws.request.path).query)
+        rate = int(self.params.get("sample_rate", ["8000"])[0])
+        interim = self.params.get("interim_results", ["false"])[0] == "true"
+        vad_events = self.params.get("vad_events", ["false"])[0] == "true"
+        request_id = str(uuid.uuid4())
+        raw_ep = self.params.get("endpointing", ["10"])[0]
+        endpointing_ms = 10.0 if raw_ep == "false" else float(raw_ep)
+        quiet = 0
+        pending = 0  # audio bytes since the last utterance
+        offset = 0.0  # seconds of audio before the current utterance
+        index = 0
+        async for msg in ws:
+            if isinstance(msg, bytes):
+                self.audio_bytes += len(msg)
+                if self.fault == "stall":
+                    continue
+                if self.fault == "data_error":
+                    await self.close_and_drain(ws, 1008, "DATA-0000")
+                    return
+                if self.fault == "net_error":
+                    await self.close_and_drain(ws, 1011, "NET-0000")
+                    return
+                if self.turns == "energy":
+                    loud = bool(len(msg) >= 2 and np.sqrt(np.mean(
+                        np.frombuffer(msg[: len(msg) // 2 * 2], dtype="<i2").astype(float) ** 2))
+                        > 500)
+                    if loud:
+                        if pending == 0 and vad_events:
+                            await ws.send(json.dumps({"type": "SpeechStarted", "channel": [0],
+                                                      "timestamp": offset}))
+                        pending += len(msg)
+                        quiet = 0
+                    elif pending:
+                        quiet += len(msg)
+                        if quiet / (2 * rate) * 1000 >= endpointing_ms:
+                            duration = pending / (2 * rate)
+                            text = self.transcripts[index % len(self.transcripts)]
+                            index += 1
+                            await self.sleep(self.latency_s)
+                            await self._utterance(ws, text, offset, duration, interim)
+                            offset += duration
+                            pending = 0
+                    else:
+                        offset += len(msg) / (2 * rate)
+                    continue
+                if pending == 0 and vad_events:
+                    await ws.send(json.dumps({"type": "SpeechStarted", "channel": [0],
+                                              "timestamp": offset}))
+                pending += len(msg)
+                if pending >= self.bytes_per_utterance:
+                    duration = pending / (2 * rate)
+                    text = self.transcripts[index % len(self.transcripts)]
+                    index += 1
+                    await self.sleep(self.latency_s)
+                    if self.fault == "malformed":
+                        await ws.send("{this is not json")
+                        continue
+                    await self._utterance(ws, text, offset, duration, interim)
+                    if self.fault == "drop":
+                        return
+                    offset += duration
+                    pending = 0
+                continue
+            data = json.loads(msg)
+            self.received.append(data)
+            kind = data.get("type")
+            if kind == "KeepAlive":
+                self.keepalives += 1
+            elif kind == "Finalize":
+                self.finalizes += 1
+                text = ""
+                if pending:
+                    text = self.transcripts[index % len(self.transcripts)]
+                    index += 1
+                duration = pending / (2 * rate)
+                await ws.send(json.dumps(self._results(text, offset, duration, True, False,
+                                                       from_finalize=True)))
+                offset += duration
+                pending = 0
+            elif kind == "CloseStream":
+                self.close_streams += 1
+                await ws.send(json.dumps({
+                    "type": "Metadata", "transaction_key": "deprecated",
+                    "request_id": request_id, "sha256": "0" * 64,
+                    "created": "2026-11-22T00:00:00.000Z", "duration": offset,
+                    "channels": 1}))
+                await self.close_and_drain(ws, 1000)
+                return
+
+    async def _utterance(self, ws: ServerConnection, text: str, start: float, duration: float,
+                         interim: bool) -> None:
+        words = text.split()
+        half = max(1, len(words) // 2)
+        first, second = " ".join(words[:half]), " ".join(words[half:])
+        if interim:
+            await ws.send(json.dumps(self._results(first, start, duration / 2, False, False)))
+            if self.fault == "drop":
+                self.drop(ws)
+                return
+        mid = start + duration / 2
+        await ws.send(json.dumps(self._results(first, start, duration / 2, True, False)))
+        if self.fault == "utterance_end":
+            if second:
+                await ws.send(json.dumps(self._results(second, mid, duration / 2, True, False)))
+            await ws.send(json.dumps({"type": "UtteranceEnd", "channel": [0, 1],
+                                      "last_word_end": start + duration}))
+            return
+        if second:
+            await ws.send(json.dumps(self._results(second, mid, duration / 2, True, True)))
+        else:
+            await ws.send(json.dumps(self._results("", mid, duration / 2, True, True)))
+
+    @staticmethod
+    def _results(text: str, start: float, duration: float, is_final: bool, speech_final: bool,
+                 *, from_finalize: bool = False) -> dict[str, Any]:
+        words = [{"word": w.lower().strip(".,?!"), "start": start, "end": start + duration,
+                  "confidence": 0.98, "punctuated_word": w} for w in text.split()]
+        msg: dict[str, Any] = {
+            "type": "Results", "channel_index": [0, 1], "duration": duration, "start": start,
+            "is_final": is_final, "speech_final": speech_final,
+            "channel": {"alternatives": [{"transcript": text, "confidence": 0.98 if text else 0,
+                                          "words": words}]},
+            "metadata": {"request_id": "fake", "model_info": {"name": "fake"}},
+        }
+        if from_finalize:
+            msg["from_finalize"] = True
+        return msg

@@ -1,0 +1,212 @@
+"""Fake OpenAI Realtime WebSocket (`/v1/realtime?model=...`), per the Realtime API reference.
+
+Checks `Authorization: Bearer <key>` on the handshake. Sends `session.created` first; answers
+`session.update` with `session.updated` (rejecting unsupported audio formats with an `error`
+event). Audio arrives as `input_audio_buffer.append` (base64, in the session's format). With
+server VAD, each `bytes_per_turn` of caller audio is one turn: `input_audio_buffer.speech_started`,
+`speech_stopped`, `committed`, `conversation.item.input_audio_transcription.completed`, then a
+response. Without VAD, `input_audio_buffer.commit` + `response.create` do the same.
+
+A response is the next scripted item: a string (spoken: `response.created`,
+`response.output_item.added`, `response.output_audio.delta`×n, `response.output_audio_transcript
+.delta`/`.done`, `response.done`) or `{"tool": name, "arguments": {...}}` (a function call:
+`response.output_item.added` with the function_call item, `response.function_call_arguments.delta`
+/`.done`, `response.done`). After `conversation.item.create` (function_call_output) the client's
+`response.create` gets the next scripted item. Caller audio during a spoken response is a
+barge-in: `speech_started`, the response ends with status `cancelled`. `response.cancel` with no
+active response gets the documented `response_cancel_not_active` error.
+
+Faults: `http_429`, `http_500` (handshake), `stall` (never sends session.created), `drop` (TCP
+reset after the first audio delta), `malformed`, `error_event` (a recoverable `error` event
+after the first response), `refuse_session` (`error` instead of `session.updated`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from typing import Any
+
+from websockets.asyncio.server import ServerConnection
+from websockets.http11 import Request
+
+from .base import FakeWsServer, tone_pcm
+from .fake_elevenlabs import pcm_to_ulaw_reference
+
+FORMATS = {"audio/pcmu": 8000, "audio/pcma": 8000, "audio/pcm": 24000}
+
+
+class FakeOpenAIRealtime(FakeWsServer):
+    path_prefix = "/v1/realtime"
+
+    def __init__(self, script: list[Any] | None = None, *, user_transcripts: list[str] | None
+                 = None, bytes_per_turn: int = 4000, audio_ms: float = 400.0,
+                 chunk_ms: float = 100.0, first_audio_s: float = 0.0, chunk_s: float = 0.0,
+                 **kw: Any) -> None:
+        super().__init__(**kw)
+        self.script = list(script or ["Hello, how can I help?"])
+        self.user_transcripts = list(user_transcripts or ["hello"])
+        self.bytes_per_turn = bytes_per_turn
+        self.audio_ms = audio_ms
+        self.chunk_ms = chunk_ms
+        self.first_audio_s = first_audio_s
+        self.chunk_s = chunk_s
+        self.session: dict[str, Any] = {}
+        self.audio_in = 0
+        self.tool_outputs: list[dict[str, Any]] = []
+        self.cancelled_responses = 0
+        self.responses = 0
+
+    @property
+    def url(self) -> str:
+        return self.ws_url
+
+    def auth_ok(self, request: Request) -> bool:
+        return request.headers.get("Authorization") == f"Bearer {self.api_key}"
+
+    async def handler(self, ws: ServerConnection) -> None:
+        if self.fault == "stall":
+            await asyncio.sleep(3600)
+        self._ev = 0
+        self._active: asyncio.Task[None] | None = None
+        self._script_i = 0
+        self._turn_i = 0
+        await self._send(ws, "session.created", session={"id": "sess_fake", "type": "realtime"})
+        pending = 0
+        async for raw in ws:
+            msg = json.loads(raw)
+            self.received.append(msg)
+            kind = msg.get("type")
+            if kind == "session.update":
+                if self.fault == "refuse_session":
+                    await self._error(ws, "invalid_request_error", "invalid_api_key",
+                                      "This key may not use realtime models")
+                    continue
+                sess = msg.get("session", {})
+                fmt = (((sess.get("audio") or {}).get("input") or {}).get("format") or {})
+                if fmt and fmt.get("type") not in FORMATS:
+                    await self._error(ws, "invalid_request_error", "invalid_value",
+                                      f"Invalid audio format {fmt.get('type')!r}")
+                    continue
+                if fmt.get("type") == "audio/pcm" and fmt.get("rate", 24000) != 24000:
+                    await self._error(ws, "invalid_request_error", "invalid_value",
+                                      "Only a 24kHz sample rate is supported")
+                    continue
+                self.session.update(sess)
+                await self._send(ws, "session.updated", session=self.session)
+            elif kind == "input_audio_buffer.append":
+                data = base64.b64decode(msg["audio"])
+                self.audio_in += len(data)
+                pending += len(data)
+                vad = self._audio_in_cfg().get("turn_detection") is not None
+                if vad and pending >= self.bytes_per_turn:
+                    pending = 0
+                    barge = self._active is not None and not self._active.done()
+                    await self._send(ws, "input_audio_buffer.speech_started",
+                                     audio_start_ms=0, item_id="item_in")
+                    if barge:
+                        self._active.cancel()  # type: ignore[union-attr]
+                        continue
+                    await self._user_turn(ws)
+                    await self._start_response(ws)
+            elif kind == "input_audio_buffer.commit":
+                pending = 0
+                await self._user_turn(ws)
+            elif kind == "response.create":
+                await self._start_response(ws)
+            elif kind == "response.cancel":
+                if self._active is not None and not self._active.done():
+                    self._active.cancel()
+                else:
+                    await self._error(ws, "invalid_request_error", "response_cancel_not_active",
+                                      "Cancellation failed: no active response found")
+            elif kind == "conversation.item.create":
+                item = msg.get("item", {})
+                if item.get("type") == "function_call_output":
+                    self.tool_outputs.append(item)
+                await self._send(ws, "conversation.item.added", item=item)
+
+    def _audio_in_cfg(self) -> dict[str, Any]:
+        return (self.session.get("audio") or {}).get("input") or {}
+
+    async def _send(self, ws: ServerConnection, kind: str, **fields: Any) -> None:
+        self._ev += 1
+        await ws.send(json.dumps({"type": kind, "event_id": f"event_{self._ev}", **fields}))
+
+    async def _error(self, ws: ServerConnection, etype: str, code: str, message: str) -> None:
+        await self._send(ws, "error", error={"type": etype, "code": code, "message": message,
+                                             "param": None, "event_id": None})
+
+    async def _user_turn(self, ws: ServerConnection) -> None:
+        text = self.user_transcripts[self._turn_i % len(self.user_transcripts)]
+        self._turn_i += 1
+        await self._send(ws, "input_audio_buffer.speech_stopped", audio_end_ms=500,
+                         item_id="item_in")
+        await self._send(ws, "input_audio_buffer.committed", item_id="item_in")
+        await self._send(ws, "conversation.item.input_audio_transcription.completed",
+                         item_id="item_in", content_index=0, transcript=text)
+
+    async def _start_response(self, ws: ServerConnection) -> None:
+        item = self.script[self._script_i % len(self.script)]
+        self._script_i += 1
+        self.responses += 1
+        rid = f"resp_{self.responses}"
+        await self._send(ws, "response.created", response={"id": rid, "status": "in_progress"})
+        self._active = asyncio.create_task(self._respond(ws, item, rid))
+
+    async def _respond(self, ws: ServerConnection, item: Any, rid: str) -> None:
+        try:
+            await asyncio.sleep(0)  # a cancel before the first byte still ends the response
+            if isinstance(item, str):
+                await self._speak(ws, rid, item)
+            else:
+                call_id = f"call_{self.responses}"
+                fitem = {"id": f"item_fc{self.responses}", "type": "function_call",
+                         "name": item["tool"], "call_id": call_id, "arguments": ""}
+                await self._send(ws, "response.output_item.added", response_id=rid,
+                                 output_index=0, item=fitem)
+                args = json.dumps(item.get("arguments", {}))
+                await self._send(ws, "response.function_call_arguments.delta", response_id=rid,
+                                 item_id=fitem["id"], call_id=call_id, delta=args)
+                await self._send(ws, "response.function_call_arguments.done", response_id=rid,
+                                 item_id=fitem["id"], call_id=call_id, name=item["tool"],
+                                 arguments=args)
+            await self._send(ws, "response.done", response={"id": rid, "status": "completed"})
+            if self.fault == "error_event":
+                await self._error(ws, "server_error", "server_error", "The server had an error "
+                                  "while processing your request")
+        except asyncio.CancelledError:
+            self.cancelled_responses += 1
+            await self._send(ws, "response.done", response={"id": rid, "status": "cancelled"})
+        except Exception:  # client gone
+            pass
+
+    async def _speak(self, ws: ServerConnection, rid: str, text: str) -> None:
+        fmt = ((self.session.get("audio") or {}).get("output") or {}).get("format") or {}
+        kind = fmt.get("type", "audio/pcm")
+        rate = FORMATS.get(kind, 24000)
+        pcm = tone_pcm(self.audio_ms, rate)
+        step = int(rate * self.chunk_ms / 1000) * 2
+        await self._send(ws, "response.output_item.added", response_id=rid, output_index=0,
+                         item={"id": "item_out", "type": "message", "role": "assistant"})
+        first = True
+        for i in range(0, len(pcm), step):
+            await self.sleep(self.first_audio_s if first else self.chunk_s)
+            first = False
+            piece = pcm[i:i + step]
+            wire = pcm_to_ulaw_reference(piece) if kind == "audio/pcmu" else piece
+            if self.fault == "malformed":
+                await ws.send("{{{")
+                return
+            await self._send(ws, "response.output_audio.delta", response_id=rid,
+                             item_id="item_out", output_index=0, content_index=0,
+                             delta=base64.b64encode(wire).decode())
+            if self.fault == "drop":
+                self.drop(ws)
+                return
+        for word in text.split(" "):
+            await self._send(ws, "response.output_audio_transcript.delta", response_id=rid,
+                             item_id="item_out", delta=word + " ")
+        await self._send(ws, "response.output_audio_transcript.done", response_id=rid,
+                         item_id="item_out", transcript=text)

@@ -1,0 +1,96 @@
+"""Fixtures: a real AudioSocket server + control API on 127.0.0.1 (port 0) with fake providers."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from flowagent.runner.api import create_app, start_api
+from flowagent.runner.caller import AudioSocketCaller
+from flowagent.runner.runtime import FlowSet, ProviderPool, Runtime, RuntimeConfig
+from flowagent.runner.server import AudioSocketServer
+from flowagent.runner.store import CallStore
+from flowagent.runner.webhooks import WebhookConfig, Webhooks
+
+FLOWS = Path(__file__).parent / "flows"
+TOKEN = "test-token"
+
+
+@dataclass
+class Harness:
+    rt: Runtime
+    server: AudioSocketServer
+    http_port: int
+    store: CallStore
+
+    @property
+    def port(self) -> int:
+        return self.server.address[1]
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def caller(self, **kw: Any) -> AudioSocketCaller:
+        return AudioSocketCaller("127.0.0.1", self.port, **kw)
+
+    async def http(self, method: str, path: str, **kw: Any) -> tuple[int, Any]:
+        headers = kw.pop("headers", {"Authorization": f"Bearer {TOKEN}"})
+        async with aiohttp.ClientSession() as s, s.request(
+            method, self.base + path, headers=headers, timeout=aiohttp.ClientTimeout(total=5),
+            **kw,
+        ) as r:
+            ctype = r.headers.get("Content-Type", "")
+            body = await (r.json() if "json" in ctype else r.text())
+            return r.status, body
+
+    async def inject(self, uuid: str, text: str) -> None:
+        status, body = await self.http("POST", f"/calls/{uuid}/inject", json={"text": text})
+        assert status == 200, body
+
+    async def record(self, uuid: str) -> dict[str, Any] | None:
+        return await self.store.get(uuid)
+
+
+HarnessFactory = Callable[..., Any]
+
+
+@pytest.fixture
+async def harness(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[HarnessFactory]:
+    """`h = await harness(flow_path, webhook_url=..., config=...)` (torn down after the test)."""
+    monkeypatch.setenv("FLOWAGENT_API_TOKEN", TOKEN)
+    made: list[tuple[AudioSocketServer, Any, CallStore]] = []
+
+    async def make(
+        flow: Path | str = FLOWS / "basic.yaml",
+        *,
+        webhook_url: str = "",
+        webhook_secret: str = "",
+        config: RuntimeConfig | None = None,
+        reload_interval_s: float = 0,
+    ) -> Harness:
+        config = config or RuntimeConfig()
+        flows = FlowSet(ProviderPool(), config.provider_overrides)
+        flows.load(Path(flow))
+        store = CallStore(tmp_path / f"calls{len(made)}.db")
+        hooks = Webhooks(WebhookConfig(url=webhook_url, secret=webhook_secret, timeout_s=2,
+                                       retries=1, backoff_s=0.05))
+        rt = Runtime(flows, store, config=config, webhooks=hooks)
+        server = AudioSocketServer(rt, "127.0.0.1", 0, reload_interval_s=reload_interval_s)
+        await server.start()
+        runner, http_port = await start_api(create_app(rt), "127.0.0.1", 0)
+        made.append((server, runner, store))
+        return Harness(rt, server, http_port, store)
+
+    yield make
+    for server, runner, store in made:
+        with contextlib.suppress(Exception):
+            await server.close()
+        await runner.cleanup()
+        store.close()

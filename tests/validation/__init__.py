@@ -1,0 +1,1 @@
+"""Tests for flow validation (issue 3)."""
