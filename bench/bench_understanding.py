@@ -16,10 +16,15 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 from flowagent.understanding import corrections, extract, intents, normalise, slots, yes_no
 from flowagent.understanding.types import SlotSpec
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# The intent precision table (96 positives, 96 negatives; flows/removals.yaml's intents).
+from tests.understanding import test_intent_precision as _table
 
 TODAY = date(2026, 11, 23)
 WANTED: dict[str, Any] = {
@@ -88,6 +93,17 @@ def _ops() -> dict[str, list[Callable[[], object]]]:
     }
 
 
+def _table_ops() -> dict[str, list[Callable[[], object]]]:
+    """Intent matching on the whole precision table: against every intent (a greeting), and
+    against the handler intents only (what a collect state asks on every answer)."""
+    m = intents.IntentMatcher(_table.INTENTS)
+    texts = [t for t, _ in _table.POSITIVES + _table.NEGATIVES] + _table.HANDLER_NEGATIVES
+    return {
+        "intents, table": [(lambda x=x: m.match(x)) for x in texts],
+        "handlers, table": [(lambda x=x: m.match(x, _table.HANDLERS)) for x in texts],
+    }
+
+
 def _rate(fns: list[Callable[[], object]], seconds: float) -> float:
     for f in fns:  # warm up (regex compilation, caches of compiled choices)
         f()
@@ -128,6 +144,9 @@ def main() -> None:
         print(f"{name:<16} {len(fns):>5} {r:>12,.0f} {1e6 / r:>9.0f}")
     r = _rate(every, args.seconds)
     print(f"{'mixed (all)':<16} {len(every):>5} {r:>12,.0f} {1e6 / r:>9.0f}")
+    for name, fns in _table_ops().items():
+        r = _rate(fns, args.seconds)
+        print(f"{name:<16} {len(fns):>5} {r:>12,.0f} {1e6 / r:>9.0f}")
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import random
@@ -104,6 +105,7 @@ async def serve(flow: Path, keepalive_ms: int) -> None:
             "turns": rows,
             "rss_kb": rss_kb(),
             "cpu_s": time.process_time(),
+            "now": time.monotonic(),
             "frames_in": r.metrics.frames_received
             + sum(s.frames_in for s in list(r.sessions.values())),
             "active": len(r.sessions),
@@ -155,6 +157,11 @@ class Caller(asyncio.Protocol):
         self.transport.write(encode_uuid(str(uuidlib.uuid4())))
 
     def data_received(self, data: bytes) -> None:
+        if not self.probe:
+            # only the probes' arrivals are measured: the other callers read (the kernel work
+            # of receiving is still done) but do not parse in Python, so the load generator,
+            # which shares the server's two cores, takes as little CPU from it as it can
+            return
         now = time.monotonic()
         buf = self.buf
         buf += data
@@ -200,6 +207,7 @@ async def load(port: int, calls: int, duration: float, cycle_s: float, probes: i
         if connect_gap:
             await asyncio.sleep(connect_gap)
     t0 = time.monotonic()
+    cpu0 = time.process_time()
     n = 0
     late_sends = 0
     while time.monotonic() - t0 < duration:
@@ -222,15 +230,16 @@ async def load(port: int, calls: int, duration: float, cycle_s: float, probes: i
         if c.probe and len(c.arrivals) > 10:
             a = c.arrivals[len(c.arrivals) // 5 :]  # skip the start (greeting, ramp)
             # gaps over 100 ms are idle periods (keepalive mode sends no silence), not pacing
-            jitter += [abs((b - x) - FRAME) * 1000 for x, b in zip(a, a[1:], strict=False)
+            jitter += [abs((b - x) - FRAME) * 1000 for x, b in itertools.pairwise(a)
                        if b - x < 0.1]
     alive = sum(1 for c, _ in clients if not c.closed)
+    load_cores = (time.process_time() - cpu0) / (time.monotonic() - t0)
     for c, _ in clients:
         if c.transport is not None:
             c.transport.close()
     return {"connected": len(clients), "failed": failed, "alive_at_end": alive,
             "probe_jitter_p50_ms": pct(jitter, 50), "probe_jitter_p99_ms": pct(jitter, 99),
-            "load_late_sends": late_sends}
+            "load_late_sends": late_sends, "load_gen_cores": round(load_cores, 3)}
 
 
 async def barge_load(port: int, trials: int) -> dict[str, Any]:
@@ -310,21 +319,30 @@ class Server:
             self.proc.kill()
 
 
-def run_load(port: int, **kw: Any) -> dict[str, Any]:
+def start_load(port: int, **kw: Any) -> subprocess.Popen[str]:
     args = [sys.executable, __file__, "_load", "--port", str(port)]
     for k, v in kw.items():
         args += [f"--{k.replace('_', '-')}", str(v)]
-    out = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=300)
-    if out.returncode != 0:
-        raise RuntimeError(out.stderr[-2000:])
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=ROOT)
+
+
+def finish_load(proc: subprocess.Popen[str]) -> dict[str, Any]:
+    out, err = proc.communicate(timeout=300)
+    if proc.returncode != 0:
+        raise RuntimeError(err[-2000:])
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def run_load(port: int, **kw: Any) -> dict[str, Any]:
+    return finish_load(start_load(port, **kw))
 
 
 def tick_jitter(ticks: list[list[float]]) -> dict[str, float]:
     starts = [t[0] for t in ticks]
     ends = [t[1] for t in ticks]
-    first = [abs((b - a) - FRAME) * 1000 for a, b in zip(starts, starts[1:], strict=False)]
-    last = [abs((b - a) - FRAME) * 1000 for a, b in zip(ends, ends[1:], strict=False)]
+    first = [abs((b - a) - FRAME) * 1000 for a, b in itertools.pairwise(starts)]
+    last = [abs((b - a) - FRAME) * 1000 for a, b in itertools.pairwise(ends)]
     cost = [(e - s) * 1000 for s, e in ticks]
     return {"first_stream_p99_ms": pct(first, 99), "last_stream_p99_ms": pct(last, 99),
             "jitter_p99_ms": max(pct(first, 99), pct(last, 99)),
@@ -370,14 +388,33 @@ def scenario_capacity(counts: list[int], duration: float) -> list[dict[str, Any]
         srv = Server(FLOWS / "runtime_turns.yaml", keepalive_ms=0)
         try:
             idle = srv.get("/bench/stats")["rss_kb"]
-            res = run_load(srv.port, calls=n, duration=duration, cycle_s=3.0, probes=min(n, 10),
-                           ramp_s=min(5.0, n * 0.005), speak=1)
+            load_avg = os.getloadavg()[0]  # the machine is shared: say how busy it was
+            ramp = min(5.0, n * 0.005)
+            proc = start_load(srv.port, calls=n, duration=duration, cycle_s=3.0,
+                              probes=min(n, 10), ramp_s=ramp, speak=1)
+            # steady state only: from 2 s after the ramp (plus ~1 s for the load generator to
+            # start) to 1 s before the end; CPU, frames and ticks are taken between these two
+            time.sleep(ramp + 3.0)
+            st0 = srv.get("/bench/stats")
+            time.sleep(max(1.0, duration - 3.0))
+            st1 = srv.get("/bench/stats")
+            res = finish_load(proc)
             st = srv.get("/bench/stats")
             ff = [r["first_frame_ms"] for r in st["turns"] if r.get("first_frame_ms") is not None]
-            results.append({"calls": n, **res, **tick_jitter(st["ticks"][-1500:]),
+            cpu = st1["cpu_s"] - st0["cpu_s"]
+            wall = st1["now"] - st0["now"]
+            frames = max(1, st1["frames_in"] - st0["frames_in"])
+            ticks = [t for t in st1["ticks"] if t[0] >= st0["now"]]
+            results.append({"calls": n, **res, **tick_jitter(ticks),
                             "late_ticks": st["late_ticks"], "reanchors": st["reanchors"],
                             "turns": len(ff), "runner_p99_ms": pct(ff, 99),
-                            "kb_per_call": (st["rss_kb"] - idle) / n, "errors": st["errors"]})
+                            "kb_per_call": (st["rss_kb"] - idle) / n, "errors": st["errors"],
+                            # server CPU per call-frame (one frame in + one out, VAD, turns):
+                            # the figure that does not depend on the machine's other load
+                            "server_cores": round(cpu / wall, 3),
+                            "server_us_per_call_frame": round(cpu * 1e6 / frames, 2),
+                            "inbound_fps_per_call": round(frames / wall / n, 1),
+                            "load_avg_before": load_avg})
         finally:
             srv.stop()
         print(json.dumps(results[-1]), flush=True)

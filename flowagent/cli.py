@@ -8,7 +8,7 @@ them). Every `run` returns the process exit code.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import NoReturn
 
 import typer
 
@@ -25,7 +25,9 @@ app = typer.Typer(
 def validate(
     files: list[Path] = typer.Argument(..., help="Flow files to check."),
     format: str = typer.Option("text", "--format", "-f", help="text or json"),
-    no_env: bool = typer.Option(False, "--no-env", help="Do not warn about unset ${ENV} variables."),
+    no_env: bool = typer.Option(
+        False, "--no-env", help="Do not warn about unset ${ENV} variables."
+    ),
 ) -> None:
     """Check flow files: structure and meaning, with file:line:column for every finding."""
     from flowagent.commands import validate as cmd
@@ -35,7 +37,7 @@ def validate(
 
 @app.command()
 def schema(
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to a file."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Write to a file."),
 ) -> None:
     """Print the JSON Schema of the flow file format (for editors and CI)."""
     from flowagent.commands import schema as cmd
@@ -46,7 +48,7 @@ def schema(
 @app.command()
 def chat(
     flow: Path = typer.Argument(..., help="The flow file to talk to."),
-    tool_responses: Optional[Path] = typer.Option(
+    tool_responses: Path | None = typer.Option(
         None, "--tools", help="YAML file of canned tool responses (instead of real URLs)."
     ),
     caller: str = typer.Option("+447700900123", help="Caller ID to pretend to be."),
@@ -64,11 +66,11 @@ def chat(
 @app.command("test")
 def test_cmd(
     flow: Path = typer.Argument(..., help="The flow file."),
-    tests: Optional[Path] = typer.Argument(
+    tests: Path | None = typer.Argument(
         None, help="Conversation tests (default: FLOW with .tests.yaml)."
     ),
-    junit: Optional[Path] = typer.Option(None, "--junit", help="Write JUnit XML here."),
-    name: Optional[str] = typer.Option(None, "--name", "-k", help="Only tests whose name has this."),
+    junit: Path | None = typer.Option(None, "--junit", help="Write JUnit XML here."),
+    name: str | None = typer.Option(None, "--name", "-k", help="Only tests whose name has this."),
 ) -> None:
     """Run a flow's conversation tests."""
     from flowagent.commands import test as cmd
@@ -86,23 +88,28 @@ def serve(
     ),
     http: str = typer.Option("127.0.0.1:8080", "--http", help="HOST:PORT for the control API."),
     db: Path = typer.Option(Path("flowagent.db"), "--db", help="SQLite file for call records."),
+    reload_interval: float = typer.Option(
+        2.0, "--reload-interval",
+        help="Seconds between checks for changed flow files (0: only on SIGHUP).",
+    ),
 ) -> None:
     """Run the voice agent: AudioSocket server + control API."""
     from flowagent.commands import serve as cmd
 
-    raise typer.Exit(cmd.run(flow_or_routes, audiosocket=audiosocket, http=http, db=db))
+    raise typer.Exit(cmd.run(flow_or_routes, audiosocket=audiosocket, http=http, db=db,
+                             reload_interval_s=reload_interval))
 
 
 @app.command()
 def call(
     to: str = typer.Option("127.0.0.1:9099", "--to", help="AudioSocket HOST:PORT to call."),
-    wav: Optional[list[Path]] = typer.Option(None, "--wav", help="A caller turn from a WAV file."),
-    say: Optional[list[str]] = typer.Option(None, "--say", help="A caller turn, synthesised."),
-    dtmf: Optional[str] = typer.Option(None, "--dtmf", help="DTMF digits to send."),
-    uuid: Optional[str] = typer.Option(None, "--uuid", help="Call UUID (default: random)."),
-    record: Optional[Path] = typer.Option(None, "--record", help="Record the agent to WAV."),
+    wav: list[Path] | None = typer.Option(None, "--wav", help="A caller turn from a WAV file."),
+    say: list[str] | None = typer.Option(None, "--say", help="A caller turn, synthesised."),
+    dtmf: str | None = typer.Option(None, "--dtmf", help="DTMF digits to send."),
+    uuid: str | None = typer.Option(None, "--uuid", help="Call UUID (default: random)."),
+    record: Path | None = typer.Option(None, "--record", help="Record the agent to WAV."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON summary at the end."),
-    http: Optional[str] = typer.Option(
+    http: str | None = typer.Option(
         None, "--http", help="HOST:PORT of the control API, to show the agent's words."
     ),
 ) -> None:
@@ -117,7 +124,7 @@ def call(
 
 @app.command()
 def calls(
-    uuid: Optional[str] = typer.Argument(None, help="Show one call in full."),
+    uuid: str | None = typer.Argument(None, help="Show one call in full."),
     db: Path = typer.Option(Path("flowagent.db"), "--db", help="SQLite file of call records."),
     limit: int = typer.Option(20, "--limit", "-n"),
     json_out: bool = typer.Option(False, "--json"),
@@ -132,7 +139,7 @@ def calls(
 def graph(
     flow: Path = typer.Argument(..., help="The flow file."),
     format: str = typer.Option("mermaid", "--format", "-f", help="mermaid, dot or html"),
-    output: Optional[Path] = typer.Option(None, "--output", "-o"),
+    output: Path | None = typer.Option(None, "--output", "-o"),
 ) -> None:
     """Draw the flow: states, transitions, handlers, tools."""
     from flowagent.commands import graph as cmd
@@ -169,12 +176,12 @@ def asterisk_config(
 
 @app.command()
 def doctor(
-    flows: Optional[list[Path]] = typer.Argument(None, help="Flows to check."),
-    audiosocket: Optional[str] = typer.Option(
+    flows: list[Path] | None = typer.Argument(None, help="Flows to check."),
+    audiosocket: str | None = typer.Option(
         None, "--audiosocket", help="HOST:PORT flowagent serves AudioSocket on "
         "(default: $FLOWAGENT_AUDIOSOCKET or 127.0.0.1:9099)."
     ),
-    http: Optional[str] = typer.Option(
+    http: str | None = typer.Option(
         None, "--http", help="HOST:PORT of the control API (default: $FLOWAGENT_HTTP or "
         "127.0.0.1:8080)."
     ),
@@ -186,7 +193,53 @@ def doctor(
     raise typer.Exit(cmd.run(flows or [], audiosocket=audiosocket, http=http, timeout_s=timeout))
 
 
+def _fast_path(argv: list[str]) -> int | None:
+    """Run `validate` / `schema` without importing typer.
+
+    Why: typer (>= 0.29) imports pydantic to coerce parameters, which costs ~250 ms on every run;
+    `flowagent validate` runs in editors and CI on every save and must stay well under 0.5 s
+    (PRODUCT.md §7). For plain invocations we parse the few options with argparse and call the
+    same `run()` the typer command calls; anything unusual (--help, unknown options, a parse
+    error) returns None and is handled by typer, so help and error messages stay identical.
+    """
+    if not argv or argv[0] not in ("validate", "schema"):
+        return None
+    if any(a in ("-h", "--help") for a in argv[1:]):
+        return None
+    import argparse
+
+    class _QuietParser(argparse.ArgumentParser):
+        def error(self, message: str) -> NoReturn:  # let typer word the error instead
+            raise ValueError(message)
+
+    parser = _QuietParser(prog=f"flowagent {argv[0]}", add_help=False)
+    if argv[0] == "validate":
+        parser.add_argument("files", nargs="+", type=Path)
+        parser.add_argument("--format", "-f", default="text")
+        parser.add_argument("--no-env", action="store_true")
+    else:
+        parser.add_argument("--output", "-o", type=Path, default=None)
+    try:
+        ns, unknown = parser.parse_known_args(argv[1:])
+    except (ValueError, SystemExit):
+        return None
+    if unknown:
+        return None
+    if argv[0] == "validate":
+        from flowagent.commands import validate as validate_cmd
+
+        return validate_cmd.run(ns.files, output_format=ns.format, check_env=not ns.no_env)
+    from flowagent.commands import schema as schema_cmd
+
+    return schema_cmd.run(ns.output)
+
+
 def main() -> None:
+    import sys
+
+    code = _fast_path(sys.argv[1:])
+    if code is not None:
+        sys.exit(code)
     app()
 
 

@@ -156,6 +156,31 @@ class FrameParser:
         """Bytes held waiting for the rest of a frame (a truncated frame at hang-up)."""
         return len(self._buf)
 
+    def one_audio(self, data: bytes, kind: int) -> bytes | None:
+        """Fast path for the common read: `data` is exactly ONE whole audio frame of `kind`
+        and nothing is held over. Returns its payload; None means "use `feed()`" (and nothing
+        was consumed).
+
+        Why: Asterisk sends one 20 ms frame per 20 ms per call, so almost every socket read is
+        exactly one frame. At a thousand calls that is 50,000 reads a second, and the general
+        loop (header unpack, checks, a `Frame` and a list per read) was the largest share of
+        our Python time per inbound frame; this path is two comparisons and one slice. Only
+        audio kinds are taken here, so every check `feed()` makes still applies to anything
+        else.
+        """
+        n = len(data) - 3
+        if (
+            n < 0
+            or self._buf
+            or data[0] != kind
+            or (data[1] << 8 | data[2]) != n
+            or n > self.max_payload
+            or self._broken
+            or not 0x10 <= kind <= 0x18
+        ):
+            return None
+        return data[3:]
+
     def feed(self, data: bytes) -> list[Frame]:
         if self._broken:
             raise ProtocolError("the stream already failed to parse")

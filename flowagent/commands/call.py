@@ -66,14 +66,27 @@ def _ordered_turns(wavs: list[Path], says: list[str], dtmf: str | None) -> list[
     return turns
 
 
+def _no_random_variation(tts: Any) -> None:
+    """Piper adds random variation to every synthesis; the caller's lines are a script, so
+    make them the same audio on every run (reproducible tests and benchmarks). The caller has
+    its own voice instance (`registry.create` in this process), not the agent's."""
+    config = getattr(tts, "syn_config", None)
+    if config is not None and hasattr(config, "noise_scale"):
+        config.noise_scale = 0.0
+        config.noise_w_scale = 0.0
+
+
 def _make_tts(con: Console) -> Any:
     from flowagent.providers import registry
 
     for name in ("piper", "espeak"):
         try:
-            return registry.create("tts", name, {})
+            tts = registry.create("tts", name, {})
         except Exception as exc:
             last = exc
+            continue
+        _no_random_variation(tts)
+        return tts
     con.print(f"[yellow]No local TTS available ({escape(str(last))}); --say turns will be"
               " tones from the fake TTS.[/yellow]")
     return registry.create("tts", "fake", {})

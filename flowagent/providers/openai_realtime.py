@@ -208,6 +208,14 @@ class OpenAIRealtimeSession:
         await self._send({"type": "input_audio_buffer.commit"})
         await self._send({"type": "response.create"})
 
+    async def respond(self, instructions: str = "") -> None:
+        """Make the model speak now (e.g. the greeting, or the flow's own words before a
+        transfer): `response.create`, with per-response `instructions` when given."""
+        msg: dict[str, Any] = {"type": "response.create"}
+        if instructions:
+            msg["response"] = {"instructions": instructions}
+        await self._send(msg)
+
     async def interrupt(self) -> None:
         """Our barge-in: stop the response being spoken."""
         if self._response_active:

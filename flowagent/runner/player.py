@@ -60,6 +60,7 @@ class OutStream:
         "on_error",
         "on_first",
         "on_idle",
+        "paused",
         "played",
         "sample_rate",
         "underruns",
@@ -97,6 +98,8 @@ class OutStream:
         self._kicked_at = -1e9
         self._closed = False
         self._player: Player | None = None  # set by Player.open: callbacks wait for tick end
+        #: paused: audio keeps queueing but the line gets silence (a possible false barge-in)
+        self.paused = False
 
     # -- producer side -------------------------------------------------------------------------
 
@@ -112,7 +115,7 @@ class OutStream:
             frames.append((say_id, buf[i : i + fb]))
         if whole < len(buf):
             self._partial[say_id] = buf[whole:]
-        if whole and self.keepalive_s:
+        if whole and self.keepalive_s and not self.paused:
             now = time.monotonic()
             gap = now - self.last_sent
             # idle line: start now. After a keepalive silence frame, 10 ms is enough spacing.
@@ -134,18 +137,33 @@ class OutStream:
 
     def flush(self) -> set[int]:
         """Barge-in: drop everything queued. Returns the say_ids that were cut short."""
+        was_paused, self.paused = self.paused, False
         cut = {sid for sid, _ in self._frames}
         cut.update(self._partial)
         nxt = next((f for _, f in self._frames if f is not _END), None)
         self._frames.clear()
         self._partial.clear()
-        if isinstance(nxt, bytes) and self.current_say:
+        if isinstance(nxt, bytes) and self.current_say and not was_paused:
             # one frame that fades the waveform out, so the cut does not click
             n = audio.frame_bytes(self.sample_rate, audio.FADE_MS)
             faded = audio.fade(nxt[:n], self.sample_rate)
             self._frames.append((0, faded + bytes(self.frame_bytes - len(faded))))
         cut.discard(0)
         return cut
+
+    def pause(self) -> None:
+        """Stop sending our audio now (one fade-out frame) but keep the queue for `resume()`."""
+        if self.paused:
+            return
+        self.paused = True
+        nxt = next((f for _, f in self._frames if f is not _END), None)
+        if isinstance(nxt, bytes) and self.current_say:
+            n = audio.frame_bytes(self.sample_rate, audio.FADE_MS)
+            faded = audio.fade(nxt[:n], self.sample_rate)
+            self._frames.appendleft((0, faded + bytes(self.frame_bytes - len(faded))))
+
+    def resume(self) -> None:
+        self.paused = False
 
     @property
     def busy(self) -> bool:
@@ -166,6 +184,18 @@ class OutStream:
         """Send at most one frame (audio, or silence to keep the line alive). Clock only."""
         if now - self._kicked_at < self._frame_s / 2:
             return  # a kick-started frame just went out; keep >= 10 ms before the next
+        if self.paused:
+            if self._frames and self._frames[0][0] == 0:  # the fade-out frame of pause()
+                self._send(now)
+                self.paused = True
+            elif not self.keepalive_s or now - self.last_sent >= self.keepalive_s:
+                self.current_say = 0
+                self.last_sent = now
+                self.frames_sent += 1
+                self._write(self._silence)
+            else:
+                self.current_say = 0
+            return
         if not self._frames and self.keepalive_s and now - self.last_sent < self.keepalive_s:
             if self._partial:
                 self.underruns += 1

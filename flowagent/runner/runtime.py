@@ -45,17 +45,15 @@ DEFAULT_PROVIDERS: dict[str, str | None] = {
 
 def new_event_loop() -> Any:
     """The event loop for `serve`: uvloop when installed (much cheaper per socket read, which
-    is most of a call's cost), else asyncio's. `FLOWAGENT_LOOP=asyncio` forces the default."""
+    is most of a call's cost), else asyncio's."""
     import asyncio
 
-    if os.environ.get("FLOWAGENT_LOOP", "").lower() != "asyncio":
-        try:
-            import uvloop
+    try:
+        import uvloop
 
-            return uvloop.new_event_loop()
-        except ImportError:
-            pass
-    return asyncio.new_event_loop()
+        return uvloop.new_event_loop()
+    except ImportError:
+        return asyncio.new_event_loop()
 
 
 def tune_gc() -> None:
@@ -100,6 +98,8 @@ class Providers:
     vad: Any
     llm: Any = None
     names: dict[str, str] = field(default_factory=dict)
+    #: speech-to-speech provider; when set, calls run as `sts_session.StsCallSession`
+    sts: Any = None
 
 
 @dataclass
@@ -115,6 +115,47 @@ class FlowEntry:
     @property
     def name(self) -> str:
         return self.compiled.name
+
+    def static_prompts(self) -> list[str]:
+        """Every text of this flow that never changes (no template variables): what the
+        prompt-audio cache can hold before the first call."""
+        texts: list[str] = []
+        c = self.compiled
+
+        def add(t: Any) -> None:
+            if t is not None and getattr(t, "static", False) and t.source.strip():
+                texts.append(t.source)
+
+        for st in c.states.values():
+            for t in (st.say, st.ask, st.reprompt, st.confirm):
+                add(t)
+            for h in st.handlers.values():
+                add(h.say)
+        for slot in c.slots.values():
+            add(slot.prompt)
+            add(slot.reprompt)
+            add(slot.invalid)
+        return list(dict.fromkeys(texts))
+
+    async def prewarm(self, sample_rate: int = 8000) -> int:
+        """Synthesise the static prompts into the cache (in the background at start-up), so
+        entering a `say` state starts audio at once even on the first call."""
+        tts = self.providers.tts
+        if tts is None:
+            return 0
+        n = 0
+        for text in self.static_prompts():
+            key = (getattr(tts, "voice_id", ""), sample_rate, text)
+            if key in self.prompt_cache:
+                continue
+            try:
+                pcm = b"".join([c async for c in tts.synthesize(text, sample_rate)])
+            except Exception as exc:  # a prompt that fails now is tried again on a call
+                log.debug("prewarm of %r failed: %s", text, exc)
+                continue
+            self.prompt_cache.setdefault(key, pcm)
+            n += 1
+        return n
 
 
 class ProviderPool:
@@ -145,11 +186,12 @@ class ProviderPool:
     def for_flow(self, compiled: CompiledFlow, overrides: dict[str, Any]) -> Providers:
         section = {k: dict(v) for k, v in (compiled.providers or {}).items()}
         section.update({k: dict(v) for k, v in overrides.items()})
-        if "sts" in section:
-            raise FlowLoadError(
-                "Speech-to-speech (sts) flows are not supported by the call runner yet; use"
-                " asr, llm and tts providers."
-            )
+        if "sts" in section and not any(k in overrides for k in ("asr", "llm", "tts")):
+            # speech to speech: one provider hears, thinks and speaks (see sts_session.py)
+            entry = section["sts"]
+            name = str(entry.get("name"))
+            inst = self.get("sts", name, dict(entry.get("options") or {}))
+            return Providers(asr=None, tts=None, vad=None, sts=inst, names={"sts": name})
         built: dict[str, Any] = {}
         names: dict[str, str] = {}
         for kind in ("asr", "tts", "vad", "llm"):
@@ -177,6 +219,9 @@ class FlowSet:
         self.source: Path | None = None  # the flow or routes file given to serve
         self.routes_file: Path | None = None
         self.errors: dict[Path, str] = {}
+        #: an extra intent scorer (the offline stack's `EmbeddingScorer`) given to every flow's
+        #: matcher at load time, with the flow's examples embedded then (never during a call)
+        self.intent_scorer: Any = None
 
     def load_entry(self, path: Path) -> FlowEntry:
         from flowagent.runner.compiler import FlowInvalid, load_flow
@@ -195,6 +240,7 @@ class FlowSet:
         except OSError as exc:
             raise FlowLoadError(f"{path}: cannot read the flow file ({exc.strerror}).") from exc
         providers = self.pool.for_flow(compiled, self.overrides)
+        _add_scorer(compiled, self.intent_scorer)
         _warm_up(compiled)
         return FlowEntry(path=path, compiled=compiled, providers=providers, mtime=mtime)
 
@@ -265,6 +311,22 @@ class FlowSet:
                     self.routes[k] = new
             messages.append(f"reloaded {path.name} ({new.name})")
         return messages
+
+
+def _add_scorer(compiled: CompiledFlow, scorer: Any) -> None:
+    """Give this flow's (freshly compiled, not yet shared) intent matcher an extra scorer, after
+    embedding its examples: the engine stays pure and synchronous, and a call's first turn pays
+    nothing for the flow's examples."""
+    matcher = compiled.matcher
+    if scorer is None or matcher is None or not hasattr(matcher, "add_scorer"):
+        return
+    try:
+        scorer.prepare({k: list(v) for k, v in compiled.intents.items()})
+    except Exception as exc:  # lexical matching still works without it
+        log.warning("%s: intent embeddings unavailable, using word matching only: %s",
+                    compiled.name, exc)
+        return
+    matcher.add_scorer(scorer)
 
 
 def _warm_up(compiled: CompiledFlow) -> None:
@@ -351,6 +413,8 @@ class Runtime:
         self.accepting = True
         self.started_at = time.time()
         self.api_token = os.environ.get("FLOWAGENT_API_TOKEN", "")
+        #: `flowagent.asterisk.transfer.Transferer` (set by serve): AMI redirect or socket path
+        self.transferer: Any = None
 
     def register_call(self, uuid: str, metadata: dict[str, Any]) -> None:
         """`POST /call`: metadata waits here for the AudioSocket connection with this UUID."""

@@ -48,7 +48,7 @@ class _CallProtocol(asyncio.Protocol):
 
 class AudioSocketServer:
     def __init__(self, runtime: Runtime, host: str = "127.0.0.1", port: int = 9099,
-                 *, reload_interval_s: float = 2.0) -> None:
+                 *, reload_interval_s: float = 2.0, prewarm: bool = False) -> None:
         self.rt = runtime
         self.host = host
         self.port = port
@@ -57,6 +57,10 @@ class AudioSocketServer:
         self._calls: set[asyncio.Task[Any]] = set()
         self._reloader: asyncio.Task[None] | None = None
         self._address: tuple[str, int] = (host, port)
+        self.prewarm = prewarm
+        self._reload_lock = asyncio.Lock()
+        self._jobs: set[asyncio.Task[Any]] = set()  # SIGHUP reloads
+        self._prewarm_task: asyncio.Task[None] | None = None
 
     @property
     def address(self) -> tuple[str, int]:
@@ -74,6 +78,17 @@ class AudioSocketServer:
         self._address = self._server.sockets[0].getsockname()[:2]
         if self.reload_interval_s > 0:
             self._reloader = loop.create_task(self._reload_loop())
+        if self.prewarm:
+            self._prewarm_task = loop.create_task(self._prewarm_all())
+
+    async def _prewarm_all(self) -> None:
+        """Fill every flow's prompt-audio cache in the background (calls are served meanwhile)."""
+        for entry in list(self.rt.flows.by_path.values()):
+            try:
+                n = await entry.prewarm()
+                log.info("%s: %d static prompts synthesised and cached", entry.name, n)
+            except Exception:
+                log.exception("prompt prewarm failed for %s", entry.name)
 
     def _open_call(self, transport: asyncio.Transport) -> CallSession | None:
         """A new connection: a session, and a task that runs it (owned by this server)."""
@@ -109,11 +124,33 @@ class AudioSocketServer:
     async def _reload_loop(self) -> None:
         while True:
             await asyncio.sleep(self.reload_interval_s)
+            await self.reload_once()
+
+    async def reload_once(self) -> list[str]:
+        """Re-check the flow files now (the poll loop, and SIGHUP via `request_reload`)."""
+        async with self._reload_lock:
             try:
                 # validation does file I/O and CPU work: keep it off the loop
-                await asyncio.to_thread(self.reload_now)
+                messages = await asyncio.to_thread(self.reload_now)
             except Exception:
                 log.exception("flow reload failed")
+                return []
+            if self.prewarm and any(m.startswith("reloaded") for m in messages):
+                await self._prewarm_all()
+            return messages
+
+    def request_reload(self) -> None:
+        """SIGHUP (`systemctl reload` = `kill -HUP`): reload changed flows now, in a task the
+        server owns (cancelled by `close()`)."""
+        async def run() -> None:
+            messages = await self.reload_once()
+            if not messages:
+                log.info("reload requested: no flow file has changed")
+
+        log.info("reload requested (SIGHUP): checking flow files")
+        task = asyncio.get_running_loop().create_task(run())
+        self._jobs.add(task)
+        task.add_done_callback(self._jobs.discard)
 
     async def drain(self, timeout_s: float = 600.0) -> None:
         """Stop accepting; wait for running calls to end (cancel them after `timeout_s`)."""
@@ -141,6 +178,10 @@ class AudioSocketServer:
             self._reloader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reloader
+        if self._prewarm_task is not None:
+            self._prewarm_task.cancel()
+        for job in list(self._jobs):
+            job.cancel()
         for t in list(self._calls):
             t.cancel()
         if self._calls:

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 
 from flowagent import audio
+from flowagent import logging as flog
 from flowagent.asterisk.audiosocket import (
     AUDIO_RATES,
     Frame,
@@ -126,6 +127,9 @@ class CallSession:
         self._closed = False
         self._protocol_error: ProtocolError | None = None
         self._finishing = False  # EndCall/Transfer seen: hang up once playback is done
+        self._transfer_reason = ""
+        self._transferring = False  # the Transferer is handling the end of this call
+        self._log_ctx: Any = None  # flowagent.logging.call_context(uuid), entered in _start
         self._done = asyncio.Event()
 
         # speech out
@@ -147,6 +151,8 @@ class CallSession:
         self._asr_failures = 0
         self._in_speech = False
         self._barged = False  # our speech was cut; nothing of ours plays until the next say
+        self._held = False  # playback paused by a possible false barge-in (resume_after_false)
+        self._resume_after_false = False
         self._barge: tuple[bool, int, float] = (True, 250, 0.5)  # per state, see _barge_settings
         self._eot_ms = 600
         self._speech_ms = 0
@@ -199,8 +205,13 @@ class CallSession:
             rt.metrics.error("internal")
             log.exception("call %s failed", self.uuid or "?")
         finally:
-            await self._finish()
-            rt.metrics.active_calls -= 1
+            try:
+                await self._finish()
+            finally:
+                rt.metrics.active_calls -= 1
+                if self._log_ctx is not None:
+                    self._log_ctx.__exit__(None, None, None)
+                    self._log_ctx = None
 
     async def _start(self) -> None:
         rt = self.rt
@@ -209,6 +220,9 @@ class CallSession:
             self.end_reason = "connection closed before the UUID frame"
             return
         self.uuid = first.uuid()
+        # every log line of this call (and of the tasks it starts) carries the call UUID
+        self._log_ctx = flog.call_context(self.uuid)
+        self._log_ctx.__enter__()
         metadata = rt.take_pending(self.uuid) or {}
         caller = _pick(metadata, "caller", "from", "callerid", "caller_id", "ani")
         did = _pick(metadata, "did", "to", "dnid", "exten", "called", "dialed_number")
@@ -225,7 +239,10 @@ class CallSession:
                 )
             except TimeoutError:
                 rt.metrics.error("webhook")
-        entry = rt.flows.pick(did, str(override.get("flow", "") or ""))
+        # flow choice: call_initiated webhook, else the `flow` metadata key (POST /call, the
+        # AGI script's FLOWAGENT_FLOW), else the DID route, else the default flow
+        wanted = str(override.get("flow", "") or "") or _pick(metadata, "flow", "FLOWAGENT_FLOW")
+        entry = rt.flows.pick(did, wanted)
         self.entry = entry
         if override.get("sts_url"):
             metadata = {**metadata, "sts_url": override["sts_url"]}
@@ -237,6 +254,11 @@ class CallSession:
             uuid=self.uuid, caller=caller, did=did, channel=channel, metadata=metadata,
             context=context,
         )
+        if getattr(entry.providers, "sts", None) is not None:
+            from flowagent.runner.sts_session import StsCallSession
+
+            await StsCallSession.take_over(self)  # speech-to-speech flow: see sts_session.py
+            return
         self.engine = Engine(entry.compiled, clock=self.now,
                              llm_available=entry.providers.llm is not None)
         self.record = self.engine.record
@@ -247,6 +269,7 @@ class CallSession:
         self.tools = ToolRunner()
         self._out = self._open_out()
         self._eot_ms = entry.compiled.settings.end_of_turn_ms
+        self._resume_after_false = entry.compiled.settings.barge_in_resume_after_false
         self._barge = self._barge_settings()
         await self._open_inputs()
         self._spawn(self._speech_loop(), "speech")
@@ -292,6 +315,12 @@ class CallSession:
         if self._closed:
             return
         try:
+            if self._ready:
+                # one whole frame at the call's rate: almost every read (see `one_audio`)
+                pcm = self._parser.one_audio(data, self.kind)
+                if pcm is not None:
+                    self._on_audio(pcm)
+                    return
             frames = self._parser.feed(data)
             if not self._ready:
                 for f in frames:
@@ -597,6 +626,7 @@ class CallSession:
                 self._cancel_timer(f"t:{a.name}")
             elif isinstance(a, ev.Transfer):
                 self.transfer_target = a.target
+                self._transfer_reason = a.reason
                 self.end_reason = a.reason or f"transferred to {a.target}"
                 self._finish_after_playback()
             elif isinstance(a, ev.EndCall):
@@ -843,7 +873,7 @@ class CallSession:
 
     def _open_out(self) -> OutStream:
         out = self.rt.player.open(
-            self._write_frame, self.sample_rate, on_done=self._on_say_done,
+            self.transport.write, self.sample_rate, on_done=self._on_say_done,
             on_error=self._on_write_error, on_first=self._on_first_frame,
             keepalive_ms=self.rt.config.keepalive_ms,
         )
@@ -854,9 +884,6 @@ class CallSession:
         if not self._closed:
             self._maybe_arm_no_input()
             self._maybe_finish()
-
-    def _write_frame(self, data: bytes) -> None:
-        self.transport.write(data)
 
     def _on_write_error(self, exc: BaseException) -> None:
         self.hangup_by = self.hangup_by or "caller"
@@ -899,10 +926,37 @@ class CallSession:
         self._maybe_finish()
 
     def _maybe_finish(self) -> None:
-        if self._finishing and self._idle():
+        if self._finishing and self._idle() and not self._transferring:
             self.hangup_by = self.hangup_by or "agent"
+            transferer = getattr(self.rt, "transferer", None)
+            if self.transfer_target and transferer is not None:
+                self._transferring = True
+                self._spawn(self._transfer(transferer), "transfer")
+                return
             # let the last frame leave before the hang-up frame (next loop iteration)
             asyncio.get_running_loop().call_soon(self._hangup)
+
+    async def _transfer(self, transferer: Any) -> None:
+        """Our reason has been spoken: hand the caller over. AMI configured: Asterisk redirects
+        the channel (and closes the socket itself); otherwise (or if AMI fails) the socket path:
+        0x00 frame, and the dialplan reads `GET /calls/{uuid}/transfer`."""
+        channel = self.info.channel if self.info is not None else ""
+        try:
+            result = await asyncio.wait_for(
+                transferer.transfer(self.uuid, channel, self.transfer_target,
+                                    self._transfer_reason),
+                10.0,
+            )
+            method = result.method
+        except ValueError as exc:  # not a dialplan extension: the dialplan falls back
+            log.warning("transfer target %r cannot be dialled: %s", self.transfer_target, exc)
+            method = "socket"
+        except Exception:
+            log.exception("transfer to %r failed; ending the socket", self.transfer_target)
+            method = "socket"
+        log.info("transfer to %s by %s", self.transfer_target, method)
+        # "ami": Asterisk moved the channel and closes the socket; closing it too is harmless
+        self._hangup(send_frame=method == "socket")
 
     def _hangup(self, send_frame: bool = True) -> None:
         """End the call from our side: 0x00 frame, close. The read loop then sees EOF."""
@@ -1047,7 +1101,9 @@ class CallSession:
         return enabled, s.barge_in_min_speech_ms, s.barge_in_sensitivity
 
     def _on_vad(self, p: float, ms: int) -> None:
-        playing = not self._barged and self._playing()
+        out = self._out  # inlined _playing(): this runs for every inbound frame
+        playing = not self._barged and out is not None and (
+            out.current_say > 0 or bool(out._frames) or bool(out._partial))
         enabled, min_speech, sensitivity = self._barge
         # while we play, our own echo comes back: demand a clearer signal to count as speech
         threshold = 1.0 - (1.0 - SPEECH_THRESHOLD) * sensitivity if playing else SPEECH_THRESHOLD
@@ -1061,7 +1117,13 @@ class CallSession:
         if playing:
             if (self._speech_ms >= min_speech and enabled and self._interruptible()
                     and not self._finishing):
-                self._barge_in()
+                if self._resume_after_false:
+                    # maybe a cough: go quiet now, decide when we know whether words were said
+                    self._barged = True
+                    self._held = True
+                    out.pause()  # type: ignore[union-attr]
+                else:
+                    self._barge_in()
                 self._start_turn()
             return
         if not self._in_speech:
@@ -1081,18 +1143,23 @@ class CallSession:
         if self._in_speech:
             return
         self._in_speech = True
+        # Whisper keeps audio from before the VAD's onset (pre-roll): tell it how much was heard
+        started = getattr(self._asr, "speech_started", None)
+        if started is not None:
+            try:
+                started(int(self._speech_ms))
+            except Exception:
+                log.debug("speech_started failed", exc_info=True)
         self._cancel_timer("no_input")
         self._pending_no_input = None
 
     def _end_of_speech(self) -> None:
         self._in_speech = False
-        self._barged = False  # our speech was cut; nothing of ours plays until the next say
-        self._barge: tuple[bool, int, float] = (True, 250, 0.5)  # per state, see _barge_settings
-        self._eot_ms = 600
         self._speech_ms = 0
         self._turn = {"end_of_speech": time.monotonic()}
         self._turn_open = True
         if self._asr is None:
+            self._resume_if_held()  # nothing can tell us words were said
             return
         self._awaiting_final = True
         self._spawn(self._asr_flush(), "asr-flush")
@@ -1110,6 +1177,9 @@ class CallSession:
         self._awaiting_final = False
         if self._final_parts:
             self._emit_utterance(Transcript(text="", is_final=True))
+            return
+        if self._held:  # a pause for a noise the recogniser found no words in
+            self._resume_if_held()
             return
         self.rt.metrics.error("asr")
         self.record.errors.append("asr: no final transcript in time")
@@ -1164,9 +1234,29 @@ class CallSession:
         self._final_parts = []
         self._turn_mark("asr_final")
         if not text:
+            self._resume_if_held()
             return  # noise: nothing was said
+        if self._held:
+            self._held = False
+            self._barge_in()  # words were said: the interruption was real
         self.rt.webhooks.emit(self.uuid, "transcription", {"text": text, "state": self.state})
-        self.post(ev.UserUtterance(text, confidence=t.confidence, at=self.now()))
+        utterance = ev.UserUtterance(text, confidence=t.confidence, at=self.now())
+        scorer = getattr(self.rt.flows, "intent_scorer", None)
+        if scorer is not None and hasattr(scorer, "embed"):
+            self._spawn(self._embed_then_post(scorer, utterance), "embed")
+            return
+        self.post(utterance)
+
+    async def _embed_then_post(self, scorer: Any, utterance: ev.UserUtterance) -> None:
+        """The intent scorer embeds the caller's words (20-80 ms of numpy on a busy 2-core
+        machine): do it on a thread first, so the engine's synchronous intent match finds the
+        embedding cached and the event loop — every call's 20 ms pacing — is not blocked."""
+        try:
+            await asyncio.wait_for(asyncio.to_thread(scorer.embed, utterance.text), 2.0)
+        except Exception:  # the engine computes it itself if this failed
+            log.debug("pre-embedding the utterance failed", exc_info=True)
+        if not self._closed:
+            self.post(utterance)
 
     def inject_text(self, text: str) -> None:
         """Text injection (tests, `POST /calls/{uuid}/inject`): as if the caller said `text`.
@@ -1191,16 +1281,29 @@ class CallSession:
         self._pending_no_input = None
         self.rt.webhooks.emit(self.uuid, "dtmf_digit", {"digit": digit, "state": self.state})
         enabled = self._barge[0]
-        if not self._barged and self._playing() and enabled and self._interruptible() and not self._finishing:
+        if (not self._barged and self._playing() and enabled and self._interruptible()
+                and not self._finishing):
             self._barge_in()
         self.post(ev.DtmfDigit(digit, at=self.now()))
+
+    def _resume_if_held(self) -> None:
+        """A false barge-in (cough, noise): carry on speaking where we paused."""
+        if self._held and self._out is not None:
+            self._held = False
+            self._barged = False
+            self._out.resume()
+            if self.record is not None:
+                self.record.add(self.now(), "system", "resumed after a noise", self.state)
 
     def _barge_in(self) -> None:
         """Stop our audio now, cancel TTS/LLM in flight, tell the engine what was heard."""
         assert self._out is not None
         out = self._out
         self._barged = True
+        self._held = False
         current = out.current_say
+        if current <= 0 and out._frames:  # paused: the utterance on hold is the one cut
+            current = next((sid for sid, _ in out._frames if sid > 0), 0)
         played = dict(out.played)
         out.flush()
         self.rt.metrics.barge_ins_total += 1

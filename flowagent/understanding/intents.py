@@ -1,15 +1,31 @@
 """Lexical intent matching from example phrases: robust to word order, filler words and small
 ASR slips, with a plug-in point for a sentence-embedding scorer.
 
-Score of a caller's text against one example (0..1):
-- content words (stop words removed) of the example found in the text, exactly or fuzzily
-  (rapidfuzz ratio >= 80 for words of 4+ letters: "qoute" ~ "quote") -> recall;
-- the share of the text's content words that the example explains -> precision;
-- ``0.65 * recall + 0.35 * precision``, or rapidfuzz ``token_sort_ratio`` of the two content
-  strings (word order ignored; catches "startover" ~ "start over"), whichever is higher;
-- halved when the text negates what the example asks ("I don't want to speak to a person").
-An intent's score is its best example's. Built-in ``yes``/``no`` also use the yes/no parser.
-Everything that depends only on the flow is computed once in ``IntentMatcher.__init__``.
+Words first: stop words out, a light stemmer ("booking" ~ "book"), a few spoken synonyms
+("cost"/"charge" ~ "price", "somebody"/"human" ~ "person", weekdays ~ "day"), phrases folded
+("what time" -> "when", "how much" -> "price"), glued/split ASR words repaired ("startover",
+"good bye"). A text word matches a vocabulary word exactly or, for words of 4+ letters, by
+rapidfuzz ratio >= 80 on the spoken forms ("qoute" ~ "quote"; "wait" is not "what").
+
+Weak words ("what", "please", "thanks", "time", "need"...) count 0.3 of a content word, so a
+question word or a politeness never carries a match on its own ("what would you charge" is
+not "what was that"); an example's weak word the text lacks costs 0.6.
+
+Score of the text against one example: weighted recall (the example's words the text has)
+and precision (the text's words the example explains), combined as F-beta with beta^2 = 2 —
+recall counts more, yet one stray word next to a one-word example ("I'm done with the
+packing" vs "I'm done") falls below the threshold. Halved when the text negates and the
+example does not ("I don't want to speak to a person").
+
+Coverage: when every strong word of the text belongs to exactly one intent's vocabulary
+(spread over several of its examples), that intent scores 0.74 + 0.04 per word ("what time do
+you shut on Saturday" -> opening_hours). A lone word must recur in two of the intent's examples
+("price"), so a stray verb ("when can you start", "say Friday") triggers nothing.
+
+An intent's score is the best of these. Built-in ``yes``/``no`` also use the yes/no parser.
+Everything that depends only on the flow is computed once in ``IntentMatcher.__init__``; a
+turn only scores the examples that share a word with the text (inverted index), so there is
+no whole-string fuzzy pass over every example (that pass gave "it can wait" 0.75 as repeat).
 
 Other scorers (e.g. MiniLM embeddings, ``flowagent/understanding/embeddings.py``) implement
 :class:`Scorer`; the matcher takes, per intent, the max of the lexical score and each scorer's
@@ -19,8 +35,10 @@ that its threshold lands on the matcher's.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Protocol, runtime_checkable
 
 from rapidfuzz import fuzz, process
@@ -57,8 +75,53 @@ DEFAULT_THRESHOLD = 0.72
 _NEGATORS = frozenset({"not", "don't", "dont", "never", "doesn't", "didn't", "won't", "no"})
 # "no", "yes", "again", "over", "bye" carry intent meaning; "after" is British for "want"
 # ("I'm after a quote").
-_INTENT_STOP = (STOP_WORDS - {"no", "yes", "again", "over", "bye"}) | {"after", "wondering"}
+_INTENT_STOP = (STOP_WORDS - {"no", "yes", "again", "over", "bye"}) | {
+    "after", "wondering", "you're", "we're", "they're", "i'll", "we'll", "you'll", "let's",
+    "let", "gonna", "could", "might", "must", "mate", "love", "sir", "madam", "from",
+}
+# Words that say little on their own: question words, politeness, vague verbs. They count a
+# third of a content word, so "what would you charge" is not `repeat` ("what was that") and
+# "thank you" is not `goodbye` ("that's all thanks").
+_WEAK = frozenset({
+    "what", "how", "where", "who", "why", "which", "thank", "thanks", "cheers", "sorry", "please",
+    "need", "tell", "know", "much", "many", "about", "now", "any", "anything", "something",
+    "time", "go", "got", "have", "has", "had", "make", "take", "give", "call", "calling",
+    "ring", "ringing", "phone", "here", "there", "one", "right", "later", "soon", "then",
+    "done", "yes", "no", "yeah", "yep", "nope", "nah", "made", "all",
+})
+# Phrases read as one word before tokenising: "what time" asks "when", "how much" a price.
+# "from the top" is the idiom, not "from the top floor". One regex, one pass.
+_PHRASES: Mapping[str, str] = {
+    "what time": "when", "how much": "price", "human being": "human", "from the top": "fromthetop",
+}
+_PHRASE_RE = re.compile(
+    r"\b(?:what time|how much|human being|"
+    r"from the top(?!\s+(?:floor|flat|of|room|bit|part|shelf)\b))\b"
+)
+_WEAK_WEIGHT = 0.3
+# ...but an example's weak word that the text lacks still costs more than a weak word said:
+# "booking" alone is not "it's about my booking" (the same word is in "book a move").
+_MISSING_WEAK = 0.6
+# Words said for the same thing in caller speech: stem -> the stem it stands for.
+_SYNONYMS: Mapping[str, str] = {
+    **dict.fromkeys(("cost", "charg", "pric", "fee", "pricing"), "price"),
+    # (not "scrap" -> "cancel": rarer words are the embedding scorer's job, see
+    # tests/local/test_embeddings.py)
+    **dict.fromkeys(("cancell",), "cancel"),
+    "cheer": "thank",
+    **dict.fromkeys(("shut", "clos"), "open"),
+    # (not "anyone": "is anyone there?" checks the line, it does not ask for a person; not
+    # "people": "it's for two people")
+    **dict.fromkeys(("human", "somebody", "someon"), "person"),
+    **dict.fromkeys(("monday", "tuesday", "wednesday", "thursday", "friday", "saturday",
+                     "sunday", "weekend", "weekday"), "day"),
+}
 _FUZZY_WORD = 80
+# Recall counts more than precision: an utterance that says every key word of an example
+# with a few extra words is still that example. F-beta with beta^2 = 2.
+_BETA2 = 2.0
+# "I want X" where every strong word belongs to one intent: scored by how many there are.
+_COVER_BASE, _COVER_STEP, _COVER_MAX = 0.74, 0.04, 0.9
 
 
 @runtime_checkable
@@ -78,12 +141,16 @@ class IntentMatch:
 class _Example:
     intent: str
     content: frozenset[str]  # content words (or all words if none survive)
-    joined: str
+    total: float  # summed weight of the content words
+    missing: float  # what the content words cost when the text lacks them
     negated: bool
 
 
+@lru_cache(maxsize=8192)
 def _stem(w: str) -> str:
     """A light suffix stripper so "booked"/"booking"/"bookings" and "move"/"moving" meet."""
+    if w.endswith("'s"):
+        w = w[:-2]
     if len(w) >= 4 and w.endswith("s") and not w.endswith(("ss", "us", "is")):
         w = w[:-1]
     for suffix in ("ing", "ed"):
@@ -92,19 +159,45 @@ def _stem(w: str) -> str:
             break
     if len(w) >= 4 and w.endswith("e"):
         w = w[:-1]
-    return w
+    return _SYNONYMS.get(w, w)
+
+
+_WEAK_STEMS = frozenset(_stem(w) for w in _WEAK)
+
+
+def _weight(w: str) -> float:
+    return _WEAK_WEIGHT if w in _WEAK_STEMS else 1.0
+
+
+def _miss(w: str) -> float:
+    return _MISSING_WEAK if w in _WEAK_STEMS else 1.0
+
+
+def _tokens(text: str) -> list[str]:
+    """Words of ``text`` with the multi-word phrases of ``_PHRASES`` folded into one."""
+    return words(_PHRASE_RE.sub(_phrase, clean(text)))
+
+
+def _phrase(m: re.Match[str]) -> str:
+    return _PHRASES[m.group()]
+
+
+def _raw_content(ws: list[str]) -> list[str]:
+    """Content words as said (stop words out), for fuzzy matching of ASR slips."""
+    kept = [w for w in ws if w not in _INTENT_STOP]
+    return kept or ws
 
 
 def _content(ws: list[str]) -> list[str]:
-    kept = [w for w in ws if w not in _INTENT_STOP]
-    return list(dict.fromkeys(_stem(w) for w in (kept or ws)))
+    stems = (_stem(w) for w in _raw_content(ws))
+    return list(dict.fromkeys(w for w in stems if w not in _INTENT_STOP))
 
 
 def _prepare(intent: str, example: str) -> _Example:
-    ws = words(clean(example))
-    content = _content(ws)
-    return _Example(intent, frozenset(content), " ".join(content),
-                    any(w in _NEGATORS for w in ws))
+    ws = _tokens(example)
+    content = frozenset(_content(ws))
+    return _Example(intent, content, sum(_weight(w) for w in content),
+                    sum(_miss(w) for w in content), any(w in _NEGATORS for w in ws))
 
 
 class IntentMatcher:
@@ -132,24 +225,27 @@ class IntentMatcher:
         self.examples: Mapping[str, tuple[str, ...]] = merged
         self._examples = [_prepare(k, e) for k, v in merged.items() for e in v]
         self._examples = [e for e in self._examples if e.content]
-        self._joined = [e.joined for e in self._examples]
-        self._nospace = [e.joined.replace(" ", "") for e in self._examples]
-        vocab = {w for e in self._examples for w in e.content}
+        # Inverted index word -> examples: only examples sharing a word with the text are scored.
         self._index: dict[str, list[int]] = {}
+        # word -> intent -> in how many of that intent's examples it appears
+        self._word_intents: dict[str, dict[str, int]] = {}
         for i, e in enumerate(self._examples):
             for w in e.content:
                 self._index.setdefault(w, []).append(i)
-        # Examples are grouped by intent: per-intent maxima come from one numpy reduceat.
-        self._group_names: list[str] = []
-        starts: list[int] = []
-        for i, e in enumerate(self._examples):
-            if not self._group_names or self._group_names[-1] != e.intent:
-                self._group_names.append(e.intent)
-                starts.append(i)
-        ends = [*starts[1:], len(self._examples)]
-        self._groups = list(zip(self._group_names, starts, ends, strict=True))
-        self._vocab = frozenset(vocab)
-        self._vocab_long = sorted(w for w in vocab if len(w) >= 4)
+                per = self._word_intents.setdefault(w, {})
+                per[e.intent] = per.get(e.intent, 0) + 1
+        self._vocab = frozenset(self._index)
+        # Spoken forms of the vocabulary: fuzzy matching compares what was said with what the
+        # examples say ("qoute" ~ "quote", "mover" ~ "move"), not with the stems.
+        self._spoken: dict[str, str] = {}
+        for v in merged.values():
+            for example in v:
+                for w in _raw_content(_tokens(example)):
+                    stem = _stem(w)
+                    if stem in self._vocab and len(w) >= 4:
+                        self._spoken.setdefault(w, stem)
+        self._spoken_list = sorted(self._spoken)
+        self._fuzzy_cache: dict[str, frozenset[str]] = {}
         self.scorers: list[Scorer] = list(scorers)
 
     def add_scorer(self, scorer: Scorer) -> None:
@@ -165,51 +261,164 @@ class IntentMatcher:
             return raw / t * self.threshold
         return self.threshold + (raw - t) / (1 - t) * (1 - self.threshold)
 
-    def _lexical(self, content: list[str], joined: str, negated: bool) -> dict[str, float]:
-        """Best lexical score per intent (see the module docstring for the formula)."""
-        if not content or not self._examples:
-            return {}
-        # Which vocabulary words each text word stands for (itself, or a near spelling).
-        match: dict[str, frozenset[str]] = {}
-        for t in content:
-            if t in self._vocab:
-                match[t] = frozenset((t,))
-            elif len(t) >= 4:
-                found = process.extract(t, self._vocab_long, scorer=fuzz.ratio,
+    def _near(self, t: str, said: str) -> frozenset[str]:
+        """Vocabulary words the stem ``t`` (spoken as ``said``) stands for: itself, a near
+        spelling ("qoute" ~ "quote"), or none.
+
+        Only words of 4+ letters are matched fuzzily: "by"/"bye" and "wait"/"what" differ in
+        meaning, not in spelling. Cached per matcher (callers repeat the same words).
+        """
+        if t in self._vocab:
+            return frozenset((t,))
+        hit = self._fuzzy_cache.get(said)
+        if hit is None:
+            hit = frozenset()
+            if len(said) >= 4:
+                found = process.extract(said, self._spoken_list, scorer=fuzz.ratio,
                                         score_cutoff=_FUZZY_WORD, limit=None)
-                match[t] = frozenset(f[0] for f in found)
-            else:
-                match[t] = frozenset()
-        hit_words = frozenset().union(*match.values())
-        # Word-order-free similarity with every example, in one C call (no numpy needed).
-        score = [0.0] * len(self._examples)
-        for _, sc, i in process.extract(joined, self._joined, scorer=fuzz.token_sort_ratio,
-                                        limit=None, score_cutoff=40):
-            score[i] = sc / 100.0
-        if len(content) <= 2:  # ASR glued words: "startover" ~ "start over"
-            for _, sc, i in process.extract("".join(content), self._nospace, scorer=fuzz.ratio,
-                                            limit=None, score_cutoff=60):
-                score[i] = max(score[i], sc / 100.0)
-        n_text = len(content)
-        touched = {i for w in hit_words for i in self._index.get(w, ())}
-        for i in touched:
-            ex = self._examples[i]
-            recall = len(ex.content & hit_words) / len(ex.content)
-            explained = sum(1 for t in content if not match[t].isdisjoint(ex.content))
-            lex = 0.65 * recall + 0.35 * explained / n_text
-            if lex > score[i]:
-                score[i] = lex
+                hit = frozenset(self._spoken[f[0]] for f in found)
+            if len(self._fuzzy_cache) < 4096:
+                self._fuzzy_cache[said] = hit
+        return hit
+
+    def _words(self, ws: list[str]) -> dict[str, str]:
+        """The text's content words: stem -> as said. ASR glues and splits words: "startover"
+        becomes "start" + "over" and "good bye" becomes "goodbye" when the result is known."""
+        said = _raw_content(ws)
+        out: dict[str, str] = {}
+        i = 0
+        while i < len(said):
+            w = said[i]
+            t = _stem(w)
+            if t in _INTENT_STOP:
+                i += 1
+                continue
+            if t not in self._vocab:
+                if i + 1 < len(said) and (j := _stem(w + said[i + 1])) in self._vocab:
+                    out.setdefault(j, w + said[i + 1])
+                    i += 2
+                    continue
+                if len(w) >= 6:
+                    for k in range(2, len(w) - 1):
+                        a, b = _stem(w[:k]), _stem(w[k:])
+                        if a in self._vocab and b in self._vocab:
+                            out.setdefault(a, a)
+                            out.setdefault(b, b)
+                            break
+                    else:
+                        out.setdefault(t, w)
+                    i += 1
+                    continue
+            out.setdefault(t, w)
+            i += 1
+        return out
+
+    def _lexical(
+        self, said: Mapping[str, str], negated: bool, names: Collection[str] | None = None,
+    ) -> dict[str, float]:
+        """Best lexical score per intent (see the module docstring for the formula).
+
+        Only examples that share a word with the text are scored (inverted index), and only
+        those of ``names`` when given.
+        """
+        if not said or not self._examples:
+            return {}
+        content = list(said)
+        match = {t: self._near(t, w) for t, w in said.items()}
+        weight = {t: _weight(t) for t in content}
+        n_text = sum(weight.values())
+        examples, index = self._examples, self._index
+        # One pass over the index: weight of each touched example's words the text has
+        # (recall) and weight of the text's words each example explains (precision).
+        found: dict[int, float] = {}
+        covered: dict[int, float] = {}
+        for w in frozenset().union(*match.values()):
+            ww, wm = _weight(w), _miss(w)
+            for i in index[w]:
+                found[i] = found.get(i, 0.0) + ww
+                covered[i] = covered.get(i, 0.0) + wm
+        explained: dict[int, float] = {}
+        for t in content:
+            m = match[t]
+            ids = index[next(iter(m))] if len(m) == 1 else {i for w in m for i in index[w]}
+            wt = weight[t]
+            for i in ids:
+                explained[i] = explained.get(i, 0.0) + wt
+        best: dict[str, float] = {}
+        for i, hit in found.items():
+            ex = examples[i]
+            if names is not None and ex.intent not in names:
+                continue
+            recall = hit / (hit + ex.missing - covered[i])
+            precision = explained[i] / n_text
+            lex = (1 + _BETA2) * recall * precision / (_BETA2 * precision + recall)
             if negated and not ex.negated:
-                score[i] *= 0.5
-        return {name: max(score[a:b]) for name, a, b in self._groups}
+                lex *= 0.5
+            if lex > best.get(ex.intent, 0.0):
+                best[ex.intent] = lex
+        # Coverage: every word the caller said belongs to one intent, though no single example
+        # holds them all ("please scrap the booking" -> existing_booking, from "cancel my move"
+        # and "it's about my booking"; "what would you charge" -> quote).
+        cover = self._coverage(content, match, weight)
+        if cover is not None:
+            name, n_words = cover
+            score = min(_COVER_MAX, _COVER_BASE + _COVER_STEP * n_words)
+            if negated:
+                score *= 0.5
+            if score > best.get(name, 0.0):
+                best[name] = score
+        return best
+
+    def _coverage(
+        self, content: list[str], match: Mapping[str, frozenset[str]],
+        weight: Mapping[str, float],
+    ) -> tuple[str, int] | None:
+        """The one intent whose vocabulary holds every meaningful word of the text, and how
+        many words that is; None when no intent or several do.
+
+        Strong words must all be in the intent's vocabulary; weak words ("what", "please",
+        "time") narrow the choice when they can and are ignored when they cannot. A lone strong
+        word must recur in two of the intent's examples ("price"), so a stray verb ("say
+        Friday", "when can you start") does not trigger an intent.
+        """
+        strong = [t for t in content if weight[t] == 1.0]
+        if not strong or not all(match[t] for t in strong):
+            return None
+        intents: set[str] | None = None
+        for t in strong:
+            these = {n for w in match[t] for n in self._word_intents[w]}
+            intents = these if intents is None else intents & these
+            if not intents:
+                return None
+        assert intents is not None
+        used = len(strong)
+        for t in content:
+            if weight[t] == 1.0 or not match[t]:
+                continue
+            these = intents & {n for w in match[t] for n in self._word_intents[w]}
+            if these:
+                intents = these
+                used += 1
+        if len(intents) != 1:
+            return None
+        (name,) = intents
+        if used == 1 and not any(self._word_intents[w].get(name, 0) >= 2 for w in match[strong[0]]):
+            return None
+        return name, used
 
     def scores(self, text: str, allowed: Collection[str] | None = None) -> dict[str, float]:
         """Score of every (allowed) intent for ``text``: for debugging and ``flowagent chat``."""
+        return self._scores(text, allowed)[0]
+
+    def _scores(
+        self, text: str, allowed: Collection[str] | None,
+    ) -> tuple[dict[str, float], int]:
+        """``scores`` and the number of words said (``match`` needs both)."""
         t = clean(text)
         ws = words(t)
-        content = _content(ws)
-        joined = " ".join(content)
-        negated = any(w in ("not", "don't", "dont", "never") for w in ws)
+        tokens = words(_PHRASE_RE.sub(_phrase, t)) if _PHRASE_RE.search(t) else ws
+        content = self._words(tokens)
+        negated = any(w in ("not", "don't", "dont", "never") for w in ws) or "no need" in t
         names = list(allowed) if allowed is not None else list(self.examples)
         # The yes/no parser backs up the built-in yes/no intents: fully for short answers, a
         # little for a longer sentence that opens with yes/no ("yeah, I'm after a quote" must
@@ -221,7 +430,7 @@ class IntentMatcher:
                 yn, yn_score = parse_yes_no(t), 0.9
             else:
                 yn, yn_score = parse_yes_no(" ".join(ws[:3])), 0.75
-        lexical = self._lexical(content, joined, negated)
+        lexical = self._lexical(content, negated, set(names))
         out: dict[str, float] = {}
         for name in names:
             if name not in self.examples:
@@ -238,7 +447,7 @@ class IntentMatcher:
                     continue
                 best = max(best, self._rescale(scorer, raw))
             out[name] = min(1.0, best)
-        return out
+        return out, len(ws)
 
     def match(
         self,
@@ -255,10 +464,10 @@ class IntentMatcher:
             allowed = candidates
         if not text or not text.strip():
             return None
-        scored = self.scores(text, allowed)
+        scored, n_words = self._scores(text, allowed)
         best_name: str | None = None
         best = 0.0
-        long_text = len(words(clean(text))) > 3
+        long_text = n_words > 3
         for name, s in scored.items():
             if long_text and name in ("yes", "no"):
                 s *= 0.97  # a sentence that also names something specific is about that thing

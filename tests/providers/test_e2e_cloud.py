@@ -5,9 +5,7 @@ turns like Asterisk does); the server is the real `AudioSocketServer`; ASR is De
 transcribes each stretch of caller speech, endpointing like the real service), TTS is Cartesia
 (native 8 kHz), the LLM is Groq (OpenAI-compatible SSE). Nothing is mocked on our side.
 
-The OpenAI Realtime (STS) call is not here: the call runner does not support `sts` flows yet
-(`ProviderPool.for_flow` refuses them), so STS is covered at the provider level only
-(test_cloud_openai_realtime.py).
+The OpenAI Realtime (STS) calls are in test_e2e_sts.py.
 """
 
 from __future__ import annotations

@@ -377,3 +377,71 @@ async def test_garbage_on_one_call_never_affects_another(harness: Any) -> None:
     bad_rec = await wait_record(h, bad.uuid)
     assert bad_rec["hangup_by"] == "error" and "unknown AudioSocket frame kind 0x42" in (
         bad_rec["end_reason"])
+
+
+async def test_a_cough_pauses_playback_and_it_resumes(harness: Any) -> None:
+    h = await harness(FLOWS / "cough.yaml")
+    c = h.caller()
+    await c.connect()
+    await c.wait_agent_started(0)
+    await asyncio.sleep(0.3)
+    onset = time.monotonic()
+    c.queue_audio(audio.tone(120, 300, 8000, amplitude=0.4))  # a short noise
+    await asyncio.sleep(0.2)
+    quiet = [f for f in c.stats.frames if onset + 0.12 < f.at and f.speech]
+    assert len(quiet) <= 2  # we stopped talking over it at once
+    resumed_at = await c.wait_agent_started(onset + 0.3, timeout_s=5)
+    assert resumed_at - onset < 2.0  # ...and carried on after the end of turn + empty transcript
+    await c.hangup()
+    rec = await wait_record(h, c.uuid)
+    texts = [e["text"] for e in rec["transcript"]]
+    assert "resumed after a noise" in texts and "caller interrupted" not in texts
+
+
+async def test_routes_file_picks_the_flow_by_the_number_dialled(harness: Any) -> None:
+    h = await harness(FLOWS / "routes.yaml")
+    routed = h.caller()
+    await h.http("POST", "/call", json={"uuid": routed.uuid, "metadata": {"did": "+441134960000"}})
+    await routed.connect()
+    await routed.wait_agent_started(0)
+    await routed.hangup()
+    other = h.caller()
+    await other.connect()
+    await other.wait_agent_started(0)
+    await other.hangup()
+    assert (await wait_record(h, routed.uuid))["flow"] == "Cough"
+    assert (await wait_record(h, other.uuid))["flow"] == "Runtime Test"
+
+
+async def test_static_prompts_are_synthesised_before_the_first_call(harness: Any) -> None:
+    h = await harness()
+    entry = h.rt.flows.default
+    assert "How can we help you today?" in entry.static_prompts()
+    assert await entry.prewarm() >= 0
+    voice = entry.providers.tts.voice_id
+    assert (voice, 8000, "How can we help you today?") in entry.prompt_cache
+
+
+async def test_call_initiated_answer_can_choose_the_flow(harness: Any) -> None:
+    async def hook(request: web.Request) -> web.Response:
+        body = await request.json()
+        if body["type"] == "call_initiated":
+            return web.json_response({"flow": "Cough"})
+        return web.json_response({})
+
+    app = web.Application()
+    app.add_routes([web.post("/hook", hook)])
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        h = await harness(FLOWS / "routes.yaml", webhook_url=f"http://127.0.0.1:{port}/hook")
+        c = h.caller()
+        await c.connect()
+        await c.wait_agent_started(0)
+        await c.hangup()
+        assert (await wait_record(h, c.uuid))["flow"] == "Cough"
+    finally:
+        await runner.cleanup()

@@ -16,17 +16,25 @@ from flowagent.runner.webhooks import sign, verify
 
 
 def test_chunker_cuts_sentences_and_long_clauses_but_not_abbreviations() -> None:
+    text = ("Hello Mr. Smith. We can move you on Friday, and the price includes packing, "
+            "insurance and the van. Thanks")
     c = Chunker(min_clause_chars=30)
     out: list[str] = []
-    for piece in "Hello Mr. Smith. We can move you on Friday, and the price includes packing, " \
-                 "insurance and the van. Thanks".split(" "):
+    for piece in text.split(" "):
         out += c.feed(piece + " ")
     out.append(c.flush())
     assert out[0] == "Hello Mr. Smith."
     assert out[1].endswith(",") and "Friday" in out[1]
     assert out[-1] == "Thanks"
-    assert " ".join(out).split() == ("Hello Mr. Smith. We can move you on Friday, and the price "
-                                     "includes packing, insurance and the van. Thanks").split()
+    assert " ".join(out).split() == text.split()
+
+
+def test_chunker_lets_a_short_first_clause_start_speech_early() -> None:
+    c = Chunker()
+    out: list[str] = []
+    for tok in ["Sure", ",", " a", " two", " bedroom", " move", " costs", " about"]:
+        out += c.feed(tok)
+    assert out == ["Sure,"]
 
 
 async def test_chunk_stream_adapts_async_deltas() -> None:
@@ -92,3 +100,23 @@ def test_webhook_signature_verifies_only_the_same_body() -> None:
     sig = sign("k", b'{"a":1}')
     assert sig.startswith("sha256=") and verify("k", b'{"a":1}', sig)
     assert not verify("k", b'{"a":2}', sig) and not verify("j", b'{"a":1}', sig)
+
+
+def test_calls_command_lists_and_shows_records(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                               ) -> None:
+    import json
+
+    from flowagent.commands import calls
+
+    store = CallStore(tmp_path / "c.db")
+    store.save_sync({"uuid": "1234-abcd", "flow": "F", "started_at": 1.0, "duration_s": 2.0,
+                     "outcome": "completed", "transcript": [
+                         {"at": 0.0, "who": "agent", "text": "Hello", "state": "s",
+                          "heard": "He"}]})
+    store.close()
+    assert calls.run(uuid=None, db=tmp_path / "c.db", limit=5, json_out=True) == 0
+    assert json.loads(capsys.readouterr().out)[0]["uuid"] == "1234-abcd"
+    assert calls.run(uuid="1234", db=tmp_path / "c.db", limit=5, json_out=False) == 0
+    out = capsys.readouterr().out
+    assert "Hello" in out and "heard: He" in out
+    assert calls.run(uuid="nope", db=tmp_path / "c.db", limit=5, json_out=False) == 1

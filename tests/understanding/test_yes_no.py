@@ -15,6 +15,7 @@ YES = [
     "I think so", "why not", "no problem", "no worries", "yes I would like that",
     "yeah, book it", "Yes, that's correct.", "affirmative", "that works", "yes it is",
     "bang on", "cheers", "yeah yeah", "it is", "oh yes", "YES", "correct, thanks",
+    "please", "ok please", "cheers, thanks", "book it please", "go for it", "let's do it",
 ]
 NO = [
     "no", "No.", "nope", "nah", "no thanks", "no thank you", "not really", "wrong",
@@ -24,11 +25,16 @@ NO = [
     "it's not", "that isn't right", "not quite", "not exactly", "no it isn't",
     "I'd rather not", "not now", "no, that's wrong", "nope, not right", "that's not correct",
     "isn't right", "never", "not interested", "no need",
+    "cancel", "cancel it", "no, scrap that", "forget it", "call it off", "don't bother",
+    "don't book it",
 ]
 NEITHER = [
     "", "hmm", "I'm not sure", "not sure", "maybe", "perhaps", "I don't know", "dunno",
     "yeah no", "no, that's fine", "what?", "can I speak to someone", "three bedrooms",
     "hang on", "it depends", "possibly", "let me think", "LS11 5AB",
+    # politeness inside a request is not assent; a request to cancel something is not an answer
+    "please scrap the booking", "one moment please", "two bedrooms please", "that's all, cheers",
+    "scrap my reservation", "cancel my move", "no rush", "just a sec", "thank you",
 ]
 
 

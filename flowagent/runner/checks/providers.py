@@ -134,7 +134,8 @@ def check_defaults(ctx: CheckContext) -> None:
     listening = any(isinstance(s, dict) and any(k in s for k in ("ask", "collect", "llm"))
                     for s in states.values())
     events = {h.get("event") for h in ctx.listing("handlers") if isinstance(h, dict)}
-    if listening:
+    # with `sts` the model does the listening: no_input/no_match handlers never run
+    if listening and "sts" not in ctx.mapping("providers"):
         where = ("handlers",) if "handlers" in ctx.data else ("states",)
         for ev, words in (("no_input", "hearing"), ("no_match", "understanding")):
             if ev not in events:

