@@ -206,6 +206,7 @@ async def load(port: int, calls: int, duration: float, cycle_s: float, probes: i
             failed += 1
         if connect_gap:
             await asyncio.sleep(connect_gap)
+    print("SENDING", flush=True)  # the orchestrator's steady-state window starts from here
     t0 = time.monotonic()
     cpu0 = time.process_time()
     n = 0
@@ -392,11 +393,14 @@ def scenario_capacity(counts: list[int], duration: float) -> list[dict[str, Any]
             ramp = min(5.0, n * 0.005)
             proc = start_load(srv.port, calls=n, duration=duration, cycle_s=3.0,
                               probes=min(n, 10), ramp_s=ramp, speak=1)
-            # steady state only: from 2 s after the ramp (plus ~1 s for the load generator to
-            # start) to 1 s before the end; CPU, frames and ticks are taken between these two
-            time.sleep(ramp + 3.0)
+            # steady state only: from 2 s after every call is connected and sending to ~2 s
+            # before the end; CPU, frames and ticks are taken between these two snapshots
+            assert proc.stdout is not None
+            while (line := proc.stdout.readline()) and not line.startswith("SENDING"):
+                pass
+            time.sleep(2.0)
             st0 = srv.get("/bench/stats")
-            time.sleep(max(1.0, duration - 3.0))
+            time.sleep(max(1.0, duration - 4.0))
             st1 = srv.get("/bench/stats")
             res = finish_load(proc)
             st = srv.get("/bench/stats")

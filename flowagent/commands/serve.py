@@ -155,6 +155,7 @@ async def _serve(con: Console, source: Path, as_host: str, as_port: int, http_ho
     except OSError as exc:
         con.print(f"[red]Cannot listen for AudioSocket on {as_host}:{as_port}: "
                   f"{escape(exc.strerror or str(exc))}[/red]")
+        await _close_ami(ami)
         return 1
     subapps = _web_ui(rt)
     try:
@@ -166,6 +167,7 @@ async def _serve(con: Console, source: Path, as_host: str, as_port: int, http_ho
         runner, bound_http = await start_api(app, http_host, http_port)
     except OSError as exc:
         await server.close()
+        await _close_ami(ami)
         con.print(f"[red]Cannot listen for HTTP on {http_host}:{http_port}: "
                   f"{escape(exc.strerror or str(exc))}[/red]")
         return 1
@@ -184,15 +186,13 @@ async def _serve(con: Console, source: Path, as_host: str, as_port: int, http_ho
     await server.drain()
     await server.close()
     await runner.cleanup()
-    if ami is not None:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(ami.close(), 5)
+    await _close_ami(ami)
     store.close()
     con.print("Stopped; all call records written.")
     return 0
 
 
-async def _prewarm_prompts(con: Console, flows: object, limit_s: float = 120.0) -> None:
+async def _prewarm_prompts(con: Console, flows: object, limit_s: float = 60.0) -> None:
     """Synthesise every flow's static prompts before the first call is accepted: done in the
     background instead, it competed with the first calls for the (one) TTS thread and their
     prompts missed the provider deadline. Past `limit_s` the rest is left to the server's
@@ -237,6 +237,12 @@ async def _connect_ami() -> object | None:
     await ami.connect()
     log.info("connected to the Asterisk manager interface (transfers by AMI redirect)")
     return ami
+
+
+async def _close_ami(ami: object | None) -> None:
+    if ami is not None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(ami.close(), 5)  # type: ignore[attr-defined]
 
 
 def _flow_files(source: Path) -> list[Path]:

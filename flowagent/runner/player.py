@@ -264,6 +264,13 @@ class Player:
         self.tick_log: deque[tuple[float, float]] = deque(maxlen=5000)
         self.in_tick = False
         self.deferred: list[tuple[Callable[..., None], tuple[object, ...]]] = []
+        #: the schedule: tick n is due at t0 + n * frame; `_next` is the next one not yet run
+        #: (infinity while the clock task is not running, so `poll()` never ticks then)
+        self._t0 = 0.0
+        self._n = 0
+        self._next = float("inf")
+        self._ticking = False  # a tick (with its deferred callbacks) is running: no re-entry
+        self._last_end = -1e9  # monotonic time the last tick finished writing
 
     @property
     def active(self) -> int:
@@ -300,17 +307,52 @@ class Player:
             self._task = None
 
     async def _run(self) -> None:
-        frame = self.frame_s
         clock = time.monotonic
-        t0 = clock()
-        n = 0
-        while True:
-            n += 1
-            deadline = t0 + n * frame
-            delay = deadline - clock()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            now = clock()
+        self._t0 = clock()
+        self._n = 1
+        self._next = self._t0 + self.frame_s
+        try:
+            while True:
+                delay = self._next - clock()
+                if delay > 0:
+                    n = self._n
+                    await asyncio.sleep(delay)
+                    if self._n != n:
+                        continue  # `poll()` ran this tick while we slept: sleep to the next
+                self._due(clock())
+        finally:
+            self._next = float("inf")
+
+    def poll(self) -> None:
+        """Run the tick now if its deadline has passed. Called by the server before it handles
+        each socket read.
+
+        Why: the clock task can only wake up between event-loop callbacks. When many calls'
+        frames arrive together (one read callback per call, ~15-25 us each with the syscall),
+        a tick that falls due during that burst would wait for the whole burst — milliseconds
+        of lateness on every stream at once, the largest part of the measured frame jitter.
+        Checking the deadline (one clock read) before each read lets the tick cut in within
+        one callback of its deadline. The task stays the owner: it runs any tick no read came
+        in time for, and it is what `stop()` cancels.
+        """
+        now = time.monotonic()
+        late = now - self._next
+        # only a tick that is just due, and never back to back: when the loop is overloaded
+        # (a frame or more behind) the clock task's catch-up/re-anchor logic alone decides,
+        # so reads are never starved by ticks run from inside them
+        if 0.0 <= late < self.frame_s and not self._ticking and (
+            now - self._last_end >= self.frame_s / 2
+        ):
+            self._due(now)
+
+    def _due(self, now: float) -> None:
+        """The tick for deadline `self._next` (plus catch-up for missed ones), at `now`."""
+        if self._ticking:
+            return
+        self._ticking = True
+        try:
+            frame = self.frame_s
+            deadline = self._next
             late = now - deadline
             self.lateness.append(late)
             if late > self.max_lateness_s:
@@ -322,10 +364,14 @@ class Player:
                 missed = int(late / frame)
                 if missed > MAX_CATCH_UP:
                     self.reanchors += 1
-                    t0 = now - n * frame  # re-anchor: the next deadline is one frame from now
+                    # re-anchor: the next deadline is one frame from now
+                    self._t0 = now - self._n * frame
                 else:
                     due += missed
-                    n += missed
+                    self._n += missed
+            self._n += 1
+            self._next = self._t0 + self._n * frame
+            clock = time.monotonic
             for _ in range(due):
                 self.ticks += 1
                 started = clock()
@@ -341,8 +387,12 @@ class Player:
                         else:
                             log.warning("outbound stream failed: %s", exc)
                 self.in_tick = False
-                self.tick_log.append((started, clock()))
+                self._last_end = clock()
+                self.tick_log.append((started, self._last_end))
                 self._run_deferred()
+        finally:
+            self.in_tick = False
+            self._ticking = False
 
     def _run_deferred(self) -> None:
         deferred, self.deferred = self.deferred, []

@@ -25,17 +25,20 @@ class _CallProtocol(asyncio.Protocol):
     """Bytes in, straight to the session (no stream reader, no task per read): at a thousand
     calls the inbound path is 50,000 frames a second, so every layer counts."""
 
-    __slots__ = ("_server", "session")
+    __slots__ = ("_poll", "_server", "session")
 
     def __init__(self, server: AudioSocketServer) -> None:
         self._server = server
         self.session: CallSession | None = None
+        # the pacing clock cuts in between reads when its tick is due (see Player.poll)
+        self._poll = server.rt.player.poll
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.session = self._server._open_call(transport)  # type: ignore[arg-type]
 
     def data_received(self, data: bytes) -> None:
         if self.session is not None:
+            self._poll()
             self.session.feed(data)
 
     def eof_received(self) -> bool:

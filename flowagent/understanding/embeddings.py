@@ -190,7 +190,12 @@ class EmbeddingScorer:
         self._model = model
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_size = cache_size
-        self._last_text: tuple[str, np.ndarray] | None = None
+        # Recent caller texts: the session embeds a turn's text on a worker thread before the
+        # engine scores it on the event loop, so with many concurrent calls a single "last
+        # text" slot would be overwritten by another call in between (and the engine would pay
+        # the forward pass on the loop). A small LRU keeps every in-flight turn's vector.
+        self._texts: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._texts_size = 256
         self._lock = threading.Lock()
 
     @property
@@ -231,11 +236,16 @@ class EmbeddingScorer:
 
     def embed(self, text: str) -> np.ndarray:
         key = self._key(text)
-        last = self._last_text
-        if last is not None and last[0] == key:
-            return last[1]
+        with self._lock:
+            vec = self._texts.get(key)
+            if vec is not None:
+                self._texts.move_to_end(key)
+                return vec
         vec = self.model.encode([key])[0]
-        self._last_text = (key, vec)
+        with self._lock:
+            self._texts[key] = vec
+            while len(self._texts) > self._texts_size:
+                self._texts.popitem(last=False)
         return vec
 
     def score(self, text: str, examples: Sequence[str]) -> float:

