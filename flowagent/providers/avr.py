@@ -52,9 +52,11 @@ from flowagent.audio import StreamResampler
 from flowagent.providers.base import LlmChunk, ProviderError, ProviderTimeout, StsEvent, Transcript
 from flowagent.providers.chunking import chunk_stream
 from flowagent.providers.cloudutil import (
+    END_OF_STREAM,
     build_options,
     cancel_and_wait,
     closed_error,
+    drain,
     error_detail,
     parse_json,
     status_error,
@@ -98,7 +100,7 @@ class AvrAsr:
         await self._sessions.close()
 
 
-_END = object()
+_END = END_OF_STREAM
 
 
 class AvrAsrStream:
@@ -158,14 +160,8 @@ class AvrAsrStream:
     def transcripts(self) -> AsyncIterator[Transcript]:
         return self._iter()
 
-    async def _iter(self) -> AsyncIterator[Transcript]:
-        while True:
-            item = await self._out.get()
-            if item is _END:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
+    def _iter(self) -> AsyncIterator[Transcript]:
+        return drain(self._out)
 
     async def close(self) -> None:
         if self._closing:
@@ -443,14 +439,8 @@ class AvrStsSession:
     def events(self) -> AsyncIterator[StsEvent]:
         return self._iter()
 
-    async def _iter(self) -> AsyncIterator[StsEvent]:
-        while True:
-            item = await self._queue.get()
-            if item is _END:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
+    def _iter(self) -> AsyncIterator[StsEvent]:
+        return drain(self._queue)
 
     async def _read(self) -> None:
         label = "The AVR STS service"

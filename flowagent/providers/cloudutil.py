@@ -417,3 +417,24 @@ def _coerce(value: Any, default: Any, provider: str, name: str) -> Any:
         raise ValueError(f"{provider} option {name} has value {value!r}, which is not a "
                          f"{kind}.") from None
     return value
+
+
+#: Put on a provider's output queue to end the stream its reader feeds.
+END_OF_STREAM = object()
+
+
+async def drain(queue: asyncio.Queue[Any]) -> AsyncIterator[Any]:
+    """Yield what a provider's reader task puts on `queue` until `END_OF_STREAM`.
+
+    Why one helper: every WebSocket provider has a reader task that turns server messages into
+    items for the caller; a failure is delivered in-band (the exception is queued and raised
+    here, in the consumer's task) so it reaches the call session as a `ProviderError`.
+    """
+    while True:
+        item = await queue.get()
+        if item is END_OF_STREAM:
+            return
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+

@@ -49,9 +49,11 @@ from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 
 from flowagent.providers.base import ProviderError, Transcript
 from flowagent.providers.cloudutil import (
+    END_OF_STREAM,
     build_options,
     cancel_and_wait,
     closed_error,
+    drain,
     parse_json,
     ws_connect,
 )
@@ -129,7 +131,7 @@ def _b(v: bool) -> str:
     return "true" if v else "false"
 
 
-_END = object()
+_END = END_OF_STREAM
 
 
 class DeepgramStream:
@@ -197,14 +199,8 @@ class DeepgramStream:
     def transcripts(self) -> AsyncIterator[Transcript]:
         return self._iter()
 
-    async def _iter(self) -> AsyncIterator[Transcript]:
-        while True:
-            item = await self._queue.get()
-            if item is _END:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
+    def _iter(self) -> AsyncIterator[Transcript]:
+        return drain(self._queue)
 
     async def _read(self) -> None:
         try:

@@ -50,9 +50,11 @@ from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 from flowagent.audio import StreamResampler
 from flowagent.providers.base import ProviderError, ProviderTimeout, StsEvent
 from flowagent.providers.cloudutil import (
+    END_OF_STREAM,
     build_options,
     cancel_and_wait,
     closed_error,
+    drain,
     parse_json,
     pcm_to_ulaw,
     ulaw_to_pcm,
@@ -167,7 +169,7 @@ def _err_text(msg: dict[str, Any]) -> str:
     return str(err)
 
 
-_END = object()
+_END = END_OF_STREAM
 
 
 class OpenAIRealtimeSession:
@@ -232,14 +234,8 @@ class OpenAIRealtimeSession:
     def events(self) -> AsyncIterator[StsEvent]:
         return self._iter()
 
-    async def _iter(self) -> AsyncIterator[StsEvent]:
-        while True:
-            item = await self._queue.get()
-            if item is _END:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
+    def _iter(self) -> AsyncIterator[StsEvent]:
+        return drain(self._queue)
 
     async def _read(self) -> None:
         try:
