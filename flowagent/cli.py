@@ -92,12 +92,38 @@ def serve(
         2.0, "--reload-interval",
         help="Seconds between checks for changed flow files (0: only on SIGHUP).",
     ),
+    prompt_cache: str | None = typer.Option(
+        None, "--prompt-cache",
+        help="Directory of synthesised prompt audio kept between runs ('off' to disable; "
+        "default: $FLOWAGENT_PROMPT_CACHE_DIR or prompt-cache/ beside --db).",
+    ),
+    prompt_cache_mb: float | None = typer.Option(
+        None, "--prompt-cache-mb",
+        help="Size cap of the prompt cache in MB (default: $FLOWAGENT_PROMPT_CACHE_MB or 256).",
+    ),
+    warm: str | None = typer.Option(
+        None, "--warm",
+        help="'before': static prompts are ready before calls are accepted (default); "
+        "'background': accept calls at once and prepare them meanwhile ($FLOWAGENT_PROMPT_WARM).",
+    ),
+    record_audio: bool | None = typer.Option(
+        None, "--record-audio/--no-record-audio",
+        help="Record every call's audio to recordings/ beside --db (default: "
+        "$FLOWAGENT_RECORD_AUDIO, else off; a flow can opt in with settings.recording).",
+    ),
+    retention_days: float | None = typer.Option(
+        None, "--recording-retention-days",
+        help="Delete recordings older than this many days, at start-up and daily (default: "
+        "$FLOWAGENT_RECORDING_RETENTION_DAYS, else keep them).",
+    ),
 ) -> None:
     """Run the voice agent: AudioSocket server + control API."""
     from flowagent.commands import serve as cmd
 
     raise typer.Exit(cmd.run(flow_or_routes, audiosocket=audiosocket, http=http, db=db,
-                             reload_interval_s=reload_interval))
+                             reload_interval_s=reload_interval, prompt_cache=prompt_cache,
+                             prompt_cache_mb=prompt_cache_mb, warm=warm,
+                             record_audio=record_audio, retention_days=retention_days))
 
 
 @app.command()

@@ -156,6 +156,13 @@ class FrameParser:
         """Bytes held waiting for the rest of a frame (a truncated frame at hang-up)."""
         return len(self._buf)
 
+    def take_pending(self) -> bytes:
+        """Hand over the bytes of a partial frame held so far (the native media loop takes the
+        socket over mid-stream and must start exactly where this parser stopped)."""
+        held = bytes(self._buf)
+        self._buf = bytearray()
+        return held
+
     def one_audio(self, data: bytes, kind: int) -> bytes | None:
         """Fast path for the common read: `data` is exactly ONE whole audio frame of `kind`
         and nothing is held over. Returns its payload; None means "use `feed()`" (and nothing

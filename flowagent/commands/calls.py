@@ -85,15 +85,22 @@ def _show(con: Console, rec: dict[str, Any]) -> None:
     lat = rec.get("latency") or []
     if lat:
         lt = Table(title="per-turn latency (ms after end of speech)")
-        for col in ("turn", "state", "asr final", "llm 1st token", "tts 1st audio", "1st frame",
-                    "runner"):
+        # pipeline calls fill the ASR/LLM/TTS columns; speech-to-speech calls the STS one
+        cols = [("asr_final_ms", "asr final"), ("llm_first_token_ms", "llm 1st token"),
+                ("tts_first_audio_ms", "tts 1st audio"), ("sts_first_audio_ms", "sts 1st audio"),
+                ("first_frame_ms", "1st frame"), ("runner_ms", "runner")]
+        cols = [(k, t) for k, t in cols
+                if k in ("first_frame_ms", "runner_ms") or any(r.get(k) is not None for r in lat)]
+        for col in ("turn", "state", *(t for _, t in cols)):
             lt.add_column(col)
+        if any(r.get("preemptive") for r in lat):
+            lt.add_column("preemptive")
         for row in lat:
-            lt.add_row(str(row["index"]), row["state"], *[
-                "" if row.get(k) is None else f"{row[k]:.1f}"
-                for k in ("asr_final_ms", "llm_first_token_ms", "tts_first_audio_ms",
-                          "first_frame_ms", "runner_ms")
-            ])
+            cells = [str(row.get("index", "")), str(row.get("state", ""))]
+            cells += ["" if row.get(k) is None else f"{row[k]:.1f}" for k, _ in cols]
+            if any(r.get("preemptive") for r in lat):
+                cells.append(str(row.get("preemptive") or ""))
+            lt.add_row(*cells)
         con.print(lt)
     for err in rec.get("errors", []):
         con.print(f"[yellow]error:[/yellow] {escape(err)}")

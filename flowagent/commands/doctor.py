@@ -13,7 +13,9 @@ Checks, in order:
 4. ports: the AudioSocket and HTTP ports are free (or already served by a flowagent);
 5. AMI login works (when `FLOWAGENT_AMI_HOST` is set);
 6. Asterisk has the AudioSocket modules loaded (`asterisk -rx "module show like audiosocket"`);
-7. the `[flowagent]` dialplan points at this flowagent (`dialplan show flowagent` + globals).
+7. the `[flowagent]` dialplan points at this flowagent (`dialplan show flowagent` + globals);
+8. the prompt cache directory (`FLOWAGENT_PROMPT_CACHE_DIR`) is writable: with it, a restart
+   reads the static prompts' audio from disk instead of synthesising them (seconds saved).
 Exit status: 0 when nothing failed, 1 otherwise.
 """
 
@@ -515,6 +517,30 @@ async def check_dialplan(cfg: DoctorConfig) -> list[Check]:
                   + (f"; API {api}" if api else ""))]
 
 
+def check_prompt_cache(cfg: DoctorConfig) -> list[Check]:
+    """A restart is only quick if serve can keep prompt audio on disk (docs/runtime.md)."""
+    label = "prompt cache"
+    raw = cfg.environ.get("FLOWAGENT_PROMPT_CACHE_DIR", "").strip()
+    if raw.lower() in ("off", "none", "0"):
+        return [Check(label, "skip", "skipped: FLOWAGENT_PROMPT_CACHE_DIR=off, so every start "
+                      "synthesises all static prompts again")]
+    if not raw:
+        return [Check(label, "skip", "skipped: FLOWAGENT_PROMPT_CACHE_DIR is not set (serve "
+                      "keeps prompt-cache/ beside its --db file)")]
+    folder = Path(raw).expanduser()
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        return [Check(label, "fail", f"{folder} is not writable by this user: serve would "
+                      "synthesise every prompt at each start (fix the owner or the path)")]
+    if not folder.exists():
+        return [Check(label, "pass", f"{folder} will be created at the first start")]
+    wavs = [p for p in folder.glob("*.wav") if not p.name.startswith(".")]
+    size = sum(p.stat().st_size for p in wavs) / 2**20
+    return [Check(label, "pass", f"{folder}: {len(wavs)} prompt(s) cached ({size:.1f} MB)")]
+
+
 # =============================================================================================
 # the command
 # =============================================================================================
@@ -542,6 +568,7 @@ async def run_checks(cfg: DoctorConfig) -> list[Check]:
     await guarded("AMI login", lambda: check_ami(cfg))
     await guarded("AudioSocket modules", lambda: check_modules(cfg))
     await guarded("dialplan", lambda: check_dialplan(cfg))
+    await guarded("prompt cache", lambda: asyncio.to_thread(check_prompt_cache, cfg))
     return results
 
 

@@ -19,6 +19,11 @@ When any served flow uses the embedded offline stack (no `providers:` section, o
 piper / silero named), the models are loaded and warmed up once before the first call
 (`load_default_stack()`), and flows' intents get the MiniLM embedding scorer. AMI
 (FLOWAGENT_AMI_HOST...) is connected when configured, for transfers by redirect.
+
+Static prompts are made ready before calls are accepted (`--warm before`, the default) or while
+serving (`--warm background`). Their audio is kept on disk (`runner/prompt_cache.py`, default
+`prompt-cache/` beside `--db`), so a restart or reload synthesises only prompts it has never
+made; the summary says how many came from disk.
 """
 
 from __future__ import annotations
@@ -28,11 +33,16 @@ import contextlib
 import logging
 import os
 import signal
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from flowagent.runner.prompt_cache import PromptDiskCache, WarmStats
 
 log = logging.getLogger("flowagent.serve")
 
@@ -57,8 +67,51 @@ LOCAL_NAMES = {"whisper", "piper", "silero"}
 LOCAL_PROVIDER_TIMEOUT_S = 4.0
 
 
+#: `--warm` values: prompts ready before the first call is accepted, or made while serving
+WARM_MODES = ("before", "background")
+
+
+@dataclass
+class PromptSettings:
+    """Where static prompt audio is kept between runs, how big it may grow, and whether calls
+    wait for it (see `flowagent.runner.prompt_cache`)."""
+
+    directory: Path | None
+    max_mb: float
+    warm: str = "before"
+
+
+def prompt_settings(db: Path, directory: str | None = None, max_mb: float | None = None,
+                    warm: str | None = None) -> PromptSettings:
+    """Options win over the environment (FLOWAGENT_PROMPT_CACHE_DIR, _MB, FLOWAGENT_PROMPT_WARM);
+    the default directory is `prompt-cache/` beside the call-record database."""
+    from flowagent.runner.prompt_cache import DEFAULT_MAX_MB
+
+    raw_dir = directory if directory is not None else os.environ.get(
+        "FLOWAGENT_PROMPT_CACHE_DIR", "")
+    if raw_dir.strip().lower() in ("off", "none", "0"):
+        folder: Path | None = None
+    elif raw_dir.strip():
+        folder = Path(raw_dir.strip()).expanduser()
+    else:
+        folder = db.expanduser().parent / "prompt-cache"
+    if max_mb is None:
+        env_mb = os.environ.get("FLOWAGENT_PROMPT_CACHE_MB", "").strip()
+        try:
+            max_mb = float(env_mb) if env_mb else DEFAULT_MAX_MB
+        except ValueError:
+            raise ValueError(f"FLOWAGENT_PROMPT_CACHE_MB must be a number of megabytes"
+                             f" (got {env_mb!r}).") from None
+    mode = (warm or os.environ.get("FLOWAGENT_PROMPT_WARM", "") or "before").strip().lower()
+    if mode not in WARM_MODES:
+        raise ValueError(f"--warm must be 'before' or 'background' (got {mode!r}).")
+    return PromptSettings(folder, max(0.0, float(max_mb)), mode)
+
+
 def run(flow_or_routes: Path, *, audiosocket: str, http: str, db: Path,
-        reload_interval_s: float = 2.0) -> int:
+        reload_interval_s: float = 2.0, prompt_cache: str | None = None,
+        prompt_cache_mb: float | None = None, warm: str | None = None,
+        record_audio: bool | None = None, retention_days: float | None = None) -> int:
     from flowagent.logging import setup_logging
 
     con = Console(stderr=True)
@@ -66,6 +119,10 @@ def run(flow_or_routes: Path, *, audiosocket: str, http: str, db: Path,
     try:
         as_host, as_port = _hostport(audiosocket, "--audiosocket")
         http_host, http_port = _hostport(http, "--http")
+        prompts = prompt_settings(db, prompt_cache, prompt_cache_mb, warm)
+        from flowagent.runner.recording import serve_options
+
+        recording = serve_options(record_audio, retention_days)  # (all calls?, retention days)
     except ValueError as exc:
         con.print(f"[red]{escape(str(exc))}[/red]")
         return 2
@@ -79,15 +136,18 @@ def run(flow_or_routes: Path, *, audiosocket: str, http: str, db: Path,
         with asyncio.Runner(loop_factory=new_event_loop) as runner:
             return runner.run(
                 _serve(con, flow_or_routes, as_host, as_port, http_host, http_port, db,
-                       max(0.0, reload_interval_s))
+                       max(0.0, reload_interval_s), prompts, recording)
             )
     except KeyboardInterrupt:
         return 0
 
 
 async def _serve(con: Console, source: Path, as_host: str, as_port: int, http_host: str,
-                 http_port: int, db: Path, reload_interval_s: float = 2.0) -> int:
+                 http_port: int, db: Path, reload_interval_s: float = 2.0,
+                 prompts: PromptSettings | None = None,
+                 recording: tuple[bool, float] = (False, 0.0)) -> int:
     from flowagent.runner.api import create_app, ensure_token, start_api
+    from flowagent.runner.prompt_cache import cache_from_settings
     from flowagent.runner.runtime import (
         FlowLoadError,
         FlowSet,
@@ -102,6 +162,8 @@ async def _serve(con: Console, source: Path, as_host: str, as_port: int, http_ho
 
     dates_warm = asyncio.create_task(asyncio.to_thread(_warm_dates))
     flows = FlowSet(ProviderPool())
+    prompts = prompts or prompt_settings(db)
+    flows.prompt_disk = cache_from_settings(prompts.directory, prompts.max_mb)
     config = RuntimeConfig()
     if _uses_local_stack(source):
         from flowagent.providers.local_stack import load_default_stack, missing_packages
@@ -139,13 +201,24 @@ async def _serve(con: Console, source: Path, as_host: str, as_port: int, http_ho
         retries=int(os.environ.get("WEBHOOK_RETRY", "2")),
     ))
     store = CallStore(db)
+    config.record_audio = recording[0]  # flows may still opt in with settings.recording
     rt = Runtime(flows, store, webhooks=hooks, config=config)
+    from flowagent.runner import recording as rec
+
+    # start-up repair of recordings a killed process left, then the retention sweep (daily)
+    sweeper = asyncio.create_task(rec.retention_loop(rec.recordings_dir(rt), recording[1]))
+    if recording[0]:
+        con.print(f"Recording every call's audio to {rec.recordings_dir(rt)}")
     from flowagent.asterisk.transfer import Transferer
 
     rt.transferer = Transferer.from_env(ami)
     with contextlib.suppress(Exception):
         await asyncio.wait_for(dates_warm, 10)
-    await _prewarm_prompts(con, flows)
+    warm_stats = None
+    if prompts.warm == "before":
+        warm_stats = await _prewarm_prompts(con, flows)
+    # (with --warm background the server's pre-warm task fills the cache while calls are served;
+    # a prompt not ready yet is synthesised by the call that needs it)
     tune_gc()
     token, generated = ensure_token(rt)
     server = AudioSocketServer(rt, as_host, as_port, prewarm=True,
@@ -173,6 +246,7 @@ async def _serve(con: Console, source: Path, as_host: str, as_port: int, http_ho
         return 1
 
     _summary(con, rt, server.address, (http_host, bound_http), db, token, generated, subapps)
+    _prompt_summary(con, flows.prompt_disk, prompts, warm_stats)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -188,33 +262,66 @@ async def _serve(con: Console, source: Path, as_host: str, as_port: int, http_ho
     await runner.cleanup()
     await _close_ami(ami)
     store.close()
+    sweeper.cancel()
     con.print("Stopped; all call records written.")
     return 0
 
 
-async def _prewarm_prompts(con: Console, flows: object, limit_s: float = 60.0) -> None:
-    """Synthesise every flow's static prompts before the first call is accepted: done in the
-    background instead, it competed with the first calls for the (one) TTS thread and their
+async def _prewarm_prompts(con: Console, flows: object, limit_s: float = 60.0) -> WarmStats:
+    """Make every flow's static prompts ready before the first call is accepted (from the disk
+    cache when possible; the rest synthesised, concurrently where the provider allows): done in
+    the background instead, it competed with the first calls for the (one) TTS thread and their
     prompts missed the provider deadline. Past `limit_s` the rest is left to the server's
-    background pre-warm."""
+    background pre-warm. Returns the summed `WarmStats`."""
     import time
 
+    from flowagent.runner.prompt_cache import WarmStats
+
     started = time.monotonic()
-    total = 0
-    with con.status("Synthesising the flows' static prompts..."):
-        for entry in list(getattr(flows, "by_path", {}).values()):
+    total = WarmStats()
+    entries = list(getattr(flows, "by_path", {}).values())
+    latest: dict[int, WarmStats] = {}  # per flow: its warm-up's figures so far (even if cut off)
+    with con.status("Preparing the flows' static prompts...") as status:
+        for i, entry in enumerate(entries):
             left = limit_s - (time.monotonic() - started)
             if left <= 0:
                 break
+            flow = f" for {entry.name}" if len(entries) > 1 else ""
+
+            def show(st: WarmStats, flow: str = flow, i: int = i) -> None:
+                latest[i] = st
+                status.update(
+                    f"Preparing static prompts{flow}: {st.done}/{st.prompts}"
+                    f" ({st.from_disk} from disk, {st.synthesised} synthesised,"
+                    f" {st.seconds:.1f} s)" + (f" [flow {i + 1}/{len(entries)}]"
+                                               if len(entries) > 1 else ""))
+
             try:
-                total += await asyncio.wait_for(entry.prewarm(), left)
+                await asyncio.wait_for(entry.prewarm(on_progress=show), left)
             except TimeoutError:
                 log.warning("prompt pre-warm still running after %.0f s; continuing in the"
                             " background", limit_s)
             except Exception:
                 log.exception("prompt pre-warm failed for %s", entry.name)
-    log.info("%d static prompts synthesised and cached in %.1f s", total,
-             time.monotonic() - started)
+            if i in latest:
+                total.add(latest[i])
+    total.seconds = time.monotonic() - started
+    log.info("static prompts ready: %s", total.describe())
+    return total
+
+
+def _prompt_summary(con: Console, disk: PromptDiskCache | None, prompts: PromptSettings,
+                    stats: WarmStats | None) -> None:
+    """One line of the start-up summary: how the prompts were made and where they are kept."""
+    if disk is None:
+        where = "disk cache off"
+    else:
+        size = disk.size_bytes() / 2**20
+        where = f"cache {disk.dir} ({size:.1f} of {prompts.max_mb:g} MB)"
+    if stats is None:
+        con.print(f"Static prompts: prepared in the background while serving; {where}")
+    else:
+        con.print(f"Static prompts: {stats.describe()}; {where}")
 
 
 def _warm_dates() -> None:

@@ -26,6 +26,10 @@ Formats confirmed from the agentvoiceresponse repositories (read, not copied):
   `{"type": "transcript", "role": "user"|"agent", "text"}`, `{"type": "error", "message"}`, and
   (Ultravox) `{"type": "tool_invocation", "toolName", "invocationId", "parameters"}` answered
   with `{"type": "tool_result", "invocationId", "result"}`.
+  Barge-in: the service detects it and sends `interruption`; the protocol has no client message
+  to cancel or truncate a reply (no `interrupt`/`truncate` counterpart), so on our side the
+  player is flushed and the record keeps what was heard; the service's own context may still
+  hold the unheard rest of its reply.
 
 Limits of the format (documented for flow authors): AVR LLM and STS services own their system
 prompt and tools, so a flow's instructions/tools are not sent to them (the flow's messages are);
@@ -38,6 +42,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import dataclasses
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -63,6 +68,7 @@ from flowagent.providers.cloudutil import (
     ws_connect,
 )
 from flowagent.providers.openai_chat import SessionHolder
+from flowagent.providers.sts_url import check_sts_url
 from flowagent.runner.events import LlmMessage, LlmToolCall, LlmToolSpec
 
 AVR_RATE = 8000
@@ -398,6 +404,16 @@ class AvrSts:
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> AvrSts:
         return cls(build_options(AvrStsOptions, options, "AVR STS"))
+
+    @property
+    def url(self) -> str:
+        return self.options.url
+
+    def with_url(self, url: str) -> AvrSts:
+        """This provider for one call at another `STS_URL` (the `call_initiated` webhook's
+        `sts_url`, as in AVR Core); ValueError with the reason if it is not acceptable."""
+        checked = check_sts_url(url, flow_url=self.options.url, sends_secret=False)
+        return type(self)(dataclasses.replace(self.options, url=checked))
 
     async def connect(
         self, instructions: str, tools: tuple[LlmToolSpec, ...], sample_rate: int

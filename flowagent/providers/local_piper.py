@@ -120,6 +120,8 @@ class PiperTts:
         if loaded is None:
             loaded = _VOICES[key] = _load_voice(model_path, config_path, threads)
         self.voice, self._executor = loaded
+        #: the voice file (its size and mtime are part of the disk prompt-cache key)
+        self.model_path = model_path
         self.syn_config = SynthesisConfig(
             speaker_id=speaker, length_scale=length_scale, volume=volume
         )

@@ -26,7 +26,23 @@ Wire protocol followed (the GA Realtime API):
 Turn taking: `turn_detection: server_vad` (default) or `semantic_vad` lets OpenAI decide ends of
 turn and interruptions; `none` means ours — call `commit_turn()` (commit + response.create) at
 end of turn and `interrupt()` on barge-in. `input_audio_buffer.speech_started` always yields
-`StsEvent("interrupted")` and cancels a response in progress.
+`StsEvent("interrupted")` and cancels a response in progress; `speech_stopped {item_id,
+audio_end_ms}` yields `StsEvent("speech_stopped")` (the caller's end of speech, for per-turn
+latency).
+
+Barge-in (the WebSocket transport leaves this to the client): the server makes audio faster than
+real time, so when the caller cuts in, most of the reply is still in our player, unheard.
+`barge_in(item_id, content_index, audio_end_ms)` sends `response.cancel {response_id}` if a
+response is still in progress, then `conversation.item.truncate {item_id, content_index,
+audio_end_ms}` with the milliseconds actually played to the caller, so the model's context (and
+its server-side transcript) holds only what was heard; the server answers
+`conversation.item.truncated`. `audio_end_ms` beyond the item's audio is an error on the server's
+side, so the caller of `barge_in` clamps it to the audio received. Audio events carry the
+`item_id`/`content_index` they belong to in `StsEvent.data`.
+
+Per-call URL: `with_url(url)` is the same provider pointed at another endpoint (the
+`call_initiated` webhook's `sts_url`), checked by `sts_url.check_sts_url` — the API key is never
+sent in clear text to another machine unless the flow's own URL already is clear text.
 
 Residual uncertainty: beta-era servers (`OpenAI-Beta: realtime=v1`) use flat `input_audio_format`
 fields; we speak the GA shape and accept both event-name families on receive.
@@ -38,11 +54,12 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import dataclasses
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
@@ -60,6 +77,7 @@ from flowagent.providers.cloudutil import (
     ulaw_to_pcm,
     ws_connect,
 )
+from flowagent.providers.sts_url import check_sts_url
 from flowagent.runner.events import LlmToolCall, LlmToolSpec
 
 PROVIDER = "OpenAI Realtime"
@@ -98,6 +116,25 @@ class OpenAIRealtimeSts:
     def from_options(cls, options: dict[str, Any]) -> OpenAIRealtimeSts:
         return cls(build_options(OpenAIRealtimeOptions, options, PROVIDER))
 
+    @property
+    def url(self) -> str:
+        return self.options.url
+
+    def with_url(self, url: str) -> OpenAIRealtimeSts:
+        """This provider for one call at another WebSocket URL (ValueError with the reason
+        if the URL is not acceptable). The flow's shared instance is not changed."""
+        checked = check_sts_url(url, flow_url=self.options.url,
+                                sends_secret=bool(self.options.api_key))
+        return type(self)(dataclasses.replace(self.options, url=checked))
+
+    def endpoint(self) -> str:
+        """The URL we connect to: the configured one plus `?model=` unless it names one."""
+        o = self.options
+        query = urlsplit(o.url).query
+        if "model" in parse_qs(query):
+            return o.url
+        return f"{o.url}{'&' if query else '?'}{urlencode({'model': o.model})}"
+
     def session_config(self, instructions: str, tools: tuple[LlmToolSpec, ...]) -> dict[str, Any]:
         o = self.options
         fmt: dict[str, Any] = ({"type": "audio/pcmu"} if o.audio_format == "pcmu"
@@ -130,7 +167,7 @@ class OpenAIRealtimeSts:
         if not o.api_key:
             raise ProviderError("OpenAI Realtime needs an api_key (e.g. ${OPENAI_API_KEY}).",
                                 provider=PROVIDER)
-        ws = await ws_connect(f"{o.url}?{urlencode({'model': o.model})}", provider=PROVIDER,
+        ws = await ws_connect(self.endpoint(), provider=PROVIDER,
                               headers={"Authorization": f"Bearer {o.api_key}"},
                               timeout_s=o.connect_timeout_s)
         try:
@@ -162,6 +199,13 @@ async def _expect(ws: ClientConnection, kind: str) -> dict[str, Any]:
                                 provider=PROVIDER)
 
 
+def _int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
 def _err_text(msg: dict[str, Any]) -> str:
     err = msg.get("error") or {}
     if isinstance(err, dict):
@@ -186,6 +230,11 @@ class OpenAIRealtimeSession:
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._closing = False
         self._response_active = False
+        self._response_id = ""  # the response in progress (for a targeted response.cancel)
+        #: the caller's end of speech comes as `speech_stopped` (server/semantic VAD only)
+        self.reports_end_of_speech = options.turn_detection != "none"
+        #: every response ends with `response.done` (the session splits replies on it)
+        self.reports_response_done = True
         self._fn_names: dict[str, str] = {}  # call_id/item_id -> function name
         self._reader = asyncio.create_task(self._read(), name="openai-realtime-reader")
 
@@ -220,8 +269,21 @@ class OpenAIRealtimeSession:
 
     async def interrupt(self) -> None:
         """Our barge-in: stop the response being spoken."""
+        await self.barge_in()
+
+    async def barge_in(self, item_id: str = "", content_index: int = 0,
+                       audio_end_ms: int | None = None) -> None:
+        """The caller cut in: cancel a response still being made, then truncate the assistant
+        item `item_id` to the `audio_end_ms` the caller actually heard (see the module doc)."""
         if self._response_active:
-            await self._send({"type": "response.cancel"})
+            msg: dict[str, Any] = {"type": "response.cancel"}
+            if self._response_id:
+                msg["response_id"] = self._response_id
+            await self._send(msg)
+        if item_id and audio_end_ms is not None:
+            await self._send({"type": "conversation.item.truncate", "item_id": item_id,
+                              "content_index": int(content_index),
+                              "audio_end_ms": max(0, int(audio_end_ms))})
 
     async def send_tool_result(self, call_id: str, output: dict[str, Any]) -> None:
         await self._send({"type": "conversation.item.create",
@@ -269,17 +331,31 @@ class OpenAIRealtimeSession:
                                     provider=PROVIDER) from None
             pcm = ulaw_to_pcm(wire) if self._o.audio_format == "pcmu" else wire
             out = self._down.process(pcm)
-            return [StsEvent("audio", audio=out)] if out else []
+            where = {"item_id": str(msg.get("item_id") or ""),
+                     "content_index": _int(msg.get("content_index")),
+                     "response_id": str(msg.get("response_id") or "")}
+            return [StsEvent("audio", audio=out, data=where)] if out else []
         if kind == "response.created":
             self._response_active = True
+            self._response_id = str((msg.get("response") or {}).get("id") or "")
             return []
         if kind == "input_audio_buffer.speech_started":
             if self._response_active and self._o.turn_detection == "none":
                 await self._send({"type": "response.cancel"})
             was_speaking = self._response_active
-            return [StsEvent("interrupted", data={"agent_was_speaking": was_speaking})]
+            return [StsEvent("interrupted", data={"agent_was_speaking": was_speaking,
+                                                  "item_id": str(msg.get("item_id") or "")})]
+        if kind == "input_audio_buffer.speech_stopped":
+            return [StsEvent("speech_stopped", data={
+                "item_id": str(msg.get("item_id") or ""),
+                "audio_end_ms": _int(msg.get("audio_end_ms"))})]
+        if kind == "conversation.item.truncated":
+            return [StsEvent("truncated", data={
+                "item_id": str(msg.get("item_id") or ""),
+                "audio_end_ms": _int(msg.get("audio_end_ms"))})]
         if kind == "conversation.item.input_audio_transcription.completed":
-            return [StsEvent("transcript_user", text=str(msg.get("transcript", "")))]
+            return [StsEvent("transcript_user", text=str(msg.get("transcript", "")),
+                             data={"item_id": str(msg.get("item_id") or "")})]
         if kind in ("response.output_audio_transcript.delta", "response.audio_transcript.delta"):
             return [StsEvent("transcript_agent", text=str(msg.get("delta", "")),
                              data={"partial": True})]
@@ -308,6 +384,7 @@ class OpenAIRealtimeSession:
                                                                arguments=args))]
         if kind == "response.done":
             self._response_active = False
+            self._response_id = ""
             resp = msg.get("response") or {}
             status = str(resp.get("status", "completed"))
             # the resampler holds back a few ms of filter delay: release the reply's last syllable

@@ -7,6 +7,8 @@ Routes:
 - `GET /healthz` (no auth), `GET /metrics` (Prometheus text).
 - `GET /calls` (live calls + recent records), `GET /calls/{uuid}` (live snapshot or the stored
   record; `transfer_target` tells the dialplan where to send the caller after AudioSocket()).
+- `GET /calls/{uuid}/recording`: the call's audio as a stereo WAV (caller left, agent right)
+  when it was recorded (`serve --record-audio` or the flow's `settings.recording`).
 - `POST /calls/{uuid}/inject` `{"text": ..., "dtmf": ...}`: text injection — as if the caller
   said `text` (or keyed `dtmf`); drives a call by text through the real turn path (tests, demos).
 
@@ -23,6 +25,7 @@ available to handlers as `request.app[RUNTIME_KEY]` (sub-apps: `request.config_d
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import secrets
@@ -172,6 +175,28 @@ async def inject(request: web.Request) -> web.Response:
     return web.json_response({"uuid": uuid, "injected": text, "dtmf": digits})
 
 
+async def get_recording(request: web.Request) -> web.StreamResponse:
+    """`GET /calls/{uuid}/recording`: the call's stereo WAV (caller left, agent right).
+    404 (JSON) when the call was not recorded; 409 while it is still in progress. Only a
+    canonical UUID names a file, so no path can leave the recordings directory."""
+    from flowagent.runner import recording
+
+    rt = request.app[RUNTIME_KEY]
+    uuid = request.match_info["uuid"].lower()
+    name = recording.safe_name(uuid)
+    if name is not None and name in rt.sessions:
+        return web.json_response(
+            {"error": f"call {name} is still in progress; its recording is ready when it ends"},
+            status=409)
+    path = recording.recording_path(recording.recordings_dir(rt), uuid)
+    if path is None:
+        return web.json_response({"error": f"no recording of call {uuid}"}, status=404)
+    await asyncio.to_thread(recording.repair_wav, path)  # a crash may have left stale sizes
+    return web.FileResponse(path, headers={
+        "Content-Type": "audio/wav", "X-Content-Type-Options": "nosniff",
+        "Content-Disposition": f'inline; filename="{name}.wav"', "Cache-Control": "no-store"})
+
+
 def _dumps(obj: Any) -> str:
     return json.dumps(obj, default=str)
 
@@ -193,6 +218,7 @@ def create_app(
         web.get("/metrics", metrics),
         web.get("/calls", list_calls),
         web.get("/calls/{uuid}", get_call),
+        web.get("/calls/{uuid}/recording", get_recording),
         web.post("/calls/{uuid}/inject", inject),
     ])
     app.add_routes(list(extra_routes))

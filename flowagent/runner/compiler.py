@@ -60,6 +60,19 @@ def maybe_template(src: Any) -> Template | None:
     return None if src is None else template(src)
 
 
+def url_template(src: Any) -> Template | None:
+    """A tool's or context fetch's URL: values are percent-encoded for the part of the URL
+    they land in (rule in `flowagent/runner/urls.py`, docs/flow-format.md "Tools")."""
+    if src is None:
+        return None
+    text = str(src)
+    if "{{" not in text and "{%" not in text:
+        return template(text)
+    from flowagent.runner.urls import compile_url
+
+    return Template(text, False, compile_url(text))
+
+
 @dataclass(frozen=True, slots=True)
 class Expression:
     """A compiled bare Jinja expression (`when`, `until`, `save`)."""
@@ -105,6 +118,10 @@ class Settings:
     dtmf_terminator: str = "#"
     max_call_s: float = 900.0
     llm_fallback: bool = True
+    #: record the call's audio (stereo WAV: caller left, agent right); see runner/recording.py
+    recording: bool = False
+    #: start the reply (LLM + TTS, held back) on the interim transcript at end of speech
+    preemptive_generation: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,6 +313,10 @@ def _settings(raw: Mapping[str, Any] | None) -> Settings:
         dtmf_terminator=str(dtmf.get("terminator", d.dtmf_terminator)),
         max_call_s=float(raw.get("max_call_s", d.max_call_s)),
         llm_fallback=bool(raw.get("llm_fallback", d.llm_fallback)),
+        recording=bool(raw.get("recording", d.recording)),
+        preemptive_generation=bool(
+            raw.get("preemptive_generation", d.preemptive_generation)
+        ),
     )
 
 
@@ -343,7 +364,7 @@ def _tool(name: str, raw: Mapping[str, Any]) -> ToolDef:
         name=name,
         description=str(raw.get("description", "")),
         method=method,
-        url=maybe_template(raw.get("url")),
+        url=url_template(raw.get("url")),
         headers=tuple((str(k), template(v)) for k, v in (raw.get("headers") or {}).items()),
         body=_templated(raw.get("body")) if raw.get("body") is not None else None,
         needs=tuple(str(s) for s in raw.get("needs") or ()),
@@ -454,12 +475,32 @@ def _intents(raw: Mapping[str, Any] | None) -> dict[str, tuple[str, ...]]:
     }
 
 
-def _build_matcher(intents: Mapping[str, tuple[str, ...]]) -> Any:
+def _build_matcher(intents: Mapping[str, tuple[str, ...]], data: Mapping[str, Any]) -> Any:
     """The lexical intent matcher from `flowagent.understanding.intents`, trained once (it adds
-    the built-in intents yes/no/human/repeat/restart/goodbye)."""
+    the built-in intents yes/no/human/repeat/restart/goodbye).
+
+    Intents that some handler answers by restarting or ending the call are *strict* (a higher
+    bar, so "go back" never restarts a call), as `restart` and `goodbye` always are."""
     from flowagent.understanding import intents as U
 
-    return U.IntentMatcher({k: list(v) for k, v in intents.items()})
+    return U.IntentMatcher({k: list(v) for k, v in intents.items()},
+                           strict=U.DESTRUCTIVE_INTENTS | _destructive_intents(data))
+
+
+def _destructive_intents(data: Mapping[str, Any]) -> set[str]:
+    """Intents whose global or per-state handler restarts or ends the call."""
+    states = data.get("states") or {}
+    ends = {str(n) for n, raw in states.items() if isinstance(raw, Mapping) and raw.get("end")}
+    lists = [data.get("handlers")]
+    lists += [raw.get("handlers") for raw in states.values() if isinstance(raw, Mapping)]
+    out: set[str] = set()
+    for items in lists:
+        for h in items or ():
+            if isinstance(h, Mapping) and "intent" in h and (
+                h.get("do") in ("restart", "hangup") or str(h.get("go")) in ends
+            ):
+                out.add(str(h["intent"]))
+    return out
 
 
 def compile_flow(data_or_loaded: Any, *, path: str | Path = "<flow>") -> CompiledFlow:
@@ -475,13 +516,13 @@ def compile_flow(data_or_loaded: Any, *, path: str | Path = "<flow>") -> Compile
     fetch = None
     if fetch_raw:
         fetch = ContextFetch(
-            url=template(fetch_raw["url"]),
+            url=url_template(fetch_raw["url"]),
             headers=tuple(
                 (str(k), template(v)) for k, v in (fetch_raw.get("headers") or {}).items()
             ),
             timeout_s=float(fetch_raw.get("timeout_s", 2)),
         )
-    matcher = _build_matcher(_intents(data.get("intents")))
+    matcher = _build_matcher(_intents(data.get("intents")), data)
     states = {str(n): _state(str(n), raw or {}, global_handlers)
               for n, raw in (data.get("states") or {}).items()}
     return CompiledFlow(

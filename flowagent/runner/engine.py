@@ -36,6 +36,7 @@ the call.
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 import json
 import time
@@ -197,6 +198,33 @@ class Engine:
 
     def start(self, call: CallInfo, *, at: float | None = None) -> list[Action]:
         return self.handle(CallStarted(call, at=at if at is not None else 0.0))
+
+    def fork(self) -> Engine:
+        """An independent copy of this call's dialogue, to try an event on without touching
+        the real one (preemptive generation: what would we answer if the caller's final words
+        are the interim ones?). Cheap: the compiled flow, call info and immutable values are
+        shared; every container the engine mutates (slots, vars, LLM history, the record's
+        lists) is copied one level deep. The copy's actions must not be carried out for real
+        unless the caller's words are confirmed."""
+        other = copy.copy(self)
+        other._slots = dict(self._slots)
+        other._vars = dict(self._vars)
+        other._context = dict(self._context)
+        other._llm_messages = list(self._llm_messages)
+        other._llm_queue = list(self._llm_queue)
+        other._turn_says = list(self._turn_says)
+        other._last_turn_says = list(self._last_turn_says)
+        other._out = []
+        rec = copy.copy(self.record)
+        rec.transcript = list(rec.transcript)
+        rec.tool_calls = list(rec.tool_calls)
+        rec.states = list(rec.states)
+        rec.turns = list(rec.turns)
+        rec.errors = list(rec.errors)
+        rec.slots = dict(rec.slots)
+        rec.vars = dict(rec.vars)
+        other.record = rec
+        return other
 
     def handle(self, event: Any) -> list[Action]:
         """Feed one event; returns the actions to carry out, in order. Never raises."""

@@ -118,8 +118,10 @@ class OutStream:
         if whole and self.keepalive_s and not self.paused:
             now = time.monotonic()
             gap = now - self.last_sent
-            # idle line: start now. After a keepalive silence frame, 10 ms is enough spacing.
-            if gap >= self._frame_s or (self.current_say == 0 and gap >= self._frame_s / 2):
+            # idle line: start now. Right after a keepalive silence frame (current_say == 0)
+            # too: silence followed back to back by our speech is harmless, while waiting for
+            # 10 ms of spacing added up to 20 ms (the next tick) to mouth-to-ear.
+            if gap >= self._frame_s or self.current_say == 0:
                 # the line is idle: the first frame goes out now instead of at the next tick
                 # (up to 20 ms sooner); the clock takes over from the following frame
                 self._kicked_at = now
@@ -284,7 +286,9 @@ class Player:
         on_error: Callable[[BaseException], None] | None = None,
         on_first: Callable[[int, float], None] | None = None,
         keepalive_ms: int = 0,
+        transport: object | None = None,
     ) -> OutStream:
+        # `transport` is for the native backend (native_player.NativePlayer); unused here
         stream = OutStream(write, sample_rate, on_done, on_error, on_first, keepalive_ms)
         stream._player = self
         self._streams.add(stream)

@@ -113,6 +113,8 @@ class CallRecord:
     states: list[str] = field(default_factory=list)
     turns: list[TurnLatency] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    #: the call's audio when it was recorded (runner/recording.py): relative path, duration...
+    recording: dict[str, Any] | None = None
 
     # -- helpers used by the engine -----------------------------------------------------------
 
@@ -153,6 +155,8 @@ class CallRecord:
         d["duration_s"] = self.duration_s
         d["slots"] = _jsonable(self.slots)
         d["vars"] = _jsonable(self.vars)
+        if d["recording"] is None:
+            del d["recording"]  # absent, not null, when the call was not recorded
         return d
 
 

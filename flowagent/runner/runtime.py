@@ -24,6 +24,7 @@ import yaml
 
 from flowagent.providers import registry
 from flowagent.runner.metrics import Metrics
+from flowagent.runner.native_player import make_player
 from flowagent.runner.player import Player
 from flowagent.runner.store import CallStore
 from flowagent.runner.webhooks import Webhooks
@@ -89,6 +90,10 @@ class RuntimeConfig:
     recent_records: int = 1000
     #: override every flow's providers (e.g. {"asr": {"name": "fake"}}), used by tests/benches
     provider_overrides: dict[str, Any] = field(default_factory=dict)
+    #: record every call's audio (else only flows with `settings.recording: true`); see
+    #: runner/recording.py. Files: `recordings_dir` (default `recordings/` beside the store)
+    record_audio: bool = False
+    recordings_dir: str = ""
 
 
 @dataclass
@@ -111,6 +116,13 @@ class FlowEntry:
     providers: Providers
     mtime: float
     prompt_cache: dict[tuple[str, int, str], bytes] = field(default_factory=dict)
+    #: `prompt_cache.PromptDiskCache` shared by the FlowSet (None: memory only, e.g. in tests)
+    disk_cache: Any = None
+    #: what decides the sound of this flow's TTS (provider, sound options, voice, model file)
+    tts_identity: str = ""
+    #: what the last `prewarm` did (`prompt_cache.WarmStats`), for the start-up summary
+    warm_stats: Any = None
+    _warm_lock: Any = field(default=None, repr=False, compare=False)
 
     @property
     def name(self) -> str:
@@ -137,25 +149,30 @@ class FlowEntry:
             add(slot.invalid)
         return list(dict.fromkeys(texts))
 
-    async def prewarm(self, sample_rate: int = 8000) -> int:
-        """Synthesise the static prompts into the cache (in the background at start-up), so
-        entering a `say` state starts audio at once even on the first call."""
+    async def prewarm(self, sample_rate: int = 8000, *, on_progress: Any = None) -> int:
+        """Fill the prompt-audio cache with the static prompts (from the disk cache when it has
+        them, else synthesised and written there), so entering a `say` state starts audio at
+        once even on the first call. Returns how many prompts were added to memory. Two warm-ups
+        of one entry (serve's and the server's background one) run one after the other."""
+        import asyncio
+
+        from flowagent.runner.prompt_cache import WarmStats, warm_prompts
+
         tts = self.providers.tts
         if tts is None:
+            self.warm_stats = WarmStats()
             return 0
-        n = 0
-        for text in self.static_prompts():
-            key = (getattr(tts, "voice_id", ""), sample_rate, text)
-            if key in self.prompt_cache:
-                continue
-            try:
-                pcm = b"".join([c async for c in tts.synthesize(text, sample_rate)])
-            except Exception as exc:  # a prompt that fails now is tried again on a call
-                log.debug("prewarm of %r failed: %s", text, exc)
-                continue
-            self.prompt_cache.setdefault(key, pcm)
-            n += 1
-        return n
+        if self._warm_lock is None:
+            self._warm_lock = asyncio.Lock()
+        async with self._warm_lock:
+            stats = await warm_prompts(
+                self.static_prompts(), tts, self.prompt_cache,
+                identity=self.tts_identity or str(getattr(tts, "voice_id", "")),
+                disk=self.disk_cache, sample_rate=sample_rate, on_progress=on_progress,
+            )
+        self.warm_stats = stats
+        log.info("%s: %s", self.name, stats.describe())
+        return stats.from_disk + stats.synthesised
 
 
 class ProviderPool:
@@ -163,6 +180,8 @@ class ProviderPool:
 
     def __init__(self) -> None:
         self._cache: dict[tuple[str, str, str], Any] = {}
+        #: id(instance) -> (name, options) it was built from (the prompt cache keys on them)
+        self.specs: dict[int, tuple[str, dict[str, Any]]] = {}
 
     def get(self, kind: str, name: str, options: dict[str, Any]) -> Any:
         key = (kind, name, json.dumps(options, sort_keys=True, default=str))
@@ -181,6 +200,7 @@ class ProviderPool:
             except Exception as exc:
                 raise FlowLoadError(f"The {kind} provider {name!r} could not start: {exc}") from exc
             self._cache[key] = inst
+            self.specs[id(inst)] = (name, dict(options))
         return inst
 
     def for_flow(self, compiled: CompiledFlow, overrides: dict[str, Any]) -> Providers:
@@ -222,6 +242,8 @@ class FlowSet:
         #: an extra intent scorer (the offline stack's `EmbeddingScorer`) given to every flow's
         #: matcher at load time, with the flow's examples embedded then (never during a call)
         self.intent_scorer: Any = None
+        #: persistent prompt audio (`prompt_cache.PromptDiskCache`, set by serve); None = memory
+        self.prompt_disk: Any = None
 
     def load_entry(self, path: Path) -> FlowEntry:
         from flowagent.runner.compiler import FlowInvalid, load_flow
@@ -242,7 +264,17 @@ class FlowSet:
         providers = self.pool.for_flow(compiled, self.overrides)
         _add_scorer(compiled, self.intent_scorer)
         _warm_up(compiled)
-        return FlowEntry(path=path, compiled=compiled, providers=providers, mtime=mtime)
+        return FlowEntry(path=path, compiled=compiled, providers=providers, mtime=mtime,
+                         disk_cache=self.prompt_disk, tts_identity=self._tts_identity(providers))
+
+    def _tts_identity(self, providers: Providers) -> str:
+        from flowagent.runner.prompt_cache import tts_identity
+
+        tts = providers.tts
+        if tts is None:
+            return ""
+        name, options = self.pool.specs.get(id(tts), (providers.names.get("tts", ""), {}))
+        return tts_identity(tts, name, options)
 
     def load(self, source: Path) -> None:
         """Load a flow file or a routes file (YAML with `default:` and `numbers:`)."""
@@ -303,6 +335,7 @@ class FlowSet:
                 messages.append(f"not reloaded, keeping the old version: {exc}")
                 continue
             self.errors.pop(path, None)
+            _keep_prompt_audio(entry, new)
             self.by_path[path] = new
             if self.default is entry:
                 self.default = new
@@ -311,6 +344,17 @@ class FlowSet:
                     self.routes[k] = new
             messages.append(f"reloaded {path.name} ({new.name})")
         return messages
+
+
+def _keep_prompt_audio(old: FlowEntry, new: FlowEntry) -> None:
+    """On reload, keep the audio of prompts whose text (and voice) did not change, so only
+    changed prompts are synthesised again (even without a disk cache)."""
+    if old.tts_identity != new.tts_identity or old.providers.tts is not new.providers.tts:
+        return
+    texts = set(new.static_prompts())
+    for key, pcm in list(old.prompt_cache.items()):  # (a call may add one meanwhile)
+        if key[2] in texts:
+            new.prompt_cache.setdefault(key, pcm)
 
 
 def _add_scorer(compiled: CompiledFlow, scorer: Any) -> None:
@@ -405,7 +449,8 @@ class Runtime:
         self.store = store
         self.config = config or RuntimeConfig()
         self.webhooks = webhooks or Webhooks()
-        self.player = player or Player()
+        # the native media loop unless FLOWAGENT_MEDIA=python or not built (native_player.py)
+        self.player: Any = player or make_player()
         self.metrics = metrics or Metrics()
         self.pending: dict[str, PendingCall] = {}
         self.sessions: dict[str, CallSession] = {}

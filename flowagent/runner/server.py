@@ -89,7 +89,8 @@ class AudioSocketServer:
         for entry in list(self.rt.flows.by_path.values()):
             try:
                 n = await entry.prewarm()
-                log.info("%s: %d static prompts synthesised and cached", entry.name, n)
+                if n:  # prewarm() itself logs what came from disk and what was synthesised
+                    log.info("%s: %d static prompts added in the background", entry.name, n)
             except Exception:
                 log.exception("prompt prewarm failed for %s", entry.name)
 

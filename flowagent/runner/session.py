@@ -9,6 +9,8 @@ a per-flow audio cache so they start at once), `LlmRequest` (LLM tokens -> claus
 out, then a 0x00 frame and close, so the dialplan continues). Caller speech during playback
 (stricter VAD threshold while we play, at least `min_speech_ms`) is a barge-in: the player is
 flushed within a frame, TTS and LLM work is cancelled, and the engine is told what was heard.
+With a streaming ASR the answer to its interim words is prepared at end of speech on a fork of
+the engine and held back until the final transcript confirms it (runner/preemptive.py).
 
 Ownership: every task the session starts is in `self._tasks` and is cancelled when the call
 ends; timers are loop `call_later` handles, cancelled the same way. Whatever happens — a socket
@@ -43,7 +45,16 @@ from flowagent.asterisk.audiosocket import (
 from flowagent.providers.base import ProviderError, Transcript
 from flowagent.providers.chunking import Chunker
 from flowagent.runner import events as ev
+from flowagent.runner import recording
 from flowagent.runner.player import FRAME_MS, OutStream
+from flowagent.runner.preemptive import (
+    AudioOut,
+    Prepared,
+    Speculation,
+    normalise,
+    same_plan,
+    speech_plan,
+)
 
 if TYPE_CHECKING:
     from flowagent.runner.runtime import FlowEntry, Runtime
@@ -120,6 +131,7 @@ class CallSession:
         self._vad_q: deque[bytes] = deque()
         self._vad_wake = asyncio.Event()
         self._out: OutStream | None = None
+        self._rec: Any = None  # recording.CallRecorder when this call is recorded, else None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._events: deque[Any] = deque()
@@ -159,7 +171,16 @@ class CallSession:
         self._silence_ms = 0
         self._awaiting_final = False
         self._final_parts: list[str] = []
+        self._interim = ""  # the latest interim transcript of the current turn
         self._odd = b""
+
+        # preemptive generation (see runner/preemptive.py)
+        self._spec: Speculation | None = None  # being prepared for the turn in progress
+        #: (the final's UserUtterance, its speculation): decided when the engine answers it
+        self._spec_pending: tuple[ev.UserUtterance, Speculation] | None = None
+        self._adopting: Speculation | None = None
+        self._live_specs: set[Speculation] = set()  # adopted and still producing
+        self._turn_spec: tuple[str, str] | None = None  # ("hit" | "miss", why) of this turn
 
         # latency of the current turn (monotonic seconds)
         self._turn: dict[str, float] = {}
@@ -187,6 +208,7 @@ class CallSession:
                     if self._closed:
                         break
                     self._on_frame(f)
+                self._attach_native_input()
                 await self._ended.wait()
         except ProtocolError as exc:
             self.hangup_by = self.hangup_by or "error"
@@ -244,6 +266,7 @@ class CallSession:
         wanted = str(override.get("flow", "") or "") or _pick(metadata, "flow", "FLOWAGENT_FLOW")
         entry = rt.flows.pick(did, wanted)
         self.entry = entry
+        self._rec = recording.start(rt, entry, self.uuid, self.sample_rate)  # None = not recorded
         if override.get("sts_url"):
             metadata = {**metadata, "sts_url": override["sts_url"]}
 
@@ -346,11 +369,51 @@ class CallSession:
         except ProtocolError as exc:
             self._protocol_failed(exc)
         except Exception as exc:  # a bug here must end this call only
-            log.exception("call %s: failed handling inbound audio", self.uuid or "?")
-            self.rt.metrics.error("internal")
-            self.hangup_by = self.hangup_by or "error"
-            self.end_reason = self.end_reason or f"internal error: {exc!r}"
-            self._hangup(send_frame=False)
+            self._inbound_failed(exc)
+
+    def _inbound_failed(self, exc: BaseException) -> None:
+        if isinstance(exc, ProtocolError):
+            self._protocol_failed(exc)
+            return
+        log.error("call %s: failed handling inbound audio", self.uuid or "?", exc_info=exc)
+        self.rt.metrics.error("internal")
+        self.hangup_by = self.hangup_by or "error"
+        self.end_reason = self.end_reason or f"internal error: {exc!r}"
+        self._hangup(send_frame=False)
+
+    # -- the native media loop reads the socket (native_player.py) ------------------------------
+
+    def _attach_native_input(self) -> None:
+        """Hand the socket's reading to the native media loop, if our stream is native: from
+        here on frames arrive in batches through `_native_frame`/`_on_audio` instead of one
+        uvloop callback + parser run per read. The Python parser's partial frame goes along."""
+        start = getattr(self._out, "start_reading", None)
+        if start is None or self._closed or self.transport.is_closing():
+            return
+        self.transport.pause_reading()
+        held = self._parser.take_pending()
+        if not start(held, self._on_audio, self._native_frame, self._native_eof,
+                     self._native_failed, self._inbound_failed):
+            self._parser.feed(held)  # a partial frame only: nothing is handled twice
+            self.transport.resume_reading()
+
+    def _native_frame(self, kind: int, payload: bytes) -> None:
+        """A frame other than audio at the call's rate (DTMF, hang-up, error, rate change)."""
+        if self._closed:
+            return
+        try:
+            self._on_frame(Frame(Kind(kind), payload))
+        except Exception as exc:
+            self._inbound_failed(exc)
+
+    def _native_eof(self, errno: int, pending: int) -> None:
+        if pending:
+            log.info("call %s: %d bytes of a truncated frame at hang-up", self.uuid, pending)
+        self.connection_lost()
+
+    def _native_failed(self, reason: str) -> None:
+        if not self._closed:
+            self._protocol_failed(ProtocolError(reason))
 
     def _protocol_failed(self, exc: ProtocolError) -> None:
         self._protocol_error = exc
@@ -450,6 +513,8 @@ class CallSession:
             rt.metrics.frames_sent += self._out.frames_sent
             rt.metrics.frames_received += self.frames_in
             rt.metrics.underruns += self._out.underruns
+        if self._rec is not None:
+            await self._rec.close()  # the audio ends now; the WAV is complete before the record
         tasks = list(self._tasks)
         for t in tasks:
             t.cancel()
@@ -496,6 +561,8 @@ class CallSession:
 
             self.record = CallRecord(uuid=self.uuid, flow=self.entry.name if self.entry else "")
         rec = self.record
+        if self._rec is not None:
+            rec.recording = self._rec.info()
         if self.info is not None:
             rec.caller = rec.caller or self.info.caller
             rec.did = rec.did or self.info.did
@@ -597,11 +664,20 @@ class CallSession:
     def _after_event(self, e: Any) -> None:
         if isinstance(e, ev.UserUtterance):
             self.rt.metrics.turns_total += 1
+            pending = self._spec_pending
+            if pending is not None and pending[0] is e:
+                self._spec_pending = None
+                self._adopting = pending[1]  # _handle_actions decides hit or miss
 
     def _handle_actions(self, actions: list[Any]) -> None:
+        spec, self._adopting = self._adopting, None
+        if spec is not None:
+            actions = self._apply_speculation(spec, actions)
         for a in actions:
             if isinstance(a, ev.Say):
                 self._say(a)
+            elif isinstance(a, Prepared):
+                self._play_prepared_now(a)
             elif isinstance(a, ev.LlmRequest):
                 self._llm(a)
             elif isinstance(a, ev.CallTool):
@@ -688,6 +764,8 @@ class CallSession:
             self._speech_busy = True
             if isinstance(job, ev.Say):
                 coro = self._synth_say(job)
+            elif isinstance(job, Prepared):
+                coro = self._run_prepared(job.spec)
             else:
                 coro = self._llm_run(job, job.say_id)
             self._speaking = asyncio.get_running_loop().create_task(coro)
@@ -701,31 +779,36 @@ class CallSession:
             finally:
                 self._speaking = None
 
-    async def _synth_say(self, say: ev.Say) -> None:
+    async def _synth_say(self, say: ev.Say, spec: Speculation | None = None) -> None:
+        """TTS one `Say` into the player (or, preparing a reply ahead, into `spec`'s held
+        audio: `spec` set means the same work, its results held back; see preemptive.py)."""
         assert self.entry is not None and self._out is not None
+        out: AudioOut = self._out if spec is None else spec.sink
         tts = self.entry.providers.tts
-        info = self._says[say.say_id]
+        info = self._says[say.say_id] if spec is None else spec.says[say.say_id]
         key = (getattr(tts, "voice_id", ""), self.sample_rate, say.text)
         cache = self.entry.prompt_cache if say.static else None
         pcm = cache.get(key) if cache is not None else None
         if pcm is not None:
             info.segments.append([say.text, 0, len(pcm)])
             info.produced = len(pcm)
-            self._turn_mark("tts_first_audio")
-            self._out.add(say.say_id, pcm)
-            self._out.end(say.say_id)
+            self._mark("tts_first_audio", spec)
+            out.add(say.say_id, pcm)
+            out.end(say.say_id)
             return
         collected: list[bytes] | None = [] if cache is not None else None
-        ok = await self._synth_text(say.say_id, say.text, collected)
+        ok = await self._synth_text(say.say_id, say.text, collected, spec)
         if ok and collected is not None:
             cache[key] = b"".join(collected)
-        self._out.end(say.say_id)
+        out.end(say.say_id)
 
-    async def _synth_text(self, say_id: int, text: str, collected: list[bytes] | None) -> bool:
+    async def _synth_text(self, say_id: int, text: str, collected: list[bytes] | None,
+                          spec: Speculation | None = None) -> bool:
         """TTS `text` into the player as say_id. Returns False (after reporting) on failure."""
         assert self.entry is not None and self._out is not None
+        out: AudioOut = self._out if spec is None else spec.sink
         tts = self.entry.providers.tts
-        info = self._says[say_id]
+        info = self._says[say_id] if spec is None else spec.says[say_id]
         seg = [text, info.produced, None]
         info.segments.append(seg)
         if tts is None or not text.strip():
@@ -743,13 +826,16 @@ class CallSession:
                     break
                 if first:
                     first = False
-                    self._turn_mark("tts_first_audio")
+                    self._mark("tts_first_audio", spec)
                 if collected is not None:
                     collected.append(chunk)
                 info.produced += len(chunk)
-                self._out.add(say_id, chunk)
+                out.add(say_id, chunk)
         except (ProviderError, TimeoutError, OSError) as exc:
             seg[2] = info.produced
+            if spec is not None and not spec.live:
+                spec.failed = True  # not heard by anyone: the final is handled afresh
+                return False
             self._tts_failed(say_id, _msg(exc, "the TTS provider did not answer in time"))
             return False
         finally:
@@ -771,10 +857,16 @@ class CallSession:
         if not recent:
             self.post(ev.ProviderError("tts", message, at=self.now()))
 
-    async def _llm_run(self, req: ev.LlmRequest, say_id: int | None) -> None:
-        """Stream the LLM; if speaking, clause-chunk the text into TTS as it arrives."""
+    async def _llm_run(self, req: ev.LlmRequest, say_id: int | None,
+                       spec: Speculation | None = None) -> None:
+        """Stream the LLM; if speaking, clause-chunk the text into TTS as it arrives. With
+        `spec` (preparing a reply ahead): audio into its held buffer, the `LlmResult` held back
+        until the reply is adopted, a fault only marks the speculation failed."""
         assert self.entry is not None
         llm = self.entry.providers.llm
+        if llm is None and spec is not None:
+            spec.failed = True
+            return
         if llm is None:
             self.post(ev.LlmResult(req.request_id, ok=False, error="no LLM provider configured",
                                    at=self.now()))
@@ -789,10 +881,16 @@ class CallSession:
         tts_task: asyncio.Task[Any] | None = None
         if say_id is not None:
             speak_q = asyncio.Queue()
-            tts_task = self._spawn(self._speak_chunks(say_id, speak_q), f"llm-tts-{say_id}")
+            if spec is None:
+                tts_task = self._spawn(self._speak_chunks(say_id, speak_q), f"llm-tts-{say_id}")
+            else:  # not "llm-tts-": a barge-in on the previous reply must not cancel it
+                tts_task = self._spawn(self._speak_chunks(say_id, speak_q, spec),
+                                       f"spec-tts-{say_id}")
+                spec.tasks.add(tts_task)
+                tts_task.add_done_callback(spec.tasks.discard)
         error = ""
         if say_id is not None:
-            self._llm_open[req.request_id] = (say_id, text_parts)
+            self._llm_open_map(spec)[req.request_id] = (say_id, text_parts)
         it = llm.stream(req.messages, req.tools).__aiter__()
         first = True
         try:
@@ -804,7 +902,7 @@ class CallSession:
                     break
                 if first:
                     first = False
-                    self._turn_mark("llm_first_token")
+                    self._mark("llm_first_token", spec)
                 if chunk.text:
                     text_parts.append(chunk.text)
                     if speak_q is not None:
@@ -814,6 +912,11 @@ class CallSession:
                     tool_calls.extend(chunk.tool_calls)
         except (ProviderError, TimeoutError, OSError) as exc:
             error = _msg(exc, "the LLM provider did not answer in time")
+            if spec is not None and not spec.live:
+                spec.failed = True  # prepared, never heard: the final is handled afresh
+                if tts_task is not None:
+                    tts_task.cancel()
+                return
             self.rt.metrics.error("llm")
         except asyncio.CancelledError:
             if tts_task is not None:
@@ -828,16 +931,22 @@ class CallSession:
                 speak_q.put_nowait(rest)
             speak_q.put_nowait(None)
         text = "".join(text_parts)
-        if self._llm_open.pop(req.request_id, None) is None and say_id is not None:
+        if self._llm_open_map(spec).pop(req.request_id, None) is None and say_id is not None:
             return  # a barge-in already answered this request
-        if say_id is not None and text and not error and say_id in self._says:
-            self._says[say_id].text = text
-        self.post(ev.LlmResult(req.request_id, text=text, tool_calls=tuple(tool_calls),
-                               ok=not error, error=error, at=self.now()))
+        says = self._says if spec is None else spec.says
+        if say_id is not None and text and not error and say_id in says:
+            says[say_id].text = text
+        result = ev.LlmResult(req.request_id, text=text, tool_calls=tuple(tool_calls),
+                              ok=not error, error=error, at=self.now())
+        if spec is not None and not spec.live:
+            spec.results.append(result)  # posted when the reply is adopted
+        else:
+            self.post(result)
         if tts_task is not None:
             await tts_task
 
-    async def _speak_chunks(self, say_id: int, q: asyncio.Queue[str | None]) -> None:
+    async def _speak_chunks(self, say_id: int, q: asyncio.Queue[str | None],
+                            spec: Speculation | None = None) -> None:
         assert self._out is not None
         spoken: list[str] = []
         while True:
@@ -845,12 +954,13 @@ class CallSession:
             if piece is None:
                 break
             spoken.append(piece)
-            if not await self._synth_text(say_id, piece, None):
+            if not await self._synth_text(say_id, piece, None, spec):
                 break
         if spoken:
-            self._says[say_id].text = " ".join(spoken)
-            self._record_agent(say_id, " ".join(spoken))
-        self._out.end(say_id)
+            (self._says if spec is None else spec.says)[say_id].text = " ".join(spoken)
+            if spec is None or spec.live:
+                self._record_agent(say_id, " ".join(spoken))
+        (self._out if spec is None else spec.sink).end(say_id)
 
     def _record_agent(self, say_id: int, text: str) -> None:
         """Agent lines are recorded by the engine; LLM-spoken ones get their text here if the
@@ -872,10 +982,16 @@ class CallSession:
     # -- playback callbacks (from the player's clock) -------------------------------------
 
     def _open_out(self) -> OutStream:
+        write = self.transport.write  # recording on: the frames sent are recorded too
+        if self._rec is not None:
+            write = self._rec.wrap_write(write, self.sample_rate)
         out = self.rt.player.open(
-            self.transport.write, self.sample_rate, on_done=self._on_say_done,
+            write, self.sample_rate, on_done=self._on_say_done,
             on_error=self._on_write_error, on_first=self._on_first_frame,
             keepalive_ms=self.rt.config.keepalive_ms,
+            # the native media loop writes the socket itself; a recorded call's frames must
+            # pass through `write`, so it stays on the Python path
+            transport=self.transport if self._rec is None else None,
         )
         out.on_idle = self._on_idle
         return out
@@ -963,11 +1079,17 @@ class CallSession:
         if self._closed:
             return
         self._closed = True
+        native_bye = False
         if self._out is not None:
+            if send_frame and getattr(self._out, "native", False):
+                # the native loop owns the socket's writes: it sends the 0x00 frame itself
+                # (never inside a partially written audio frame)
+                self._out.send_hangup()  # type: ignore[attr-defined]
+                native_bye = True
             self.rt.player.close_stream(self._out)
         transport = self.transport
         self._ended.set()
-        if send_frame and not transport.is_closing():
+        if send_frame and not native_bye and not transport.is_closing():
             with contextlib.suppress(Exception):
                 transport.write(encode_hangup())
         with contextlib.suppress(Exception):
@@ -1010,8 +1132,12 @@ class CallSession:
         self.kind = kind
         if self._out is not None:
             old = self._out
-            self.rt.player.close_stream(old)
-            self._out = self._open_out()
+            switch = getattr(old, "switch_rate", None)
+            if switch is not None:  # native: same socket, a fresh stream at the new rate
+                switch(self.sample_rate)
+            else:
+                self.rt.player.close_stream(old)
+                self._out = self._open_out()
         if self._vad is not None and self.entry is not None:
             self._vad_q.clear()
             self._vad = self.entry.providers.vad.open_stream(self.sample_rate)
@@ -1020,6 +1146,8 @@ class CallSession:
     def _on_audio(self, pcm: bytes) -> None:
         """One inbound audio frame: to the ASR stream and the VAD, without a task per frame."""
         self.frames_in += 1
+        if self._rec is not None:
+            self._rec.caller(pcm)
         if self._odd:
             pcm = self._odd + pcm
             self._odd = b""
@@ -1152,18 +1280,22 @@ class CallSession:
                 log.debug("speech_started failed", exc_info=True)
         self._cancel_timer("no_input")
         self._pending_no_input = None
+        if self._spec is not None:
+            self._drop_spec("the caller spoke again")
 
     def _end_of_speech(self) -> None:
         self._in_speech = False
         self._speech_ms = 0
         self._turn = {"end_of_speech": time.monotonic()}
         self._turn_open = True
+        self._turn_spec = None
         if self._asr is None:
             self._resume_if_held()  # nothing can tell us words were said
             return
         self._awaiting_final = True
         self._spawn(self._asr_flush(), "asr-flush")
         self._timer("asr_final", self.rt.config.provider_timeout_s, self._asr_timed_out)
+        self._speculate()  # the words heard so far: start preparing the answer
 
     async def _asr_flush(self) -> None:
         try:
@@ -1178,6 +1310,7 @@ class CallSession:
         if self._final_parts:
             self._emit_utterance(Transcript(text="", is_final=True))
             return
+        self._drop_spec("no final transcript")
         if self._held:  # a pause for a noise the recogniser found no words in
             self._resume_if_held()
             return
@@ -1201,6 +1334,7 @@ class CallSession:
         self.record.errors.append(f"asr: {message}")
         self._awaiting_final = False
         self._cancel_timer("asr_final")
+        self._drop_spec("the recogniser failed")
         old, self._asr = self._asr, None
         self.post(ev.ProviderError("asr", message, at=self.now()))
         if old is not None:
@@ -1213,16 +1347,21 @@ class CallSession:
     def _on_transcript(self, t: Transcript) -> None:
         if not t.is_final:
             if t.text:
+                self._interim = t.text  # what the recogniser thinks it heard so far
                 self.post(ev.UserPartial(t.text, at=self.now()))
+                if self._awaiting_final:
+                    self._speculate()  # new words after our end of speech
             return
         if t.text.strip():
             self._final_parts.append(t.text.strip())
+        self._interim = ""  # a final covers the interims before it
         endpointed = t.end_of_turn
         if self._awaiting_final or endpointed:
             if endpointed and not self._awaiting_final:
                 # provider endpointing or injected text: the turn ends here
                 self._turn = {"end_of_speech": time.monotonic()}
                 self._turn_open = True
+                self._turn_spec = None
                 self._in_speech = False
                 self._speech_ms = 0
             self._awaiting_final = False
@@ -1232,8 +1371,12 @@ class CallSession:
     def _emit_utterance(self, t: Transcript) -> None:
         text = " ".join(self._final_parts).strip()
         self._final_parts = []
+        self._interim = ""
         self._turn_mark("asr_final")
+        spec, self._spec = self._spec, None  # the reply prepared for this turn, if any
         if not text:
+            if spec is not None:
+                self._spec_missed(spec, "nothing was said")
             self._resume_if_held()
             return  # noise: nothing was said
         if self._held:
@@ -1241,6 +1384,15 @@ class CallSession:
             self._barge_in()  # words were said: the interruption was real
         self.rt.webhooks.emit(self.uuid, "transcription", {"text": text, "state": self.state})
         utterance = ev.UserUtterance(text, confidence=t.confidence, at=self.now())
+        if self._spec_pending is not None:  # never reached the engine (e.g. it had ended)
+            self._spec_missed(self._spec_pending[1], "superseded")
+            self._spec_pending = None
+        if spec is not None:
+            why = self._spec_unusable(spec, text)
+            if why:
+                self._spec_missed(spec, why)
+            else:  # same words: hit or miss once the engine has answered the final
+                self._spec_pending = (utterance, spec)
         scorer = getattr(self.rt.flows, "intent_scorer", None)
         if scorer is not None and hasattr(scorer, "embed"):
             self._spawn(self._embed_then_post(scorer, utterance), "embed")
@@ -1267,6 +1419,7 @@ class CallSession:
         self._final_parts.append(text)
         self._turn = {"end_of_speech": time.monotonic()}
         self._turn_open = True
+        self._turn_spec = None
         self._emit_utterance(Transcript(text=text, is_final=True, end_of_turn=True))
 
     def inject_dtmf(self, digit: str) -> None:
@@ -1301,6 +1454,13 @@ class CallSession:
         out = self._out
         self._barged = True
         self._held = False
+        self._drop_spec("barge-in")  # nothing prepared may play now; live ones are cut too
+        if self._spec_pending is not None:
+            self._spec_missed(self._spec_pending[1], "barge-in")
+            self._spec_pending = None
+        for spec in list(self._live_specs):
+            spec.cancel()
+        self._live_specs.clear()
         current = out.current_say
         if current <= 0 and out._frames:  # paused: the utterance on hold is the one cut
             current = next((sid for sid, _ in out._frames if sid > 0), 0)
@@ -1335,6 +1495,146 @@ class CallSession:
             text = heard if sid == say_id and heard else "".join(parts)
             self.post(ev.LlmResult(rid, text=text, ok=True, at=self.now()))
 
+    # -- preemptive generation (see runner/preemptive.py) ----------------------------------
+
+    def _speculate(self) -> None:
+        """The caller has stopped (or new interim words came after that): start preparing the
+        answer to the words heard so far on a fork of the engine, its audio held back."""
+        entry = self.entry
+        if (self._closed or self.engine is None or entry is None or self._in_speech
+                or not self._awaiting_final or self._finishing
+                or not entry.compiled.settings.preemptive_generation):
+            return
+        text = " ".join([*self._final_parts, self._interim]).strip()
+        if not text:
+            return
+        norm = normalise(text)
+        if self._spec is not None:
+            if self._spec.norm == norm:
+                return  # already preparing the answer to these words
+            self._drop_spec("newer interim words")
+        if getattr(self.engine, "ended", False) or self.engine.listening is None:
+            return  # busy (tool or LLM in flight) or over: only handlers would act
+        spec = Speculation(text, norm)
+        self._spec = spec
+        spec.task = self._spawn(self._spec_run(spec), "spec")
+
+    async def _spec_run(self, spec: Speculation) -> None:
+        """Fork the engine, give the fork the interim words, and make its speech (up to the
+        first action with side effects) into the held buffer."""
+        scorer = getattr(self.rt.flows, "intent_scorer", None)
+        if scorer is not None and hasattr(scorer, "embed"):  # as _embed_then_post: off-loop
+            try:
+                await asyncio.wait_for(asyncio.to_thread(scorer.embed, spec.text), 2.0)
+            except Exception:
+                log.debug("pre-embedding the interim words failed", exc_info=True)
+        if self._spec is not spec or self.engine is None or self._closed:
+            return
+        fork = self.engine.fork()
+        plan = speech_plan(fork.handle(ev.UserUtterance(spec.text, at=self.now())))
+        for a in plan:
+            spec.says[a.say_id] = (
+                _SayInfo(a.say_id, a.text, a.interruptible, a.expect_reply)
+                if isinstance(a, ev.Say) else _SayInfo(a.say_id))
+        spec.plan = plan
+        for job in plan:
+            if isinstance(job, ev.Say):
+                await self._synth_say(job, spec)
+            else:
+                await self._llm_run(job, job.say_id, spec)
+            if spec.failed:
+                return
+
+    def _spec_unusable(self, spec: Speculation, final: str) -> str:
+        """Why the prepared reply cannot be used for the final words ("" if it may be)."""
+        if normalise(final) != spec.norm:
+            return "the final transcript differs"
+        if spec.failed:
+            return "a provider failed while preparing"
+        if spec.plan is None:
+            return "not prepared in time"
+        return ""
+
+    def _drop_spec(self, why: str) -> None:
+        spec, self._spec = self._spec, None
+        if spec is not None:
+            self._spec_missed(spec, why)
+
+    def _spec_missed(self, spec: Speculation, why: str) -> None:
+        """Throw the prepared reply away unheard (its LLM/TTS work is cancelled)."""
+        spec.cancel()
+        if spec.plan is None or spec.plan:  # an empty plan had nothing to gain or lose
+            self._turn_spec = ("miss", why)
+            log.debug("call %s: prepared reply not used: %s", self.uuid, why)
+
+    def _apply_speculation(self, spec: Speculation, actions: list[Any]) -> list[Any]:
+        """The engine has answered the final words: if its answer starts with the speech that
+        was prepared, that speech is replaced by the prepared audio (a hit); otherwise the
+        preparation is cancelled and the answer is carried out as usual (a miss)."""
+        real = speech_plan(actions)
+        if spec.failed or spec.plan is None or self._closed or not same_plan(spec.plan, real):
+            self._spec_missed(spec, "the answer to the final words differs")
+            return actions
+        self._turn_spec = ("hit", "")
+        planned = {id(a) for a in real}
+        out: list[Any] = []
+        for a in actions:
+            if id(a) not in planned:
+                out.append(a)
+            elif not any(isinstance(b, Prepared) for b in out):
+                out.append(Prepared(spec))  # where the first prepared utterance belongs
+        return out
+
+    def _play_prepared_now(self, item: Prepared) -> None:
+        """A hit, in the engine's action order: the held audio goes to the player at once if
+        nothing of ours is queued before it; the rest is made live, in the speech queue."""
+        spec = item.spec
+        self._barged = False
+        for a in spec.plan or ():
+            if isinstance(a, ev.Say):
+                self._record_agent(a.say_id, a.text)
+        self._live_specs.add(spec)
+        if not self._speech_busy and not self._speech_jobs:
+            self._go_live(spec)
+        self._speech_jobs.append(item)
+        self._speech_wake.set()
+
+    def _go_live(self, spec: Speculation) -> None:
+        if spec.live or self._out is None:
+            return
+        spec.live = True
+        self._says.update(spec.says)
+        self._llm_open.update(spec.llm_open)
+        spec.llm_open.clear()
+        for name, at in spec.marks.items():  # reached before the final: truthful times
+            self._turn_mark(name, at)
+        spec.sink.release(self._out)
+        results, spec.results = spec.results, []
+        for r in results:
+            self.post(r)
+
+    async def _run_prepared(self, spec: Speculation) -> None:
+        """The speech loop's job for a hit: play what is ready, then wait for the rest."""
+        try:
+            self._go_live(spec)
+            task = spec.task
+            if task is not None and not task.done():
+                await task  # cancelling this job (barge-in) cancels the preparation too
+        except Exception:  # already reported by _task_done
+            log.debug("prepared reply failed", exc_info=True)
+        finally:
+            self._live_specs.discard(spec)
+
+    def _mark(self, name: str, spec: Speculation | None) -> None:
+        """A latency milestone: of this turn, or held with a reply being prepared."""
+        if spec is not None and not spec.live:
+            spec.mark(name)
+        else:
+            self._turn_mark(name)
+
+    def _llm_open_map(self, spec: Speculation | None) -> dict[int, tuple[int, list[str]]]:
+        return spec.llm_open if spec is not None and not spec.live else self._llm_open
+
     # -- latency --------------------------------------------------------------------------
 
     def _turn_mark(self, name: str, at: float | None = None) -> None:
@@ -1364,10 +1664,17 @@ class CallSession:
         marks = [t[k] for k in ("asr_final", "llm_first_token", "tts_first_audio") if k in t]
         if "first_frame" in t and marks:
             row["runner_ms"] = round((t["first_frame"] - max(marks)) * 1000, 2)
+        spec, self._turn_spec = self._turn_spec, None
+        if spec is not None:  # preemptive generation: was the prepared reply used?
+            row["preemptive"] = spec[0]
+            if spec[1]:
+                row["preemptive_miss"] = spec[1]
         self.turns.append(row)
         m = self.rt.metrics.latency
         if "first_frame" in t:
             m["turn"].observe(t["first_frame"] - eos)
+            if spec is not None:  # stage="turn_preemptive_hit" / "..._miss" on /metrics
+                m[f"turn_preemptive_{spec[0]}"].observe(t["first_frame"] - eos)
         if "asr_final" in t:
             m["asr"].observe(t["asr_final"] - eos)
         if "runner_ms" in row:

@@ -11,11 +11,27 @@ our audio:
     transcript_user/agent -> the call record (+ `transcription` webhook)
     tool_call             -> the flow's tool via ToolRunner -> send_tool_result; transfer/hangup
                              -> our last words play out, then the 0x00 frame (as CallSession)
-    interrupted           -> our player is flushed at once; the record gets what was heard
+    interrupted           -> our player is flushed at once; the record gets what was heard;
+                             the provider is told how much of its reply was played (OpenAI:
+                             response.cancel + conversation.item.truncate {audio_end_ms})
+    speech_stopped        -> the caller's end of speech: opens a latency row (see below)
     error (recoverable)   -> recorded; three in a row count as a failure
     a failure (drop, refused session, stall) -> the flow's `error` handler: its words are spoken
                              by the model if the session still works, else a short tone; then
                              its transfer / end. Never a silent, stuck line.
+
+Per-call provider URL: a `call_initiated` webhook answer with `sts_url` (it lands in the call's
+metadata) points this call — only this one — at another endpoint of the same provider
+(`provider.with_url`). A URL that fails the check (`providers/sts_url.py`: ws/wss/http/https
+with a host; no clear-text API key to another machine) is logged, noted in the record's
+`errors`, and the flow's own URL is used.
+
+Per-turn latency (`self.turns`, i.e. the record's `latency` rows, `GET /calls/{uuid}`, SQLite,
+the web UI): caller end of speech (the provider's `speech_stopped`, else our `LocalEndpointer`)
+-> the provider's first audio of the reply (`sts_first_audio_ms`) -> its first frame written to
+the AudioSocket (`first_frame_ms`); `runner_ms` is our share (first frame - first audio),
+`caller_transcript_ms` when the caller's transcript arrived. Transcript lines carry the time the
+caller stopped speaking / the reply's first audio arrived; the final record is in time order.
 
 DTMF: a digit with a `dtmf:` handler in the flow runs it (e.g. "0" -> a person); other digits
 are recorded and sent as the `dtmf_digit` webhook, not to the model. `max_call_s` runs the
@@ -40,8 +56,10 @@ from flowagent import audio
 from flowagent.asterisk.audiosocket import AUDIO_RATES, Kind
 from flowagent.providers.base import ProviderError, StsEvent
 from flowagent.runner import events as ev
+from flowagent.runner.record import TurnLatency
 from flowagent.runner.session import CallSession, _msg
 from flowagent.runner.sts_flow import Route, StsDialogue
+from flowagent.runner.sts_latency import LocalEndpointer
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +71,9 @@ RESPONSE_WAIT_S = 10.0
 MAX_UPLINK_FRAMES = 250
 #: outer guard on connecting (the provider has its own connect/setup timeouts inside this)
 CONNECT_GUARD_S = 15.0
+#: providers that never say a reply is `done` (AVR STS): audio after this much quiet from the
+#: provider starts a new reply (its own say_id, transcript line and latency mark)
+REPLY_GAP_S = 0.25
 
 
 class StsCallSession(CallSession):
@@ -86,6 +107,21 @@ class StsCallSession(CallSession):
         self._wait_done_after: int | None = None  # finishing waits for a response after this
         self._wait_deadline = 0.0
         self._error_events = 0
+        # barge-in truncation: say_id -> (provider item id, content index) of its audio
+        self._resp_item: dict[int, tuple[str, int]] = {}
+        self._resp_started: dict[int, float] = {}  # say_id -> call time its first audio came
+        # per-turn latency (CallSession's `_turn`/`_turn_open`/`turns` hold the open turn)
+        self._turn_by = ""  # "provider" | "local_vad": who said the caller stopped
+        self._turn_reply = 0  # say_id answering the open turn (0 = no audio yet)
+        self._turn_item = ""  # the provider's id of the caller's speech in the open turn
+        self._eos_at: dict[str, float] = {}  # provider's caller item id -> call time of its end
+        self._item_turn: dict[str, int] = {}  # caller item id -> index of its latency row
+        self._turn_eos_rows: dict[int, float] = {}  # latency row index -> its end of speech
+        self._endpointer: LocalEndpointer | None = None  # when the provider reports no end
+        #: the URL this call's provider connects to, when the webhook overrode it
+        self.sts_url = ""
+        self._no_done = False  # the provider never reports `done` (replies split by gaps)
+        self._last_audio_at = -1e9
 
     # -------------------------------------------------------------------------------------
     # start
@@ -108,7 +144,7 @@ class StsCallSession(CallSession):
                          {"caller": self.info.caller, "did": self.info.did, "flow": flow.name})
         self._timer("t:max_duration", flow.settings.max_call_s, self._max_duration)
         self._sts_rate = self.sample_rate
-        provider = self.entry.providers.sts
+        provider = self._provider_for_call()
         try:
             self._sts = await asyncio.wait_for(
                 provider.connect(self.dialogue.instructions(), self.dialogue.tool_specs(),
@@ -119,6 +155,9 @@ class StsCallSession(CallSession):
             return
         if self._closed:  # the caller hung up while we connected
             return
+        if not getattr(self._sts, "reports_end_of_speech", False):
+            self._endpointer = LocalEndpointer()
+        self._no_done = not getattr(self._sts, "reports_response_done", False)
         self._spawn(self._events_loop(self._sts), "sts-events")
         self._spawn(self._uplink(), "sts-up")
         opening = self.dialogue.opening
@@ -126,6 +165,31 @@ class StsCallSession(CallSession):
             self._follow_route(opening, speak=True)
         elif self.dialogue.greeting:
             await self._speak(self.dialogue.greeting)
+
+    def _provider_for_call(self) -> Any:
+        """The flow's STS provider, or — when the `call_initiated` webhook answered with an
+        `sts_url` — the same provider at that URL, for this call only."""
+        provider = self.entry.providers.sts  # type: ignore[union-attr]
+        wanted = (self.info.metadata or {}).get("sts_url") if self.info is not None else None
+        if not wanted:
+            return provider
+        with_url = getattr(provider, "with_url", None)
+        if with_url is None:
+            reason = f"the {getattr(provider, 'name', 'sts')} provider has no URL to override"
+        else:
+            try:
+                chosen = with_url(wanted)
+            except ValueError as exc:
+                reason = str(exc)
+            else:
+                self.sts_url = str(getattr(chosen, "url", wanted))
+                log.info("call %s: speech-to-speech URL for this call: %s", self.uuid,
+                         self.sts_url.split("?", 1)[0])
+                return chosen
+        log.warning("call %s: sts_url from call_initiated ignored (%s); using the flow's own "
+                    "URL", self.uuid, reason)
+        self.record.errors.append(f"sts_url ignored: {reason}; the flow's own URL was used")
+        return provider
 
     async def _speak(self, text: str) -> bool:
         """Have the model say `text` word for word (providers with `respond`). False if not."""
@@ -146,8 +210,15 @@ class StsCallSession(CallSession):
 
     def _on_audio(self, pcm: bytes) -> None:
         self.frames_in += 1
+        if self._rec is not None:  # recording (see recording.py): the agent side is in _open_out
+            self._rec.caller(pcm)
         if self._sts is None or self._sts_dead or self._finishing:
             return  # once we are ending the call, the model hears no more
+        ep = self._endpointer
+        if ep is not None and pcm:
+            eos = ep.feed(pcm, len(pcm) * 500 / self.sample_rate, time.monotonic())
+            if eos is not None:
+                self._open_turn("local_vad", at=eos)
         if self._in_rs is not None:
             pcm = self._in_rs.process(pcm)
         q = self._up_q
@@ -190,10 +261,10 @@ class StsCallSession(CallSession):
         if route is None:
             self.dialogue.note(f"keypad {digit} (no handler; not sent to the model)")
             return
-        self._cut_playback()
-        interrupt = getattr(self._sts, "interrupt", None)
-        if interrupt is not None and not self._sts_dead:
-            self._spawn(interrupt(), "sts-interrupt")
+        if self._resp_say and not self._no_done:
+            self._drop_audio = True  # the reply being made is cancelled: its late audio too
+        sid, heard_ms = self._cut_playback()
+        self._tell_provider_cut(sid, heard_ms)
         self._follow_route(route, speak=True)
 
     def inject_text(self, text: str) -> None:
@@ -218,13 +289,19 @@ class StsCallSession(CallSession):
     def _on_event(self, e: StsEvent) -> None:
         kind = e.kind
         if kind == "audio":
-            self._on_agent_audio(e.audio)
+            self._on_agent_audio(e.audio, e.data)
         elif kind == "transcript_agent":
             self._on_agent_text(e.text, bool(e.data.get("partial", False)))
+        elif kind == "speech_stopped":
+            self._open_turn("provider", item_id=str(e.data.get("item_id") or ""))
         elif kind == "transcript_user":
             text = e.text.strip()
+            item_id = str(e.data.get("item_id") or "")
+            self._caller_transcript_arrived(item_id)
             if text:
-                self.record.add(self.dialogue.now(), "caller", text, self.state)
+                at = self._eos_at.pop(item_id, None) if item_id else None
+                self.record.add(self.dialogue.now() if at is None else at, "caller", text,
+                                self.state)
                 self.rt.metrics.turns_total += 1
                 self.rt.webhooks.emit(self.uuid, "transcription",
                                       {"text": text, "state": self.state})
@@ -245,13 +322,22 @@ class StsCallSession(CallSession):
             self._resp_text[self._resp_say] = []
         return self._resp_say
 
-    def _on_agent_audio(self, pcm: bytes) -> None:
+    def _on_agent_audio(self, pcm: bytes, data: dict[str, Any] | None = None) -> None:
         if self._drop_audio or self._out is None or not pcm:
             return
         self._error_events = 0
         if self._out_rs is not None:
             pcm = self._out_rs.process(pcm)
+        now = time.monotonic()
+        if self._no_done and self._resp_say and now - self._last_audio_at > REPLY_GAP_S:
+            self._end_reply()  # a provider without `done`: the quiet gap ended the last reply
+        self._last_audio_at = now
         sid = self._current_say()
+        if data and data.get("item_id"):
+            self._resp_item[sid] = (str(data["item_id"]), int(data.get("content_index") or 0))
+        if sid not in self._resp_started:
+            self._resp_started[sid] = self.dialogue.now()
+            self._reply_started(sid)
         self._resp_bytes[sid] += len(pcm)
         self._out.add(sid, pcm)
 
@@ -269,7 +355,8 @@ class StsCallSession(CallSession):
         entry = self.record.agent_line(sid)
         if entry is None:
             if line:
-                self.record.add(self.dialogue.now(), "agent", line, self.state, say_id=sid)
+                at = self._resp_started.get(sid, self.dialogue.now())
+                self.record.add(at, "agent", line, self.state, say_id=sid)
         else:
             entry.text = line
 
@@ -290,29 +377,155 @@ class StsCallSession(CallSession):
             self._drop_audio = True
         if self._finishing:
             return  # nothing interrupts the last words once the call is ending
-        self._cut_playback()
+        sid, heard_ms = self._cut_playback()
+        if sid > 0:
+            self._tell_provider_cut(sid, heard_ms)
+        if self._no_done:
+            self._end_reply()  # the service stopped that reply; what comes next is a new one
 
-    def _cut_playback(self) -> None:
+    def _end_reply(self) -> None:
+        sid, self._resp_say = self._resp_say, 0
+        if sid and self._out is not None:
+            self._out.end(sid)
+
+    def _cut_playback(self) -> tuple[int, int]:
+        """Flush our player. Returns the say_id that was cut (0 = nothing of ours was playing)
+        and the milliseconds of it the caller actually heard (frames written to the socket,
+        never more than the audio the provider sent)."""
         out = self._out
         if out is None:
-            return
+            return 0, 0
         playing = out.current_say if out.current_say > 0 else next(
             (sid for sid, _ in out._frames if sid > 0), 0)
         if not out.busy and playing <= 0:
-            return
+            return 0, 0
         played = out.played.get(playing, 0)
         out.flush()
         self._barged = True
         self.rt.metrics.barge_ins_total += 1
         words = " ".join("".join(self._resp_text.get(playing, [])).split()).split()
-        made = max(1, self._resp_bytes.get(playing, 0))
+        received = self._resp_bytes.get(playing, 0)
+        made = max(1, received)
         heard = " ".join(words[: int(len(words) * min(1.0, played / made))])
+        bytes_per_ms = out.sample_rate * 2 / 1000
+        heard_ms = int(min(played, received) / bytes_per_ms)
         entry = self.record.agent_line(playing)
         if entry is not None:
             entry.heard = heard
         self.dialogue.note("caller interrupted")
         self.rt.webhooks.emit(self.uuid, "interruption",
-                              {"say_id": playing, "heard": heard, "state": self.state})
+                              {"say_id": playing, "heard": heard, "heard_ms": heard_ms,
+                               "reply_ms": int(received / bytes_per_ms), "state": self.state})
+        return playing, heard_ms
+
+    def _tell_provider_cut(self, sid: int, heard_ms: int) -> None:
+        """Tell the provider what the caller heard of reply `sid` (OpenAI: cancel a response
+        in progress, truncate the item to `heard_ms`); providers without a way to say so (AVR
+        STS) only had their reply flushed on our side."""
+        sts = self._sts
+        if sts is None or self._sts_dead:
+            return
+        barge_in = getattr(sts, "barge_in", None)
+        if barge_in is not None:
+            item_id, index = self._resp_item.get(sid, ("", 0)) if sid > 0 else ("", 0)
+            coro = barge_in(item_id, index, heard_ms if item_id else None)
+        elif getattr(sts, "interrupt", None) is not None:
+            coro = sts.interrupt()
+        else:
+            return
+        self._spawn(self._send_cut(coro), "sts-barge-in")
+
+    async def _send_cut(self, coro: Any) -> None:
+        try:
+            await coro
+        except (ProviderError, OSError) as exc:
+            self._sts_failed(_msg(exc))
+
+    # -------------------------------------------------------------------------------------
+    # per-turn latency
+    # -------------------------------------------------------------------------------------
+
+    def _open_turn(self, by: str, *, item_id: str = "", at: float | None = None) -> None:
+        """The caller stopped speaking (`at`, monotonic; now if None): a new latency row."""
+        if self._turn_open:
+            self._close_turn()  # the previous turn got no reply of its own: no row
+        eos = time.monotonic() if at is None else at
+        self._turn = {"end_of_speech": eos}
+        self._turn_open = True
+        self._turn_by = by
+        self._turn_reply = 0
+        self._turn_item = item_id
+        if item_id:
+            self._eos_at[item_id] = eos - self.t0
+            self._item_turn[item_id] = len(self.turns)
+
+    def _reply_started(self, sid: int) -> None:
+        """First audio of reply `sid` arrived from the provider."""
+        if not self._turn_open and self._endpointer is not None:
+            eos = self._endpointer.claim()  # a fast reply before our silence window ended
+            if eos is not None:
+                self._open_turn("local_vad", at=eos)
+        if self._turn_open and not self._turn_reply and sid > 0:
+            self._turn_reply = sid
+            self._turn["sts_first_audio"] = time.monotonic()
+
+    def _caller_transcript_arrived(self, item_id: str) -> None:
+        now = time.monotonic()
+        index = self._item_turn.pop(item_id, None) if item_id else None
+        if index is None:
+            return
+        if self._turn_open and index == len(self.turns):
+            self._turn.setdefault("caller_transcript", now)
+        elif 0 <= index < len(self.turns):
+            row = self.turns[index]
+            eos = self._turn_eos_rows.get(index)
+            if eos is not None and row.get("caller_transcript_ms") is None:
+                row["caller_transcript_ms"] = round((now - eos) * 1000, 2)
+
+    def _on_first_frame(self, say_id: int, at: float) -> None:
+        if self._turn_open and say_id > 0 and say_id == self._turn_reply:
+            self._turn["first_frame"] = at
+            self._close_turn()
+
+    def _close_turn(self) -> None:
+        self._turn_open = False
+        t = self._turn
+        eos = t.get("end_of_speech")
+        if eos is None:
+            return
+        if "first_frame" not in t:
+            # no reply reached the caller (noise, or an interruption before any audio): like
+            # the pipeline, only answered turns get a latency row
+            self._item_turn.pop(self._turn_item, None)
+            return
+
+        def ms(k: str) -> float | None:
+            return None if k not in t else round((t[k] - eos) * 1000, 2)
+
+        row: dict[str, Any] = {
+            "index": len(self.turns),
+            "state": self.state,
+            "end_of_speech_s": round(eos - self.t0, 3),
+            "end_of_speech_by": self._turn_by,
+            "sts_first_audio_ms": ms("sts_first_audio"),
+            "first_frame_ms": ms("first_frame"),
+            "caller_transcript_ms": ms("caller_transcript"),
+        }
+        if "first_frame" in t and "sts_first_audio" in t:
+            row["runner_ms"] = round((t["first_frame"] - t["sts_first_audio"]) * 1000, 2)
+        self.turns.append(row)
+        m = self.rt.metrics.latency
+        if "first_frame" in t:
+            m["turn"].observe(t["first_frame"] - eos)
+        if "sts_first_audio" in t:
+            m["sts_first_audio"].observe(t["sts_first_audio"] - eos)
+        if "runner_ms" in row:
+            m["runner"].observe(row["runner_ms"] / 1000)
+        self.record.turns.append(TurnLatency(
+            index=row["index"], state=self.state, end_of_speech=eos - self.t0,
+            tts_first_audio=(t["sts_first_audio"] - self.t0) if "sts_first_audio" in t else None,
+            first_frame=(t["first_frame"] - self.t0) if "first_frame" in t else None))
+        self._turn_eos_rows[row["index"]] = eos
 
     def _on_error_event(self, text: str) -> None:
         self.rt.metrics.error("sts")
@@ -438,6 +651,10 @@ class StsCallSession(CallSession):
                 await asyncio.wait_for(sts.close(), 2.0)
 
     async def _finish(self) -> None:
+        # caller lines are added when their transcript arrives, often after the reply began;
+        # each line carries the time it was spoken, so the stored record reads in time order
+        if self.record is not None:
+            self.record.transcript.sort(key=lambda e: e.at)
         self._sts_closing = True
         sts, self._sts = self._sts, None
         if sts is not None:

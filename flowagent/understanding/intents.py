@@ -22,6 +22,17 @@ Coverage: when every strong word of the text belongs to exactly one intent's voc
 you shut on Saturday" -> opening_hours). A lone word must recur in two of the intent's examples
 ("price"), so a stray verb ("when can you start", "say Friday") triggers nothing.
 
+An intent's name counts as one more example of it ("book", "change booking"): authors name
+intents after what callers ask for, so "booking" alone is `book`.
+
+Destructive intents (``strict``; by default ``restart`` and ``goodbye``, which flows answer by
+starting again or hanging up) need a higher bar, because a false match throws the call away:
+every strong word of one of their examples must be said ("go back" is not "go back to the
+beginning"), the coverage score never picks them, a key word followed by "my"/"the"/... and a
+word their examples never use is about something else ("restart my boiler"), and a scorer
+alone needs a raw score well above its own threshold plus one of the intent's words in the
+text ("thanks" is not `goodbye` by embedding similarity).
+
 An intent's score is the best of these. Built-in ``yes``/``no`` also use the yes/no parser.
 Everything that depends only on the flow is computed once in ``IntentMatcher.__init__``; a
 turn only scores the examples that share a word with the text (inverted index), so there is
@@ -72,6 +83,16 @@ BUILTIN_INTENTS: Mapping[str, tuple[str, ...]] = {
 }
 
 DEFAULT_THRESHOLD = 0.72
+#: Intents whose usual handler throws the call's progress away (start again, hang up). They
+#: need a higher bar: see ``IntentMatcher(strict=...)``.
+DESTRUCTIVE_INTENTS: frozenset[str] = frozenset({"restart", "goodbye"})
+# How far above its own threshold a scorer's raw score must be (as a share of the way to 1.0)
+# to match a strict intent on its own: MiniLM's 0.5 becomes 0.7, so "go back" (0.63 to
+# "go back to the beginning") and "thanks" (0.55 to "thanks bye") are not destructive matches.
+_STRICT_LIFT = 0.4
+# "restart my boiler", "start the car": a key word of a destructive intent followed by one of
+# these and a word the intent's examples never use is about that thing, not about the call.
+_OBJECT_DETERMINERS = frozenset({"my", "the", "your", "our", "his", "her", "their"})
 _NEGATORS = frozenset({"not", "don't", "dont", "never", "doesn't", "didn't", "won't", "no"})
 # "no", "yes", "again", "over", "bye" carry intent meaning; "after" is British for "want"
 # ("I'm after a quote").
@@ -144,6 +165,10 @@ class _Example:
     total: float  # summed weight of the content words
     missing: float  # what the content words cost when the text lacks them
     negated: bool
+    strong: int = 0  # how many of the content words are strong (not weak) words
+    # A several-word example reduced to one content word ("see you" -> "see", "I'm done" ->
+    # "done"): its other words. A strict intent needs one of them said too ("let me see").
+    context: frozenset[str] = frozenset()
 
 
 @lru_cache(maxsize=8192)
@@ -196,8 +221,22 @@ def _content(ws: list[str]) -> list[str]:
 def _prepare(intent: str, example: str) -> _Example:
     ws = _tokens(example)
     content = frozenset(_content(ws))
+    context = frozenset(w for w in ws if _stem(w) not in content) if len(content) == 1 else ()
     return _Example(intent, content, sum(_weight(w) for w in content),
-                    sum(_miss(w) for w in content), any(w in _NEGATORS for w in ws))
+                    sum(_miss(w) for w in content), any(w in _NEGATORS for w in ws),
+                    sum(1 for w in content if _weight(w) == 1.0), frozenset(context))
+
+
+def name_example(name: str) -> str | None:
+    """The words of an intent's name as one more example: authors name an intent after what
+    callers ask for (`book`, `change_booking`, `opening_hours`), so "booking" alone is `book`.
+
+    None for names that are not plain words ("q1", "intent_2", "x"): a code says nothing.
+    """
+    parts = [p for p in re.split(r"[_\-\s.]+", name.lower()) if p]
+    if not parts or not all(p.isalpha() and len(p) >= 3 for p in parts):
+        return None
+    return " ".join(parts)
 
 
 class IntentMatcher:
@@ -215,6 +254,8 @@ class IntentMatcher:
         threshold: float = DEFAULT_THRESHOLD,
         scorers: Sequence[Scorer] = (),
         builtins: bool = True,
+        strict: Collection[str] = DESTRUCTIVE_INTENTS,
+        name_keywords: bool = True,
     ) -> None:
         merged: dict[str, tuple[str, ...]] = {}
         if builtins:
@@ -223,7 +264,16 @@ class IntentMatcher:
             merged[name] = tuple(dict.fromkeys((*merged.get(name, ()), *map(str, examples))))
         self.threshold = threshold
         self.examples: Mapping[str, tuple[str, ...]] = merged
-        self._examples = [_prepare(k, e) for k, v in merged.items() for e in v]
+        #: intents that need the higher bar (see the module docstring, "Destructive intents")
+        self.strict: frozenset[str] = frozenset(strict)
+        lexical = {k: list(v) for k, v in merged.items()}
+        if name_keywords:
+            # the flow's own intent names (not the built-ins': those have their examples)
+            for name in intents:
+                said = name_example(str(name))
+                if said is not None and name not in BUILTIN_INTENTS and said not in lexical[name]:
+                    lexical[name].append(said)
+        self._examples = [_prepare(k, e) for k, v in lexical.items() for e in v]
         self._examples = [e for e in self._examples if e.content]
         # Inverted index word -> examples: only examples sharing a word with the text are scored.
         self._index: dict[str, list[int]] = {}
@@ -238,13 +288,18 @@ class IntentMatcher:
         # Spoken forms of the vocabulary: fuzzy matching compares what was said with what the
         # examples say ("qoute" ~ "quote", "mover" ~ "move"), not with the stems.
         self._spoken: dict[str, str] = {}
-        for v in merged.values():
+        for v in lexical.values():
             for example in v:
                 for w in _raw_content(_tokens(example)):
                     stem = _stem(w)
                     if stem in self._vocab and len(w) >= 4:
                         self._spoken.setdefault(w, stem)
         self._spoken_list = sorted(self._spoken)
+        # each strict intent's vocabulary (stems), for the "restart my boiler" check
+        self._strict_vocab: dict[str, frozenset[str]] = {
+            name: frozenset(w for e in self._examples if e.intent == name for w in e.content)
+            for name in self.strict if name in merged
+        }
         self._fuzzy_cache: dict[str, frozenset[str]] = {}
         self.scorers: list[Scorer] = list(scorers)
 
@@ -252,11 +307,15 @@ class IntentMatcher:
         """Plug in another scorer (e.g. embeddings) after construction."""
         self.scorers.append(scorer)
 
-    def _rescale(self, scorer: Scorer, raw: float) -> float:
+    def _rescale(self, scorer: Scorer, raw: float, strict: bool = False) -> float:
         t = getattr(scorer, "threshold", None)
         if not t or not 0 < float(t) < 1:
+            if strict:  # no calibration known: only a near-certain score may match
+                return raw if raw >= 1 - (1 - self.threshold) * (1 - _STRICT_LIFT) else 0.0
             return raw
         t = float(t)
+        if strict:
+            t += (1 - t) * _STRICT_LIFT
         if raw <= t:
             return raw / t * self.threshold
         return self.threshold + (raw - t) / (1 - t) * (1 - self.threshold)
@@ -313,8 +372,23 @@ class IntentMatcher:
             i += 1
         return out
 
+    def _about_something_else(self, tokens: list[str]) -> frozenset[str]:
+        """Strict intents the text uses as a verb on some other thing: a key word of the
+        intent, then "my"/"the"/..., then a word none of its examples use ("restart my boiler",
+        "start the car"; not "go back to the beginning")."""
+        out: set[str] = set()
+        for name, vocab in self._strict_vocab.items():
+            for i in range(len(tokens) - 2):
+                if (tokens[i + 1] in _OBJECT_DETERMINERS and _stem(tokens[i]) in vocab
+                        and tokens[i + 2] not in _INTENT_STOP
+                        and _stem(tokens[i + 2]) not in vocab):
+                    out.add(name)
+                    break
+        return frozenset(out)
+
     def _lexical(
         self, said: Mapping[str, str], negated: bool, names: Collection[str] | None = None,
+        tokens: Collection[str] = (),
     ) -> dict[str, float]:
         """Best lexical score per intent (see the module docstring for the formula).
 
@@ -332,11 +406,14 @@ class IntentMatcher:
         # (recall) and weight of the text's words each example explains (precision).
         found: dict[int, float] = {}
         covered: dict[int, float] = {}
+        strong: dict[int, int] = {}
         for w in frozenset().union(*match.values()):
             ww, wm = _weight(w), _miss(w)
             for i in index[w]:
                 found[i] = found.get(i, 0.0) + ww
                 covered[i] = covered.get(i, 0.0) + wm
+                if ww == 1.0:
+                    strong[i] = strong.get(i, 0) + 1
         explained: dict[int, float] = {}
         for t in content:
             m = match[t]
@@ -349,6 +426,12 @@ class IntentMatcher:
             ex = examples[i]
             if names is not None and ex.intent not in names:
                 continue
+            if ex.intent in self.strict and (
+                strong.get(i, 0) < ex.strong or (ex.context and ex.context.isdisjoint(tokens))
+            ):
+                # a destructive intent needs every key word of one example: "go back" is
+                # not "go back to the beginning", "let me see" is not "see you"
+                continue
             recall = hit / (hit + ex.missing - covered[i])
             precision = explained[i] / n_text
             lex = (1 + _BETA2) * recall * precision / (_BETA2 * precision + recall)
@@ -360,7 +443,7 @@ class IntentMatcher:
         # holds them all ("please scrap the booking" -> existing_booking, from "cancel my move"
         # and "it's about my booking"; "what would you charge" -> quote).
         cover = self._coverage(content, match, weight)
-        if cover is not None:
+        if cover is not None and cover[0] not in self.strict:
             name, n_words = cover
             score = min(_COVER_MAX, _COVER_BASE + _COVER_STEP * n_words)
             if negated:
@@ -402,7 +485,10 @@ class IntentMatcher:
         if len(intents) != 1:
             return None
         (name,) = intents
-        if used == 1 and not any(self._word_intents[w].get(name, 0) >= 2 for w in match[strong[0]]):
+        # (counted in strong words: "go" + "back" is one key word, not two)
+        if len(strong) == 1 and not any(
+            self._word_intents[w].get(name, 0) >= 2 for w in match[strong[0]]
+        ):
             return None
         return name, used
 
@@ -430,22 +516,31 @@ class IntentMatcher:
                 yn, yn_score = parse_yes_no(t), 0.9
             else:
                 yn, yn_score = parse_yes_no(" ".join(ws[:3])), 0.75
-        lexical = self._lexical(content, negated, set(names))
+        lexical = self._lexical(content, negated, set(names), frozenset(tokens))
+        elsewhere = self._about_something_else(tokens) if self._strict_vocab else frozenset()
         out: dict[str, float] = {}
         for name in names:
             if name not in self.examples:
+                continue
+            if name in elsewhere:
+                out[name] = 0.0
                 continue
             best = lexical.get(name, 0.0)
             if (name == "yes" and yn is True) or (name == "no" and yn is False):
                 best = max(best, yn_score)
             elif name in ("yes", "no") and yn is not None:
                 best = min(best, 0.5)  # "not right" must not score as yes via "right"
+            if name in self._strict_vocab and not self._strict_vocab[name] & content.keys():
+                # a destructive intent needs at least one of its own words said: a scorer's
+                # similarity alone ("from the top flat" ~ "from the top") is not enough
+                out[name] = min(1.0, best)
+                continue
             for scorer in self.scorers:
                 try:
                     raw = float(scorer.score(text, self.examples[name]))
                 except Exception:  # a broken optional scorer must not break the call
                     continue
-                best = max(best, self._rescale(scorer, raw))
+                best = max(best, self._rescale(scorer, raw, name in self.strict))
             out[name] = min(1.0, best)
         return out, len(ws)
 

@@ -213,6 +213,64 @@ def _parse_at(toks: list[tuple[str, int, int]], i: int) -> tuple[NumberMatch, in
     return NumberMatch(value, toks[i][1], toks[end_j - 1][2], ordinal, spoken), end_j
 
 
+# Words a colloquial hundreds group is made of ("one twenty five" = 125, "nineteen ninety").
+_GROUP_WORDS = frozenset(w for w, v in UNITS.items() if v) | frozenset(TEENS) | frozenset(TENS)
+_GROUP_GAP = re.compile(r"[ -]+")
+
+
+def _plain_group(
+    toks: list[tuple[str, int, int]], i: int, j: int, text: str,
+) -> bool:
+    """True when tokens i..j-1 are number words only, separated by spaces/hyphens (no comma:
+    "two, twenty" lists two numbers)."""
+    if j <= i or not all(toks[k][0] in _GROUP_WORDS for k in range(i, j)):
+        return False
+    return all(_GROUP_GAP.fullmatch(text[toks[k][2] : toks[k + 1][1]]) for k in range(i, j - 1))
+
+
+def _hundreds_style(
+    text: str, toks: list[tuple[str, int, int]], first: NumberMatch, nxt: int,
+) -> tuple[NumberMatch, int] | None:
+    """Prices, counts and years said in pairs: "one twenty" = 120, "one twenty five" = 125,
+    "two fifty" = 250, "nineteen ninety" = 1990, "nineteen oh five" = 1905.
+
+    The first group is 1-99 in words, the second a two-digit group in words (a teen, a tens
+    word with an optional unit, or "oh" + a unit) right after it. A unit after a unit is not
+    a group ("one two three" stays three numbers: digits are read by the phone/postcode
+    parsers, which do not use this function), and neither is anything after a comma.
+    """
+    if first.ordinal or first.homophone or not isinstance(first.value, int):
+        return None
+    start = next((k for k in range(nxt) if toks[k][1] == first.start), None)
+    if start is None or not 1 <= first.value <= 99 or not _plain_group(toks, start, nxt, text):
+        return None
+    n = len(toks)
+    if nxt >= n or not _GROUP_GAP.fullmatch(text[toks[nxt - 1][2] : toks[nxt][1]]):
+        return None
+    w = toks[nxt][0]
+    if w in ("oh", "o") and nxt + 1 < n and toks[nxt + 1][0] in UNITS:
+        unit = UNITS[toks[nxt + 1][0]]
+        if unit and _plain_group(toks, nxt + 1, nxt + 2, text) and _GROUP_GAP.fullmatch(
+            text[toks[nxt][2] : toks[nxt + 1][1]]
+        ):
+            end = nxt + 2
+            if end < n and _kind(toks[end][0]) is not None:
+                return None  # "one oh five six": a digit string, not a number
+            value = first.value * 100 + unit
+            return NumberMatch(value, first.start, toks[nxt + 1][2], spoken=True), end
+        return None
+    if w not in TEENS and w not in TENS:
+        return None
+    second = _parse_at(toks, nxt)
+    if second is None:
+        return None
+    m, end = second
+    if (m.ordinal or not isinstance(m.value, int) or not 10 <= m.value <= 99
+            or not _plain_group(toks, nxt, end, text)):
+        return None
+    return NumberMatch(first.value * 100 + m.value, first.start, m.end, spoken=True), end
+
+
 def find_numbers(text: str, *, homophones: bool = True) -> list[NumberMatch]:
     """Every number in cleaned ``text``, left to right, with spans.
 
@@ -226,6 +284,7 @@ def find_numbers(text: str, *, homophones: bool = True) -> list[NumberMatch]:
     while i < n:
         got = _parse_at(toks, i)
         if got is not None:
+            got = _hundreds_style(text, toks, got[0], got[1]) or got
             out.append(got[0])
             i = got[1]
             continue

@@ -29,9 +29,15 @@ def ui_for_runtime(
     """The UI sub-app over a `flowagent.runner.runtime.Runtime`: its flows, its record store,
     its API token (read at request time), live calls watched from `runtime.sessions`.
     Agent audio is offered for calls with `<recordings_dir>/<uuid>.wav` (default: the runtime
-    config's `recordings_dir`, if it has one)."""
+    config's `recordings_dir`, else `recordings/` beside its SQLite store)."""
     if recordings_dir is None:
-        recordings_dir = getattr(getattr(runtime, "config", None), "recordings_dir", None)
+        # the runtime's recordings (runner/recording.py: `recordings/` beside the store)
+        from flowagent.runner.recording import recordings_dir as runtime_recordings
+
+        try:
+            recordings_dir = runtime_recordings(runtime)
+        except AttributeError:  # not a full Runtime (a test double): no recordings
+            recordings_dir = getattr(getattr(runtime, "config", None), "recordings_dir", None)
     hub = LiveHub()
     app = create_ui_app(
         flows=lambda: list(getattr(runtime.flows, "by_path", {}) or {}),

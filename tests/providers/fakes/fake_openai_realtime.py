@@ -8,8 +8,10 @@ server VAD, each `bytes_per_turn` of caller audio is one turn: `input_audio_buff
 response. Without VAD, `input_audio_buffer.commit` + `response.create` do the same.
 
 A response is the next scripted item: a string (spoken: `response.created`,
-`response.output_item.added`, `response.output_audio.delta`×n, `response.output_audio_transcript
-.delta`/`.done`, `response.done`) or `{"tool": name, "arguments": {...}}` (a function call:
+`response.output_item.added`, `response.output_audio.delta`×n interleaved with
+`response.output_audio_transcript.delta` (the words spread over the audio chunks), `.done`,
+`response.done`; a cancelled response sends no `.done`) or `{"tool": name, "arguments":
+{...}}` (a function call:
 `response.output_item.added` with the function_call item, `response.function_call_arguments.delta`
 /`.done`, `response.done`). After `conversation.item.create` (function_call_output) the client's
 `response.create` gets the next scripted item. Caller audio during a spoken response is a
@@ -25,6 +27,16 @@ then calls the function, in one response — how a model announces a transfer) a
 the real one — loud audio starts speech (`speech_started`; a response in progress is cancelled,
 as `interrupt_response` does), `silence_duration_ms` of quiet (from the session config) ends the
 turn. The default `turns="bytes"` counts `bytes_per_turn` of any audio as a turn (unit tests).
+
+Items: each caller turn is a user item `item_in<n>` (`speech_started/stopped`, transcription
+carry it; `speech_stopped.audio_end_ms` is the milliseconds of input audio received so far);
+each spoken response is an assistant item `item_out<n>`, and the fake keeps how many ms of audio
+it sent for it (`item_audio_ms`). `conversation.item.truncate {item_id, content_index,
+audio_end_ms}` is checked as the reference says — an assistant item that exists, `content_index`
+0, `audio_end_ms` not beyond the audio sent (else an `invalid_value` error) — recorded in
+`truncations` and answered with `conversation.item.truncated`. Every `response.cancel` is kept
+in `cancel_requests` (with whether a response was in progress). The energy VAD only cancels a
+response on `speech_started` when the session's `interrupt_response` is true (the default).
 
 Faults: `http_429`, `http_500` (handshake), `stall` (never sends session.created), `drop` (TCP
 reset after the first audio delta of a response after the first `fault_after` responses),
@@ -72,6 +84,10 @@ class FakeOpenAIRealtime(FakeWsServer):
         self.tool_outputs: list[dict[str, Any]] = []
         self.cancelled_responses = 0
         self.responses = 0
+        self.item_audio_ms: dict[str, float] = {}  # assistant item id -> ms of audio sent
+        self.truncations: list[dict[str, Any]] = []
+        self.truncate_errors: list[str] = []
+        self.cancel_requests: list[dict[str, Any]] = []
         self._dropped = False
 
     @property
@@ -125,7 +141,7 @@ class FakeOpenAIRealtime(FakeWsServer):
                     pending = 0
                     barge = self._active is not None and not self._active.done()
                     await self._send(ws, "input_audio_buffer.speech_started",
-                                     audio_start_ms=0, item_id="item_in")
+                                     audio_start_ms=0, item_id=self._in_item())
                     if barge:
                         self._active.cancel()  # type: ignore[union-attr]
                         continue
@@ -140,11 +156,15 @@ class FakeOpenAIRealtime(FakeWsServer):
                     self.response_instructions.append(str(instructions))
                 await self._start_response(ws)
             elif kind == "response.cancel":
-                if self._active is not None and not self._active.done():
-                    self._active.cancel()
+                active = self._active is not None and not self._active.done()
+                self.cancel_requests.append({**msg, "was_active": active})
+                if active:
+                    self._active.cancel()  # type: ignore[union-attr]
                 else:
                     await self._error(ws, "invalid_request_error", "response_cancel_not_active",
                                       "Cancellation failed: no active response found")
+            elif kind == "conversation.item.truncate":
+                await self._truncate(ws, msg)
             elif kind == "conversation.item.create":
                 item = msg.get("item", {})
                 if item.get("type") == "function_call_output":
@@ -164,8 +184,10 @@ class FakeOpenAIRealtime(FakeWsServer):
             if not self._in_speech:
                 self._in_speech = True
                 await self._send(ws, "input_audio_buffer.speech_started", audio_start_ms=0,
-                                 item_id="item_in")
-                if self._active is not None and not self._active.done():
+                                 item_id=self._in_item())
+                td = cfg.get("turn_detection") or {}
+                if (td.get("interrupt_response", True) and self._active is not None
+                        and not self._active.done()):
                     self._active.cancel()  # interrupt_response
             return
         if self._in_speech:
@@ -175,6 +197,39 @@ class FakeOpenAIRealtime(FakeWsServer):
                 self._quiet_ms = 0.0
                 await self._user_turn(ws)
                 await self._start_response(ws)
+
+    def _in_item(self) -> str:
+        return f"item_in{self._turn_i + 1}"
+
+    def _in_ms(self) -> int:
+        kind = (self._audio_in_cfg().get("format") or {}).get("type", "audio/pcm")
+        rate = FORMATS.get(kind, 24000)
+        width = 1 if kind in ("audio/pcmu", "audio/pcma") else 2
+        return int(self.audio_in * 1000 / (rate * width))
+
+    async def _truncate(self, ws: ServerConnection, msg: dict[str, Any]) -> None:
+        item_id = msg.get("item_id")
+        index = msg.get("content_index")
+        end = msg.get("audio_end_ms")
+        sent = self.item_audio_ms.get(str(item_id))
+        problem = ""
+        if not isinstance(item_id, str) or sent is None:
+            problem = f"Item with item_id '{item_id}' not found or not an assistant message"
+        elif index != 0:
+            problem = "content_index must be 0"
+        elif not isinstance(end, int) or isinstance(end, bool) or end < 0:
+            problem = "audio_end_ms must be a non-negative integer"
+        elif end > sent:
+            problem = (f"Audio content of {sent:.0f}ms is already shorter than "
+                       f"{end}ms")
+        if problem:
+            self.truncate_errors.append(problem)
+            await self._error(ws, "invalid_request_error", "invalid_value", problem)
+            return
+        self.truncations.append({"item_id": item_id, "content_index": index,
+                                 "audio_end_ms": end, "audio_sent_ms": sent})
+        await self._send(ws, "conversation.item.truncated", item_id=item_id,
+                         content_index=index, audio_end_ms=end)
 
     def _audio_in_cfg(self) -> dict[str, Any]:
         return (self.session.get("audio") or {}).get("input") or {}
@@ -189,12 +244,13 @@ class FakeOpenAIRealtime(FakeWsServer):
 
     async def _user_turn(self, ws: ServerConnection) -> None:
         text = self.user_transcripts[self._turn_i % len(self.user_transcripts)]
+        item_id = self._in_item()
         self._turn_i += 1
-        await self._send(ws, "input_audio_buffer.speech_stopped", audio_end_ms=500,
-                         item_id="item_in")
-        await self._send(ws, "input_audio_buffer.committed", item_id="item_in")
+        await self._send(ws, "input_audio_buffer.speech_stopped", audio_end_ms=self._in_ms(),
+                         item_id=item_id)
+        await self._send(ws, "input_audio_buffer.committed", item_id=item_id)
         await self._send(ws, "conversation.item.input_audio_transcription.completed",
-                         item_id="item_in", content_index=0, transcript=text)
+                         item_id=item_id, content_index=0, transcript=text)
 
     async def _start_response(self, ws: ServerConnection) -> None:
         item = self.script[self._script_i % len(self.script)]
@@ -243,10 +299,14 @@ class FakeOpenAIRealtime(FakeWsServer):
         rate = FORMATS.get(kind, 24000)
         pcm = tone_pcm(audio_ms or self.audio_ms, rate)
         step = int(rate * self.chunk_ms / 1000) * 2
+        item_id = f"item_out{self.responses}"
+        self.item_audio_ms[item_id] = 0.0
         await self._send(ws, "response.output_item.added", response_id=rid, output_index=0,
-                         item={"id": "item_out", "type": "message", "role": "assistant"})
+                         item={"id": item_id, "type": "message", "role": "assistant"})
+        words = text.split(" ")
+        chunks = max(1, -(-len(pcm) // step))
         first = True
-        for i in range(0, len(pcm), step):
+        for n, i in enumerate(range(0, len(pcm), step)):
             await self.sleep(self.first_audio_s if first else self.chunk_s)
             first = False
             piece = pcm[i:i + step]
@@ -255,17 +315,19 @@ class FakeOpenAIRealtime(FakeWsServer):
                 await ws.send("{{{")
                 return
             await self._send(ws, "response.output_audio.delta", response_id=rid,
-                             item_id="item_out", output_index=0, content_index=0,
+                             item_id=item_id, output_index=0, content_index=0,
                              delta=base64.b64encode(wire).decode())
+            self.item_audio_ms[item_id] += len(piece) / 2 * 1000 / rate
             if self.fault == "drop" and self.responses > self.fault_after:
                 self._dropped = True
                 self.drop(ws)
                 return
-        for word in text.split(" "):
-            await self._send(ws, "response.output_audio_transcript.delta", response_id=rid,
-                             item_id="item_out", delta=word + " ")
+            # the transcript streams alongside the audio, as the real service's does
+            for word in words[len(words) * n // chunks: len(words) * (n + 1) // chunks]:
+                await self._send(ws, "response.output_audio_transcript.delta",
+                                 response_id=rid, item_id=item_id, delta=word + " ")
         await self._send(ws, "response.output_audio_transcript.done", response_id=rid,
-                         item_id="item_out", transcript=text)
+                         item_id=item_id, transcript=text)
 
 
 def ulaw_to_pcm_reference(data: bytes) -> bytes:
