@@ -10,11 +10,12 @@
  * seconds, send a UUID frame, print "SENDING", then every 20 ms (absolute deadlines on
  * CLOCK_MONOTONIC) send one 320-byte slin frame per call: silence, or when `speak` a 300 ms
  * 300 Hz tone at the start of every `cycle` seconds (each call at a random phase). Every socket
- * is read all the time (the kernel work of receiving is real); the first `probes` sockets are
+ * is read all the time (the kernel work of receiving is real); `probes` sockets spread over the
+ * connection order (so both the first and the last calls of a tick are measured) are
  * read by a thread of their own (so the send burst of the main thread never delays them), parse
  * AudioSocket frames and keep arrival times of audio frames. Prints one JSON object at the end.
  *
- * Build: cc -O2 -pthread -o bench/loadgen bench/loadgen.c -lm   (runtime_load.py does it when needed)
+ * Build: cc -O2 -pthread -o bench/loadgen bench/loadgen.c -lm  (runtime_load.py does it)
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -23,6 +24,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -90,8 +92,14 @@ static caller_t *g_cs;
 static int g_probe_ep;
 static volatile int g_stop;
 
+static int g_probe_rt;
+
 static void *probe_thread(void *arg) {
     (void)arg;
+    /* the probes are the measuring instrument: give them real-time priority when allowed, so
+     * what they time is the spacing on the wire, not this process waiting for a CPU */
+    struct sched_param sp = {.sched_priority = 5};
+    g_probe_rt = pthread_setschedparam(pthread_self(), SCHED_RR, &sp) == 0;
     struct epoll_event evs[64];
     while (!g_stop) {
         int k = epoll_wait(g_probe_ep, evs, 64, 50);
@@ -145,6 +153,10 @@ int main(int argc, char **argv) {
     int ep = epoll_create1(0);
     g_cs = cs;
     g_probe_ep = epoll_create1(0);
+    /* the probes are read from the moment they connect (frames must not pile up in their socket
+     * buffers during the ramp: read late, they would all get one arrival time) */
+    pthread_t prober;
+    pthread_create(&prober, NULL, probe_thread, NULL);
     int failed = 0, connected = 0;
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
     a.sin_addr.s_addr = htonl(0x7f000001);
@@ -167,7 +179,9 @@ int main(int argc, char **argv) {
         if (send(fd, uuid, sizeof uuid, MSG_NOSIGNAL) != sizeof uuid) failed++;
         fcntl(fd, F_SETFL, O_NONBLOCK);
         cs[i].fd = fd;
-        cs[i].probe = i < probes;
+        /* probes spread over the call order (the first and the last calls written in a tick) */
+        cs[i].probe = probes > 0 && (probes >= calls || i % (calls / probes) == 0 ||
+                                     i == calls - 1);
         cs[i].offset = rand() % cycle;
         if (cs[i].probe) cs[i].arrivals = malloc(sizeof(double) * MAX_ARRIVALS);
         struct epoll_event e = {.events = EPOLLIN | EPOLLRDHUP, .data.u32 = (unsigned)i};
@@ -178,8 +192,6 @@ int main(int argc, char **argv) {
             nanosleep(&ts, NULL);
         }
     }
-    pthread_t prober;
-    pthread_create(&prober, NULL, probe_thread, NULL);
     printf("SENDING\n");
     fflush(stdout);
 
@@ -227,27 +239,32 @@ int main(int argc, char **argv) {
     g_stop = 1;
     pthread_join(prober, NULL);
 
-    /* probe jitter: skip the first fifth (greeting, ramp); gaps over 100 ms are idle periods */
-    int cap = 0;
-    for (int i = 0; i < calls; i++) if (cs[i].probe) cap += cs[i].n_arrivals;
+    /* probe jitter: gaps over 100 ms are idle periods (keepalive mode), not pacing */
+    int cap = 0, nprobes = 0;
+    for (int i = 0; i < calls; i++) if (cs[i].probe) { cap += cs[i].n_arrivals; nprobes++; }
     double *jit = malloc(sizeof(double) * (cap + 1));
     int nj = 0;
     for (int i = 0; i < calls; i++) {
         caller_t *c = &cs[i];
         if (!c->probe || c->n_arrivals <= 10) continue;
-        for (int k = c->n_arrivals / 5 + 1; k < c->n_arrivals; k++) {
+        for (int k = 1; k < c->n_arrivals; k++) {
+            if (c->arrivals[k - 1] < t0 + 1.0) continue;  /* steady state: 1 s after SENDING */
             double g = c->arrivals[k] - c->arrivals[k - 1];
             if (g < 0.1) jit[nj++] = fabs(g - FRAME_S) * 1000;
         }
     }
     int alive = 0;
     for (int i = 0; i < calls; i++) if (!cs[i].closed) alive++;
-    double p50 = pct(jit, nj, 50), p99 = pct(jit, nj, 99);
+    double p50 = pct(jit, nj, 50), p99 = pct(jit, nj, 99), p95 = pct(jit, nj, 95);
+    int over5 = 0;
+    for (int k = 0; k < nj; k++) over5 += jit[k] > 5.0;
     printf("{\"connected\": %d, \"failed\": %d, \"alive_at_end\": %d, "
-           "\"probe_jitter_p50_ms\": %.3f, \"probe_jitter_p99_ms\": %.3f, \"probe_gaps\": %d, "
+           "\"probe_jitter_p50_ms\": %.3f, \"probe_jitter_p95_ms\": %.3f, \"probe_jitter_p99_ms\": %.3f, "
+           "\"probes\": %d, \"probe_gaps\": %d, \"probe_gaps_over_5ms\": %d, \"probe_rt\": %d, "
            "\"load_late_sends\": %ld, \"load_max_late_ms\": %.2f, \"load_gen_cores\": %.3f, "
            "\"loadgen\": \"c\"}\n",
-           connected, failed, alive, isnan(p50) ? -1.0 : p50, isnan(p99) ? -1.0 : p99, nj,
+           connected, failed, alive, isnan(p50) ? -1.0 : p50, isnan(p95) ? -1.0 : p95,
+           isnan(p99) ? -1.0 : p99, nprobes, nj, over5, g_probe_rt,
            late_sends, max_late * 1000, cpu / wall);
     for (int i = 0; i < calls; i++) if (cs[i].fd >= 0) close(cs[i].fd);
     return 0;
