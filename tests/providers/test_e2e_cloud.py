@@ -27,6 +27,7 @@ from flowagent.runner.server import AudioSocketServer
 from flowagent.runner.store import CallStore
 from flowagent.runner.webhooks import WebhookConfig, Webhooks
 from providers.fakes import FakeCartesia, FakeDeepgram, FakeOpenAIChat
+from providers.records import wait_record
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -81,16 +82,6 @@ async def serve(flow: Path, overrides: dict[str, Any], tmp: Path) -> AsyncIterat
             inst = getattr(flows.default.providers, kind, None) if flows.default else None
             if inst is not None and hasattr(inst, "close"):
                 await inst.close()
-
-
-async def wait_record(store: CallStore, uuid: str, timeout_s: float = 10) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        rec = await store.get(uuid)
-        if rec is not None:
-            return rec
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"no record for {uuid}")
 
 
 def says(rec: dict[str, Any]) -> str:

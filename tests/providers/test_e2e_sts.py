@@ -30,6 +30,7 @@ from flowagent.runner.server import AudioSocketServer
 from flowagent.runner.store import CallStore
 from flowagent.runner.webhooks import WebhookConfig, Webhooks
 from providers.fakes import FakeOpenAIRealtime
+from providers.records import wait_record
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -76,16 +77,6 @@ async def serve(fake: FakeOpenAIRealtime, tmp: Path, flow: Path = FLOW
         with contextlib.suppress(Exception):
             await server.close()
         store.close()
-
-
-async def wait_record(store: CallStore, uuid: str, timeout_s: float = 10) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        rec = await store.get(uuid)
-        if rec is not None:
-            return rec
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"no record for {uuid}")
 
 
 def lines(rec: dict[str, Any], who: str) -> list[str]:

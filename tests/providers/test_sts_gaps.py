@@ -33,6 +33,7 @@ from flowagent.runner.webhooks import WebhookConfig, Webhooks
 from flowagent.web.hub import LiveHub
 from flowagent.web.watch import RuntimeWatcher
 from providers.fakes import FakeAvr, FakeOpenAIRealtime
+from providers.records import wait_record
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -114,16 +115,6 @@ async def call_initiated_answers(answers: list[dict[str, Any]]) -> AsyncIterator
 def realtime(fake: FakeOpenAIRealtime, url: str | None = None) -> dict[str, Any]:
     return {"name": "openai-realtime",
             "options": {"api_key": fake.api_key, "url": fake.url if url is None else url}}
-
-
-async def wait_record(store: CallStore, uuid: str, timeout_s: float = 10) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        rec = await store.get(uuid)
-        if rec is not None:
-            return rec
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"no record for {uuid}")
 
 
 async def greeted_then_hang_up(s: Served) -> dict[str, Any]:

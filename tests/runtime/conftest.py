@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +58,17 @@ class Harness:
 
     async def record(self, uuid: str) -> dict[str, Any] | None:
         return await self.store.get(uuid)
+
+    async def wait_record(self, uuid: str, timeout_s: float = 10) -> dict[str, Any]:
+        """The call's record, polled (it is written when the session finishes, a moment after
+        the socket closes)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            rec = await self.store.get(uuid)
+            if rec is not None:
+                return rec
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"no record for {uuid}")
 
 
 HarnessFactory = Callable[..., Any]

@@ -40,16 +40,6 @@ async def turn(h: Any, c: AudioSocketCaller, text: str) -> None:
     await h.inject(c.uuid, text)
 
 
-async def wait_record(h: Any, uuid: str, timeout_s: float = 10) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        rec = await h.record(uuid)
-        if rec is not None:
-            return rec
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"no record for {uuid}")
-
-
 def says(rec: dict[str, Any]) -> str:
     return " | ".join(e["text"] for e in rec["transcript"] if e["who"] == "agent")
 
@@ -96,7 +86,7 @@ async def test_full_removals_call_by_text_with_post_call_metadata(harness: Any,
                  "Jane Smith", "07911 123456"]:
         await turn(h, c, text)
     await asyncio.wait_for(c.closed.wait(), 20)
-    rec = await wait_record(h, c.uuid)
+    rec = await h.wait_record(c.uuid)
     assert "Swift Removals Leeds" in says(rec)  # the DID from POST /call chose the context
     assert rec["caller"] == "+447700900123"
     assert rec["slots"]["bedrooms"] == 3 and rec["slots"]["from_postcode"] == "LS11 5AB"
@@ -125,7 +115,7 @@ async def test_barge_in_stops_playback_within_a_few_frames(harness: Any) -> None
     # min_speech_ms 60 = 3 frames to decide, + a frame in flight + the fade frame
     assert 0 < len(after) <= 7, len(after)
     await c.hangup()
-    rec = await wait_record(h, c.uuid)
+    rec = await h.wait_record(c.uuid)
     cut = [e for e in rec["transcript"] if e["who"] == "agent" and e["heard"] is not None]
     assert cut, rec["transcript"]
     heard = cut[0]["heard"]
@@ -142,7 +132,7 @@ async def test_dtmf_digits_fill_a_slot_and_zero_transfers(harness: Any) -> None:
     for d in "4#":
         c.send_dtmf(d)
     await asyncio.wait_for(c.closed.wait(), 10)
-    rec = await wait_record(h, c.uuid)
+    rec = await h.wait_record(c.uuid)
     assert rec["slots"]["bedrooms"] == 4 and rec["outcome"] == "completed"
 
     c2 = h.caller()
@@ -150,7 +140,7 @@ async def test_dtmf_digits_fill_a_slot_and_zero_transfers(harness: Any) -> None:
     await c2.wait_agent_started(0)
     c2.send_dtmf("0")  # the flow's dtmf 0 handler: transfer to a person
     await asyncio.wait_for(c2.closed.wait(), 10)
-    rec2 = await wait_record(h, c2.uuid)
+    rec2 = await h.wait_record(c2.uuid)
     assert rec2["transfer_target"] == "6001" and rec2["outcome"] == "transferred"
     _, body = await h.http("GET", f"/calls/{c2.uuid}")
     assert body["transfer_target"] == "6001"  # what the dialplan reads after AudioSocket()
@@ -163,7 +153,7 @@ async def test_caller_hangs_up_mid_sentence_and_the_record_is_written(harness: A
     await c.wait_agent_started(0)
     await asyncio.sleep(0.2)
     await c.hangup()  # Asterisk just closes the socket
-    rec = await wait_record(h, c.uuid)
+    rec = await h.wait_record(c.uuid)
     assert rec["outcome"] == "hangup_by_caller"
     assert rec["hangup_by"] == "caller"
     assert rec["transcript"][0]["who"] == "agent"
@@ -182,7 +172,7 @@ async def test_asr_failure_mid_call_plays_the_fallback_and_goes_on(harness: Any)
     heard_at = await c.wait_agent_started(spoke_at, timeout_s=5)
     assert heard_at - spoke_at < 2.0 + 0.2 + 0.1  # fallback within 2 s of the fault
     await asyncio.wait_for(c.closed.wait(), 10)
-    rec = await wait_record(h, c.uuid)
+    rec = await h.wait_record(c.uuid)
     assert "something went wrong" in says(rec)
     assert rec["transfer_target"] == "6001"
     assert any("asr" in e for e in rec["errors"])
@@ -200,7 +190,7 @@ async def test_llm_stall_plays_the_fallback_within_two_seconds(harness: Any) -> 
     assert heard - t0 < 2.5
     await turn(h, c, "no thanks")
     await asyncio.wait_for(c.closed.wait(), 10)
-    rec = await wait_record(h, c.uuid)
+    rec = await h.wait_record(c.uuid)
     assert "having a problem" in says(rec) and rec["outcome"] == "completed"
 
 
@@ -253,7 +243,7 @@ async def test_dead_webhook_receiver_never_affects_the_call(harness: Any) -> Non
     await turn(h, c, "yes")
     await turn(h, c, "five")
     await asyncio.wait_for(c.closed.wait(), 10)
-    rec = await wait_record(h, c.uuid)
+    rec = await h.wait_record(c.uuid)
     assert rec["slots"]["bedrooms"] == 5
 
 
@@ -273,7 +263,7 @@ async def test_changed_flow_is_reloaded_and_a_broken_one_is_not(harness: Any,
     await c.connect()
     await c.wait_agent_started(0)
     await c.hangup()
-    rec = await wait_record(h, c.uuid)
+    rec = await h.wait_record(c.uuid)
     assert "Good morning from" in says(rec)
 
     flow.write_text(text.replace("next: how", "next: nowhere"))
@@ -284,7 +274,7 @@ async def test_changed_flow_is_reloaded_and_a_broken_one_is_not(harness: Any,
     await c2.connect()
     await c2.wait_agent_started(0)
     await c2.hangup()
-    rec2 = await wait_record(h, c2.uuid)
+    rec2 = await h.wait_record(c2.uuid)
     assert "Good morning from" in says(rec2)  # the last good version keeps serving
 
 
@@ -304,7 +294,7 @@ async def test_drain_refuses_new_calls_and_lets_running_calls_finish(harness: An
     await turn(h, c, "yes")
     await turn(h, c, "two")
     await asyncio.wait_for(drain, 15)
-    rec = await wait_record(h, c.uuid)
+    rec = await h.wait_record(c.uuid)
     assert rec["outcome"] == "completed" and rec["slots"]["bedrooms"] == 2
 
 
@@ -352,7 +342,7 @@ async def test_api_needs_the_token_except_health(harness: Any) -> None:
     await c.connect()
     await turn(h, c, "yes")
     await c.hangup()
-    await wait_record(h, c.uuid)
+    await h.wait_record(c.uuid)
     status, text = await h.http("GET", "/metrics")
     assert status == 200
     assert "flowagent_calls_total 1" in text
@@ -372,9 +362,9 @@ async def test_garbage_on_one_call_never_affects_another(harness: Any) -> None:
     await turn(h, good, "yes")  # ...this one carries on
     await turn(h, good, "one")
     await asyncio.wait_for(good.closed.wait(), 10)
-    rec = await wait_record(h, good.uuid)
+    rec = await h.wait_record(good.uuid)
     assert rec["slots"]["bedrooms"] == 1
-    bad_rec = await wait_record(h, bad.uuid)
+    bad_rec = await h.wait_record(bad.uuid)
     assert bad_rec["hangup_by"] == "error" and "unknown AudioSocket frame kind 0x42" in (
         bad_rec["end_reason"])
 
@@ -393,7 +383,7 @@ async def test_a_cough_pauses_playback_and_it_resumes(harness: Any) -> None:
     resumed_at = await c.wait_agent_started(onset + 0.3, timeout_s=5)
     assert resumed_at - onset < 2.0  # ...and carried on after the end of turn + empty transcript
     await c.hangup()
-    rec = await wait_record(h, c.uuid)
+    rec = await h.wait_record(c.uuid)
     texts = [e["text"] for e in rec["transcript"]]
     assert "resumed after a noise" in texts and "caller interrupted" not in texts
 
@@ -409,8 +399,8 @@ async def test_routes_file_picks_the_flow_by_the_number_dialled(harness: Any) ->
     await other.connect()
     await other.wait_agent_started(0)
     await other.hangup()
-    assert (await wait_record(h, routed.uuid))["flow"] == "Cough"
-    assert (await wait_record(h, other.uuid))["flow"] == "Runtime Test"
+    assert (await h.wait_record(routed.uuid))["flow"] == "Cough"
+    assert (await h.wait_record(other.uuid))["flow"] == "Runtime Test"
 
 
 async def test_static_prompts_are_synthesised_before_the_first_call(harness: Any) -> None:
@@ -442,6 +432,6 @@ async def test_call_initiated_answer_can_choose_the_flow(harness: Any) -> None:
         await c.connect()
         await c.wait_agent_started(0)
         await c.hangup()
-        assert (await wait_record(h, c.uuid))["flow"] == "Cough"
+        assert (await h.wait_record(c.uuid))["flow"] == "Cough"
     finally:
         await runner.cleanup()

@@ -103,16 +103,6 @@ def heard_words(c: AudioSocketCaller, after: float, vocabulary: str) -> list[str
     return out
 
 
-async def wait_record(h: Any, uuid: str, timeout_s: float = 10) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        rec = await h.record(uuid)
-        if rec is not None:
-            return rec
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"no record for {uuid}")
-
-
 def turn_rows(rec: dict[str, Any]) -> list[dict[str, Any]]:
     return [r for r in rec["latency"] if "preemptive" in r]
 
@@ -136,7 +126,7 @@ async def test_hit_the_reply_is_asked_for_before_the_final_and_heard_once(
     c, said = await one_turn(h)
     assert await c.wait_agent_quiet(0.4, after=said)
     await c.hangup()
-    rec = await wait_record(h, c.uuid)
+    rec = await h.wait_record(c.uuid)
     asr, llm, _ = fakes(h)
     interim = only(asr.events, "interim")
     final = only(asr.events, "final", FINAL)
@@ -161,7 +151,7 @@ async def test_miss_the_final_words_are_answered_and_the_prepared_reply_never_pl
     c, said = await one_turn(h)
     assert await c.wait_agent_quiet(0.4, after=said)
     await c.hangup()
-    rec = await wait_record(h, c.uuid)
+    rec = await h.wait_record(c.uuid)
     asr, llm, tts = fakes(h)
     final = only(asr.events, "final", FINAL)[0]
     [prepared] = only(llm.events, "llm_request", "what does a move")
@@ -206,7 +196,7 @@ async def test_hanging_up_cancels_the_reply_being_prepared(harness: Any, tmp_pat
             break
         await asyncio.sleep(0.01)
     await c.hangup()
-    rec = await wait_record(h, c.uuid)
+    rec = await h.wait_record(c.uuid)
     assert rec["outcome"] == "hangup_by_caller"
     assert only(llm.events, "llm_cancelled")  # the preparation was cancelled with the call
     assert not only(asr.events, "final") and not h.rt.sessions
@@ -224,7 +214,7 @@ async def test_barge_in_on_a_prepared_reply_cuts_it_and_stops_its_llm(
     c.queue_audio(SPEECH)  # the caller talks over it
     assert await c.wait_agent_quiet(0.5, after=heard_at, timeout_s=20)
     await c.hangup()
-    rec = await wait_record(h, c.uuid)
+    rec = await h.wait_record(c.uuid)
     asr, llm, _ = fakes(h)
     final = only(asr.events, "final")[0]
     asked = only(llm.events, "llm_request")
@@ -276,7 +266,7 @@ async def test_a_tool_call_is_never_made_ahead_of_the_final(
     h = await harness(path)
     c, said = await one_turn(h)
     await asyncio.wait_for(c.closed.wait(), 15)
-    rec = await wait_record(h, c.uuid)
+    rec = await h.wait_record(c.uuid)
     asr, _, _ = fakes(h)
     final = only(asr.events, "final")[0]
     assert only(asr.events, "interim")[0].seq < final.seq
@@ -292,7 +282,7 @@ async def test_setting_off_means_nothing_is_prepared(harness: Any, tmp_path: Pat
     c, said = await one_turn(h)
     assert await c.wait_agent_quiet(0.4, after=said)
     await c.hangup()
-    rec = await wait_record(h, c.uuid)
+    rec = await h.wait_record(c.uuid)
     asr, llm, _ = fakes(h)
     assert only(asr.events, "interim")  # the words were known early...
     [asked] = only(llm.events, "llm_request")

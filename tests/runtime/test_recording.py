@@ -82,16 +82,6 @@ def runs(mask: np.ndarray) -> list[tuple[int, int]]:
     return out
 
 
-async def wait_record(h: Any, uuid: str, timeout_s: float = 10) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        rec = await h.record(uuid)
-        if rec is not None:
-            return rec
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"no record for {uuid}")
-
-
 async def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, str, bytes]:
     async with aiohttp.ClientSession() as s, s.get(
         url, headers=headers or {}, timeout=aiohttp.ClientTimeout(total=5)
@@ -121,7 +111,7 @@ async def test_recorded_call_has_both_sides_time_aligned(harness: Any, tmp_path:
     c.queue_audio(CALLER_TONE)
     await asyncio.sleep(0.7)
     await c.hangup()
-    rec = await wait_record(h, c.uuid)
+    rec = await h.wait_record(c.uuid)
 
     info = rec["recording"]
     assert info["path"] == f"recordings/{c.uuid}.wav"
@@ -171,7 +161,7 @@ async def test_barge_in_the_agent_channel_stops_where_playback_stopped(
     c.queue_audio(audio.tone(600, CALLER_HZ, 8000, amplitude=0.4))
     await asyncio.sleep(0.8)
     await c.hangup()
-    rec = await wait_record(h, c.uuid)
+    rec = await h.wait_record(c.uuid)
     assert any(e["text"] == "caller interrupted" for e in rec["transcript"])
 
     caller, agent, _ = read_stereo(tmp_path / rec["recording"]["path"])
@@ -192,7 +182,7 @@ async def test_recording_off_leaves_no_file_and_no_field(harness: Any, tmp_path:
     await c.connect()
     await c.wait_agent_started(0)
     await c.hangup()
-    rec = await wait_record(h, c.uuid)
+    rec = await h.wait_record(c.uuid)
     assert "recording" not in rec
     assert not (tmp_path / "recordings").exists()
     status, body = await h.http("GET", f"/calls/{c.uuid}/recording")
@@ -207,7 +197,7 @@ async def test_api_serves_the_recording_with_the_token_only(harness: Any,
     await c.wait_agent_started(0)
     await asyncio.sleep(0.3)
     await c.hangup()
-    rec = await wait_record(h, c.uuid)
+    rec = await h.wait_record(c.uuid)
     path = tmp_path / rec["recording"]["path"]
     url = f"{h.base}/calls/{c.uuid}/recording"
 
@@ -245,7 +235,7 @@ async def test_web_record_page_plays_the_recording(harness: Any, tmp_path: Path)
         await c.connect()
         await c.wait_agent_started(0)
         await c.hangup()
-        await wait_record(h, c.uuid)
+        await h.wait_record(c.uuid)
         auth = {"Authorization": f"Bearer {TOKEN}"}
         base = f"http://127.0.0.1:{port}/ui"
         status, _, page = await get(f"{base}/records/{c.uuid}", auth)
