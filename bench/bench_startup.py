@@ -103,14 +103,21 @@ def main() -> int:
     ap.add_argument("--warm", default="before", choices=("before", "background"))
     ap.add_argument("--timeline", action="store_true",
                     help="print every log line of each run with its time after the spawn")
+    ap.add_argument("--no-embeddings-run", action="store_true",
+                    help="after the warm run, delete prompt-cache/embeddings/ and start again "
+                    "(warm prompts, intent examples embedded again: start-up before the "
+                    "embedding disk cache)")
     args = ap.parse_args()
     flow = args.flow.resolve()
     extra = ["--warm", args.warm]
-    results: dict[str, list[dict]] = {"cold": [], "warm": []}
+    kinds = ["cold", "warm"] + (["warm-no-emb"] if args.no_embeddings_run else [])
+    results: dict[str, list[dict]] = {k: [] for k in kinds}
     for i in range(args.runs):
         workdir = Path(tempfile.mkdtemp(prefix="bench-startup-"))
         try:
-            for kind in ("cold", "warm"):
+            for kind in kinds:
+                if kind == "warm-no-emb":
+                    shutil.rmtree(workdir / "prompt-cache" / "embeddings", ignore_errors=True)
                 load_before = os.getloadavg()[0]
                 r = one_run(flow, workdir, extra)
                 results[kind].append(r)
@@ -125,7 +132,7 @@ def main() -> int:
     print()
     print("| prompt cache | runs (s) | median (s) |")
     print("|---|---|---|")
-    for kind in ("cold", "warm"):
+    for kind in kinds:
         times = [r["ready_s"] for r in results[kind] if r["ready_s"] is not None]
         runs = ", ".join(f"{t:.1f}" for t in times)
         med = statistics.median(times) if times else float("nan")

@@ -23,7 +23,8 @@ piper / silero named), the models are loaded and warmed up once before the first
 Static prompts are made ready before calls are accepted (`--warm before`, the default) or while
 serving (`--warm background`). Their audio is kept on disk (`runner/prompt_cache.py`, default
 `prompt-cache/` beside `--db`), so a restart or reload synthesises only prompts it has never
-made; the summary says how many came from disk.
+made; the summary says how many came from disk. The vectors of intent examples are kept in
+`embeddings/` inside that directory (`understanding/embedding_cache.py`; off with it).
 """
 
 from __future__ import annotations
@@ -174,7 +175,10 @@ async def _serve(con: Console, source: Path, as_host: str, as_port: int, http_ho
             return 2
         try:
             with con.status("Loading the offline speech stack (whisper, piper, silero)..."):
-                stack = await asyncio.to_thread(load_default_stack)
+                from flowagent.understanding.embedding_cache import cache_beside_prompts
+
+                stack = await asyncio.to_thread(
+                    load_default_stack, embedding_disk=cache_beside_prompts(flows.prompt_disk))
         except Exception as exc:
             con.print(f"[red]The offline speech stack could not start: {escape(str(exc))}[/red]")
             return 2

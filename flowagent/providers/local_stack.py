@@ -54,9 +54,12 @@ def missing_packages() -> list[str]:
 
 
 def load_default_stack(
-    *, asr_model: str = "tiny.en", voice: str = "joe", intents: bool = True, warm: bool = True
+    *, asr_model: str = "tiny.en", voice: str = "joe", intents: bool = True, warm: bool = True,
+    embedding_disk: Any = None,
 ) -> LocalStack:
     """Load every offline model once (with warm-up); raises ProviderError naming what is missing.
+    `embedding_disk` (an `embedding_cache.EmbeddingDiskCache`) keeps intent example vectors
+    across restarts, so a restart embeds only examples it has never seen.
     """
     missing = missing_packages()
     if missing:
@@ -92,7 +95,7 @@ def load_default_stack(
         from flowagent.understanding.embeddings import EmbeddingScorer
 
         started = time.monotonic()
-        scorer = EmbeddingScorer()
+        scorer = EmbeddingScorer(disk=embedding_disk)
         if warm:
             from flowagent.understanding.intents import BUILTIN_INTENTS
 

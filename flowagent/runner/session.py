@@ -1464,8 +1464,11 @@ class CallSession:
         current = out.current_say
         if current <= 0 and out._frames:  # paused: the utterance on hold is the one cut
             current = next((sid for sid, _ in out._frames if sid > 0), 0)
-        played = dict(out.played)
         out.flush()
+        # read after the flush: nothing of ours can go out any more (the fade-out frame counts
+        # for no utterance), so these are final — read before, the media thread could still
+        # have sent one more frame in between
+        played = dict(out.played)
         self.rt.metrics.barge_ins_total += 1
         # cancel synthesis and any speaking LLM request
         self._speech_jobs.clear()

@@ -9,7 +9,8 @@ the model to 4 decimals (see tests/local/test_embeddings.py), and needs only `nu
 `EmbeddingScorer` implements the understanding package's `intents.Scorer` protocol
 (`score(text, examples) -> float` in 0..1): the best cosine similarity between the caller's
 words and an intent's example phrases. Example embeddings are computed once and cached (a
-flow's examples are fixed), so a turn costs one forward pass.
+flow's examples are fixed), so a turn costs one forward pass; with a disk cache
+(`embedding_cache.py`, set by serve) they are also kept across restarts.
 
 Lazy: nothing is loaded at import; `MiniLM.shared()` loads on first use (the local stack calls it
 at start-up so the first call does not pay the ~0.3 s load).
@@ -22,8 +23,12 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from flowagent.understanding.embedding_cache import EmbeddingDiskCache
 
 _SQRT_HALF = 1.0 / math.sqrt(2.0)
 
@@ -65,6 +70,10 @@ class MiniLM:
             from flowagent.providers.local_models import minilm_dir
 
             folder = minilm_dir()
+        #: where the weights came from and the truncation length: the identity of the vectors
+        #: (part of the disk embedding cache key, `embedding_cache.model_identity`)
+        self.folder = Path(folder)
+        self.max_tokens = max_tokens
         config = json.loads((folder / "config.json").read_text("utf-8"))
         self.heads = int(config["num_attention_heads"])
         self.hidden = int(config["hidden_size"])
@@ -184,10 +193,14 @@ class EmbeddingScorer:
     name = "minilm"
 
     def __init__(
-        self, model: MiniLM | None = None, cache_size: int = 20000, threshold: float = 0.5
+        self, model: MiniLM | None = None, cache_size: int = 20000, threshold: float = 0.5,
+        disk: EmbeddingDiskCache | None = None,
     ) -> None:
         self.threshold = threshold
         self._model = model
+        #: example vectors kept across restarts (`embedding_cache`); None = memory only
+        self.disk = disk
+        self._disk_identity: str | None = None
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_size = cache_size
         # Recent caller texts: the session embeds a turn's text on a worker thread before the
@@ -212,6 +225,8 @@ class EmbeddingScorer:
         keys = [self._key(e) for e in examples]
         with self._lock:
             missing = [k for k in dict.fromkeys(keys) if k not in self._cache]
+        if missing and self.disk is not None:
+            missing = self._from_disk(missing)
         if missing:
             vectors = self.model.encode(missing)
             with self._lock:
@@ -219,6 +234,9 @@ class EmbeddingScorer:
                     self._cache[k] = v
                 while len(self._cache) > self._cache_size:
                     self._cache.popitem(last=False)
+            if self.disk is not None and self._disk_identity is not None:
+                for k, v in zip(missing, vectors, strict=True):
+                    self.disk.store(self.disk.key(self._disk_identity, k), v)
         with self._lock:
             rows = []
             for k in keys:
@@ -227,6 +245,31 @@ class EmbeddingScorer:
                     vec = self.model.encode([k])[0]
                 rows.append(vec)
         return np.stack(rows) if rows else np.zeros((0, self.model.hidden), np.float32)
+
+    def _from_disk(self, keys: list[str]) -> list[str]:
+        """Put the vectors the disk cache has into the memory cache; return the keys it
+        lacks. A model whose identity cannot be told is never cached on disk."""
+        from flowagent.understanding.embedding_cache import model_identity
+
+        assert self.disk is not None
+        if self._disk_identity is None:
+            self._disk_identity = model_identity(self.model)
+            if self._disk_identity is None:
+                self.disk = None
+                return keys
+        width = self.model.hidden
+        lacking = []
+        for k in keys:
+            vec = self.disk.load(self.disk.key(self._disk_identity, k), width)
+            if vec is None:
+                lacking.append(k)
+                continue
+            with self._lock:
+                self._cache[k] = vec
+        with self._lock:
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return lacking
 
     def prepare(self, intents: dict[str, Sequence[str]]) -> None:
         """Embed every example of a flow now (flow load / start-up), not on the first turn:

@@ -9,7 +9,21 @@ binary audio frames in; `Results` (interim, then `is_final`, the last with `spee
 Each scripted transcript is "heard" once `bytes_per_utterance` of audio has arrived
 (`turns="bytes"`, for unit tests), or — `turns="energy"`, for whole calls where silence streams
 all the time — when loud audio is followed by `endpointing` ms of quiet, like the real
-endpointer. Faults:
+endpointer.
+
+Interim results in `turns="energy"` mode follow Deepgram's "Interim Results" / "Using Interim
+Results" docs: with `interim_results=true` the server sends `is_final: false` Results *while the
+audio streams in*, each cumulative for the segment (same `start`, growing `duration`, the words
+so far), then at the endpoint the `is_final` segments as before. The fake sends one after every
+`interim_ms` of loud audio, with the words "spoken" so far: one word per `ms_per_word` of loud
+audio (at least one), capped at the whole scripted text. The defaults are test-scale (a 300 ms
+tone stands for a short sentence: interims at 100/200/300 ms, the whole text of up to 10 words
+by 300 ms); real Deepgram sends them roughly every second of real speech. A larger
+`ms_per_word` leaves the last interim short of the final (the recogniser had not caught up), as
+happens for real. If no interim was streamed for an utterance (speech shorter than
+`interim_ms`, or `interim_ms=0`), one is sent just before the finals, as in `turns="bytes"`.
+
+Faults:
 `http_429`, `http_500` (handshake), `drop` (TCP reset after the first interim), `stall` (never
 answers), `malformed` (non-JSON text frame), `data_error` (close 1008 DATA-0000), `net_error`
 (close 1011 NET-0000), `utterance_end` (finals without speech_final, then UtteranceEnd).
@@ -33,9 +47,13 @@ class FakeDeepgram(FakeWsServer):
     path_prefix = "/v1/listen"
 
     def __init__(self, transcripts: list[str] | None = None, *, bytes_per_utterance: int = 8000,
-                 latency_s: float = 0.0, turns: str = "bytes", **kw: Any) -> None:
+                 latency_s: float = 0.0, turns: str = "bytes", interim_ms: float = 100.0,
+                 ms_per_word: float = 30.0, **kw: Any) -> None:
         super().__init__(**kw)
         self.turns = turns
+        self.interim_ms = interim_ms
+        self.ms_per_word = ms_per_word
+        self.interims: list[str] = []  # interim transcripts streamed during speech (energy mode)
         self.transcripts = list(transcripts or ["hello there"])
         self.bytes_per_utterance = bytes_per_utterance
         self.latency_s = latency_s
@@ -63,6 +81,7 @@ class FakeDeepgram(FakeWsServer):
         endpointing_ms = 10.0 if raw_ep == "false" else float(raw_ep)
         quiet = 0
         pending = 0  # audio bytes since the last utterance
+        streamed = 0  # interims streamed during the current utterance (energy mode)
         offset = 0.0  # seconds of audio before the current utterance
         index = 0
         async for msg in ws:
@@ -86,6 +105,18 @@ class FakeDeepgram(FakeWsServer):
                                                       "timestamp": offset}))
                         pending += len(msg)
                         quiet = 0
+                        heard_ms = pending / (2 * rate) * 1000
+                        if (interim and self.interim_ms > 0
+                                and heard_ms >= (streamed + 1) * self.interim_ms):
+                            streamed += 1
+                            text = self._heard_so_far(
+                                self.transcripts[index % len(self.transcripts)], heard_ms)
+                            self.interims.append(text)
+                            await ws.send(json.dumps(self._results(
+                                text, offset, pending / (2 * rate), False, False)))
+                            if self.fault == "drop":
+                                self.drop(ws)
+                                return
                     elif pending:
                         quiet += len(msg)
                         if quiet / (2 * rate) * 1000 >= endpointing_ms:
@@ -93,9 +124,11 @@ class FakeDeepgram(FakeWsServer):
                             text = self.transcripts[index % len(self.transcripts)]
                             index += 1
                             await self.sleep(self.latency_s)
-                            await self._utterance(ws, text, offset, duration, interim)
+                            await self._utterance(ws, text, offset, duration,
+                                                  interim and not streamed)
                             offset += duration
                             pending = 0
+                            streamed = 0
                     else:
                         offset += len(msg) / (2 * rate)
                     continue
@@ -133,6 +166,7 @@ class FakeDeepgram(FakeWsServer):
                                                        from_finalize=True)))
                 offset += duration
                 pending = 0
+                streamed = 0
             elif kind == "CloseStream":
                 self.close_streams += 1
                 await ws.send(json.dumps({
@@ -165,6 +199,12 @@ class FakeDeepgram(FakeWsServer):
             await ws.send(json.dumps(self._results(second, mid, duration / 2, True, True)))
         else:
             await ws.send(json.dumps(self._results("", mid, duration / 2, True, True)))
+
+    def _heard_so_far(self, text: str, heard_ms: float) -> str:
+        """The words of `text` "spoken" in `heard_ms` of loud audio (a growing prefix)."""
+        words = text.split()
+        n = len(words) if self.ms_per_word <= 0 else int(heard_ms // self.ms_per_word)
+        return " ".join(words[: max(1, min(len(words), n))])
 
     @staticmethod
     def _results(text: str, start: float, duration: float, is_final: bool, speech_final: bool,
