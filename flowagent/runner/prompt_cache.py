@@ -26,13 +26,14 @@ import io
 import json
 import logging
 import os
-import tempfile
 import time
 import wave
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from flowagent.fsutil import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -155,20 +156,11 @@ class PromptDiskCache:
         and otherwise ignored: the cache is an optimisation, never a reason to fail."""
         if not pcm or self.max_bytes == 0:
             return False
-        tmp: str | None = None
+        data = _wav_bytes(pcm, sample_rate)
         try:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=".wav", dir=self.dir)
-            with os.fdopen(fd, "wb") as f:
-                f.write(_wav_bytes(pcm, sample_rate))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path(key))
+            write_atomically(self.path(key), lambda f: f.write(data), tmp_prefix=_TMP_PREFIX)
             return True
         except OSError as exc:
-            if tmp is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
             if not self._warned_write:
                 self._warned_write = True
                 log.warning("cannot write the prompt cache in %s (%s); prompts will be"

@@ -24,13 +24,13 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from flowagent.fsutil import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -117,19 +117,11 @@ class EmbeddingDiskCache:
 
     def store(self, key: str, vec: np.ndarray) -> bool:
         """Write atomically (temp file, fsync, rename); failures are logged once and ignored."""
-        tmp: str | None = None
+        arr = np.ascontiguousarray(vec, dtype=np.float32)
         try:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=".npy", dir=self.dir)
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, np.ascontiguousarray(vec, dtype=np.float32), allow_pickle=False)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path(key))
+            write_atomically(self.path(key), lambda f: np.save(f, arr, allow_pickle=False),
+                             tmp_prefix=_TMP_PREFIX)
         except OSError as exc:
-            if tmp is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
             if not self._warned_write:
                 self._warned_write = True
                 log.warning("cannot write the embedding cache in %s (%s); intent examples will"
