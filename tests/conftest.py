@@ -10,6 +10,8 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -55,3 +57,31 @@ socket.socket.connect_ex = _guarded_connect_ex  # type: ignore[method-assign]
 @pytest.fixture
 def repo_root() -> str:
     return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+async def pricing_api(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[list[dict[str, Any]]]:
+    """The removals firm's pricing/booking API on loopback (flows/removals.yaml reads its URL
+    from REMOVALS_API_URL); yields the JSON bodies it received, in order."""
+    from aiohttp import web
+
+    seen: list[dict[str, Any]] = []
+
+    async def quote(request: web.Request) -> web.Response:
+        seen.append(await request.json())
+        return web.json_response({"price": 450, "quote_id": "Q-1001"})
+
+    async def book(request: web.Request) -> web.Response:
+        seen.append(await request.json())
+        return web.json_response({"reference": "SR-2024"})
+
+    app = web.Application()
+    app.add_routes([web.post("/quote", quote), web.post("/bookings", book)])
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    monkeypatch.setenv("REMOVALS_API_URL", f"http://127.0.0.1:{port}")
+    yield seen
+    await runner.cleanup()

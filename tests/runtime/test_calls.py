@@ -47,31 +47,6 @@ def says(rec: dict[str, Any]) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-async def pricing_api(monkeypatch: pytest.MonkeyPatch) -> Any:
-    """The removals firm's pricing/booking API, on loopback."""
-    seen: list[dict[str, Any]] = []
-
-    async def quote(request: web.Request) -> web.Response:
-        seen.append(await request.json())
-        return web.json_response({"price": 450, "quote_id": "Q-1001"})
-
-    async def book(request: web.Request) -> web.Response:
-        seen.append(await request.json())
-        return web.json_response({"reference": "SR-2024"})
-
-    app = web.Application()
-    app.add_routes([web.post("/quote", quote), web.post("/bookings", book)])
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    monkeypatch.setenv("REMOVALS_API_URL", f"http://127.0.0.1:{port}")
-    yield seen
-    await runner.cleanup()
-
-
 async def test_full_removals_call_by_text_with_post_call_metadata(harness: Any,
                                                                   pricing_api: Any) -> None:
     h = await harness(ROOT / "flows" / "removals.yaml",
