@@ -14,6 +14,7 @@ import asyncio
 import json
 import os
 import re
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
@@ -136,6 +137,11 @@ class PiperTts:
         self._cache: OrderedDict[tuple[str, int], bytes] = OrderedDict()
         self._cache_bytes = 0
         self._inflight: dict[tuple[str, int], asyncio.Future[bytes]] = {}
+        #: native-rate audio per sentence, shared by every call rate (see `_native`)
+        self.native_cache_max_bytes = 8 * 1024 * 1024
+        self._native_cache: OrderedDict[str, list[np.ndarray]] = OrderedDict()
+        self._native_bytes = 0
+        self._native_lock = threading.Lock()
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> PiperTts:
@@ -149,8 +155,19 @@ class PiperTts:
 
     # -- synchronous pieces, run on the TTS thread ------------------------------------------
 
-    def _render(self, text: str, sample_rate: int) -> bytes:
-        out = []
+    def _native(self, text: str) -> list[np.ndarray]:
+        """The voice's own audio (float, native rate) for one sentence, made once.
+
+        Why: Piper samples noise, so two syntheses of one sentence differ slightly in timing.
+        Keeping the native audio means every call rate gets the same speech (a 16 kHz call and
+        an 8 kHz call hear identical timing), and a second rate costs one resample (~0.4 ms),
+        not a synthesis (~100 ms)."""
+        with self._native_lock:
+            cached = self._native_cache.get(text)
+            if cached is not None:
+                self._native_cache.move_to_end(text)
+                return cached
+        parts: list[np.ndarray] = []
         for phonemes in self.voice.phonemize(text):
             if not phonemes:
                 continue
@@ -160,9 +177,20 @@ class PiperTts:
             peak = float(np.max(np.abs(audio))) if audio.size else 0.0
             if peak > 1e-8:
                 audio = audio / peak * self.syn_config.volume
-            out.append(to_pcm16(audio, self.native_rate, sample_rate))
+            parts.append(audio)
         self.sentences_made += 1
-        return b"".join(out)
+        size = sum(a.nbytes for a in parts)
+        with self._native_lock:
+            if size <= self.native_cache_max_bytes // 16 and text not in self._native_cache:
+                self._native_cache[text] = parts
+                self._native_bytes += size
+                while self._native_bytes > self.native_cache_max_bytes and self._native_cache:
+                    _, old = self._native_cache.popitem(last=False)
+                    self._native_bytes -= sum(a.nbytes for a in old)
+        return parts
+
+    def _render(self, text: str, sample_rate: int) -> bytes:
+        return b"".join(to_pcm16(a, self.native_rate, sample_rate) for a in self._native(text))
 
     def synthesize_blocking(self, text: str, sample_rate: int) -> bytes:
         """Whole text at once (for tools, tests and the speech-data generator)."""

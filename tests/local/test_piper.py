@@ -27,9 +27,16 @@ async def test_speech_has_plausible_length_and_level_at_8k(piper: Any) -> None:
 
 async def test_rate_follows_the_call(piper: Any) -> None:
     a8 = b"".join([c async for c in piper.synthesize("Hello there.", 8000)])
+    before = piper.sentences_made
     a16 = b"".join([c async for c in piper.synthesize("Hello there.", 16000)])
-    # same duration (Piper samples a little noise, so allow a few percent)
-    assert abs(len(a16) / 2 / 16000 - len(a8) / 2 / 8000) < 0.1
+    # the same speech, resampled: equal duration to the sample, and no second synthesis
+    assert abs(len(a16) / 2 / 16000 - len(a8) / 2 / 8000) < 2 / 8000
+    assert piper.sentences_made == before
+    # and really at 16 kHz: energy above 4 kHz that 8 kHz audio cannot carry
+    x = to_float(a16)
+    spectrum = np.abs(np.fft.rfft(x))
+    freqs = np.fft.rfftfreq(len(x), 1 / 16000)
+    assert spectrum[freqs > 4200].sum() > 0.01 * spectrum.sum()
 
 
 async def test_cancelling_mid_reply_stops_further_sentences(piper: Any) -> None:
