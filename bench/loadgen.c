@@ -15,6 +15,11 @@
  * read by a thread of their own (so the send burst of the main thread never delays them), parse
  * AudioSocket frames and keep arrival times of audio frames. Prints one JSON object at the end.
  *
+ * Optional realism (for a real VAD such as Silero, which a tone does not fool):
+ *   SPEECH_RAW  a file of s16le 8 kHz speech played instead of the tone ("-": the tone)
+ *   LINE_DBFS   the level of Gaussian line noise sent between (and under) the speech, in dBFS
+ *               ("-": digital silence, as before)
+ *
  * Build: cc -O2 -pthread -o bench/loadgen bench/loadgen.c -lm  (runtime_load.py does it)
  */
 #define _GNU_SOURCE
@@ -123,7 +128,8 @@ static void *probe_thread(void *arg) {
 
 int main(int argc, char **argv) {
     if (argc < 8) {
-        fprintf(stderr, "usage: loadgen PORT CALLS DURATION CYCLE_S PROBES RAMP_S SPEAK\n");
+        fprintf(stderr, "usage: loadgen PORT CALLS DURATION CYCLE_S PROBES RAMP_S SPEAK "
+                        "[SPEECH_RAW|- [LINE_DBFS|-]]\n");
         return 2;
     }
     int port = atoi(argv[1]), calls = atoi(argv[2]);
@@ -135,18 +141,58 @@ int main(int argc, char **argv) {
     if (cycle < 1) cycle = 1;
     srand((unsigned)time(NULL));
 
-    /* frames: silence and a 300 ms, 300 Hz tone at 0.4 of full scale */
-    unsigned char silence[323] = {0x10, 0x01, 0x40};
-    enum { SPEECH_FRAMES = 15 };
-    unsigned char speech[SPEECH_FRAMES][323];
-    for (int f = 0; f < SPEECH_FRAMES; f++) {
+    /* speech: a 300 ms, 300 Hz tone at 0.4 of full scale, or the samples of SPEECH_RAW */
+    int speech_frames = 15;
+    short *speech_pcm = NULL;
+    if (argc > 8 && strcmp(argv[8], "-") != 0) {
+        FILE *f = fopen(argv[8], "rb");
+        if (!f) { perror(argv[8]); return 2; }
+        fseek(f, 0, SEEK_END);
+        long bytes = ftell(f);
+        fseek(f, 0, SEEK_SET);
+        speech_frames = (int)(bytes / 320);
+        if (speech_frames < 1) { fprintf(stderr, "%s: shorter than one frame\n", argv[8]); return 2; }
+        speech_pcm = malloc((size_t)speech_frames * 320);
+        if (fread(speech_pcm, 320, (size_t)speech_frames, f) != (size_t)speech_frames) {
+            fprintf(stderr, "%s: short read\n", argv[8]);
+            return 2;
+        }
+        fclose(f);
+    }
+    /* line noise under everything: NOISE_FRAMES different frames, each call at its own phase */
+    enum { NOISE_FRAMES = 64 };
+    double line_rms = 0;
+    if (argc > 9 && strcmp(argv[9], "-") != 0) line_rms = 32767.0 * pow(10.0, atof(argv[9]) / 20.0);
+    static unsigned char silence[NOISE_FRAMES][323];
+    for (int f = 0; f < NOISE_FRAMES; f++) {
+        silence[f][0] = 0x10; silence[f][1] = 0x01; silence[f][2] = 0x40;
+        for (int i = 0; i < 160; i++) {
+            /* Box-Muller Gaussian noise */
+            double u1 = (rand() + 1.0) / (RAND_MAX + 2.0), u2 = (rand() + 1.0) / (RAND_MAX + 2.0);
+            double x = line_rms * sqrt(-2 * log(u1)) * cos(2 * M_PI * u2);
+            short s = (short)fmax(-32768, fmin(32767, x));
+            silence[f][3 + 2 * i] = (unsigned char)(s & 0xff);
+            silence[f][3 + 2 * i + 1] = (unsigned char)((s >> 8) & 0xff);
+        }
+    }
+    unsigned char (*speech)[323] = malloc((size_t)speech_frames * 323);
+    for (int f = 0; f < speech_frames; f++) {
         speech[f][0] = 0x10; speech[f][1] = 0x01; speech[f][2] = 0x40;
         for (int i = 0; i < 160; i++) {
-            double x = 0.4 * 32767 * sin(2 * M_PI * 300 * (f * 160 + i) / 8000.0);
-            short s = (short)x;
+            double x = speech_pcm ? speech_pcm[f * 160 + i]
+                                  : 0.4 * 32767 * sin(2 * M_PI * 300 * (f * 160 + i) / 8000.0);
+            /* the line's noise is under the speech too */
+            short n = (short)(silence[f % NOISE_FRAMES][3 + 2 * i] |
+                              (silence[f % NOISE_FRAMES][4 + 2 * i] << 8));
+            short s = (short)fmax(-32768, fmin(32767, x + n));
             speech[f][3 + 2 * i] = (unsigned char)(s & 0xff);
             speech[f][3 + 2 * i + 1] = (unsigned char)((s >> 8) & 0xff);
         }
+    }
+    if (speech_frames >= cycle) {
+        fprintf(stderr, "the speech (%d frames) must be shorter than the cycle (%d)\n",
+                speech_frames, cycle);
+        return 2;
     }
 
     caller_t *cs = calloc(calls, sizeof(caller_t));
@@ -231,7 +277,8 @@ int main(int argc, char **argv) {
             caller_t *c = &cs[i];
             if (c->closed) continue;
             long pos = (n + c->offset) % cycle;
-            const unsigned char *f = (speak && pos < SPEECH_FRAMES) ? speech[pos] : silence;
+            const unsigned char *f = (speak && pos < speech_frames)
+                                         ? speech[pos] : silence[(pos + i) % NOISE_FRAMES];
             if (send(c->fd, f, 323, MSG_NOSIGNAL) < 0 && errno != EAGAIN) c->closed = 1;
         }
     }

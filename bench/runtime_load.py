@@ -120,6 +120,7 @@ async def serve(flow: Path, keepalive_ms: int) -> None:
             "backend": getattr(r.player, "backend", "python"),
             "realtime": (r.player._engine.stats()["realtime"]
                          if hasattr(r.player, "_engine") else 0),
+            **vad_work(),
         }
         return web.json_response(body)
 
@@ -140,6 +141,16 @@ async def serve(flow: Path, keepalive_ms: int) -> None:
     await stop.wait()
     await server.close()
     await runner.cleanup()
+
+
+def vad_work() -> dict[str, int]:
+    """Silero windows run by the model / spared by the silence gate (0 with other VADs)."""
+    silero = sys.modules.get("flowagent.providers.local_silero")
+    models = list(silero._MODELS.values()) if silero is not None else []
+    return {"vad_windows_run": sum(m.windows_run for m in models),
+            "vad_batches_run": sum(m.batches_run for m in models),
+            "vad_windows_gated": sum(m.windows_gated for m in models),
+            "vad_windows_shed": sum(m.windows_shed for m in models)}
 
 
 # =============================================================================================
@@ -195,12 +206,52 @@ class Caller(asyncio.Protocol):
         self.closed = True
 
 
+def caller_frames(speech_raw: str, line_dbfs: float | None) -> tuple[list[bytes], list[bytes]]:
+    """(speech frames, line frames) as bench/loadgen.c makes them: the tone or a speech file,
+    over Gaussian line noise at `line_dbfs` (None: digital silence)."""
+    import numpy as np
+
+    rng = np.random.default_rng()
+    level = 0.0 if line_dbfs is None else 32767.0 * 10 ** (line_dbfs / 20)
+    noise = rng.normal(0.0, 1.0, 64 * 160) * level
+    if speech_raw != "-":
+        voice = np.frombuffer(Path(speech_raw).read_bytes(), dtype="<i2").astype(np.float64)
+    else:
+        voice = np.frombuffer(audio.tone(300, 300, 8000, amplitude=0.4), "<i2").astype(float)
+    voice = voice[: voice.size // 160 * 160]
+    voice = voice + np.resize(noise, voice.size)
+
+    def frames(x: Any) -> list[bytes]:
+        pcm = np.clip(x, -32768, 32767).astype("<i2").tobytes()
+        return [encode(Kind.SLIN_8K, pcm[i : i + 320]) for i in range(0, len(pcm), 320)]
+
+    return frames(voice), frames(noise)
+
+
+def speech_file(kind: str) -> str:
+    """"-" (the tone) or a raw s16le 8 kHz file of a real caller's sentence (the speech part of
+    tests/data/speech/yes_right.wav, "Yes, that is right.", ~1.6 s) for VADs a tone does not
+    fool."""
+    if kind == "tone":
+        return "-"
+    from flowagent.audio import read_wav
+
+    meta = {e["file"]: e for e in json.loads(
+        (ROOT / "tests/data/speech/transcripts.json").read_text("utf-8"))}["yes_right.wav"]
+    pcm, rate = read_wav(ROOT / "tests/data/speech/yes_right.wav")
+    assert rate == 8000
+    a = int((meta["speech_start_s"] - 0.1) * rate) * 2
+    b = int((meta["speech_end_s"] + 0.1) * rate) * 2
+    out = ROOT / "bench" / ".speech_8k.raw"
+    out.write_bytes(pcm[max(0, a) : b])
+    return str(out)
+
+
 async def load(port: int, calls: int, duration: float, cycle_s: float, probes: int,
-               ramp_s: float, speak: bool) -> dict[str, Any]:
+               ramp_s: float, speak: bool, speech_raw: str = "-",
+               line_dbfs: float | None = None) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
-    silence = encode(Kind.SLIN_8K, bytes(320))
-    tone = audio.tone(300, 300, 8000, amplitude=0.4)
-    speech_frames = [encode(Kind.SLIN_8K, tone[i : i + 320]) for i in range(0, len(tone), 320)]
+    speech_frames, line_frames = caller_frames(speech_raw, line_dbfs)
     cycle = int(cycle_s / FRAME)
     clients: list[tuple[Caller, int]] = []
     failed = 0
@@ -233,7 +284,7 @@ async def load(port: int, calls: int, duration: float, cycle_s: float, probes: i
             if speak and pos < len(speech_frames):
                 c.transport.write(speech_frames[pos])
             else:
-                c.transport.write(silence)
+                c.transport.write(line_frames[(pos + offset) % len(line_frames)])
     jitter: list[float] = []
     for c, _ in clients:
         if c.probe and len(c.arrivals) > 10:
@@ -347,12 +398,15 @@ def start_load(port: int, **kw: Any) -> subprocess.Popen[str]:
     if LOADGEN == "c" and not kw.get("barge"):
         args = [str(loadgen_binary()), str(port), str(kw.get("calls", 1)),
                 str(kw.get("duration", 10)), str(kw.get("cycle_s", 2.0)),
-                str(kw.get("probes", 0)), str(kw.get("ramp_s", 0)), str(int(kw.get("speak", 1)))]
+                str(kw.get("probes", 0)), str(kw.get("ramp_s", 0)), str(int(kw.get("speak", 1))),
+                str(kw.get("speech_raw", "-")),
+                "-" if kw.get("line_dbfs") is None else str(kw["line_dbfs"])]
         return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 cwd=ROOT)
     args = [sys.executable, __file__, "_load", "--port", str(port)]
     for k, v in kw.items():
-        args += [f"--{k.replace('_', '-')}", str(v)]
+        if v is not None:
+            args += [f"--{k.replace('_', '-')}", str(v)]
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd=ROOT)
 
@@ -410,18 +464,35 @@ def scenario_latency(counts: list[int], duration: float) -> list[dict[str, Any]]
     return results
 
 
-def scenario_capacity(counts: list[int], duration: float) -> list[dict[str, Any]]:
+def vad_flow(vad: str) -> Path:
+    """runtime_turns.yaml with another VAD: `fake` (energy), `webrtc`, `silero` (with its
+    silence gate), `silero-nogate` (the model on every window)."""
+    base = FLOWS / "runtime_turns.yaml"
+    if vad == "fake":
+        return base
+    spec: dict[str, Any] = {"name": vad.split("-")[0]}
+    if vad == "silero-nogate":
+        spec["options"] = {"silence_gate_dbfs": "off"}
+    return flow_variant(base, lambda flow: flow["providers"].__setitem__("vad", spec))
+
+
+def scenario_capacity(counts: list[int], duration: float, vad: str = "fake",
+                      speech: str = "tone", line_dbfs: float | None = None,
+                      cycle_s: float = 3.0) -> list[dict[str, Any]]:
     """Continuous outbound audio on every call (silence frames every tick: the worst case for
     the pacing clock), VAD on every inbound frame, turns every 3 s per call."""
     results = []
+    flow = vad_flow(vad)
+    speech_raw = speech_file(speech)
     for n in counts:
-        srv = Server(FLOWS / "runtime_turns.yaml", keepalive_ms=0)
+        srv = Server(flow, keepalive_ms=0)
         try:
             idle = srv.get("/bench/stats")["rss_kb"]
             load_avg = os.getloadavg()[0]  # the machine is shared: say how busy it was
             ramp = min(5.0, n * 0.005)
-            proc = start_load(srv.port, calls=n, duration=duration, cycle_s=3.0,
-                              probes=min(n, 10), ramp_s=ramp, speak=1)
+            proc = start_load(srv.port, calls=n, duration=duration, cycle_s=cycle_s,
+                              probes=min(n, 10), ramp_s=ramp, speak=1, speech_raw=speech_raw,
+                              line_dbfs=line_dbfs)
             # steady state only: from 2 s after every call is connected and sending to ~2 s
             # before the end; CPU, frames and ticks are taken between these two snapshots
             assert proc.stdout is not None
@@ -438,7 +509,19 @@ def scenario_capacity(counts: list[int], duration: float) -> list[dict[str, Any]
             wall = st1["now"] - st0["now"]
             frames = max(1, st1["frames_in"] - st0["frames_in"])
             ticks = [t for t in st1["ticks"] if t[0] >= st0["now"]]
+            vad_windows = st1["vad_windows_run"] - st0["vad_windows_run"]
+            vad_gated = st1["vad_windows_gated"] - st0["vad_windows_gated"]
+            vad_batches = max(1, st1["vad_batches_run"] - st0["vad_batches_run"])
+            vad_shed = st1["vad_windows_shed"] - st0["vad_windows_shed"]
             results.append({"calls": n, "backend": st["backend"], "realtime": st["realtime"],
+                            "vad": vad, "speech": speech, "line_dbfs": line_dbfs,
+                            "cycle_s": cycle_s,
+                            "vad_model_share": round(vad_windows / max(1, vad_windows
+                                                                       + vad_gated), 3),
+                            "vad_batch_mean": round(vad_windows / vad_batches, 1),
+                            # windows the model could not take in time (0 = VAD kept up)
+                            "vad_shed_share": round(vad_shed / max(1, vad_windows + vad_gated
+                                                                   + vad_shed), 4),
                             **res, **tick_jitter(ticks),
                             "late_ticks": st["late_ticks"], "reanchors": st["reanchors"],
                             "underruns": st1["underruns"] - st0["underruns"],
@@ -453,6 +536,8 @@ def scenario_capacity(counts: list[int], duration: float) -> list[dict[str, Any]
         finally:
             srv.stop()
         print(json.dumps(results[-1]), flush=True)
+    if flow.parent != FLOWS:
+        flow.unlink()
     return results
 
 
@@ -466,22 +551,31 @@ def scenario_barge(trials: int) -> dict[str, Any]:
     return res
 
 
-def cloud_flow(mismatch: float, preemptive: bool) -> Path:
-    """runtime_cloud.yaml, or a variant of it (interim/final mismatch rate, preemptive off)."""
-    base = FLOWS / "runtime_cloud.yaml"
-    if mismatch == 0 and preemptive:
-        return base
+def flow_variant(base: Path, edit: Any) -> Path:
+    """A temporary copy of a bench flow with `edit(flow_dict)` applied (the caller unlinks it)."""
     import tempfile
 
     import yaml
 
     flow = yaml.safe_load(base.read_text())
-    flow["providers"]["asr"]["options"]["interim_mismatch"] = mismatch
-    flow.setdefault("settings", {})["preemptive_generation"] = preemptive
-    fd, name = tempfile.mkstemp(prefix="runtime_cloud_", suffix=".yaml")
+    edit(flow)
+    fd, name = tempfile.mkstemp(prefix=f"{base.stem}_", suffix=".yaml")
     with os.fdopen(fd, "w") as f:
         yaml.safe_dump(flow, f, sort_keys=False)
     return Path(name)
+
+
+def cloud_flow(mismatch: float, preemptive: bool) -> Path:
+    """runtime_cloud.yaml, or a variant of it (interim/final mismatch rate, preemptive off)."""
+    base = FLOWS / "runtime_cloud.yaml"
+    if mismatch == 0 and preemptive:
+        return base
+
+    def edit(flow: dict[str, Any]) -> None:
+        flow["providers"]["asr"]["options"]["interim_mismatch"] = mismatch
+        flow.setdefault("settings", {})["preemptive_generation"] = preemptive
+
+    return flow_variant(base, edit)
 
 
 def scenario_cloud(calls: int, duration: float, mismatch: float = 0.0,
@@ -546,12 +640,23 @@ def main() -> None:
     ld.add_argument("--ramp-s", type=float, default=0)
     ld.add_argument("--speak", type=int, default=1)
     ld.add_argument("--barge", type=int, default=0)
+    ld.add_argument("--speech-raw", default="-")
+    ld.add_argument("--line-dbfs", type=float, default=None)
     for name in ("latency", "capacity"):
         sp = sub.add_parser(name)
         sp.add_argument("--calls", default="1,100,1000" if name == "latency" else "500,750,1000")
         sp.add_argument("--duration", type=float, default=15)
         sp.add_argument("--loadgen", choices=["python", "c"], default="python",
                         help="who plays the callers: the Python `_load` or bench/loadgen.c")
+    cap = sub.choices["capacity"]
+    cap.add_argument("--vad", choices=["fake", "webrtc", "silero", "silero-nogate"],
+                     default="fake", help="the VAD on every inbound frame (fake: energy)")
+    cap.add_argument("--speech", choices=["tone", "voice"], default="tone",
+                     help="what callers say: a 300 ms tone, or a recorded sentence (~1.6 s)")
+    cap.add_argument("--cycle-s", type=float, default=3.0,
+                     help="each caller speaks once every this many seconds (default 3)")
+    cap.add_argument("--line-dbfs", type=float, default=None,
+                     help="Gaussian line noise under everything, in dBFS (default: none)")
     b = sub.add_parser("barge")
     b.add_argument("--trials", type=int, default=20)
     c = sub.add_parser("cloud")
@@ -584,12 +689,13 @@ def main() -> None:
                 res = r.run(barge_load(a.port, a.barge))
             else:
                 res = r.run(load(a.port, a.calls, a.duration, a.cycle_s, a.probes, a.ramp_s,
-                                 bool(a.speak)))
+                                 bool(a.speak), a.speech_raw, a.line_dbfs))
         print(json.dumps(res))
     elif a.cmd == "latency":
         scenario_latency([int(x) for x in a.calls.split(",")], a.duration)
     elif a.cmd == "capacity":
-        scenario_capacity([int(x) for x in a.calls.split(",")], a.duration)
+        scenario_capacity([int(x) for x in a.calls.split(",")], a.duration, a.vad, a.speech,
+                          a.line_dbfs, a.cycle_s)
     elif a.cmd == "barge":
         scenario_barge(a.trials)
     elif a.cmd == "cloud":

@@ -24,6 +24,7 @@ class ProviderSpec:
     name: str
     target: str  # "module:Class" with a `from_options(dict)` classmethod
     #: option name -> JSON type name ("string", "integer", "number", "boolean", "array", "object")
+    #: or "dbfs_or_off" (a level in dBFS, or off)
     options: dict[str, str]
     summary: str = ""
     #: options that must be given (often an API key as ${ENV})
@@ -69,7 +70,8 @@ _SPECS: list[ProviderSpec] = [
                  {"threshold": "number", "batch_ms": "number", "max_batch": "integer",
                   "neg_threshold": "number", "min_speech_ms": "integer",
                   "min_silence_ms": "integer", "barge_in_threshold": "number",
-                  "barge_in_min_ms": "integer"},
+                  "barge_in_min_ms": "integer", "silence_gate_dbfs": "dbfs_or_off",
+                  "sessions": "integer", "max_lag_ms": "integer"},
                  "Silero VAD (ONNX), one shared batched session for all calls."),
     ProviderSpec("vad", "webrtc", "flowagent.providers.local_webrtcvad:WebrtcVad",
                  {"aggressiveness": "integer"},

@@ -7,6 +7,7 @@ that fit in this file. Everything is updated from the event loop thread only, so
 from __future__ import annotations
 
 import bisect
+import sys
 from collections import defaultdict
 
 #: latency buckets in seconds (phone-call scale: a few ms to several seconds)
@@ -99,4 +100,13 @@ class Metrics:
         lines += ["# HELP flowagent_player_lateness_seconds Pacing clock wake-up lateness.",
                   "# TYPE flowagent_player_lateness_seconds histogram"]
         lines += self.player_lateness.lines("flowagent_player_lateness_seconds")
+        # the Silero VAD's windows, if it is in use (never imported here just to say 0)
+        silero = sys.modules.get("flowagent.providers.local_silero")
+        if silero is not None:
+            lines += ["# HELP flowagent_vad_windows_total Silero VAD windows: run by the model, "
+                      "answered by the silence gate, or shed because the model was too far "
+                      "behind (shed > 0: the VAD cannot keep up with this many calls).",
+                      "# TYPE flowagent_vad_windows_total counter"]
+            for result, n in silero.window_counts().items():
+                lines.append(f'flowagent_vad_windows_total{{result="{result}"}} {n}')
         return "\n".join(lines) + "\n"

@@ -129,6 +129,9 @@ class CallSession:
         self.frames_in = 0
         self._asr_wake = asyncio.Event()
         self._vad_q: deque[bytes] = deque()
+        #: VAD streams that call back with results (`feed_ms(pcm, ms)` + `listener`, e.g. the
+        #: batched Silero): no task or coroutine per frame
+        self._vad_feed: Callable[[bytes, Any], None] | None = None
         self._vad_wake = asyncio.Event()
         self._out: OutStream | None = None
         self._rec: Any = None  # recording.CallRecorder when this call is recorded, else None
@@ -470,8 +473,8 @@ class CallSession:
         prov = self.entry.providers
         if prov.vad is not None:
             self._vad = prov.vad.open_stream(self.sample_rate)
-            self._vad_now = getattr(self._vad, "probability_now", None)
-            if self._vad_now is None:
+            self._attach_vad()
+            if self._vad_now is None and self._vad_feed is None:
                 self._spawn(self._vad_feeder(), "vad")
         await self._open_asr()
         if self._asr is not None and not hasattr(self._asr, "send_audio_nowait"):
@@ -1140,8 +1143,10 @@ class CallSession:
                 self._out = self._open_out()
         if self._vad is not None and self.entry is not None:
             self._vad_q.clear()
+            if self._vad_feed is not None:
+                self._vad.listener = None  # type: ignore[attr-defined]  # the old stream's late results
             self._vad = self.entry.providers.vad.open_stream(self.sample_rate)
-            self._vad_now = getattr(self._vad, "probability_now", None)
+            self._attach_vad()
 
     def _on_audio(self, pcm: bytes) -> None:
         """One inbound audio frame: to the ASR stream and the VAD, without a task per frame."""
@@ -1176,9 +1181,29 @@ class CallSession:
                 self._vad_failed(exc)
                 return
             self._on_vad(p, ms)
+        elif self._vad_feed is not None:
+            try:
+                self._vad_feed(pcm, ms)  # -> _on_vad_result(p, ms) per window, in order
+            except Exception as exc:
+                self._vad_failed(exc)
         else:
             self._vad_q.append(pcm)
             self._vad_wake.set()
+
+    def _attach_vad(self) -> None:
+        """Pick the VAD stream's cheapest way in: synchronous, callback, or awaited."""
+        vad = self._vad
+        self._vad_now = getattr(vad, "probability_now", None)
+        self._vad_feed = None
+        if self._vad_now is None and hasattr(vad, "feed_ms") and hasattr(vad, "listener"):
+            vad.listener = self._on_vad_result  # type: ignore[union-attr]
+            vad.on_error = self._vad_failed  # type: ignore[union-attr]
+            self._vad_feed = vad.feed_ms  # type: ignore[union-attr]
+
+    def _on_vad_result(self, p: float, ms: int) -> None:
+        if self._vad is None or self._ended.is_set():
+            return  # a late result after hang-up or a VAD failure
+        self._on_vad(p, ms)
 
     def _vad_failed(self, exc: BaseException) -> None:
         self.rt.metrics.error("vad")

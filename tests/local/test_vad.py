@@ -141,3 +141,184 @@ async def test_webrtc_gate_tells_speech_from_silence(speech_set: list) -> None:
     s.reset()
     quiet = await s.probability(b"\0" * 8000)
     assert speech > 0.6 and quiet == 0.0
+
+
+async def test_silence_gate_skips_the_model_on_a_quiet_line_and_finds_the_same_turns(
+        speech_set: list) -> None:
+    """A quiet line (-70 dBFS noise) costs no inference, and the caller's turn is found at the
+    same moments as with the model running on every window."""
+    rng = np.random.default_rng(3)
+    entry = speech_set[1]
+    x = to_float(entry["pcm"])
+    line = telephone_band(noise(8000 * 3 + x.size, rng), 8000)
+    line *= 10 ** (-70 / 20) / np.sqrt(np.mean(line**2))
+    call = line.copy()
+    call[8000 : 8000 + x.size] += x  # 1 s of quiet line, the caller, 2 s of quiet line
+
+    gated, ungated = SileroVad(batch_ms=0), SileroVad(batch_ms=0, silence_gate_dbfs=None)
+    before, spared = gated.model.windows_run, gated.model.windows_gated
+    quiet_only = await events(gated, line[:8000 * 2])
+    assert quiet_only == []
+    assert gated.model.windows_run == before  # 62 windows of quiet line: no inference at all
+    assert gated.model.windows_gated - spared == 8000 * 2 // 256
+
+    before = gated.model.windows_run
+    with_gate = await events(gated, call)
+    run_gated = gated.model.windows_run - before  # (the two share the process's one model)
+    without = await events(ungated, call)
+    assert [e for e, _ in with_gate] == [e for e, _ in without] == ["speech_start", "end_of_turn"]
+    for (_, a), (_, b) in zip(with_gate, without, strict=True):
+        # measured: the gate is 20-40 ms *earlier* (the model state was not walked through the
+        # quiet line); never more than a frame later
+        assert -0.061 <= a - b <= 0.021, (with_gate, without)
+    windows = (call.size // 256)
+    assert run_gated < windows * 0.6  # the quiet 3 s were skipped
+
+
+async def test_silence_gate_never_hides_a_noisy_line_or_quiet_speech(speech_set: list) -> None:
+    rng = np.random.default_rng(4)
+    x = to_float(speech_set[2]["pcm"])
+    quiet_caller = x * (10 ** (-45 / 20) / active_rms(x, 8000))  # a very quiet talker, -45 dBFS
+    vad = SileroVad(batch_ms=0)
+    assert [e for e, _ in await events(vad, quiet_caller)][:1] == ["speech_start"]
+    # a noisy line (-40 dBFS) is above the gate: the model runs on every window
+    loud = telephone_band(noise(8000, rng), 8000)
+    loud *= 10 ** (-40 / 20) / np.sqrt(np.mean(loud**2))
+    before = vad.model.windows_run
+    await events(vad, loud)
+    assert vad.model.windows_run - before == 8000 // 256
+
+
+def test_silence_gate_option() -> None:
+    from flowagent.providers import registry
+
+    assert registry.create("vad", "silero", {}).gate_power == pytest.approx(1e-6)  # -60 dBFS
+    assert registry.create("vad", "silero", {"silence_gate_dbfs": -50}).gate_power == \
+        pytest.approx(1e-5)
+    assert registry.create("vad", "silero", {"silence_gate_dbfs": "off"}).gate_power is None
+    assert registry.create("vad", "silero", {"silence_gate_dbfs": False}).gate_power is None
+    with pytest.raises(ProviderError, match="between -120 and 0"):
+        registry.create("vad", "silero", {"silence_gate_dbfs": 6})
+
+
+async def test_frames_fed_without_waiting_keep_each_calls_model_state_in_order(
+        speech_set: list) -> None:
+    """What the call session does: every frame goes in the moment it arrives (`feed`), without
+    waiting for earlier windows, and results come back through the listener. A call's windows
+    must still go through the model one after another, each with the state its predecessor
+    left: the same numbers, in the same order, as awaiting each frame."""
+    clips = [e["pcm"] for e in speech_set[:4]]
+    awaited = []
+    for pcm in clips:
+        s = SileroVad(batch_ms=0, silence_gate_dbfs=None).open_stream(8000)
+        awaited.append([await s.probability(f) for f in frames(pcm)])
+
+    vad = SileroVad(batch_ms=2, silence_gate_dbfs=None, max_lag_ms=60_000)
+    streams = [vad.open_stream(8000) for _ in clips]
+    got: list[list[tuple[float, int]]] = [[] for _ in clips]
+    for k, st in enumerate(streams):
+        st.listener = lambda p, tag, k=k: got[k].append((p, tag))
+    for i in range(max(len(frames(p)) for p in clips)):  # the calls' frames interleaved
+        for k, pcm in enumerate(clips):
+            fr = frames(pcm)
+            if i < len(fr):
+                streams[k].feed(fr[i], i)
+    assert len(got[0]) < 10  # nothing was waited for while feeding: results still to come
+    for _ in range(500):
+        if all(len(g) == len(frames(c)) for g, c in zip(got, clips, strict=True)):
+            break
+        await asyncio.sleep(0.01)
+    for g, e in zip(got, awaited, strict=True):
+        assert [tag for _, tag in g] == list(range(len(e)))  # every frame, in order
+        np.testing.assert_allclose([p for p, _ in g], e, atol=1e-5)
+
+
+async def test_feed_answers_at_once_without_the_model(speech_set: list) -> None:
+    vad = SileroVad(batch_ms=0)
+    s = vad.open_stream(8000)
+    heard: list[tuple[float, str]] = []
+    s.listener = lambda p, tag: heard.append((p, tag))
+    s.feed(b"\0" * 320, "a")  # completes no window yet
+    s.feed(b"\0" * 320, "b")  # completes a silent window: the gate answers
+    assert heard == [(0.0, "a"), (0.0, "b")]
+    speech = to_float(speech_set[0]["pcm"])
+    loud = to_pcm(speech[int(speech_set[0]["speech_start_s"] * 8000):][:2560])
+    s.feed(loud[:640], "c")  # a window for the model
+    s.feed(b"", "d")  # no new window: answered with "c"'s window, after it
+    assert heard[2:] == []
+    for _ in range(200):
+        if len(heard) == 4:
+            break
+        await asyncio.sleep(0.01)
+    assert [t for _, t in heard] == ["a", "b", "c", "d"]
+    assert heard[2][0] == heard[3][0] == s.last
+
+
+async def test_a_call_too_far_behind_the_model_sheds_windows_instead_of_queueing(
+        speech_set: list) -> None:
+    """Overload: a call may have at most `max_lag_ms` of windows waiting for the model; newer
+    windows get its latest value at once, so the backlog (and every turn's delay) is bounded."""
+    vad = SileroVad(batch_ms=2, silence_gate_dbfs=None, max_lag_ms=320)  # 10 windows
+    s = vad.open_stream(8000)
+    heard: list[float] = []
+    s.listener = lambda p, tag: heard.append(p)
+    shed0, run0 = vad.model.windows_shed, vad.model.windows_run
+    fr = frames(speech_set[0]["pcm"])
+    for f in fr:  # ~3 s of audio at once
+        s.feed(f)
+    assert vad.model.windows_shed - shed0 >= 60
+    for _ in range(300):
+        if len(heard) == len(fr):
+            break
+        await asyncio.sleep(0.01)
+    assert len(heard) == len(fr)  # every frame still answered
+    assert vad.model.windows_run - run0 <= 10
+    # caught up: the next window goes to the model again
+    s.feed(to_pcm(to_float(speech_set[0]["pcm"])[8000:8000 + 256]))
+    await asyncio.sleep(0.2)
+    assert vad.model.windows_run - run0 == 11 and len(heard) == len(fr) + 1
+
+
+async def test_feed_ms_gives_one_result_per_window_covering_every_frame(
+        speech_set: list) -> None:
+    """The session's way in: a result per 32 ms window, carrying the duration of the frames
+    that completed it, so the turn-taking clock still adds up to the audio's length, and the
+    probabilities are the windows' own."""
+    pcm = speech_set[0]["pcm"]
+    s = SileroVad(batch_ms=0, silence_gate_dbfs=None).open_stream(8000)
+    expected = [p for f in frames(pcm) for p in await s.probabilities(f)]
+    t = SileroVad(batch_ms=0, silence_gate_dbfs=None, max_lag_ms=60_000).open_stream(8000)
+    got: list[tuple[float, int]] = []
+    t.listener = lambda p, ms: got.append((p, ms))
+    fr = frames(pcm)
+    for f in fr:
+        t.feed_ms(f, 20)
+    for _ in range(300):
+        if len(got) == len(expected):
+            break
+        await asyncio.sleep(0.01)
+    assert len(got) == len(expected) == len(pcm) // 512
+    np.testing.assert_allclose([p for p, _ in got], expected, atol=1e-5)
+    assert {ms for _, ms in got} <= {20, 40}
+    assert abs(sum(ms for _, ms in got) - 20 * len(fr)) <= 20  # the last frame may still wait
+
+
+async def test_metrics_count_the_windows_run_gated_and_shed(speech_set: list) -> None:
+    from flowagent.runner.metrics import Metrics
+
+    def counts() -> dict[str, int]:
+        out = {}
+        for line in Metrics().render().splitlines():
+            if line.startswith("flowagent_vad_windows_total{"):
+                out[line.split('"')[1]] = int(line.split()[-1])
+        return out
+
+    before = counts()
+    vad = SileroVad(batch_ms=0)
+    s = vad.open_stream(8000)
+    await s.probability(b"\0" * 512 * 3)  # three silent windows: the gate
+    await s.probability(to_pcm(to_float(speech_set[0]["pcm"])[8000:8000 + 512]))  # two: model
+    after = counts()
+    assert after["gated"] - before["gated"] == 3
+    assert after["model"] - before["model"] == 2
+    assert after["shed"] == before["shed"]

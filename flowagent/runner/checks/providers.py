@@ -28,7 +28,16 @@ _JSON_TYPES: dict[str, tuple[type, ...]] = {
     "object": (dict,),
 }
 _PLAIN = {"string": "text", "integer": "a whole number", "number": "a number",
-          "boolean": "true or false", "array": "a list", "object": "a group of settings"}
+          "boolean": "true or false", "array": "a list", "object": "a group of settings",
+          "dbfs_or_off": "a level in dBFS between -120 and 0 (such as -60), or off"}
+
+
+def _dbfs_or_off(value: Any) -> bool:
+    """A level in dBFS (-120 .. 0), or `off` / `false`."""
+    if value is False or (isinstance(value, str) and value.strip().lower() == "off"):
+        return True
+    return (isinstance(value, int | float) and not isinstance(value, bool)
+            and -120 <= value <= 0)
 
 
 def _literal(value: Any) -> bool:
@@ -75,7 +84,11 @@ def check_providers(ctx: CheckContext) -> None:
             if isinstance(value, str) and "${" in value:
                 continue  # filled in from the environment at run time
             ok_types = _JSON_TYPES.get(want)
-            if ok_types and (not isinstance(value, ok_types) or
+            if want == "dbfs_or_off" and not _dbfs_or_off(value):
+                ctx.error("wrong-type", (*base, "options", opt),
+                          f"Option `{opt}` of the {kind} provider `{name}` should be "
+                          f"{_PLAIN[want]}.")
+            elif ok_types and (not isinstance(value, ok_types) or
                              (want in ("integer", "number") and isinstance(value, bool))):
                 ctx.error("wrong-type", (*base, "options", opt),
                           f"Option `{opt}` of the {kind} provider `{name}` should be "
