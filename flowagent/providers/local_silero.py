@@ -224,14 +224,36 @@ class SileroBatcher:
             if len(ready) >= 128 and len(self._free) > 1:  # small batches cost more per window
                 limit = min(limit, -(-len(ready) // len(self._free)))
             batch = [ready.popleft() for _ in range(min(limit, len(ready)))]
-            for st in batch:
-                st._in_model = True
-            rows = np.stack([st._windows_q[0][0] for st in batch])
+            # every window each of these calls has queued goes in this job: the thread runs
+            # them as layers (first windows of all calls, then the second windows of calls that
+            # have one, ...), carrying each call's state from layer to layer, so a call that
+            # fell behind catches up in one go instead of one event-loop round trip per window
+            rows = [[w[0] for w in st._windows_q] for st in batch]
+            for st, r in zip(batch, rows, strict=True):
+                st._in_model = len(r)
             states = np.concatenate([st.state for st in batch], axis=1)
             slot = self._free.pop()
-            work = self._loop.run_in_executor(self._executor, self.model.step, rows, states,
+            work = self._loop.run_in_executor(self._executor, self._run_layers, rows, states,
                                               rate, slot)
             work.add_done_callback(lambda f, b=batch, k=slot: self._finish(b, k, f))
+
+    def _run_layers(self, rows: list[list[np.ndarray]], states: np.ndarray, rate: int,
+                    slot: int) -> tuple[list[list[float]], np.ndarray]:
+        """On the inference thread: each call's windows in order, all calls batched per layer.
+        Returns (probabilities per call, final states [2, calls, 128])."""
+        probs: list[list[float]] = [[] for _ in rows]
+        depth = max(len(r) for r in rows)
+        for j in range(depth):
+            idx = [i for i, r in enumerate(rows) if len(r) > j]
+            batch = np.stack([rows[i][j] for i in idx])
+            if len(idx) == len(rows):
+                p, states = self.model.step(batch, states, rate, slot)
+            else:
+                p, out = self.model.step(batch, states[:, idx, :], rate, slot)
+                states[:, idx, :] = out
+            for k, i in enumerate(idx):
+                probs[i].append(float(p[k]))
+        return probs, states
 
     def _finish(self, batch: list[SileroStream], slot: int, work: asyncio.Future[Any]) -> None:
         self._free.append(slot)
@@ -246,14 +268,15 @@ class SileroBatcher:
         else:
             probs, states = work.result()
         for i, st in enumerate(batch):
-            st._in_model = False
-            _, frame, index = st._windows_q.popleft()
+            taken, st._in_model = st._in_model, 0
             if error is not None:
                 st._windows_q.clear()
                 st._failed(error)
                 continue
             st.state = states[:, i : i + 1, :]  # a view: no copy per call
-            st._window_done(frame, index, float(probs[i]))
+            for p in probs[i][:taken]:
+                _, frame, index = st._windows_q.popleft()
+                st._window_done(frame, index, p)
             if st._windows_q:
                 self._ready[st.sample_rate].append(st)
         if (self._ready[8000] or self._ready[16000]) and self._timer is None:
@@ -315,7 +338,7 @@ class SileroStream:
         # while `_in_model` (a reset keeps them so the batcher's bookkeeping stays consistent)
         if not hasattr(self, "_windows_q"):
             self._windows_q: deque[tuple[np.ndarray, _Frame, int]] = deque()
-            self._in_model = False
+            self._in_model = 0  # windows of this call in the running job (0: none)
         self.last = 0.0
 
     def _take_windows(self, pcm: bytes) -> list[bytes]:
