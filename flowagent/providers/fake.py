@@ -343,18 +343,24 @@ class FakeVadStream:
     audioop is missing (Python 3.13+) `audio.rms` (numpy) gives the same figure.
     """
 
-    __slots__ = ("_scale", "_threshold")
+    __slots__ = ("_fail_after", "_frames", "_scale", "_threshold")
 
-    def __init__(self, threshold: float) -> None:
+    def __init__(self, threshold: float, fail_after: int | None = None) -> None:
         self._threshold = threshold
         #: RMS in raw s16 units -> probability, folded into one factor
         self._scale = 1.0 / (2.0 * threshold * 32768.0)
+        self._fail_after = fail_after  # tests: the VAD breaks after this many frames
+        self._frames = 0
 
     async def probability(self, pcm: bytes) -> float:
         return self.probability_now(pcm)
 
     def probability_now(self, pcm: bytes) -> float:
         """Synchronous fast path (the session uses it when present: no coroutine per frame)."""
+        if self._fail_after is not None:
+            self._frames += 1
+            if self._frames > self._fail_after:
+                raise ProviderError("fake VAD failure (fail_after)", provider="fake")
         if _rms is not None and not len(pcm) & 1:
             p = _rms(pcm, 2) * self._scale
         else:
@@ -368,14 +374,17 @@ class FakeVadStream:
 @dataclass
 class FakeVad:
     threshold: float = 0.01
+    fail_after: int | None = None
     name: str = "fake"
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> FakeVad:
-        return cls(threshold=float(options.get("threshold", 0.01)))
+        fail = options.get("fail_after")
+        return cls(threshold=float(options.get("threshold", 0.01)),
+                   fail_after=int(fail) if fail is not None else None)
 
     def open_stream(self, sample_rate: int) -> FakeVadStream:
-        return FakeVadStream(self.threshold)
+        return FakeVadStream(self.threshold, self.fail_after)
 
 
 _rms = audio._audioop.rms if audio._audioop is not None else None

@@ -51,7 +51,7 @@ _SPECS: list[ProviderSpec] = [
                   "fail": "boolean"},
                  "Makes a tone of a set length per word."),
     ProviderSpec("vad", "fake", "flowagent.providers.fake:FakeVad",
-                 {"threshold": "number"},
+                 {"threshold": "number", "fail_after": "integer"},
                  "Energy-based speech detector (no model)."),
     # --- embedded offline stack --------------------------------------------------------------
     ProviderSpec("asr", "whisper", "flowagent.providers.local_whisper:WhisperAsr",

@@ -132,6 +132,7 @@ class CallSession:
         #: VAD streams that call back with results (`feed_ms(pcm, ms)` + `listener`, e.g. the
         #: batched Silero): no task or coroutine per frame
         self._vad_feed: Callable[[bytes, Any], None] | None = None
+        self._vad_fallback = False  # the VAD failed and the energy VAD took over
         self._vad_wake = asyncio.Event()
         self._out: OutStream | None = None
         self._rec: Any = None  # recording.CallRecorder when this call is recorded, else None
@@ -1206,9 +1207,27 @@ class CallSession:
         self._on_vad(p, ms)
 
     def _vad_failed(self, exc: BaseException) -> None:
+        """The VAD broke mid-call (a model error, a provider bug): count it, and carry on with
+        an energy VAD (no model, cannot fail) so the caller's turns are still heard — a call
+        without any VAD would only ever reach its no-input timeouts."""
         self.rt.metrics.error("vad")
-        log.warning("call %s: VAD failed: %s", self.uuid, exc)
-        self._vad = None
+        self.record.errors.append(f"vad: {_msg(exc)}")
+        old = self._vad
+        if getattr(old, "listener", None) is not None:
+            old.listener = None  # type: ignore[union-attr]  # its late results
+        if self._vad_fallback:
+            log.warning("call %s: the fallback VAD failed too (%s); no VAD for the rest of "
+                        "the call", self.uuid, exc)
+            self._vad = None
+            return
+        log.warning("call %s: VAD failed (%s); using an energy VAD for the rest of the call",
+                    self.uuid, exc)
+        from flowagent.providers.fake import FakeVadStream
+
+        self._vad_fallback = True
+        self._vad_q.clear()
+        self._vad = FakeVadStream(threshold=0.01)
+        self._attach_vad()
 
     async def _asr_feeder(self) -> None:
         """For ASR streams without a synchronous path: send queued audio in order."""

@@ -322,3 +322,38 @@ async def test_metrics_count_the_windows_run_gated_and_shed(speech_set: list) ->
     assert after["gated"] - before["gated"] == 3
     assert after["model"] - before["model"] == 2
     assert after["shed"] == before["shed"]
+
+
+async def test_a_failing_model_reaches_the_call_as_an_error_not_a_hang(speech_set: list) -> None:
+    """onnxruntime raising mid-call (out of memory, a corrupted session): every call with a
+    window in that batch gets the error through `on_error` (the session then logs it, counts
+    it and carries on without the VAD); nothing waits forever."""
+    from flowagent.providers.local_silero import SileroModel
+
+    class BrokenModel(SileroModel):
+        def step(self, rows: Any, states: Any, sample_rate: int, slot: int = 0) -> Any:
+            raise RuntimeError("onnxruntime: bad allocation")
+
+    base = SileroModel.shared()
+    broken = BrokenModel.__new__(BrokenModel)
+    broken.__dict__.update(base.__dict__)  # same sessions; only `step` fails
+    vad = SileroVad(batch_ms=0, silence_gate_dbfs=None, model=broken)
+    errors: list[BaseException] = []
+    heard: list[float] = []
+    streams = [vad.open_stream(8000) for _ in range(3)]
+    for s in streams:
+        s.listener = lambda p, tag: heard.append(p)
+        s.on_error = errors.append
+    speech = to_pcm(to_float(speech_set[0]["pcm"])[8000:8000 + 2560])
+    for s in streams:
+        for f in frames(speech):
+            s.feed_ms(f, 20)
+    for _ in range(100):
+        if len(errors) >= 3:
+            break
+        await asyncio.sleep(0.01)
+    assert len(errors) >= 3 and all(isinstance(e, ProviderError) for e in errors)
+    assert "bad allocation" in str(errors[0])
+    assert heard == []  # no made-up probability was delivered
+    with pytest.raises(ProviderError, match="inference failed"):
+        await streams[0].probability(speech[:512])

@@ -153,6 +153,25 @@ async def test_asr_failure_mid_call_plays_the_fallback_and_goes_on(harness: Any)
     assert any("asr" in e for e in rec["errors"])
 
 
+async def test_vad_failure_mid_call_falls_back_to_an_energy_vad_and_goes_on(
+        harness: Any) -> None:
+    h = await harness(FLOWS / "vad_fail.yaml")
+    c = h.caller()
+    await c.connect()
+    assert await c.wait_agent_quiet(0.3)
+    await asyncio.sleep(1.0)  # the VAD has failed by now (40 frames)
+    assert h.rt.metrics.errors["vad"] == 1
+    await c.say_audio(SPEECH)  # heard by the energy VAD that took over -> "yes"
+    assert await c.wait_agent_quiet(0.3, after=time.monotonic())
+    await c.say_audio(SPEECH)
+    await asyncio.wait_for(c.closed.wait(), 10)
+    rec = await h.wait_record(c.uuid)
+    assert "And is it a house?" in says(rec) and "Goodbye." in says(rec)
+    assert rec["outcome"] == "completed"
+    assert [e for e in rec["errors"] if e.startswith("vad:")] == [
+        "vad: fake VAD failure (fail_after)"]
+
+
 async def test_llm_stall_plays_the_fallback_within_two_seconds(harness: Any) -> None:
     h = await harness(FLOWS / "llm_stall.yaml")
     c = h.caller()
