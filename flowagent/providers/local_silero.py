@@ -196,8 +196,9 @@ class SileroBatcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
 
-    def submit(self, stream: SileroStream, row: np.ndarray, frame: _Frame, index: int) -> None:
-        """Queue one window of `stream`; its probability goes to `frame.values[index]`."""
+    def submit(self, stream: SileroStream, row: bytes, frame: _Frame, index: int) -> None:
+        """Queue one window of `stream` (s16le: context + window); its probability goes to
+        `frame.values[index]`."""
         stream._windows_q.append((row, frame, index))
         if stream._in_model or len(stream._windows_q) > 1:
             return  # it is ready already, or will be when its window in the model is done
@@ -237,15 +238,18 @@ class SileroBatcher:
                                               rate, slot)
             work.add_done_callback(lambda f, b=batch, k=slot: self._finish(b, k, f))
 
-    def _run_layers(self, rows: list[list[np.ndarray]], states: np.ndarray, rate: int,
+    def _run_layers(self, rows: list[list[bytes]], states: np.ndarray, rate: int,
                     slot: int) -> tuple[list[list[float]], np.ndarray]:
         """On the inference thread: each call's windows in order, all calls batched per layer.
         Returns (probabilities per call, final states [2, calls, 128])."""
         probs: list[list[float]] = [[] for _ in rows]
         depth = max(len(r) for r in rows)
+        width = WINDOW[rate] + CONTEXT[rate]
         for j in range(depth):
             idx = [i for i, r in enumerate(rows) if len(r) > j]
-            batch = np.stack([rows[i][j] for i in idx])
+            pcm = b"".join([rows[i][j] for i in idx])
+            batch = np.frombuffer(pcm, dtype="<i2").reshape(len(idx), width).astype(np.float32)
+            batch *= 1.0 / 32768.0
             if len(idx) == len(rows):
                 p, states = self.model.step(batch, states, rate, slot)
             else:
@@ -334,10 +338,10 @@ class SileroStream:
         self._frames: deque[_Frame] = deque()
         self._batcher: SileroBatcher | None = None  # the event loop's, fetched once
         self._held_ms = 0  # `feed_ms`: audio of frames that completed no window yet
-        # (row, frame, index) of windows waiting for / in the model; the batcher owns these
+        # (s16le row, frame, index) of windows waiting for / in the model; the batcher owns these
         # while `_in_model` (a reset keeps them so the batcher's bookkeeping stays consistent)
         if not hasattr(self, "_windows_q"):
-            self._windows_q: deque[tuple[np.ndarray, _Frame, int]] = deque()
+            self._windows_q: deque[tuple[bytes, _Frame, int]] = deque()
             self._in_model = 0  # windows of this call in the running job (0: none)
         self.last = 0.0
 
@@ -391,9 +395,20 @@ class SileroStream:
         self._submit(windows, ms)
 
     def _submit(self, windows: list[bytes], tag: Any) -> None:
+        gate = self.vad.gate_rms
+        if len(windows) == 1 and not self._frames and gate is not None:
+            w = windows[0]
+            if _rms16(w) < gate:  # the common quiet window: answered here, no bookkeeping
+                self.vad.model.windows_gated += 1
+                self._context = w[-len(self._context):]
+                self.last = 0.0
+                if isinstance(tag, asyncio.Future):
+                    tag.set_result((0.0, [0.0]))
+                elif self.listener is not None:
+                    self.listener(0.0, tag)
+                return
         frame = _Frame(tag)
         if windows:
-            gate = self.vad.gate_rms
             keep = len(self._context)
             frame.values = [0.0] * len(windows)
             for i, w in enumerate(windows):
@@ -404,13 +419,13 @@ class SileroStream:
                     self.vad.model.windows_shed += 1
                     frame.values[i] = self.last
                 else:
-                    row = np.frombuffer(self._context + w, dtype="<i2").astype(np.float32)
-                    row *= 1.0 / 32768.0
+                    # s16le context + window; the inference thread converts a whole batch
+                    # to floats in one go (cheaper than an array per window here)
                     frame.waiting += 1
                     batcher = self._batcher
                     if batcher is None or batcher._closed:
                         batcher = self._batcher = self.vad.batcher()
-                    batcher.submit(self, row, frame, i)
+                    batcher.submit(self, self._context + w, frame, i)
                 self._context = w[-keep:]
         if frame.waiting or self._frames:
             self._frames.append(frame)
