@@ -21,12 +21,9 @@ import pytest
 
 from flowagent import audio
 from flowagent.runner.caller import AudioSocketCaller
-from flowagent.runner.runtime import FlowSet, ProviderPool, Runtime, RuntimeConfig
-from flowagent.runner.server import AudioSocketServer
-from flowagent.runner.store import CallStore
-from flowagent.runner.webhooks import WebhookConfig, Webhooks
 from providers.fakes import FakeCartesia, FakeDeepgram, FakeOpenAIChat
 from providers.records import wait_record
+from providers.serving import serve_flow
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -40,22 +37,8 @@ REMOVALS_TURNS = ["I'd like a quote for a house move please", "LS11 5AB", "M1 1A
 
 @contextlib.asynccontextmanager
 async def serve(flow: Path, overrides: dict[str, Any], tmp: Path) -> AsyncIterator[Any]:
-    flows = FlowSet(ProviderPool(), overrides)
-    flows.load(flow)
-    store = CallStore(tmp / "calls.db")
-    rt = Runtime(flows, store, config=RuntimeConfig(), webhooks=Webhooks(WebhookConfig(url="")))
-    server = AudioSocketServer(rt, "127.0.0.1", 0, reload_interval_s=0)
-    await server.start()
-    try:
-        yield server, store
-    finally:
-        with contextlib.suppress(Exception):
-            await server.close()
-        store.close()
-        for kind in ("asr", "tts", "llm"):
-            inst = getattr(flows.default.providers, kind, None) if flows.default else None
-            if inst is not None and hasattr(inst, "close"):
-                await inst.close()
+    async with serve_flow(flow, overrides, tmp) as served:
+        yield served.server, served.store
 
 
 def says(rec: dict[str, Any]) -> str:

@@ -25,12 +25,10 @@ from aiohttp import web
 
 from flowagent import audio
 from flowagent.runner.caller import AudioSocketCaller
-from flowagent.runner.runtime import FlowSet, ProviderPool, Runtime, RuntimeConfig
-from flowagent.runner.server import AudioSocketServer
 from flowagent.runner.store import CallStore
-from flowagent.runner.webhooks import WebhookConfig, Webhooks
 from providers.fakes import FakeOpenAIRealtime
 from providers.records import wait_record
+from providers.serving import serve_flow, speech_runs
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -65,37 +63,12 @@ async def serve(fake: FakeOpenAIRealtime, tmp: Path, flow: Path = FLOW
                 ) -> AsyncIterator[tuple[Any, CallStore]]:
     overrides = {"sts": {"name": "openai-realtime",
                          "options": {"api_key": fake.api_key, "url": fake.url}}}
-    flows = FlowSet(ProviderPool(), overrides)
-    flows.load(flow)
-    store = CallStore(tmp / "calls.db")
-    rt = Runtime(flows, store, config=RuntimeConfig(), webhooks=Webhooks(WebhookConfig(url="")))
-    server = AudioSocketServer(rt, "127.0.0.1", 0, reload_interval_s=0)
-    await server.start()
-    try:
-        yield server, store
-    finally:
-        with contextlib.suppress(Exception):
-            await server.close()
-        store.close()
+    async with serve_flow(flow, overrides, tmp) as served:
+        yield served.server, served.store
 
 
 def lines(rec: dict[str, Any], who: str) -> list[str]:
     return [e["text"] for e in rec["transcript"] if e["who"] == who]
-
-
-def speech_runs(c: AudioSocketCaller) -> list[list[float]]:
-    """Arrival times of each unbroken run of agent speech frames."""
-    runs: list[list[float]] = []
-    current: list[float] = []
-    for r in c.stats.frames:
-        if r.speech:
-            current.append(r.at)
-        elif current:
-            runs.append(current)
-            current = []
-    if current:
-        runs.append(current)
-    return runs
 
 
 async def talk(c: AudioSocketCaller, after: float) -> float:

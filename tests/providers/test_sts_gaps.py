@@ -24,9 +24,8 @@ from flowagent import audio
 from flowagent.providers.base import StsEvent
 from flowagent.providers.openai_realtime import OpenAIRealtimeSts
 from flowagent.providers.sts_url import check_sts_url
-from flowagent.runner.api import create_app, start_api
 from flowagent.runner.caller import AudioSocketCaller
-from flowagent.runner.runtime import FlowSet, ProviderPool, Runtime, RuntimeConfig
+from flowagent.runner.runtime import Runtime, RuntimeConfig
 from flowagent.runner.server import AudioSocketServer
 from flowagent.runner.store import CallStore
 from flowagent.runner.webhooks import WebhookConfig, Webhooks
@@ -34,6 +33,7 @@ from flowagent.web.hub import LiveHub
 from flowagent.web.watch import RuntimeWatcher
 from providers.fakes import FakeAvr, FakeOpenAIRealtime
 from providers.records import wait_record
+from providers.serving import serve_flow, speech_runs
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -66,24 +66,10 @@ class Served:
 async def serve(sts: dict[str, Any], tmp: Path, monkeypatch: pytest.MonkeyPatch,
                 webhook_url: str = "") -> AsyncIterator[Served]:
     monkeypatch.setenv("FLOWAGENT_API_TOKEN", TOKEN)
-    flows = FlowSet(ProviderPool(), {"sts": sts})
-    flows.load(FLOW)
-    store = CallStore(tmp / "calls.db")
     hooks = Webhooks(WebhookConfig(url=webhook_url, timeout_s=2, retries=0))
-    rt = Runtime(flows, store, config=RuntimeConfig(call_initiated_timeout_s=3.0),
-                 webhooks=hooks)
-    server = AudioSocketServer(rt, "127.0.0.1", 0, reload_interval_s=0)
-    await server.start()
-    runner, http_port = await start_api(create_app(rt), "127.0.0.1", 0)
-    try:
-        yield Served(rt, server, store, http_port)
-    finally:
-        with contextlib.suppress(Exception):
-            await server.close()
-        await runner.cleanup()
-        with contextlib.suppress(Exception):
-            await hooks.close()
-        store.close()
+    async with serve_flow(FLOW, {"sts": sts}, tmp, webhooks=hooks, api=True,
+                          config=RuntimeConfig(call_initiated_timeout_s=3.0)) as served:
+        yield Served(served.rt, served.server, served.store, served.http_port or 0)
 
 
 @contextlib.asynccontextmanager
@@ -304,20 +290,6 @@ async def test_avr_sts_turns_are_timed_by_our_own_end_of_speech_detector(
 # ---------------------------------------------------------------------------------------------
 # 3. barge-in truncation
 # ---------------------------------------------------------------------------------------------
-
-
-def speech_runs(c: AudioSocketCaller) -> list[list[float]]:
-    runs: list[list[float]] = []
-    current: list[float] = []
-    for r in c.stats.frames:
-        if r.speech:
-            current.append(r.at)
-        elif current:
-            runs.append(current)
-            current = []
-    if current:
-        runs.append(current)
-    return runs
 
 
 @pytest.mark.parametrize("chunk_s", [0.0, 0.05], ids=["reply-all-sent", "reply-still-streaming"])
