@@ -89,6 +89,8 @@ def _assign_in_order(
     cues = {s: name_words(s) for s in open_slots}
     remaining: list[tuple[tuple[int, int], ParseResult]] = []
     for span, res in free:
+        if not _free(span, used):
+            continue  # overlaps a candidate already given to a slot: words are used once
         before = set(_words_before(text, span[0], 3))
         named = [s for s in open_slots if cues[s] & before]
         if len(named) == 1 and named[0] not in results:
@@ -97,6 +99,8 @@ def _assign_in_order(
         else:
             remaining.append((span, res))
     for span, res in remaining:
+        if not _free(span, used):
+            continue
         for s in open_slots:
             if s not in results:
                 results[s] = res

@@ -141,8 +141,11 @@ def find_postcodes(text: str, *, partial: bool = False) -> list[PostcodeMatch]:
                     best = (f"{p[:-3]} {p[-3:]}", j, True)
                 elif partial and OUTWARD_RE.match(p) and (best is None or not best[2]):
                     best = (p, j, False)
-        if best is not None and (best[2] or _outward_is_plausible(best[0])):
-            out.append(PostcodeMatch(best[0], units[i][1], units[best[1]][2], best[2]))
+        start, end = units[i][1], units[best[1]][2] if best is not None else 0
+        if best is not None and (best[2] or _outward_is_plausible(best[0])) and not any(
+            o.start < end and start < o.end for o in out  # a typed match wins ("a M1 5AB")
+        ):
+            out.append(PostcodeMatch(best[0], start, end, best[2]))
             i = best[1] + 1
         else:
             i += 1
