@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 
 from flowagent import audio
 from flowagent.runner.caller import AudioSocketCaller
@@ -35,27 +34,6 @@ pytestmark = pytest.mark.timeout(60)
 FLOW = Path(__file__).resolve().parent / "flows" / "removals_sts.yaml"
 SPEECH = audio.tone(400, 300, 8000, amplitude=0.4)  # "the caller talks"
 GREETING = "Hello, you're through to Swift Removals. How can I help?"
-
-
-@pytest.fixture
-async def pricing_api(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[list[dict[str, Any]]]:
-    """The removals firm's pricing API, on loopback."""
-    seen: list[dict[str, Any]] = []
-
-    async def quote(request: web.Request) -> web.Response:
-        seen.append(await request.json())
-        return web.json_response({"price": 450, "quote_id": "Q-1001"})
-
-    app = web.Application()
-    app.add_routes([web.post("/quote", quote)])
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    monkeypatch.setenv("REMOVALS_API_URL", f"http://127.0.0.1:{port}")
-    yield seen
-    await runner.cleanup()
 
 
 @contextlib.asynccontextmanager
