@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from hypothesis import settings
+from loopback import serve_app
 
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
@@ -86,11 +87,6 @@ async def pricing_api(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[list[dic
 
     app = web.Application()
     app.add_routes([web.post("/quote", quote), web.post("/bookings", book)])
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    monkeypatch.setenv("REMOVALS_API_URL", f"http://127.0.0.1:{port}")
-    yield seen
-    await runner.cleanup()
+    async with serve_app(app) as url:
+        monkeypatch.setenv("REMOVALS_API_URL", url)
+        yield seen

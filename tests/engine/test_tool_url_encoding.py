@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from engine_helpers import flow_from_yaml
+from loopback import serve_app
 
 from flowagent.runner.driver import Conversation
 from flowagent.runner.events import CallInfo, CallTool
@@ -48,17 +49,12 @@ async def api() -> AsyncIterator[Recorder]:
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    rec.base = f"http://127.0.0.1:{port}"
-    try:
-        yield rec
-    finally:
-        await close_shared_session()
-        await runner.cleanup()
+    async with serve_app(app) as url:
+        rec.base = url
+        try:
+            yield rec
+        finally:
+            await close_shared_session()
 
 
 async def _send(url: str) -> Any:

@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from loopback import serve_app
 
 from flowagent import audio
 from flowagent.providers.base import StsEvent
@@ -87,15 +88,8 @@ async def call_initiated_answers(answers: list[dict[str, Any]]) -> AsyncIterator
 
     app = web.Application()
     app.add_routes([web.post("/hook", hook)])
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}/hook"
-    finally:
-        await runner.cleanup()
+    async with serve_app(app) as url:
+        yield f"{url}/hook"
 
 
 def realtime(fake: FakeOpenAIRealtime, url: str | None = None) -> dict[str, Any]:

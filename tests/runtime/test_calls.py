@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from loopback import serve_app
 
 from flowagent import audio
 from flowagent.asterisk.audiosocket import Kind, encode
@@ -205,13 +206,8 @@ async def test_webhooks_are_signed_and_call_ended_carries_the_record(harness: An
 
     app = web.Application()
     app.add_routes([web.post("/hook", hook)])
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        h = await harness(webhook_url=f"http://127.0.0.1:{port}/hook", webhook_secret="s3cret")
+    async with serve_app(app) as url:
+        h = await harness(webhook_url=f"{url}/hook", webhook_secret="s3cret")
         c = h.caller()
         await c.connect()
         await turn(h, c, "yes")
@@ -220,8 +216,6 @@ async def test_webhooks_are_signed_and_call_ended_carries_the_record(harness: An
         c.send_dtmf("#")
         await asyncio.wait_for(c.closed.wait(), 10)
         await asyncio.wait_for(ended.wait(), 5)
-    finally:
-        await runner.cleanup()
     types = [e["type"] for e in got]
     for t in ("call_initiated", "call_started", "transcription", "dtmf_digit", "call_ended"):
         assert t in types, types
@@ -415,17 +409,10 @@ async def test_call_initiated_answer_can_choose_the_flow(harness: Any) -> None:
 
     app = web.Application()
     app.add_routes([web.post("/hook", hook)])
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        h = await harness(FLOWS / "routes.yaml", webhook_url=f"http://127.0.0.1:{port}/hook")
+    async with serve_app(app) as url:
+        h = await harness(FLOWS / "routes.yaml", webhook_url=f"{url}/hook")
         c = h.caller()
         await c.connect()
         await c.wait_agent_started(0)
         await c.hangup()
         assert (await h.wait_record(c.uuid))["flow"] == "Cough"
-    finally:
-        await runner.cleanup()

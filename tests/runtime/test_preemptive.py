@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import yaml
 from aiohttp import web
+from loopback import serve_app
 
 from flowagent import audio
 from flowagent.providers.fake import FakeEvent, word_tone_hz
@@ -239,13 +240,8 @@ async def price_api() -> Any:
 
     app = web.Application()
     app.add_routes([web.post("/quote", quote)])
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield f"http://127.0.0.1:{port}", seen
-    await runner.cleanup()
+    async with serve_app(app) as url:
+        yield url, seen
 
 
 @pytest.mark.parametrize("mismatch", [0.0, 1.0])
