@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from flowagent.runner.compiler import load_flow  # noqa: E402
+from flowagent.flow.compiler import load_flow  # noqa: E402
 from flowagent.understanding.embedding_cache import EmbeddingDiskCache  # noqa: E402
 from flowagent.understanding.embeddings import EmbeddingScorer, MiniLM  # noqa: E402
 from flowagent.understanding.intents import BUILTIN_INTENTS  # noqa: E402

@@ -24,9 +24,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from flowagent.runner.compiler import load_flow  # noqa: E402
-from flowagent.runner.engine import Engine  # noqa: E402
-from flowagent.runner.events import CallInfo, CallTool, ToolResult, UserUtterance  # noqa: E402
+from flowagent.dialogue.actions import CallTool  # noqa: E402
+from flowagent.dialogue.engine import Engine  # noqa: E402
+from flowagent.dialogue.events import CallInfo, ToolResult, UserUtterance  # noqa: E402
+from flowagent.flow.compiler import load_flow  # noqa: E402
 
 TODAY = _dt.date(2026, 3, 2)
 TURNS = [

@@ -14,8 +14,8 @@ import argparse
 import time
 from types import SimpleNamespace
 
-from flowagent import graph as g
-from flowagent.runner.record import CallRecord
+from flowagent.dialogue.call_record import CallRecord
+from flowagent.graph import model, render
 from flowagent.web.hub import LiveHub
 from flowagent.web.watch import RuntimeWatcher
 
@@ -56,11 +56,11 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=1000)
     args = ap.parse_args()
     data = big_flow(args.states)
-    graph = g.build_graph(data)
+    graph = model.build_graph(data)
     print(f"flow: {len(graph.states)} states, {len(graph.edges)} edges")
-    print(f"build model   {best(lambda: g.build_graph(data)) * 1000:8.1f} ms")
+    print(f"build model   {best(lambda: model.build_graph(data)) * 1000:8.1f} ms")
     for name in ("mermaid", "dot", "html"):
-        print(f"render {name:7s}{best(lambda n=name: g.RENDERERS[n](graph)) * 1000:8.1f} ms")
+        print(f"render {name:7s}{best(lambda n=name: render.RENDERERS[n](graph)) * 1000:8.1f} ms")
 
     hub = LiveHub()
     sessions = {}

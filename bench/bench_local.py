@@ -38,7 +38,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 
 from flowagent.audio import read_wav  # noqa: E402
-from flowagent.providers.local_linesim import word_errors  # noqa: E402
+from flowagent.providers.local.linesim import word_errors  # noqa: E402
 
 SPEECH = ROOT / "tests" / "data" / "speech"
 REPLY = "Thanks, one moment please."
@@ -85,10 +85,10 @@ def load_set() -> list[dict[str, Any]]:
 
 
 async def session_round(n: int, entries: list[dict[str, Any]], flow: Path) -> dict[str, Any]:
-    from flowagent.runner.caller import AudioSocketCaller
-    from flowagent.runner.runtime import FlowSet, ProviderPool, Runtime, RuntimeConfig
-    from flowagent.runner.server import AudioSocketServer
-    from flowagent.runner.store import CallStore
+    from flowagent.asterisk.caller import AudioSocketCaller
+    from flowagent.server.audiosocket_server import AudioSocketServer
+    from flowagent.server.call_store import CallStore
+    from flowagent.server.runtime import FlowSet, ProviderPool, Runtime, RuntimeConfig
 
     tmp = Path(tempfile.mkdtemp())
     config = RuntimeConfig(provider_timeout_s=10.0)
@@ -187,7 +187,7 @@ async def chain_round(n: int, entries: list[dict[str, Any]], asr: Any, tts: Any)
 
 
 async def wer(model: str, window_s: float, entries: list[dict[str, Any]]) -> tuple[float, float]:
-    from flowagent.providers.local_whisper import WhisperAsr, WhisperOptions
+    from flowagent.providers.local.whisper import WhisperAsr, WhisperOptions
 
     asr = WhisperAsr(WhisperOptions(model=model, window_s=window_s))
     errors = words = 0
@@ -208,7 +208,7 @@ async def wer(model: str, window_s: float, entries: list[dict[str, Any]]) -> tup
 
 async def vad_throughput(calls: int, seconds: float, batch_ms: float) -> tuple[float, float]:
     """(CPU seconds per window, mean windows per inference) for `calls` streams of audio."""
-    from flowagent.providers.local_silero import SileroVad
+    from flowagent.providers.local.silero import SileroVad
 
     vad = SileroVad(batch_ms=batch_ms)
     rng = np.random.default_rng(0)
@@ -242,7 +242,7 @@ async def main(quick: bool) -> None:
 
     entries = load_set()
     rss0 = rss_mb()
-    from flowagent.providers.local_stack import load_default_stack
+    from flowagent.providers.local.stack import load_default_stack
 
     stack = load_default_stack()
     rss1 = rss_mb()
@@ -284,7 +284,7 @@ async def main(quick: bool) -> None:
     out()
     out("| model | encoder window | word error | median ms / turn |")
     out("|---|---|---|---|")
-    from flowagent.providers.local_models import whisper_available
+    from flowagent.model_files import whisper_available
 
     models = ["tiny.en"] + (["base"] if whisper_available("base") and not quick else [])
     for model in models:

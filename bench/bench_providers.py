@@ -100,12 +100,12 @@ async def measure(turns: int, latency_s: float, turn: Callable[[], Awaitable[Non
 async def run_client(urls: dict[str, Any], turns: int, latency_s: float) -> dict[str, Any]:
     from flowagent.providers.anthropic import AnthropicLlm
     from flowagent.providers.avr import AvrAsr, AvrLlm, AvrSts, AvrTts
+    from flowagent.providers.base import LlmMessage
     from flowagent.providers.cartesia import CartesiaTts
     from flowagent.providers.deepgram import DeepgramAsr
     from flowagent.providers.elevenlabs import ElevenLabsTts
     from flowagent.providers.openai_chat import OpenAIChatLlm
     from flowagent.providers.openai_realtime import OpenAIRealtimeSts
-    from flowagent.runner.events import LlmMessage
 
     results: dict[str, Any] = {}
     msgs = (LlmMessage("system", "Be brief."), LlmMessage("user", "How much for a move?"))

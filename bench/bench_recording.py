@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from flowagent import audio
-from flowagent.runner.recording import CallRecorder
+from flowagent.runner.audio_recording import CallRecorder
 
 FRAMES = 50 * 600  # ten minutes of one call
 

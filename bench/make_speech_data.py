@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from flowagent.audio import write_wav
-from flowagent.providers.local_linesim import add_noise, telephone_band
-from flowagent.providers.local_piper import PiperTts
+from flowagent.providers.local.linesim import add_noise, telephone_band
+from flowagent.providers.local.piper import PiperTts
 
 RATE = 8000
 

@@ -79,10 +79,10 @@ def rss_kb() -> int:
 async def serve(flow: Path, keepalive_ms: int) -> None:
     from aiohttp import web
 
-    from flowagent.runner.api import RUNTIME_KEY, create_app, start_api
-    from flowagent.runner.runtime import FlowSet, ProviderPool, Runtime, RuntimeConfig, tune_gc
-    from flowagent.runner.server import AudioSocketServer
-    from flowagent.runner.store import CallStore
+    from flowagent.server.audiosocket_server import AudioSocketServer
+    from flowagent.server.call_store import CallStore
+    from flowagent.server.control_api import RUNTIME_KEY, create_app, start_api
+    from flowagent.server.runtime import FlowSet, ProviderPool, Runtime, RuntimeConfig, tune_gc
 
     os.environ.setdefault("FLOWAGENT_API_TOKEN", "bench")
     flows = FlowSet(ProviderPool())
@@ -145,7 +145,7 @@ async def serve(flow: Path, keepalive_ms: int) -> None:
 
 def vad_work() -> dict[str, int]:
     """Silero windows run by the model / spared by the silence gate (0 with other VADs)."""
-    silero = sys.modules.get("flowagent.providers.local_silero")
+    silero = sys.modules.get("flowagent.providers.local.silero")
     models = list(silero._MODELS.values()) if silero is not None else []
     return {"vad_windows_run": sum(m.windows_run for m in models),
             "vad_batches_run": sum(m.batches_run for m in models),
@@ -677,12 +677,12 @@ def main() -> None:
                             {"a": a, "serve": serve, "asyncio": asyncio},
                             os.environ["BENCH_PROFILE"])
         else:
-            from flowagent.runner.runtime import new_event_loop
+            from flowagent.server.runtime import new_event_loop
 
             with asyncio.Runner(loop_factory=new_event_loop) as r:
                 r.run(serve(a.flow, a.keepalive_ms))
     elif a.cmd == "_load":
-        from flowagent.runner.runtime import new_event_loop
+        from flowagent.server.runtime import new_event_loop
 
         with asyncio.Runner(loop_factory=new_event_loop) as r:
             if a.barge:

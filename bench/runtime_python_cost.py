@@ -50,9 +50,9 @@ class FakeTransport:
 
 
 async def run(calls: int, seconds: float) -> dict[str, Any]:
-    from flowagent.runner.runtime import FlowSet, ProviderPool, Runtime, RuntimeConfig, tune_gc
     from flowagent.runner.session import CallSession
-    from flowagent.runner.store import CallStore
+    from flowagent.server.call_store import CallStore
+    from flowagent.server.runtime import FlowSet, ProviderPool, Runtime, RuntimeConfig, tune_gc
 
     flows = FlowSet(ProviderPool())
     flows.load(ROOT / "bench" / "flows" / "runtime_turns.yaml")
@@ -110,7 +110,7 @@ def main() -> None:
     p.add_argument("--calls", type=int, default=300)
     p.add_argument("--seconds", type=float, default=8.0)
     a = p.parse_args()
-    from flowagent.runner.runtime import new_event_loop
+    from flowagent.server.runtime import new_event_loop
 
     with asyncio.Runner(loop_factory=new_event_loop) as r:
         print(r.run(run(a.calls, a.seconds)))

@@ -143,7 +143,7 @@ async def _agent_lines(http: str | None, uuid: str) -> list[str]:
 async def _call(con: Console, host: str, port: int, turns: list[Turn], uuid: str | None,
                 record: Path | None, http: str | None) -> dict[str, Any]:
     from flowagent import audio
-    from flowagent.runner.caller import AudioSocketCaller
+    from flowagent.asterisk.caller import AudioSocketCaller
 
     rate = 8000
     tts = _make_tts(con) if any(t.kind == "say" for t in turns) else None

@@ -24,7 +24,7 @@ def run(*, uuid: str | None, db: Path, limit: int, json_out: bool) -> int:
         con.print(f"[red]{escape(str(db))}: no call records here yet (flowagent serve --db"
                   " chooses the file).[/red]")
         return 2
-    from flowagent.runner.store import CallStore
+    from flowagent.server.call_store import CallStore
 
     store = CallStore(db)
     try:

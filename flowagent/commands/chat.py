@@ -42,8 +42,8 @@ def _make_llm(flow: Any, con: Console) -> Any:
 def run(flow: Path, *, tool_responses: Path | None = None, caller: str = "+447700900123",
         did: str = "", show_state: bool = False, console: Console | None = None,
         stdin: Any = None) -> int:
-    from flowagent.runner.compiler import FlowInvalid, load_flow
-    from flowagent.runner.tools import CannedError, CannedTools, ToolRunner
+    from flowagent.dialogue.tools import CannedError, CannedTools, ToolRunner
+    from flowagent.flow.compiler import FlowInvalid, load_flow
 
     con = console or Console(highlight=False, soft_wrap=True, emoji=False)
     try:
@@ -71,9 +71,9 @@ async def _chat(flow: Any, runner: Any, llm: Any, caller: str, did: str, show_st
                 con: Console, stdin: Any) -> int:
     import uuid
 
-    from flowagent.runner.driver import Conversation
-    from flowagent.runner.events import CallInfo
-    from flowagent.runner.tools import close_shared_session
+    from flowagent.dialogue.events import CallInfo
+    from flowagent.dialogue.text_driver import Conversation
+    from flowagent.dialogue.tools import close_shared_session
 
     conv = Conversation(flow, runner, llm)
     interactive = hasattr(stdin, "isatty") and stdin.isatty()

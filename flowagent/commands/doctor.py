@@ -98,7 +98,7 @@ def check_flows(cfg: DoctorConfig, info: _FlowInfo) -> list[Check]:
         return [Check("flows", "skip", "skipped: no flow files given "
                       "(e.g. flowagent doctor flows/removals.yaml)")]
     try:
-        from flowagent.runner.validate import validate_file
+        from flowagent.flow.validate import validate_file
     except ImportError:
         return [Check("flows", "skip", "skipped: the validator is not installed")]
     out: list[Check] = []
@@ -124,7 +124,7 @@ def check_flows(cfg: DoctorConfig, info: _FlowInfo) -> list[Check]:
                     info.providers.append((kind, entry["name"], dict(opts), str(path)))
                     kinds_given.add(kind)
         if "sts" not in kinds_given:
-            from flowagent.runner.runtime import DEFAULT_PROVIDERS
+            from flowagent.server.runtime import DEFAULT_PROVIDERS
 
             for kind, default in DEFAULT_PROVIDERS.items():
                 if default and kind not in kinds_given:
@@ -233,8 +233,8 @@ async def probe_provider(kind: str, name: str, options: dict[str, Any],
 
 
 async def check_providers(cfg: DoctorConfig, info: _FlowInfo) -> list[Check]:
+    from flowagent.flow.envrefs import expand_tree
     from flowagent.providers import registry
-    from flowagent.runner.envrefs import expand_tree
 
     seen: set[tuple[str, str, str]] = set()
     jobs: list[Awaitable[Check]] = []
@@ -281,7 +281,7 @@ def _local_check(kind: str, name: str, options: dict[str, Any]) -> Check:
         return Check(label, "fail", f"{module} does not import: {type(exc).__name__}: {exc} "
                      "— install the offline stack with `pip install 'flowagent[local]'`")
     try:
-        from flowagent.providers import local_models as lm
+        from flowagent import model_files as lm
 
         if name == "whisper":
             model = str(options.get("model") or "tiny.en")

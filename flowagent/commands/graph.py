@@ -5,7 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from flowagent.graph import RENDERERS, inspect_flow
+from flowagent.graph.render import RENDERERS
+from flowagent.graph.status import inspect_flow
 
 FORMATS = ("mermaid", "dot", "html", "svg")
 

@@ -121,7 +121,7 @@ def run(flow_or_routes: Path, *, audiosocket: str, http: str, db: Path,
         as_host, as_port = _hostport(audiosocket, "--audiosocket")
         http_host, http_port = _hostport(http, "--http")
         prompts = prompt_settings(db, prompt_cache, prompt_cache_mb, warm)
-        from flowagent.runner.recording import serve_options
+        from flowagent.runner.audio_recording import serve_options
 
         recording = serve_options(record_audio, retention_days)  # (all calls?, retention days)
     except ValueError as exc:
@@ -131,7 +131,7 @@ def run(flow_or_routes: Path, *, audiosocket: str, http: str, db: Path,
         con.print(f"[red]{escape(str(flow_or_routes))}: no such file. Give a flow file or a routes"
                   " file (default flows/removals.yaml).[/red]")
         return 2
-    from flowagent.runner.runtime import new_event_loop
+    from flowagent.server.runtime import new_event_loop
 
     try:
         with asyncio.Runner(loop_factory=new_event_loop) as runner:
@@ -147,9 +147,11 @@ async def _serve(con: Console, source: Path, as_host: str, as_port: int, http_ho
                  http_port: int, db: Path, reload_interval_s: float = 2.0,
                  prompts: PromptSettings | None = None,
                  recording: tuple[bool, float] = (False, 0.0)) -> int:
-    from flowagent.runner.api import create_app, ensure_token, start_api
     from flowagent.runner.prompt_cache import cache_from_settings
-    from flowagent.runner.runtime import (
+    from flowagent.server.audiosocket_server import AudioSocketServer
+    from flowagent.server.call_store import CallStore
+    from flowagent.server.control_api import create_app, ensure_token, start_api
+    from flowagent.server.runtime import (
         FlowLoadError,
         FlowSet,
         ProviderPool,
@@ -157,9 +159,7 @@ async def _serve(con: Console, source: Path, as_host: str, as_port: int, http_ho
         RuntimeConfig,
         tune_gc,
     )
-    from flowagent.runner.server import AudioSocketServer
-    from flowagent.runner.store import CallStore
-    from flowagent.runner.webhooks import WebhookConfig, Webhooks
+    from flowagent.server.webhooks import WebhookConfig, Webhooks
 
     dates_warm = asyncio.create_task(asyncio.to_thread(_warm_dates))
     flows = FlowSet(ProviderPool())
@@ -167,7 +167,7 @@ async def _serve(con: Console, source: Path, as_host: str, as_port: int, http_ho
     flows.prompt_disk = cache_from_settings(prompts.directory, prompts.max_mb)
     config = RuntimeConfig()
     if _uses_local_stack(source):
-        from flowagent.providers.local_stack import load_default_stack, missing_packages
+        from flowagent.providers.local.stack import load_default_stack, missing_packages
 
         missing = missing_packages()
         if missing:
@@ -207,7 +207,7 @@ async def _serve(con: Console, source: Path, as_host: str, as_port: int, http_ho
     store = CallStore(db)
     config.record_audio = recording[0]  # flows may still opt in with settings.recording
     rt = Runtime(flows, store, webhooks=hooks, config=config)
-    from flowagent.runner import recording as rec
+    from flowagent.runner import audio_recording as rec
 
     # start-up repair of recordings a killed process left, then the retention sweep (daily)
     sweeper = asyncio.create_task(rec.retention_loop(rec.recordings_dir(rt), recording[1]))
@@ -358,7 +358,7 @@ async def _close_ami(ami: object | None) -> None:
 
 def _flow_files(source: Path) -> list[Path]:
     """The flow file, or the flows a routes file names."""
-    from flowagent.runner.runtime import _maybe_routes
+    from flowagent.server.runtime import _maybe_routes
 
     data = _maybe_routes(source)
     if data is None:
@@ -371,7 +371,7 @@ def _uses_local_stack(source: Path) -> bool:
     """Does any served flow fall back on (or name) whisper, piper or silero?"""
     import yaml
 
-    from flowagent.runner.runtime import DEFAULT_PROVIDERS
+    from flowagent.server.runtime import DEFAULT_PROVIDERS
 
     for path in _flow_files(source):
         try:
@@ -405,7 +405,7 @@ def _web_ui(rt: object) -> dict:
 
 def _summary(con: Console, rt: object, as_addr: tuple[str, int], http_addr: tuple[str, int],
              db: Path, token: str, generated: bool, subapps: dict) -> None:
-    from flowagent.runner.runtime import Runtime
+    from flowagent.server.runtime import Runtime
 
     assert isinstance(rt, Runtime)
     table = Table(title="flowagent serve", show_header=True, header_style="bold")

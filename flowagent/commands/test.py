@@ -21,8 +21,13 @@ def default_tests_path(flow: Path) -> Path:
 
 def run(flow: Path, tests: Path | None = None, *, junit: Path | None = None,
         name_filter: str | None = None, console: Console | None = None) -> int:
-    from flowagent.runner.compiler import FlowInvalid, load_flow
-    from flowagent.runner.convtest import TestFileError, junit_xml, load_tests, run_tests
+    from flowagent.dialogue.conversation_tests import (
+        TestFileError,
+        junit_xml,
+        load_tests,
+        run_tests,
+    )
+    from flowagent.flow.compiler import FlowInvalid, load_flow
 
     con = console or Console(highlight=False, soft_wrap=True, emoji=False)
     tests = tests or default_tests_path(flow)

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from flowagent.runner.report import FileReport, Finding, Report
-from flowagent.runner.validate import validate_file
+from flowagent.flow.report import FileReport, Finding, Report
+from flowagent.flow.validate import validate_file
 
 if TYPE_CHECKING:
     from rich.console import Console

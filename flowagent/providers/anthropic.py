@@ -29,7 +29,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from flowagent.providers.base import LlmChunk, ProviderError, ProviderTimeout
+from flowagent.providers.base import (
+    LlmChunk,
+    LlmMessage,
+    LlmToolCall,
+    LlmToolSpec,
+    ProviderError,
+    ProviderTimeout,
+)
 from flowagent.providers.cloudutil import (
     Deadline,
     build_options,
@@ -38,7 +45,6 @@ from flowagent.providers.cloudutil import (
     sse_events,
 )
 from flowagent.providers.openai_chat import SessionHolder
-from flowagent.runner.events import LlmMessage, LlmToolCall, LlmToolSpec
 
 PROVIDER = "Anthropic"
 

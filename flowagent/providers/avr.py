@@ -54,7 +54,16 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 
 from flowagent.audio import StreamResampler
-from flowagent.providers.base import LlmChunk, ProviderError, ProviderTimeout, StsEvent, Transcript
+from flowagent.providers.base import (
+    LlmChunk,
+    LlmMessage,
+    LlmToolCall,
+    LlmToolSpec,
+    ProviderError,
+    ProviderTimeout,
+    StsEvent,
+    Transcript,
+)
 from flowagent.providers.chunking import chunk_stream
 from flowagent.providers.cloudutil import (
     END_OF_STREAM,
@@ -69,7 +78,6 @@ from flowagent.providers.cloudutil import (
 )
 from flowagent.providers.openai_chat import SessionHolder
 from flowagent.providers.sts_url import check_sts_url
-from flowagent.runner.events import LlmMessage, LlmToolCall, LlmToolSpec
 
 AVR_RATE = 8000
 

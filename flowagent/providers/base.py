@@ -16,7 +16,29 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from flowagent.runner.events import LlmMessage, LlmToolCall, LlmToolSpec
+# ---------------------------------------------------------------------------------------------
+# LLM conversation vocabulary (the engine builds these; LLM providers send them)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LlmToolCall:
+    id: str
+    name: str
+    arguments: dict[str, Any]
+
+@dataclass(frozen=True, slots=True)
+class LlmMessage:
+    role: str  # system | user | assistant | tool
+    content: str
+    tool_call_id: str = ""
+    tool_calls: tuple[LlmToolCall, ...] = ()
+
+@dataclass(frozen=True, slots=True)
+class LlmToolSpec:
+    name: str
+    description: str
+    parameters: dict[str, Any]  # JSON Schema of the arguments
 
 
 class ProviderError(Exception):

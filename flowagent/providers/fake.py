@@ -46,9 +46,8 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from flowagent import audio
-from flowagent.providers.base import LlmChunk, ProviderError, Transcript
+from flowagent.providers.base import LlmChunk, LlmMessage, LlmToolSpec, ProviderError, Transcript
 from flowagent.providers.chunking import chunk_stream
-from flowagent.runner.events import LlmMessage, LlmToolSpec
 
 
 class FakeEvent(NamedTuple):

@@ -36,7 +36,14 @@ from typing import Any
 
 import aiohttp
 
-from flowagent.providers.base import LlmChunk, ProviderError, ProviderTimeout
+from flowagent.providers.base import (
+    LlmChunk,
+    LlmMessage,
+    LlmToolCall,
+    LlmToolSpec,
+    ProviderError,
+    ProviderTimeout,
+)
 from flowagent.providers.cloudutil import (
     Deadline,
     build_options,
@@ -44,7 +51,6 @@ from flowagent.providers.cloudutil import (
     post_stream,
     sse_events,
 )
-from flowagent.runner.events import LlmMessage, LlmToolCall, LlmToolSpec
 
 
 @dataclass(slots=True)

@@ -65,7 +65,13 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 
 from flowagent.audio import StreamResampler
-from flowagent.providers.base import ProviderError, ProviderTimeout, StsEvent
+from flowagent.providers.base import (
+    LlmToolCall,
+    LlmToolSpec,
+    ProviderError,
+    ProviderTimeout,
+    StsEvent,
+)
 from flowagent.providers.cloudutil import (
     END_OF_STREAM,
     build_options,
@@ -78,7 +84,6 @@ from flowagent.providers.cloudutil import (
     ws_connect,
 )
 from flowagent.providers.sts_url import check_sts_url
-from flowagent.runner.events import LlmToolCall, LlmToolSpec
 
 PROVIDER = "OpenAI Realtime"
 CLOSE_MEANINGS = {1008: "the session was refused (check the API key and model)",

@@ -42,12 +42,13 @@ from flowagent.asterisk.audiosocket import (
     ProtocolError,
     encode_hangup,
 )
-from flowagent.providers.base import ProviderError, Transcript
+from flowagent.dialogue import actions as act
+from flowagent.dialogue import events as ev
+from flowagent.providers.base import LlmToolCall, ProviderError, Transcript
 from flowagent.providers.chunking import Chunker
-from flowagent.runner import events as ev
-from flowagent.runner import recording
+from flowagent.runner import audio_recording as recording
 from flowagent.runner.player import FRAME_MS, OutStream
-from flowagent.runner.preemptive import (
+from flowagent.runner.speculation import (
     AudioOut,
     Prepared,
     Speculation,
@@ -57,7 +58,7 @@ from flowagent.runner.preemptive import (
 )
 
 if TYPE_CHECKING:
-    from flowagent.runner.runtime import FlowEntry, Runtime
+    from flowagent.server.runtime import FlowEntry, Runtime
 
 log = logging.getLogger(__name__)
 
@@ -274,7 +275,7 @@ class CallSession:
         if override.get("sts_url"):
             metadata = {**metadata, "sts_url": override["sts_url"]}
 
-        from flowagent.runner.engine import Engine
+        from flowagent.dialogue.engine import Engine
 
         context = await self._resolve_context(entry, caller, did, channel, metadata)
         self.info = ev.CallInfo(
@@ -282,7 +283,7 @@ class CallSession:
             context=context,
         )
         if getattr(entry.providers, "sts", None) is not None:
-            from flowagent.runner.sts_session import StsCallSession
+            from flowagent.runner.sts_call import StsCallSession
 
             await StsCallSession.take_over(self)  # speech-to-speech flow: see sts_session.py
             return
@@ -291,7 +292,7 @@ class CallSession:
         self.record = self.engine.record
         rt.sessions[self.uuid] = self
 
-        from flowagent.runner.tools import ToolRunner
+        from flowagent.dialogue.tools import ToolRunner
 
         self.tools = ToolRunner()
         self._out = self._open_out()
@@ -503,7 +504,7 @@ class CallSession:
         self.rt.metrics.error(kind)
         if self.record is not None:
             self.record.errors.append(f"{kind}: {message}")
-        self.post(ev.ProviderError(kind, message, at=self.now()))
+        self.post(ev.ProviderFailed(kind, message, at=self.now()))
 
     async def _finish(self) -> None:
         """Always runs: stop everything, tell the engine, write the record, send call_ended."""
@@ -534,7 +535,7 @@ class CallSession:
                 actions = self.engine.handle(ev.Hangup(at=self.now()))
                 # a hang-up handler may call a tool (e.g. log_abandoned): run it, briefly
                 for a in actions:
-                    if isinstance(a, ev.CallTool):
+                    if isinstance(a, act.CallTool):
                         with contextlib.suppress(Exception):
                             await asyncio.wait_for(self.tools.run(a), a.timeout_s + 1)
             except Exception:
@@ -561,7 +562,7 @@ class CallSession:
         if self.engine is not None:
             self.record = self.engine.record
         if self.record is None:
-            from flowagent.runner.record import CallRecord
+            from flowagent.dialogue.call_record import CallRecord
 
             self.record = CallRecord(uuid=self.uuid, flow=self.entry.name if self.entry else "")
         rec = self.record
@@ -608,7 +609,7 @@ class CallSession:
         if exc is not None and not self._closed:
             log.error("call %s: task %s failed: %r", self.uuid, task.get_name(), exc)
             self.rt.metrics.error("internal")
-            self.post(ev.ProviderError("runtime", f"internal error: {exc!r}"))
+            self.post(ev.ProviderFailed("runtime", f"internal error: {exc!r}"))
 
     def _timer(self, name: str, seconds: float, fn: Callable[[], None]) -> None:
         old = self._timers.pop(name, None)
@@ -678,45 +679,44 @@ class CallSession:
         if spec is not None:
             actions = self._apply_speculation(spec, actions)
         for a in actions:
-            if isinstance(a, ev.Say):
+            if isinstance(a, act.Say):
                 self._say(a)
             elif isinstance(a, Prepared):
                 self._play_prepared_now(a)
-            elif isinstance(a, ev.LlmRequest):
+            elif isinstance(a, act.LlmRequest):
                 self._llm(a)
-            elif isinstance(a, ev.CallTool):
+            elif isinstance(a, act.CallTool):
                 self._spawn(self._tool(a), f"tool-{a.tool}")
-            elif isinstance(a, ev.StateEntered):
+            elif isinstance(a, act.StateEntered):
                 self.state = a.state
                 self._barge = self._barge_settings()
-            elif isinstance(a, ev.StartNoInputTimer):
+            elif isinstance(a, act.StartNoInputTimer):
                 self._pending_no_input = a.seconds
                 self._maybe_arm_no_input()
-            elif isinstance(a, ev.StopNoInputTimer):
+            elif isinstance(a, act.StopNoInputTimer):
                 self._pending_no_input = None
                 self._cancel_timer("no_input")
-            elif isinstance(a, ev.StartTimer):
+            elif isinstance(a, act.StartTimer):
                 name = a.name
                 self._timer(f"t:{name}", a.seconds,
                             lambda n=name: self.post(ev.TimerExpired(n, at=self.now())))
                 if name == "max_duration":
                     # if the flow cannot end the call itself, we do, a little later
                     self._timer("max_hard", a.seconds + 30, self._hangup)
-            elif isinstance(a, ev.CancelTimer):
+            elif isinstance(a, act.CancelTimer):
                 self._cancel_timer(f"t:{a.name}")
-            elif isinstance(a, ev.Transfer):
+            elif isinstance(a, act.Transfer):
                 self.transfer_target = a.target
                 self._transfer_reason = a.reason
                 self.end_reason = a.reason or f"transferred to {a.target}"
                 self._finish_after_playback()
-            elif isinstance(a, ev.EndCall):
+            elif isinstance(a, act.EndCall):
                 self.end_reason = self.end_reason or a.reason
                 self._finish_after_playback()
-            elif isinstance(a, ev.SendDtmf):
+            elif isinstance(a, act.SendDtmf):
                 self._send_dtmf_tones(a.digits)
-            # SetSlot: the engine keeps slots itself; nothing to do on the line
 
-    async def _tool(self, action: ev.CallTool) -> None:
+    async def _tool(self, action: act.CallTool) -> None:
         result = await self.tools.run(action)
         self.post(result)
 
@@ -724,7 +724,7 @@ class CallSession:
     # speech out
     # -------------------------------------------------------------------------------------
 
-    def _say(self, say: ev.Say) -> None:
+    def _say(self, say: act.Say) -> None:
         self._barged = False
         info = _SayInfo(say.say_id, say.text, say.interruptible, say.expect_reply)
         self._says[say.say_id] = info
@@ -745,7 +745,7 @@ class CallSession:
         self._speech_jobs.append(say)
         self._speech_wake.set()
 
-    def _llm(self, req: ev.LlmRequest) -> None:
+    def _llm(self, req: act.LlmRequest) -> None:
         if req.speak:
             self._barged = False
             self._says.setdefault(req.say_id, _SayInfo(req.say_id))
@@ -766,7 +766,7 @@ class CallSession:
                 await self._speech_wake.wait()
             job = self._speech_jobs.popleft()
             self._speech_busy = True
-            if isinstance(job, ev.Say):
+            if isinstance(job, act.Say):
                 coro = self._synth_say(job)
             elif isinstance(job, Prepared):
                 coro = self._run_prepared(job.spec)
@@ -783,7 +783,7 @@ class CallSession:
             finally:
                 self._speaking = None
 
-    async def _synth_say(self, say: ev.Say, spec: Speculation | None = None) -> None:
+    async def _synth_say(self, say: act.Say, spec: Speculation | None = None) -> None:
         """TTS one `Say` into the player (or, preparing a reply ahead, into `spec`'s held
         audio: `spec` set means the same work, its results held back; see preemptive.py)."""
         assert self.entry is not None and self._out is not None
@@ -859,9 +859,9 @@ class CallSession:
         recent = now - self._tts_failures_at < 5.0
         self._tts_failures_at = now
         if not recent:
-            self.post(ev.ProviderError("tts", message, at=self.now()))
+            self.post(ev.ProviderFailed("tts", message, at=self.now()))
 
-    async def _llm_run(self, req: ev.LlmRequest, say_id: int | None,
+    async def _llm_run(self, req: act.LlmRequest, say_id: int | None,
                        spec: Speculation | None = None) -> None:
         """Stream the LLM; if speaking, clause-chunk the text into TTS as it arrives. With
         `spec` (preparing a reply ahead): audio into its held buffer, the `LlmResult` held back
@@ -879,7 +879,7 @@ class CallSession:
             return
         timeout = self.rt.config.provider_timeout_s
         text_parts: list[str] = []
-        tool_calls: list[ev.LlmToolCall] = []
+        tool_calls: list[LlmToolCall] = []
         chunker = Chunker()
         speak_q: asyncio.Queue[str | None] | None = None
         tts_task: asyncio.Task[Any] | None = None
@@ -1360,7 +1360,7 @@ class CallSession:
             return
         self.rt.metrics.error("asr")
         self.record.errors.append("asr: no final transcript in time")
-        self.post(ev.ProviderError("asr", "the speech recogniser did not answer in time",
+        self.post(ev.ProviderFailed("asr", "the speech recogniser did not answer in time",
                                    at=self.now()))
 
     async def _asr_loop(self, stream: Any) -> None:
@@ -1380,7 +1380,7 @@ class CallSession:
         self._cancel_timer("asr_final")
         self._drop_spec("the recogniser failed")
         old, self._asr = self._asr, None
-        self.post(ev.ProviderError("asr", message, at=self.now()))
+        self.post(ev.ProviderFailed("asr", message, at=self.now()))
         if old is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(old.close(), 1.0)
@@ -1582,10 +1582,10 @@ class CallSession:
         for a in plan:
             spec.says[a.say_id] = (
                 _SayInfo(a.say_id, a.text, a.interruptible, a.expect_reply)
-                if isinstance(a, ev.Say) else _SayInfo(a.say_id))
+                if isinstance(a, act.Say) else _SayInfo(a.say_id))
         spec.plan = plan
         for job in plan:
-            if isinstance(job, ev.Say):
+            if isinstance(job, act.Say):
                 await self._synth_say(job, spec)
             else:
                 await self._llm_run(job, job.say_id, spec)
@@ -1638,7 +1638,7 @@ class CallSession:
         spec = item.spec
         self._barged = False
         for a in spec.plan or ():
-            if isinstance(a, ev.Say):
+            if isinstance(a, act.Say):
                 self._record_agent(a.say_id, a.text)
         self._live_specs.add(spec)
         if not self._speech_busy and not self._speech_jobs:

@@ -67,7 +67,7 @@ class MiniLM:
         from tokenizers import Tokenizer
 
         if folder is None:
-            from flowagent.providers.local_models import minilm_dir
+            from flowagent.model_files import minilm_dir
 
             folder = minilm_dir()
         #: where the weights came from and the truncation length: the identity of the vectors

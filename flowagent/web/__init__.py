@@ -20,9 +20,9 @@ _EXPORTS = {
     "create_app": "flowagent.web.mount",
     "create_ui_app": "flowagent.web.app",
     "LiveHub": "flowagent.web.hub",
-    "MemoryRecords": "flowagent.web.records",
-    "RecordSource": "flowagent.web.records",
-    "StoreRecords": "flowagent.web.records",
+    "MemoryRecords": "flowagent.web.record_pages",
+    "RecordSource": "flowagent.web.record_pages",
+    "StoreRecords": "flowagent.web.record_pages",
 }
 
 __all__ = [

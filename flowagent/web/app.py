@@ -24,11 +24,11 @@ from urllib.parse import urlencode, urlsplit
 
 from aiohttp import WSMsgType, web
 
-from flowagent.graph import FlowStatus, inspect_flow
+from flowagent.graph.status import FlowStatus, inspect_flow
 from flowagent.web import pages
 from flowagent.web.convtests import TestRunner, default_test_runner, tests_file_for
 from flowagent.web.hub import LiveHub
-from flowagent.web.records import MemoryRecords, RecordSource
+from flowagent.web.record_pages import MemoryRecords, RecordSource
 
 COOKIE = "flowagent_token"
 STATIC_DIR = Path(__file__).parent / "static"
@@ -274,7 +274,7 @@ async def flow_view(request: web.Request) -> web.Response:
 
 
 async def flow_svg(request: web.Request) -> web.Response:
-    from flowagent.graph import to_svg
+    from flowagent.graph.render import to_svg
 
     config = request.app[CONFIG]
     status = _status_or_404(

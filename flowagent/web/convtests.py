@@ -1,9 +1,9 @@
 """Run a flow's conversation tests for the web page, through the engine's test runner.
 
-The runner (`flowagent.runner.convtest`) belongs to the engine work; this adapter only finds the
-tests file beside the flow, runs the tests in a worker thread (they may be CPU-bound and must not
-stall live calls) and turns whatever result objects come back into
-`{"name", "passed", "message"}` dicts for the page.
+The runner is `flowagent.dialogue.conversation_tests`; this adapter only finds the tests file
+beside the flow, runs the tests in a worker thread (they may be CPU-bound and must not stall
+live calls) and turns whatever result objects come back into `{"name", "passed", "message"}`
+dicts for the page.
 """
 
 from __future__ import annotations
@@ -51,10 +51,10 @@ def normalise(results: Any) -> list[dict[str, Any]]:
 
 
 async def default_test_runner(flow_path: Path, tests_path: Path) -> list[dict[str, Any]]:
-    """Compile the flow and run its tests file with `flowagent.runner.convtest` (the same code
-    as `flowagent test`), in a worker thread: the runner drives its own event loop."""
-    from flowagent.runner import convtest
-    from flowagent.runner.compiler import FlowInvalid, load_flow
+    """Compile the flow and run its tests file with `flowagent.dialogue.conversation_tests` (the
+    same code as `flowagent test`), in a worker thread: the runner drives its own event loop."""
+    from flowagent.dialogue import conversation_tests as convtest
+    from flowagent.flow.compiler import FlowInvalid, load_flow
 
     def work() -> Any:
         try:

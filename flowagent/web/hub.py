@@ -15,7 +15,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
-from flowagent.runner import events as ev
+from flowagent.dialogue import actions as act
 
 #: how many finished calls stay visible on the "live" page before only the records have them
 RECENT_ENDED = 20
@@ -99,17 +99,16 @@ class LiveHub:
         self.publish({"type": "call_ended", "uuid": uuid, "outcome": outcome})
 
     def feed_actions(self, uuid: str, actions: Iterable[Any]) -> None:
-        """Translate engine actions into hub updates (state, agent lines, slots, end)."""
+        """Translate engine actions into hub updates (state, agent lines, end); slots are read from
+        the record (`watch.py`)."""
         for action in actions:
-            if isinstance(action, ev.StateEntered):
+            if isinstance(action, act.StateEntered):
                 self.state_entered(uuid, action.state)
-            elif isinstance(action, ev.Say):
+            elif isinstance(action, act.Say):
                 self.transcript(uuid, "agent", action.text)
-            elif isinstance(action, ev.SetSlot):
-                self.slot_filled(uuid, action.name, action.value)
-            elif isinstance(action, ev.Transfer):
+            elif isinstance(action, act.Transfer):
                 self.transcript(uuid, "system", f"transfer to {action.target}")
-            elif isinstance(action, ev.EndCall):
+            elif isinstance(action, act.EndCall):
                 call = self._calls.get(uuid)
                 if call is not None:
                     call["outcome"] = action.reason

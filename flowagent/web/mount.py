@@ -17,7 +17,7 @@ from aiohttp import web
 
 from flowagent.web.app import create_ui_app
 from flowagent.web.hub import LiveHub
-from flowagent.web.records import StoreRecords
+from flowagent.web.record_pages import StoreRecords
 from flowagent.web.watch import watching
 
 UI_PREFIX = "/ui"
@@ -26,13 +26,13 @@ UI_PREFIX = "/ui"
 def ui_for_runtime(
     runtime: Any, *, prefix: str = UI_PREFIX, recordings_dir: str | Path | None = None
 ) -> web.Application:
-    """The UI sub-app over a `flowagent.runner.runtime.Runtime`: its flows, its record store,
+    """The UI sub-app over a `flowagent.server.runtime.Runtime`: its flows, its record store,
     its API token (read at request time), live calls watched from `runtime.sessions`.
     Agent audio is offered for calls with `<recordings_dir>/<uuid>.wav` (default: the runtime
     config's `recordings_dir`, else `recordings/` beside its SQLite store)."""
     if recordings_dir is None:
         # the runtime's recordings (runner/recording.py: `recordings/` beside the store)
-        from flowagent.runner.recording import recordings_dir as runtime_recordings
+        from flowagent.runner.audio_recording import recordings_dir as runtime_recordings
 
         try:
             recordings_dir = runtime_recordings(runtime)

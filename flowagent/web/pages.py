@@ -12,7 +12,8 @@ import json
 from html import escape
 from typing import Any
 
-from flowagent.graph import FlowStatus, legend_html, text_html, to_svg
+from flowagent.graph.render import legend_html, text_html, to_svg
+from flowagent.graph.status import FlowStatus
 
 
 def esc(value: Any) -> str:

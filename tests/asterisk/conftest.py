@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from flowagent.asterisk.routes import add_routes
-from flowagent.runner.api import create_app, start_api
-from flowagent.runner.runtime import FlowSet, ProviderPool, Runtime, RuntimeConfig
-from flowagent.runner.server import AudioSocketServer
-from flowagent.runner.store import CallStore
+from flowagent.server.audiosocket_server import AudioSocketServer
+from flowagent.server.call_store import CallStore
+from flowagent.server.control_api import create_app, start_api
+from flowagent.server.runtime import FlowSet, ProviderPool, Runtime, RuntimeConfig
 
 from .live_runtime import FLOW, TOKEN, Live
 

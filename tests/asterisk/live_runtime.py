@@ -7,8 +7,8 @@ from typing import Any
 
 import aiohttp
 
-from flowagent.runner.runtime import Runtime
-from flowagent.runner.server import AudioSocketServer
+from flowagent.server.audiosocket_server import AudioSocketServer
+from flowagent.server.runtime import Runtime
 
 FLOW = Path(__file__).parent / "flows" / "transfer.yaml"
 TOKEN = "live-token"

@@ -19,8 +19,8 @@ from fake_ami import FakeAmi
 from live_runtime import Live
 
 from flowagent.asterisk.ami import AmiClient
+from flowagent.asterisk.caller import AudioSocketCaller
 from flowagent.asterisk.transfer import Transferer
-from flowagent.runner.caller import AudioSocketCaller
 
 CHANNEL = "PJSIP/trunk-00000042"
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from flowagent.runner import nlu
-from flowagent.runner.runtime import FlowSet, ProviderPool
+from flowagent.dialogue import nlu
+from flowagent.server.runtime import FlowSet, ProviderPool
 
 ROOT = Path(__file__).resolve().parents[2]
 FAKE = {"asr": {"name": "fake"}, "tts": {"name": "fake"}, "vad": {"name": "fake"}}

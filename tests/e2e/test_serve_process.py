@@ -16,7 +16,7 @@ from pathlib import Path
 import aiohttp
 from e2e_proc import TOKEN, run_cli, start_serve, subprocess_env
 
-from flowagent.runner.caller import AudioSocketCaller
+from flowagent.asterisk.caller import AudioSocketCaller
 
 FLOWS = Path(__file__).parent / "flows"
 ASTERISK_TESTS = str(Path(__file__).resolve().parents[1] / "asterisk")  # its FakeAmi

@@ -21,13 +21,13 @@ import pytest
 
 from flowagent import audio
 from flowagent.asterisk.ami import AmiClient
+from flowagent.asterisk.caller import AudioSocketCaller
 from flowagent.asterisk.routes import add_routes
 from flowagent.asterisk.transfer import Transferer
-from flowagent.runner.api import create_app, start_api
-from flowagent.runner.caller import AudioSocketCaller
-from flowagent.runner.runtime import FlowSet, ProviderPool, Runtime
-from flowagent.runner.server import AudioSocketServer
-from flowagent.runner.store import CallStore
+from flowagent.server.audiosocket_server import AudioSocketServer
+from flowagent.server.call_store import CallStore
+from flowagent.server.control_api import create_app, start_api
+from flowagent.server.runtime import FlowSet, ProviderPool, Runtime
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "asterisk"))
 from fake_ami import FakeAmi

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from engine_helpers import ROOT
 
-from flowagent.runner.compiler import CompiledFlow, load_flow
+from flowagent.flow.compiler import CompiledFlow, load_flow
 
 
 @pytest.fixture(scope="session")

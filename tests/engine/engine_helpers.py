@@ -9,11 +9,16 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from flowagent.providers.base import LlmChunk, ProviderError
-from flowagent.runner.compiler import CompiledFlow, compile_flow
-from flowagent.runner.events import LlmMessage, LlmToolCall, LlmToolSpec
-from flowagent.runner.loader import load_text
-from flowagent.runner.validate import validate_text
+from flowagent.flow.compiler import CompiledFlow, compile_flow
+from flowagent.flow.loader import load_text
+from flowagent.flow.validate import validate_text
+from flowagent.providers.base import (
+    LlmChunk,
+    LlmMessage,
+    LlmToolCall,
+    LlmToolSpec,
+    ProviderError,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 TODAY = _dt.date(2026, 3, 2)  # a Monday

@@ -10,11 +10,12 @@ import pytest
 from aiohttp import web
 from engine_helpers import ROOT
 
-from flowagent.runner.compiler import CompiledFlow, FlowInvalid, load_flow
-from flowagent.runner.driver import Conversation, resolve_context
-from flowagent.runner.engine import Engine
-from flowagent.runner.events import CallInfo, CallTool
-from flowagent.runner.tools import ToolRunner, close_shared_session
+from flowagent.dialogue.actions import CallTool
+from flowagent.dialogue.engine import Engine
+from flowagent.dialogue.events import CallInfo
+from flowagent.dialogue.text_driver import Conversation, resolve_context
+from flowagent.dialogue.tools import ToolRunner, close_shared_session
+from flowagent.flow.compiler import CompiledFlow, FlowInvalid, load_flow
 
 FLOWS = sorted(p for p in (ROOT / "flows").glob("*.yaml")
                if not p.name.endswith((".tests.yaml", ".tools.yaml")))

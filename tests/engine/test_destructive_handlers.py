@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from engine_helpers import flow_from_yaml
 
-from flowagent.runner.driver import Conversation
-from flowagent.runner.events import CallInfo
-from flowagent.runner.tools import ToolRunner
+from flowagent.dialogue.events import CallInfo
+from flowagent.dialogue.text_driver import Conversation
+from flowagent.dialogue.tools import ToolRunner
 
 FLOW = """
 flowagent: 1

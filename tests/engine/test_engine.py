@@ -9,37 +9,36 @@ from typing import Any
 import pytest
 from engine_helpers import ROOT, TODAY, ScriptedLlm, flow_from_yaml
 
-from flowagent.providers.base import ProviderError
-from flowagent.runner.compiler import CompiledFlow, load_flow
-from flowagent.runner.driver import Conversation
-from flowagent.runner.engine import Engine
-from flowagent.runner.events import (
-    BargeIn,
-    CallInfo,
+from flowagent.dialogue.actions import (
     CallTool,
-    DtmfDigit,
     EndCall,
-    Hangup,
     LlmRequest,
-    LlmResult,
-    NoInput,
     Say,
-    SetSlot,
-    SpeechFinished,
     StartNoInputTimer,
     StartTimer,
     StateEntered,
     StopNoInputTimer,
+    Transfer,
+)
+from flowagent.dialogue.engine import Engine
+from flowagent.dialogue.events import (
+    BargeIn,
+    CallInfo,
+    DtmfDigit,
+    Hangup,
+    LlmResult,
+    NoInput,
+    ProviderFailed,
+    SpeechFinished,
     TimerExpired,
     ToolResult,
-    Transfer,
     UserPartial,
     UserUtterance,
 )
-from flowagent.runner.events import (
-    ProviderError as ProviderErrorEvent,
-)
-from flowagent.runner.tools import CannedTools, parse_canned, register_tool
+from flowagent.dialogue.text_driver import Conversation
+from flowagent.dialogue.tools import CannedTools, parse_canned, register_tool
+from flowagent.flow.compiler import CompiledFlow, load_flow
+from flowagent.providers.base import ProviderError
 
 CALL = CallInfo(uuid="call-1", caller="+447700900123", did="")
 
@@ -293,7 +292,7 @@ async def test_max_duration_handler(shop: CompiledFlow) -> None:
 async def test_provider_error_takes_the_error_handler(shop: CompiledFlow) -> None:
     eng = Engine(shop)
     eng.start(CALL)
-    actions = eng.handle(ProviderErrorEvent("asr", "the ASR connection dropped"))
+    actions = eng.handle(ProviderFailed("asr", "the ASR connection dropped"))
     assert [a.text for a in actions if isinstance(a, Say)] == ["Something broke."]
     assert any(isinstance(a, Transfer) for a in actions)
     assert "asr: the ASR connection dropped" in eng.record.errors
@@ -395,14 +394,6 @@ async def test_stale_no_input_while_a_tool_runs_is_ignored(shop: CompiledFlow) -
     assert eng.handle(ToolResult(call.call_id + 100, "price", True, 200, {})) == []  # unknown id
     out = eng.handle(ToolResult(call.call_id, "price", True, 200, {"total": 10}))
     assert eng.state == "contact" and any(isinstance(a, Say) for a in out)
-
-
-async def test_set_slot_actions_are_emitted(shop: CompiledFlow) -> None:
-    eng = Engine(shop)
-    eng.start(CALL)
-    eng.handle(UserUtterance("order"))
-    actions = eng.handle(UserUtterance("small"))
-    assert SetSlot("size", "small") in actions
 
 
 # ---------------------------------------------------------------------------------------------

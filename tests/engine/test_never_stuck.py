@@ -19,31 +19,33 @@ from engine_helpers import ROOT, TODAY
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flowagent.runner.compiler import CompiledFlow, load_flow
-from flowagent.runner.engine import MAX_TRANSITIONS_PER_EVENT, Engine
-from flowagent.runner.events import (
-    BargeIn,
-    CallInfo,
+from flowagent.dialogue.actions import (
     CallTool,
-    DtmfDigit,
     EndCall,
-    Hangup,
     LlmRequest,
-    LlmResult,
-    LlmToolCall,
-    NoInput,
-    ProviderError,
     Say,
-    SpeechFinished,
     StartNoInputTimer,
     StateEntered,
     StopNoInputTimer,
+    Transfer,
+)
+from flowagent.dialogue.engine import MAX_TRANSITIONS_PER_EVENT, Engine
+from flowagent.dialogue.events import (
+    BargeIn,
+    CallInfo,
+    DtmfDigit,
+    Hangup,
+    LlmResult,
+    NoInput,
+    ProviderFailed,
+    SpeechFinished,
     TimerExpired,
     ToolResult,
-    Transfer,
     UserPartial,
     UserUtterance,
 )
+from flowagent.flow.compiler import CompiledFlow, load_flow
+from flowagent.providers.base import LlmToolCall
 
 FLOW_FILES = sorted(
     p for p in (ROOT / "flows").glob("*.yaml")
@@ -178,7 +180,7 @@ def test_random_callers_never_get_a_stuck_call(path: Path, data: st.DataObject) 
         elif kind == "max_duration":
             evs = [TimerExpired("max_duration")]
         elif kind == "provider_error":
-            evs = [ProviderError("asr", "dropped")]
+            evs = [ProviderFailed("asr", "dropped")]
         else:
             evs = [Hangup()]
         for ev in evs:

@@ -17,10 +17,11 @@ from aiohttp import web
 from engine_helpers import flow_from_yaml
 from loopback import serve_app
 
-from flowagent.runner.driver import Conversation
-from flowagent.runner.events import CallInfo, CallTool
-from flowagent.runner.tools import ToolRunner, close_shared_session
-from flowagent.runner.urls import render_url
+from flowagent.dialogue.actions import CallTool
+from flowagent.dialogue.events import CallInfo
+from flowagent.dialogue.text_driver import Conversation
+from flowagent.dialogue.tools import ToolRunner, close_shared_session
+from flowagent.flow.urls import render_url
 
 NASTY = "Flat 2, 10 High St & Co #3 / rear 50%+"
 

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from flowagent.runner.events import CallTool
-from flowagent.runner.tools import (
+from flowagent.dialogue.actions import CallTool
+from flowagent.dialogue.tools import (
     CannedTools,
     ToolRunner,
     close_shared_session,

@@ -124,10 +124,10 @@ class Live:
 
 @pytest.fixture
 async def live(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Live]:
-    from flowagent.runner.api import create_app, start_api
-    from flowagent.runner.runtime import FlowSet, ProviderPool, Runtime
-    from flowagent.runner.server import AudioSocketServer
-    from flowagent.runner.store import CallStore
+    from flowagent.server.audiosocket_server import AudioSocketServer
+    from flowagent.server.call_store import CallStore
+    from flowagent.server.control_api import create_app, start_api
+    from flowagent.server.runtime import FlowSet, ProviderPool, Runtime
     from flowagent.web.mount import ui_for_runtime
 
     monkeypatch.setenv("FLOWAGENT_API_TOKEN", LIVE_TOKEN)

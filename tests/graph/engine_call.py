@@ -15,9 +15,9 @@ from .conftest import ROOT
 
 def compiled_removals() -> Any:
     """The real engine's compiled flow (compile_flow works without the validator)."""
-    from flowagent.runner import envrefs
-    from flowagent.runner.compiler import compile_flow
-    from flowagent.runner.loader import load_file
+    from flowagent.flow import envrefs
+    from flowagent.flow.compiler import compile_flow
+    from flowagent.flow.loader import load_file
 
     path = ROOT / "flows/removals.yaml"
     return compile_flow(envrefs.expand(load_file(path).data), path=str(path))
@@ -27,8 +27,8 @@ class TextCall:
     """A call through the real engine by text, reported to the hub like a live session does."""
 
     def __init__(self, hub: LiveHub, uuid: str, caller: str) -> None:
-        from flowagent.runner.driver import Conversation
-        from flowagent.runner.tools import CannedTools, parse_canned
+        from flowagent.dialogue.text_driver import Conversation
+        from flowagent.dialogue.tools import CannedTools, parse_canned
 
         tools = CannedTools(
             parse_canned({"get_quote": {"response": {"price": 450, "quote_id": "Q-1"}}}, "tools")
@@ -50,7 +50,7 @@ class TextCall:
                 self.hub.slot_filled(self.uuid, name, value)
 
     async def start(self) -> None:
-        from flowagent.runner.events import CallInfo
+        from flowagent.dialogue.events import CallInfo
 
         self.hub.call_started(self.uuid, flow=self.conv.flow.name, caller=self.caller)
         await self.conv.start(CallInfo(self.uuid, self.caller))

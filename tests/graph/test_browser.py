@@ -1,7 +1,7 @@
 """End to end in a real headless browser: Debian's chromium driven by Playwright.
 
 The page is served by a real aiohttp server on 127.0.0.1; a call is placed through the real
-dialogue engine driven by text (`flowagent.runner.driver.Conversation`), whose actions are
+dialogue engine driven by text (`flowagent.dialogue.text_driver.Conversation`), whose actions are
 reported to the web UI's hub exactly as the live call session reports them. The browser must see
 the call appear, the current state change on the diagram and the transcript stream in.
 

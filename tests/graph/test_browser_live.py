@@ -48,7 +48,7 @@ async def page(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[
 
 
 async def test_watch_a_real_call_on_a_live_server(live: Live, page: Any) -> None:
-    from flowagent.runner.caller import AudioSocketCaller
+    from flowagent.asterisk.caller import AudioSocketCaller
 
     # the control API's own routes still need the header token; the UI has its own sign-in
     async with aiohttp.ClientSession() as s, s.get(f"{live.base}/calls") as r:

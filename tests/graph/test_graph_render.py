@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flowagent import graph as g
 from flowagent.commands import graph as cmd
+from flowagent.graph import model, render
 
 ROOT = Path(__file__).resolve().parents[2]
 FLOWS = sorted(p for p in (ROOT / "flows").glob("*.yaml") if not p.name.endswith(".tests.yaml")
@@ -47,7 +47,7 @@ def expected_transitions(data: dict) -> set[tuple[str, str]]:
                 out.add((name, handler["go"]))
     for handler in data.get("handlers") or []:
         if "go" in handler:
-            out.add((g.ANY, handler["go"]))
+            out.add((model.ANY, handler["go"]))
     return out
 
 
@@ -58,9 +58,9 @@ def test_there_are_example_flows() -> None:
 @pytest.mark.parametrize("flow", FLOWS, ids=lambda p: p.stem)
 def test_every_state_and_transition_is_drawn(flow: Path) -> None:
     data = yaml.safe_load(flow.read_text())
-    graph = g.build_graph(data)
-    ids = g._ids(graph)
-    mermaid, dot, svg = g.to_mermaid(graph), g.to_dot(graph), g.to_svg(graph)
+    graph = model.build_graph(data)
+    ids = render._ids(graph)
+    mermaid, dot, svg = render.to_mermaid(graph), render.to_dot(graph), render.to_svg(graph)
     for state in data["states"]:
         sid = ids[state]
         assert re.search(rf"^  {sid}[\[\{{(>]", mermaid, re.M), f"{state} missing in mermaid"
@@ -78,8 +78,8 @@ def test_every_state_and_transition_is_drawn(flow: Path) -> None:
 @pytest.mark.parametrize("flow", FLOWS, ids=lambda p: p.stem)
 @pytest.mark.parametrize("fmt,ext", [("mermaid", "mmd"), ("dot", "dot")])
 def test_golden_output(flow: Path, fmt: str, ext: str) -> None:
-    graph = g.build_graph(yaml.safe_load(flow.read_text()))
-    text = g.RENDERERS[fmt](graph)
+    graph = model.build_graph(yaml.safe_load(flow.read_text()))
+    text = render.RENDERERS[fmt](graph)
     golden = GOLDEN / f"{flow.stem}.{ext}"
     if UPDATE:
         golden.write_text(text)
@@ -90,8 +90,8 @@ def test_golden_output(flow: Path, fmt: str, ext: str) -> None:
 
 
 def test_removals_labels_intents_conditions_tools_and_handlers() -> None:
-    graph = g.build_graph(yaml.safe_load((ROOT / "flows/removals.yaml").read_text()))
-    mermaid = g.to_mermaid(graph)
+    graph = model.build_graph(yaml.safe_load((ROOT / "flows/removals.yaml").read_text()))
+    mermaid = render.to_mermaid(graph)
     assert '-->|"intent: quote"| s_details' in mermaid
     assert '-->|"when: slots.accept_quote"| s_contact_details' in mermaid
     assert '-->|"otherwise"| s_no_booking' in mermaid
@@ -145,13 +145,13 @@ tools:
 
 
 def test_unreachable_states_kinds_and_awkward_names_are_marked() -> None:
-    graph = g.build_graph(yaml.safe_load(UNREACHABLE_FLOW))
+    graph = model.build_graph(yaml.safe_load(UNREACHABLE_FLOW))
     assert graph.unreachable == ["orphan"]
     kinds = {n.id: n.kind for n in graph.states}
     assert kinds == {"hello": "ask", "lookup": "call", "orphan": "say", "sorry": "transfer",
                      "end": "llm", "bye": "end"}
     assert graph.nodes["end"].tools == ["find"]
-    mermaid, dot = g.to_mermaid(graph), g.to_dot(graph)
+    mermaid, dot = render.to_mermaid(graph), render.to_dot(graph)
     assert "class s_orphan unreachable" in mermaid
     assert 'xlabel="unreachable"' in dot and "s_orphan [" in dot
     # a state called `end` must not break Mermaid/DOT (reserved words); quotes are escaped
@@ -160,13 +160,13 @@ def test_unreachable_states_kinds_and_awkward_names_are_marked() -> None:
     # the tool has no on_failure: the global tool_failure handler takes the failure edge
     assert 's_lookup -.->|"failure (tool_failure)"| s_sorry' in mermaid
     assert 's_lookup -.->|"intent: human"| s_end' in mermaid
-    svg = g.to_svg(graph)
+    svg = render.to_svg(graph)
     assert 'class="node kind-say unreachable"' in svg and "UNREACHABLE" in svg
 
 
 def test_html_is_self_contained() -> None:
-    graph = g.build_graph(yaml.safe_load((ROOT / "flows/removals.yaml").read_text()))
-    page = g.to_html(graph)
+    graph = model.build_graph(yaml.safe_load((ROOT / "flows/removals.yaml").read_text()))
+    page = render.to_html(graph)
     assert page.startswith("<!doctype html>") and "<svg" in page
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page, re.I)
     assert "<script" not in page and "<link" not in page and "@import" not in page
@@ -207,7 +207,7 @@ def test_invalid_flow_exits_2_with_the_reason(tmp_path: Path) -> None:
 )
 @pytest.mark.parametrize("flow", FLOWS, ids=lambda p: p.stem)
 def test_graphviz_accepts_the_dot_output(flow: Path) -> None:
-    dot = g.to_dot(g.build_graph(yaml.safe_load(flow.read_text())))
+    dot = render.to_dot(model.build_graph(yaml.safe_load(flow.read_text())))
     out = subprocess.run(["dot", "-Tsvg"], input=dot, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stderr == "", out.stderr
     assert out.stdout.count('class="node"') >= len(yaml.safe_load(flow.read_text())["states"])

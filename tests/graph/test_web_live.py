@@ -27,7 +27,7 @@ async def _until(ws: aiohttp.ClientWebSocketResponse, check) -> dict:
 
 
 async def test_a_real_call_streams_to_the_ui_feed(live: Live) -> None:
-    from flowagent.runner.caller import AudioSocketCaller
+    from flowagent.asterisk.caller import AudioSocketCaller
 
     uuid = "0e5c1f1a-9d1b-4f59-8c35-5b3b8c1a2b77"
     async with aiohttp.ClientSession() as s:

@@ -34,20 +34,20 @@ def speech_set() -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="session")
 def whisper() -> Any:
-    from flowagent.providers.local_whisper import WhisperAsr
+    from flowagent.providers.local.whisper import WhisperAsr
 
     return WhisperAsr()
 
 
 @pytest.fixture(scope="session")
 def piper() -> Any:
-    from flowagent.providers.local_piper import PiperTts
+    from flowagent.providers.local.piper import PiperTts
 
     return PiperTts()
 
 
 @pytest.fixture(scope="session")
 def silero() -> Any:
-    from flowagent.providers.local_silero import SileroVad
+    from flowagent.providers.local.silero import SileroVad
 
     return SileroVad(batch_ms=0)  # one call at a time here: no point waiting for a batch

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from flowagent.providers.base import ProviderError
-from flowagent.providers.local_espeak import EspeakTts, espeak_binary
+from flowagent.providers.local.espeak import EspeakTts, espeak_binary
 
 
 @pytest.mark.skipif(espeak_binary() is None, reason="espeak-ng is not installed here")

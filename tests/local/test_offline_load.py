@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from flowagent.providers.local_linesim import word_errors
+from flowagent.providers.local.linesim import word_errors
 
 # Piper samples noise, so each synthesis differs a little: "Hello there." alone came back from
 # Whisper as "Below there." in 1 of 25 tries (and once in CI); this phrase gave 0 word errors in
@@ -44,7 +44,7 @@ huggingface_hub.hf_hub_download = no_download
 import faster_whisper.transcribe
 faster_whisper.transcribe.download_model = no_download
 
-from flowagent.providers.local_stack import load_default_stack
+from flowagent.providers.local.stack import load_default_stack
 stack = load_default_stack()
 import asyncio
 async def use():

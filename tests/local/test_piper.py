@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 from localhelpers import to_float
 
-from flowagent.providers.local_linesim import word_errors
-from flowagent.providers.local_piper import pop_sentences, speech_chunks
+from flowagent.providers.local.linesim import word_errors
+from flowagent.providers.local.piper import pop_sentences, speech_chunks
 
 
 async def test_speech_has_plausible_length_and_level_at_8k(piper: Any) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from flowagent.providers import registry
-from flowagent.providers.local_stack import load_default_stack, missing_packages
+from flowagent.providers.local.stack import load_default_stack, missing_packages
 
 
 def test_default_stack_loads_once_and_registry_shares_the_models() -> None:

@@ -12,10 +12,10 @@ import pytest
 from localhelpers import frames, to_float, to_pcm
 
 from flowagent.providers.base import ProviderError
-from flowagent.providers.local_linesim import active_rms, add_noise, noise, telephone_band
-from flowagent.providers.local_silero import SileroVad
-from flowagent.providers.local_turns import TurnDetector, VadRules
-from flowagent.providers.local_webrtcvad import WebrtcVad
+from flowagent.providers.local.linesim import active_rms, add_noise, noise, telephone_band
+from flowagent.providers.local.silero import SileroVad
+from flowagent.providers.local.turns import TurnDetector, VadRules
+from flowagent.providers.local.webrtcvad import WebrtcVad
 
 
 async def events(vad: Any, x: np.ndarray, *, playing: bool = False,
@@ -304,7 +304,7 @@ async def test_feed_ms_gives_one_result_per_window_covering_every_frame(
 
 
 async def test_metrics_count_the_windows_run_gated_and_shed(speech_set: list) -> None:
-    from flowagent.runner.metrics import Metrics
+    from flowagent.server.metrics import Metrics
 
     def counts() -> dict[str, int]:
         out = {}
@@ -328,7 +328,7 @@ async def test_a_failing_model_reaches_the_call_as_an_error_not_a_hang(speech_se
     """onnxruntime raising mid-call (out of memory, a corrupted session): every call with a
     window in that batch gets the error through `on_error` (the session then logs it, counts
     it and carries on without the VAD); nothing waits forever."""
-    from flowagent.providers.local_silero import SileroModel
+    from flowagent.providers.local.silero import SileroModel
 
     class BrokenModel(SileroModel):
         def step(self, rows: Any, states: Any, sample_rate: int, slot: int = 0) -> Any:

@@ -12,8 +12,8 @@ import pytest
 from localhelpers import frames
 
 from flowagent.providers.base import ProviderError
-from flowagent.providers.local_linesim import word_errors
-from flowagent.providers.local_whisper import WhisperAsr, WhisperEngine, WhisperOptions
+from flowagent.providers.local.linesim import word_errors
+from flowagent.providers.local.whisper import WhisperAsr, WhisperEngine, WhisperOptions
 
 
 async def test_word_error_on_recorded_test_set_is_low(whisper: Any, speech_set: list) -> None:

@@ -7,7 +7,7 @@ import asyncio
 import time
 from typing import Any
 
-from flowagent.runner.store import CallStore
+from flowagent.server.call_store import CallStore
 
 
 async def wait_record(store: CallStore, uuid: str, timeout_s: float = 10) -> dict[str, Any]:

@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flowagent.runner.api import create_app, start_api
-from flowagent.runner.caller import AudioSocketCaller
-from flowagent.runner.runtime import FlowSet, ProviderPool, Runtime, RuntimeConfig
-from flowagent.runner.server import AudioSocketServer
-from flowagent.runner.store import CallStore
-from flowagent.runner.webhooks import WebhookConfig, Webhooks
+from flowagent.asterisk.caller import AudioSocketCaller
+from flowagent.server.audiosocket_server import AudioSocketServer
+from flowagent.server.call_store import CallStore
+from flowagent.server.control_api import create_app, start_api
+from flowagent.server.runtime import FlowSet, ProviderPool, Runtime, RuntimeConfig
+from flowagent.server.webhooks import WebhookConfig, Webhooks
 
 
 @dataclass

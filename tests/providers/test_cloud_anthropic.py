@@ -7,8 +7,14 @@ import asyncio
 import pytest
 
 from flowagent.providers.anthropic import AnthropicLlm
-from flowagent.providers.base import LlmChunk, ProviderError, ProviderTimeout
-from flowagent.runner.events import LlmMessage, LlmToolCall, LlmToolSpec
+from flowagent.providers.base import (
+    LlmChunk,
+    LlmMessage,
+    LlmToolCall,
+    LlmToolSpec,
+    ProviderError,
+    ProviderTimeout,
+)
 from providers.fakes import FakeAnthropic
 
 pytestmark = pytest.mark.timeout(30)

@@ -7,8 +7,13 @@ import asyncio
 import pytest
 
 from flowagent.providers.avr import AvrAsr, AvrLlm, AvrSts, AvrTts, JsonStream
-from flowagent.providers.base import ProviderError, ProviderTimeout, StsEvent
-from flowagent.runner.events import LlmMessage, LlmToolCall
+from flowagent.providers.base import (
+    LlmMessage,
+    LlmToolCall,
+    ProviderError,
+    ProviderTimeout,
+    StsEvent,
+)
 from providers.fakes import FakeAvr
 
 pytestmark = pytest.mark.timeout(30)

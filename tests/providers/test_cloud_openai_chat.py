@@ -6,9 +6,15 @@ import asyncio
 
 import pytest
 
-from flowagent.providers.base import LlmChunk, ProviderError, ProviderTimeout
+from flowagent.providers.base import (
+    LlmChunk,
+    LlmMessage,
+    LlmToolCall,
+    LlmToolSpec,
+    ProviderError,
+    ProviderTimeout,
+)
 from flowagent.providers.openai_chat import GroqLlm, OpenAIChatLlm
-from flowagent.runner.events import LlmMessage, LlmToolCall, LlmToolSpec
 from providers.fakes import FakeOpenAIChat
 
 pytestmark = pytest.mark.timeout(30)

@@ -6,9 +6,14 @@ import asyncio
 
 import pytest
 
-from flowagent.providers.base import ProviderError, ProviderTimeout, StsEvent
+from flowagent.providers.base import (
+    LlmToolCall,
+    LlmToolSpec,
+    ProviderError,
+    ProviderTimeout,
+    StsEvent,
+)
 from flowagent.providers.openai_realtime import OpenAIRealtimeSession, OpenAIRealtimeSts
-from flowagent.runner.events import LlmToolCall, LlmToolSpec
 from providers.fakes import FakeOpenAIRealtime
 
 pytestmark = pytest.mark.timeout(30)

@@ -18,8 +18,8 @@ import pytest
 import yaml
 
 from flowagent import audio
-from flowagent.runner.caller import AudioSocketCaller
-from flowagent.runner.preemptive import normalise
+from flowagent.asterisk.caller import AudioSocketCaller
+from flowagent.runner.speculation import normalise
 from providers.fakes import FakeCartesia, FakeDeepgram, FakeOpenAIChat
 from providers.records import wait_record
 from providers.test_e2e_cloud import serve

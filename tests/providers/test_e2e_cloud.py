@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from flowagent import audio
-from flowagent.runner.caller import AudioSocketCaller
+from flowagent.asterisk.caller import AudioSocketCaller
 from providers.fakes import FakeCartesia, FakeDeepgram, FakeOpenAIChat
 from providers.records import wait_record
 from providers.serving import serve_flow

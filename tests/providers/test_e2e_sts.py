@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 
 from flowagent import audio
-from flowagent.runner.caller import AudioSocketCaller
-from flowagent.runner.store import CallStore
+from flowagent.asterisk.caller import AudioSocketCaller
+from flowagent.server.call_store import CallStore
 from providers.fakes import FakeOpenAIRealtime
 from providers.records import wait_record
 from providers.serving import serve_flow, speech_runs

@@ -22,14 +22,14 @@ from aiohttp import web
 from loopback import serve_app
 
 from flowagent import audio
+from flowagent.asterisk.caller import AudioSocketCaller
 from flowagent.providers.base import StsEvent
 from flowagent.providers.openai_realtime import OpenAIRealtimeSts
 from flowagent.providers.sts_url import check_sts_url
-from flowagent.runner.caller import AudioSocketCaller
-from flowagent.runner.runtime import Runtime, RuntimeConfig
-from flowagent.runner.server import AudioSocketServer
-from flowagent.runner.store import CallStore
-from flowagent.runner.webhooks import WebhookConfig, Webhooks
+from flowagent.server.audiosocket_server import AudioSocketServer
+from flowagent.server.call_store import CallStore
+from flowagent.server.runtime import Runtime, RuntimeConfig
+from flowagent.server.webhooks import WebhookConfig, Webhooks
 from flowagent.web.hub import LiveHub
 from flowagent.web.watch import RuntimeWatcher
 from providers.fakes import FakeAvr, FakeOpenAIRealtime
@@ -172,7 +172,7 @@ async def test_unacceptable_sts_url_is_logged_and_the_flows_url_is_used(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
     bad: str, reason: str,
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="flowagent.runner.sts_session")
+    caplog.set_level(logging.WARNING, logger="flowagent.runner.sts_call")
     async with (FakeOpenAIRealtime([GREETING], turns="energy") as flows_own,
                 call_initiated_answers([{"sts_url": bad}]) as hook,
                 serve(realtime(flows_own), tmp_path, monkeypatch, hook) as s):

@@ -13,12 +13,12 @@ from typing import Any
 import aiohttp
 import pytest
 
-from flowagent.runner.api import create_app, start_api
-from flowagent.runner.caller import AudioSocketCaller
-from flowagent.runner.runtime import FlowSet, ProviderPool, Runtime, RuntimeConfig
-from flowagent.runner.server import AudioSocketServer
-from flowagent.runner.store import CallStore
-from flowagent.runner.webhooks import WebhookConfig, Webhooks
+from flowagent.asterisk.caller import AudioSocketCaller
+from flowagent.server.audiosocket_server import AudioSocketServer
+from flowagent.server.call_store import CallStore
+from flowagent.server.control_api import create_app, start_api
+from flowagent.server.runtime import FlowSet, ProviderPool, Runtime, RuntimeConfig
+from flowagent.server.webhooks import WebhookConfig, Webhooks
 
 FLOWS = Path(__file__).parent / "flows"
 TOKEN = "test-token"

@@ -15,9 +15,9 @@ from loopback import serve_app
 
 from flowagent import audio
 from flowagent.asterisk.audiosocket import Kind, encode
-from flowagent.runner.caller import AudioSocketCaller
-from flowagent.runner.runtime import RuntimeConfig
-from flowagent.runner.webhooks import SIGNATURE_HEADER, verify
+from flowagent.asterisk.caller import AudioSocketCaller
+from flowagent.server.runtime import RuntimeConfig
+from flowagent.server.webhooks import SIGNATURE_HEADER, verify
 
 pytestmark = pytest.mark.timeout(60)
 

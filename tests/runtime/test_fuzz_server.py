@@ -12,10 +12,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flowagent.asterisk.audiosocket import Kind, encode, encode_uuid
-from flowagent.runner.caller import AudioSocketCaller
-from flowagent.runner.runtime import FlowSet, ProviderPool, Runtime, RuntimeConfig
-from flowagent.runner.server import AudioSocketServer
-from flowagent.runner.store import CallStore
+from flowagent.asterisk.caller import AudioSocketCaller
+from flowagent.server.audiosocket_server import AudioSocketServer
+from flowagent.server.call_store import CallStore
+from flowagent.server.runtime import FlowSet, ProviderPool, Runtime, RuntimeConfig
 
 pytestmark = pytest.mark.timeout(120)
 FLOWS = Path(__file__).parent / "flows"

@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 
 from flowagent import audio
 from flowagent.asterisk.audiosocket import FrameParser, Kind, ProtocolError, encode, encode_dtmf
+from flowagent.asterisk.caller import AudioSocketCaller
 from flowagent.runner import native_player
-from flowagent.runner.caller import AudioSocketCaller
 from flowagent.runner.native_player import NativeOutStream, NativePlayer
 from flowagent.runner.player import OutStream
 

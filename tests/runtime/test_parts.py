@@ -8,11 +8,10 @@ from pathlib import Path
 import pytest
 
 from flowagent.providers import registry
-from flowagent.providers.base import ProviderError
+from flowagent.providers.base import LlmMessage, ProviderError
 from flowagent.providers.chunking import Chunker, chunk_stream
-from flowagent.runner.events import LlmMessage
-from flowagent.runner.store import CallStore
-from flowagent.runner.webhooks import sign, verify
+from flowagent.server.call_store import CallStore
+from flowagent.server.webhooks import sign, verify
 
 
 def test_chunker_cuts_sentences_and_long_clauses_but_not_abbreviations() -> None:

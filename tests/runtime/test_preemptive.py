@@ -21,12 +21,13 @@ from aiohttp import web
 from loopback import serve_app
 
 from flowagent import audio
+from flowagent.asterisk.caller import AudioSocketCaller
+from flowagent.dialogue import actions as act
+from flowagent.dialogue import events as ev
+from flowagent.dialogue.engine import Engine
+from flowagent.flow.compiler import load_flow
 from flowagent.providers.fake import FakeEvent, word_tone_hz
-from flowagent.runner import events as ev
-from flowagent.runner.caller import AudioSocketCaller
-from flowagent.runner.compiler import load_flow
-from flowagent.runner.engine import Engine
-from flowagent.runner.preemptive import HeldAudio, normalise, same_plan, speech_plan
+from flowagent.runner.speculation import HeldAudio, normalise, same_plan, speech_plan
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -303,7 +304,7 @@ def test_a_fork_answers_without_touching_the_real_call(tmp_path: Path) -> None:
     before = (engine.state, len(engine.record.transcript), engine.listening)
     fork = engine.fork()
     plan = speech_plan(fork.handle(ev.UserUtterance("what does a move cost", at=1.0)))
-    assert [type(a) for a in plan] == [ev.LlmRequest] and fork.state == "chat"
+    assert [type(a) for a in plan] == [act.LlmRequest] and fork.state == "chat"
     assert (engine.state, len(engine.record.transcript), engine.listening) == before
     real = speech_plan(engine.handle(ev.UserUtterance(FINAL, at=1.2)))
     assert same_plan(plan, real)  # same answer, words compared normalised
@@ -311,11 +312,11 @@ def test_a_fork_answers_without_touching_the_real_call(tmp_path: Path) -> None:
 
 
 def test_speech_plan_stops_at_the_first_side_effect() -> None:
-    say = ev.Say(1, "One moment.")
-    tool = ev.CallTool(2, "get_quote", {"url": "x"}, 5.0, 0)
-    later = ev.Say(3, "More.")
-    assert speech_plan([ev.StateEntered("q"), say, tool, later]) == [say]
-    assert not same_plan([say], [ev.Say(1, "One moment!")])
+    say = act.Say(1, "One moment.")
+    tool = act.CallTool(2, "get_quote", {"url": "x"}, 5.0, 0)
+    later = act.Say(3, "More.")
+    assert speech_plan([act.StateEntered("q"), say, tool, later]) == [say]
+    assert not same_plan([say], [act.Say(1, "One moment!")])
 
 
 def test_held_audio_is_released_in_order_then_passes_through() -> None:

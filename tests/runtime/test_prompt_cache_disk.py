@@ -23,7 +23,7 @@ import pytest
 from flowagent.providers import registry
 from flowagent.providers.fake import FakeTts
 from flowagent.runner.prompt_cache import PromptDiskCache, prompt_key, tts_identity
-from flowagent.runner.runtime import FlowEntry, FlowSet, ProviderPool
+from flowagent.server.runtime import FlowEntry, FlowSet, ProviderPool
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -244,7 +244,7 @@ _WORKER = textwrap.dedent("""
     import asyncio, sys
     from pathlib import Path
     from flowagent.runner.prompt_cache import PromptDiskCache
-    from flowagent.runner.runtime import FlowSet, ProviderPool
+    from flowagent.server.runtime import FlowSet, ProviderPool
 
     async def main() -> None:
         for _round in range(4):

@@ -23,10 +23,10 @@ import numpy as np
 import pytest
 
 from flowagent import audio
-from flowagent.runner import recording
-from flowagent.runner.api import create_app, start_api
-from flowagent.runner.recording import CallRecorder, repair_wav, sweep
-from flowagent.runner.runtime import RuntimeConfig
+from flowagent.runner import audio_recording as recording
+from flowagent.runner.audio_recording import CallRecorder, repair_wav, sweep
+from flowagent.server.control_api import create_app, start_api
+from flowagent.server.runtime import RuntimeConfig
 from flowagent.web.mount import ui_for_runtime
 
 pytestmark = pytest.mark.timeout(60)
@@ -379,11 +379,11 @@ async def test_speech_to_speech_calls_are_recorded_too(tmp_path: Path) -> None:
     the model's audio as sent to the caller on the right, the caller on the left."""
     from providers.fakes import FakeOpenAIRealtime
 
-    from flowagent.runner.caller import AudioSocketCaller
-    from flowagent.runner.runtime import FlowSet, ProviderPool, Runtime
-    from flowagent.runner.server import AudioSocketServer
-    from flowagent.runner.store import CallStore
-    from flowagent.runner.webhooks import WebhookConfig, Webhooks
+    from flowagent.asterisk.caller import AudioSocketCaller
+    from flowagent.server.audiosocket_server import AudioSocketServer
+    from flowagent.server.call_store import CallStore
+    from flowagent.server.runtime import FlowSet, ProviderPool, Runtime
+    from flowagent.server.webhooks import WebhookConfig, Webhooks
 
     flow = STS_FLOW
     script: list[Any] = ["Hello, you're through to Swift Removals. How can I help?",

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from flowagent.runner.validate import validate_file
+from flowagent.flow.validate import validate_file
 
 BROKEN = Path(__file__).resolve().parents[1] / "flows" / "broken"
 HEADER = re.compile(

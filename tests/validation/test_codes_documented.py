@@ -7,8 +7,8 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-RUNNER = ROOT / "flowagent" / "runner"
-SOURCES = [*sorted((RUNNER / "checks").glob("*.py")), RUNNER / "validate.py", RUNNER / "loader.py"]
+FLOW = ROOT / "flowagent" / "flow"
+SOURCES = [*sorted((FLOW / "checks").glob("*.py")), FLOW / "validate.py", FLOW / "loader.py"]
 EMIT = re.compile(
     r"(?:\.(?:error|warn)\(\s*|_unusable\(\s*\w+,\s*|Finding\(\s*\"(?:error|warning)\",\s*"
     r"|\.add\(\s*\"(?:error|warning)\",\s*|code=)\"(?P<code>[a-z]+(?:-[a-z]+)+)\""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from flowagent.runner import envrefs
+from flowagent.flow import envrefs
 
 
 def test_find_refs_with_positions() -> None:

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from flowagent.runner.checks.structure import load_schema
-from flowagent.runner.loader import load_file
-from flowagent.runner.validate import validate_file
+from flowagent.flow.checks.structure import load_schema
+from flowagent.flow.loader import load_file
+from flowagent.flow.validate import validate_file
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "flows").glob("*.yaml"))

@@ -8,7 +8,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flowagent.runner.validate import validate_text
+from flowagent.flow.validate import validate_text
 
 FLOWS = Path(__file__).resolve().parents[2] / "flows"
 REMOVALS = (FLOWS / "removals.yaml").read_text(encoding="utf-8")

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from jsonschema import Draft202012Validator
 
-from flowagent.runner.checks.schema_subset import SubsetValidator
-from flowagent.runner.checks.structure import load_schema
-from flowagent.runner.loader import FlowYamlError, load_file
+from flowagent.flow.checks.schema_subset import SubsetValidator
+from flowagent.flow.checks.structure import load_schema
+from flowagent.flow.loader import FlowYamlError, load_file
 
 ROOT = Path(__file__).resolve().parents[2]
 FILES = sorted((ROOT / "tests" / "flows" / "broken").glob("*.yaml")) + sorted(

@@ -9,7 +9,7 @@ import pytest
 from jinja2 import TemplateSyntaxError
 from jinja2.exceptions import SecurityError
 
-from flowagent.runner import templates as T
+from flowagent.flow import templates as T
 
 
 def test_spoken_filters() -> None:
@@ -97,9 +97,9 @@ EXPRESSIONS = ["slots.a == 'x'", "vars.ok", "not slots.flag", "slots.n >= 6", "i
 def _flow_strings() -> tuple[list[str], list[str]]:
     from pathlib import Path
 
-    from flowagent.runner.checks.context import CheckContext
-    from flowagent.runner.checks.template_checks import _expressions, _templates
-    from flowagent.runner.loader import FlowYamlError, load_file
+    from flowagent.flow.checks.context import CheckContext
+    from flowagent.flow.checks.template_checks import _expressions, _templates
+    from flowagent.flow.loader import FlowYamlError, load_file
 
     root = Path(__file__).resolve().parents[2]
     templates, expressions = list(SAMPLES), list(EXPRESSIONS)
@@ -136,7 +136,7 @@ def test_fast_path_agrees_with_jinja() -> None:
 
 
 def test_known_filter_shortcut_is_a_subset_of_jinja() -> None:
-    from flowagent.runner.checks.template_checks import KNOWN_FILTERS, KNOWN_TESTS
+    from flowagent.flow.checks.template_checks import KNOWN_FILTERS, KNOWN_TESTS
 
     env = T.get_environment()
     assert set(KNOWN_FILTERS) <= set(env.filters)

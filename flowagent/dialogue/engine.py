@@ -1,0 +1,1411 @@
+"""The dialogue engine: one instance per call, driven by events, answering with actions.
+
+It owns the call's conversation state — current state, slots, vars, reprompt counters, the LLM
+exchange so far, the call record — and nothing else: no I/O, no clocks it did not get, no threads.
+Whoever drives it (`driver.Conversation` for text, the runtime's call session for audio) feeds it
+`flowagent.dialogue.events` events and carries out the actions **in order**.
+
+Contract for drivers (the audio session and the text driver both follow it):
+
+* `start(CallInfo)` first, then `handle(event)` for everything else; both return a list of
+  actions and **never raise** for a well-formed event (an internal failure takes the flow's
+  `error` path; if that fails too, the call ends).
+* `Say(expect_reply=True)` is always followed by `StartNoInputTimer(seconds)`: the driver starts
+  counting when that prompt has finished playing (after `SpeechFinished`), and sends `NoInput`
+  when it runs out. `StopNoInputTimer` cancels it (the engine sends it whenever the caller is
+  heard or the call moves on). A stale `NoInput` (arriving when nothing is being asked) is ignored.
+* `StartTimer(name, seconds)` / `CancelTimer(name)` are driver-owned timers that start at once and
+  come back as `TimerExpired(name)`: `max_duration` (set at call start from `settings.max_call_s`)
+  and `dtmf` (inter-digit gap).
+* `Transfer` and `EndCall` come after the `Say` that announces them: play the say first.
+* `LlmRequest(speak=True)` — stream the reply to TTS under `say_id`, then send `LlmResult`.
+  `LlmRequest(speak=False)` (purpose `extract`) — silent structured extraction; send `LlmResult`.
+* `CallTool` — run it (`tools.ToolRunner`) and send `ToolResult` with the same `call_id`.
+
+Keypad (DTMF) policy — decided here, not in the driver: a digit that matches a `dtmf:` handler
+fires it, except while the caller is keying a multi-digit slot (phone, integer, number, money with
+`dtmf: true`), where digits are buffered; the entry ends on the terminator (`#`), on the inter-digit
+timer (`TimerExpired("dtmf")`), or as soon as no more digits could fit (e.g. max 9). A lone
+handler digit entered that way (e.g. just `0` then a pause) still fires its handler. yes_no slots
+and confirmations take 1 = yes, 2 = no; choice slots take the choice's position (1 = first).
+
+Loop guard: a flow can never spin without input. Each event may enter at most
+`MAX_TRANSITIONS_PER_EVENT` states; overflowing takes the `error` path, and overflowing that ends
+the call.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import json
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from jinja2 import TemplateError
+
+from flowagent.dialogue import nlu
+from flowagent.dialogue.actions import (
+    Action,
+    CallTool,
+    CancelTimer,
+    EndCall,
+    LlmRequest,
+    Say,
+    SendDtmf,
+    StartNoInputTimer,
+    StartTimer,
+    StateEntered,
+    StopNoInputTimer,
+    Transfer,
+)
+from flowagent.dialogue.call_record import CallRecord, ToolCallRecord, TurnLatency, redact_request
+from flowagent.dialogue.events import (
+    BargeIn,
+    CallInfo,
+    CallStarted,
+    DtmfDigit,
+    Hangup,
+    LlmResult,
+    NoInput,
+    ProviderFailed,
+    SpeechFinished,
+    TimerExpired,
+    ToolResult,
+    UserPartial,
+    UserUtterance,
+)
+from flowagent.flow.compiler import (
+    CompiledFlow,
+    Handler,
+    SlotDef,
+    StateDef,
+    Template,
+    ToolDef,
+)
+from flowagent.providers.base import LlmMessage, LlmToolCall, LlmToolSpec
+
+MAX_TRANSITIONS_PER_EVENT = 40
+MAX_LLM_TOOL_ROUNDS = 4
+#: intent score at which a handler intent (human/repeat/...) beats a slot value in one answer
+STRONG_HANDLER_MATCH = 0.85
+
+_DEFAULT_NO_INPUT = "Sorry, I'm having trouble hearing you. Goodbye."
+_DEFAULT_NO_MATCH = "Sorry, I'm having trouble understanding. Goodbye."
+_DEFAULT_ERROR = "I'm sorry, something went wrong on our side."
+_DEFAULT_MAX_DURATION = "I'm sorry, we've run out of time on this call. Goodbye."
+_LLM_DIDNT_CATCH = "Sorry, I didn't catch that. Could you say it again?"
+_STILL_THERE = "Are you still there?"
+_WHAT_CHANGE = "What needs changing?"
+
+_MULTI_DIGIT_TYPES = frozenset({"phone", "integer", "number", "money"})
+
+
+class _LoopOverflow(Exception):
+    pass
+
+
+class Engine:
+    """One call's dialogue. See the module docstring for the driver contract.
+
+    `today`: the date relative dates are read against (tests pin it); default: the real date.
+    `clock`: monotonic seconds, used for transcript times when an event carries no `at`.
+    `llm_available`: whether the driver can execute `LlmRequest`s (default: the flow configures
+    an LLM). Without it, `llm` states and the LLM fallback are skipped gracefully.
+    """
+
+    def __init__(
+        self,
+        flow: CompiledFlow,
+        *,
+        today: _dt.date | None = None,
+        clock: Callable[[], float] | None = None,
+        llm_available: bool | None = None,
+    ) -> None:
+        self.flow = flow
+        self._today = today
+        self._clock = clock or time.monotonic
+        self.llm_available = flow.has_llm if llm_available is None else llm_available
+        self._t0 = 0.0
+        self._state: StateDef | None = None
+        self._slots: dict[str, Any] = {}
+        self._vars: dict[str, Any] = {}
+        self._call: CallInfo = CallInfo(uuid="")
+        self._context: dict[str, Any] = {}
+        self._result: dict[str, Any] | None = None
+        self._answer = ""
+        self._intent: str | None = None
+        self._ended = False
+        self.record = CallRecord(uuid="", flow=flow.name)
+        # listening
+        # ask | collect | slot_confirm | confirm | confirm_fix | llm
+        self._listen: str | None = None
+        self._slot: str | None = None  # slot being asked / confirmed
+        self._no_input = 0
+        self._no_match = 0
+        self._dtmf_buffer = ""
+        self._last_filled: str | None = None
+        # pending async work
+        self._pending_tool: tuple[int, str, str, str] | None = None  # id, tool, purpose, llm id
+        self._pending_llm: tuple[int, str, Any] | None = None  # id, purpose, info
+        self._llm_messages: list[LlmMessage] = []
+        self._llm_turns = 0
+        self._llm_tool_rounds = 0
+        self._llm_queue: list[LlmToolCall] = []
+        # ids and output
+        self._ids = 0
+        self._out: list[Action] = []
+        self._turn_says: list[tuple[str, bool]] = []
+        self._last_turn_says: list[tuple[str, bool]] = []
+        self._steps = 0
+        self._in_error = False
+
+    # ------------------------------------------------------------------------------------------
+    # public surface
+    # ------------------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> str:
+        return self._state.name if self._state else ""
+
+    @property
+    def slots(self) -> dict[str, Any]:
+        return dict(self._slots)
+
+    @property
+    def vars(self) -> dict[str, Any]:
+        return dict(self._vars)
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
+
+    @property
+    def listening(self) -> str | None:
+        """What the engine is waiting for from the caller, or None (busy / ended)."""
+        return None if self._ended else self._listen
+
+    @property
+    def waiting_for(self) -> str | None:
+        """'tool' or 'llm' while an action's answer is outstanding, else None."""
+        if self._pending_tool:
+            return "tool"
+        if self._pending_llm:
+            return "llm"
+        return None
+
+    def start(self, call: CallInfo, *, at: float | None = None) -> list[Action]:
+        return self.handle(CallStarted(call, at=at if at is not None else 0.0))
+
+    def fork(self) -> Engine:
+        """An independent copy of this call's dialogue, to try an event on without touching
+        the real one (preemptive generation: what would we answer if the caller's final words
+        are the interim ones?). Cheap: the compiled flow, call info and immutable values are
+        shared; every container the engine mutates (slots, vars, LLM history, the record's
+        lists) is copied one level deep. The copy's actions must not be carried out for real
+        unless the caller's words are confirmed."""
+        other = copy.copy(self)
+        other._slots = dict(self._slots)
+        other._vars = dict(self._vars)
+        other._context = dict(self._context)
+        other._llm_messages = list(self._llm_messages)
+        other._llm_queue = list(self._llm_queue)
+        other._turn_says = list(self._turn_says)
+        other._last_turn_says = list(self._last_turn_says)
+        other._out = []
+        rec = copy.copy(self.record)
+        rec.transcript = list(rec.transcript)
+        rec.tool_calls = list(rec.tool_calls)
+        rec.states = list(rec.states)
+        rec.turns = list(rec.turns)
+        rec.errors = list(rec.errors)
+        rec.slots = dict(rec.slots)
+        rec.vars = dict(rec.vars)
+        other.record = rec
+        return other
+
+    def handle(self, event: Any) -> list[Action]:
+        """Feed one event; returns the actions to carry out, in order. Never raises."""
+        self._out = []
+        self._steps = 0
+        self._in_error = False
+        try:
+            self._dispatch(event)
+        except _LoopOverflow:
+            self._error("the flow moved between states too many times without hearing the caller")
+        except TemplateError as exc:  # e.g. arithmetic on a value a tool did not return
+            self._error(f"a template in state {self.state!r} failed: {exc}")
+        except Exception as exc:  # the engine must never take a call down
+            self._error(f"internal error: {exc.__class__.__name__}: {exc}")
+        out, self._out = self._out, []
+        return out
+
+    # ------------------------------------------------------------------------------------------
+    # dispatch
+    # ------------------------------------------------------------------------------------------
+
+    def _dispatch(self, ev: Any) -> None:
+        if isinstance(ev, CallStarted):
+            self._on_start(ev)
+            return
+        if self._state is None:
+            return  # not started: nothing to do
+        if isinstance(ev, ToolResult):
+            self._on_tool_result(ev)
+            return
+        if isinstance(ev, Hangup):
+            self._on_hangup(ev)
+            return
+        if self._ended:
+            return
+        if isinstance(ev, UserUtterance):
+            self._begin_turn()
+            self._on_utterance(ev)
+        elif isinstance(ev, DtmfDigit):
+            self._on_dtmf(ev)
+        elif isinstance(ev, NoInput):
+            if self._listen is not None and not self._pending_llm:
+                self._begin_turn()
+                self._on_no_input()
+        elif isinstance(ev, TimerExpired):
+            self._on_timer(ev)
+        elif isinstance(ev, BargeIn):
+            self._on_barge_in(ev)
+        elif isinstance(ev, LlmResult):
+            self._on_llm_result(ev)
+        elif isinstance(ev, ProviderFailed):
+            self.record.errors.append(f"{ev.kind}: {ev.message}")
+            self._begin_turn()
+            self._error(f"the {ev.kind} provider failed: {ev.message}")
+        elif isinstance(ev, SpeechFinished | UserPartial):
+            return
+
+    def _now(self, ev: Any = None) -> float:
+        at = getattr(ev, "at", 0.0) if ev is not None else 0.0
+        return round((at or self._clock()) - self._t0, 3)
+
+    def _begin_turn(self) -> None:
+        if self._turn_says:
+            self._last_turn_says = self._turn_says
+        self._turn_says = []
+
+    # ------------------------------------------------------------------------------------------
+    # call start / end
+    # ------------------------------------------------------------------------------------------
+
+    def _on_start(self, ev: CallStarted) -> None:
+        call = ev.call
+        self._call = call
+        self._t0 = ev.at or self._clock()
+        self._context = dict(call.context) if call.context else self.flow.context_for(call.did)
+        self.record = CallRecord(
+            uuid=call.uuid, flow=self.flow.name, caller=call.caller, did=call.did,
+            channel=call.channel,
+        )
+        self._emit(StartTimer("max_duration", self.flow.settings.max_call_s))
+        self._enter(self.flow.start)
+
+    def _on_hangup(self, ev: Hangup) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        self._listen = None
+        self.record.add(self._now(ev), "system", "caller hung up", self.state)
+        self.record.finish("hangup_by_caller")
+        self._sync_record()
+        h = self._handler("event", "hangup")
+        if h is not None and h.call and h.call in self.flow.tools:
+            self._call_tool(self.flow.tools[h.call], purpose="hangup", args={})
+
+    def _end(self, outcome: str, reason: str = "") -> None:
+        self._emit(StopNoInputTimer())
+        self._emit(CancelTimer("max_duration"))
+        self._emit(EndCall(reason=outcome))
+        self._ended = True
+        self._listen = None
+        self.record.finish(outcome, reason)
+        self._sync_record()
+
+    def _sync_record(self) -> None:
+        self.record.slots = dict(self._slots)
+        self.record.vars = dict(self._vars)
+
+    # ------------------------------------------------------------------------------------------
+    # output helpers
+    # ------------------------------------------------------------------------------------------
+
+    def _emit(self, action: Action) -> None:
+        self._out.append(action)
+
+    def _next_id(self) -> int:
+        self._ids += 1
+        return self._ids
+
+    def _interruptible(self) -> bool:
+        st = self._state
+        if st is not None and st.barge_in is not None:
+            return st.barge_in
+        return self.flow.settings.barge_in
+
+    def _say_text(self, text: str, *, static: bool = False, expect: bool = False) -> None:
+        text = text.strip()
+        if not text:
+            if expect:
+                self._arm_no_input()
+            return
+        sid = self._next_id()
+        self._emit(Say(sid, text, static=static, interruptible=self._interruptible(),
+                       expect_reply=expect))
+        self.record.add(self._now(), "agent", text, self.state, say_id=sid)
+        self._turn_says.append((text, static))
+        if expect:
+            self._arm_no_input()
+
+    def _say(self, tpl: Template | None, *, expect: bool = False) -> None:
+        if tpl is None:
+            if expect:
+                self._arm_no_input()
+            return
+        self._say_text(self._render(tpl), static=tpl.static, expect=expect)
+
+    def _arm_no_input(self) -> None:
+        st = self._state
+        secs = self.flow.settings.no_input_timeout_s
+        if st is not None and st.no_input_timeout_s is not None:
+            secs = st.no_input_timeout_s
+        self._emit(StartNoInputTimer(secs))
+
+    # ------------------------------------------------------------------------------------------
+    # template context
+    # ------------------------------------------------------------------------------------------
+
+    def _ctx(self, **extra: Any) -> dict[str, Any]:
+        c = self._call
+        ctx: dict[str, Any] = {
+            "slots": self._slots,
+            "vars": self._vars,
+            "context": self._context,
+            "call": {
+                "caller": c.caller,
+                "did": c.did,
+                "uuid": c.uuid,
+                "channel": c.channel,
+                "started_at": self.record.started_at,
+                "metadata": c.metadata,
+            },
+            "result": self._result or {"ok": None, "status": None, "data": None, "error": ""},
+            "answer": self._answer,
+            "intent": self._intent,
+            "now": _dt.datetime.now(),
+        }
+        ctx.update(extra)
+        return ctx
+
+    def _render(self, tpl: Template, **extra: Any) -> str:
+        if tpl.static:
+            return tpl.source
+        return tpl.render(self._ctx(**extra))
+
+    def today(self) -> _dt.date:
+        return self._today or _dt.date.today()
+
+    # ------------------------------------------------------------------------------------------
+    # states
+    # ------------------------------------------------------------------------------------------
+
+    def _enter(self, name: str) -> None:
+        self._steps += 1
+        if self._steps > MAX_TRANSITIONS_PER_EVENT:
+            raise _LoopOverflow(name)
+        st = self.flow.states[name]
+        if self._listen is not None:
+            self._emit(StopNoInputTimer())
+        self._state = st
+        self._listen = None
+        self._slot = None
+        self._no_input = 0
+        self._no_match = 0
+        self._dtmf_buffer = ""
+        self._pending_llm = None  # moving on abandons an answer still being waited for
+        self._pending_tool = None
+        self.record.states.append(name)
+        self._emit(StateEntered(name))
+        kind = st.kind
+        if kind == "say":
+            self._say(st.say)
+            self._follow(st)
+        elif kind == "ask":
+            self._say(st.say)
+            self._listen = "ask"
+            self._say(st.ask, expect=True)
+        elif kind == "collect":
+            self._say(st.say)
+            self._collect_next()
+        elif kind == "call":
+            self._say(st.say)
+            tool = self.flow.tools.get(st.call or "")
+            if tool is None:
+                self._tool_failed(f"the tool {st.call!r} is not defined")
+            else:
+                self._call_tool(tool, purpose="state", args={})
+        elif kind == "llm":
+            self._say(st.say)
+            self._llm_start()
+        elif kind == "transfer":
+            self._say(st.say)
+            self._transfer(
+                self._render(st.transfer) if st.transfer else "",
+                self._render(st.reason) if st.reason else "",
+            )
+        elif kind == "end":
+            self._say(st.say)
+            self._end(st.outcome or "completed")
+
+    def _transfer(self, target: str, reason: str = "") -> None:
+        self.record.transfer_target = target
+        self._emit(StopNoInputTimer())
+        self._emit(CancelTimer("max_duration"))
+        self._emit(Transfer(target=target, reason=reason))
+        self._ended = True
+        self._listen = None
+        self.record.finish("transferred", reason)
+        self._sync_record()
+
+    def _follow(self, st: StateDef, intent: str | None = None, *, from_answer: bool = False
+                ) -> bool:
+        """Take the first branch of `st.next` that holds. Returns False if none does."""
+        ctx = None
+        for b in st.next:
+            if b.intent is not None and b.intent != intent:
+                continue
+            if b.when is not None:
+                if ctx is None:
+                    ctx = self._ctx()
+                if not b.when.test(ctx):
+                    continue
+            self._enter(b.go)
+            return True
+        if not from_answer:
+            # a non-ask state whose conditions all fail has nowhere to go: that is an error
+            self._error(f"no branch of state {st.name!r} applies")
+        return False
+
+    # ------------------------------------------------------------------------------------------
+    # asking again
+    # ------------------------------------------------------------------------------------------
+
+    def _question(self) -> None:
+        """(Re)ask whatever we are listening for."""
+        st = self._state
+        assert st is not None
+        mode = self._listen
+        if mode == "ask":
+            self._say(st.reprompt or st.ask, expect=True)
+        elif mode == "collect" and self._slot:
+            self._say(self.flow.slots[self._slot].reprompt, expect=True)
+        elif mode == "slot_confirm" and self._slot:
+            self._ask_slot_confirm(self._slot, again=True)
+        elif mode == "confirm":
+            self._say_text("Please say yes or no.", static=True)
+            self._say(st.confirm, expect=True)
+        elif mode == "confirm_fix":
+            self._say_text(self._which_detail(), expect=True)
+        elif mode == "llm":
+            self._say_text(_LLM_DIDNT_CATCH, static=True, expect=True)
+        else:
+            self._arm_no_input()
+
+    def _which_detail(self) -> str:
+        st = self._state
+        names = [n.replace("_", " ") for n in (st.collect if st else ())]
+        if not names:
+            return _WHAT_CHANGE
+        listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+        return f"Sorry, which detail needs changing: the {listed}?"
+
+    def _on_no_input(self) -> None:
+        self._emit(StopNoInputTimer())
+        self.record.add(self._now(), "system", "no input", self.state)
+        self._no_input += 1
+        if self._no_input > self.flow.settings.no_input_reprompts:
+            self._event_handler("no_input", _DEFAULT_NO_INPUT)
+            return
+        if self._listen == "llm":
+            self._say_text(_STILL_THERE, static=True, expect=True)
+            return
+        self._question()
+
+    def _no_match_again(self, invalid: str | None = None) -> None:
+        """The answer was not understood (or invalid): reprompt, or the no_match handler."""
+        self._no_match += 1
+        if self._no_match > self.flow.settings.no_match_reprompts:
+            self._event_handler("no_match", _DEFAULT_NO_MATCH)
+            return
+        if invalid:
+            self._say_text(invalid, expect=True)
+            return
+        self._question()
+
+    # ------------------------------------------------------------------------------------------
+    # handlers
+    # ------------------------------------------------------------------------------------------
+
+    def _handler(self, kind: str, name: str) -> Handler | None:
+        st = self._state
+        table = st.handlers if st is not None else self.flow.handlers
+        return table.get((kind, name))
+
+    def _event_handler(self, name: str, default_say: str) -> None:
+        h = self._handler("event", name)
+        if h is None:
+            self._say_text(default_say, static=True)
+            self._end("error" if name == "error" else name)
+            return
+        self._run_handler(h)
+
+    def _run_handler(self, h: Handler) -> None:
+        self.record.add(self._now(), "system", f"handler {h.trigger[0]} {h.trigger[1]}", self.state)
+        if h.say is not None and h.trigger != ("event", "hangup"):
+            self._say(h.say)
+        if h.go:
+            self._enter(h.go)
+            return
+        do = h.do or "continue"
+        if do == "repeat":
+            self._repeat()
+        elif do == "restart":
+            self._slots.clear()
+            self._vars.clear()
+            self.record.slots.clear()
+            self._result = None
+            self._enter(self.flow.start)
+        elif do == "hangup":
+            self._end(h.trigger[1] if h.trigger[0] == "event" else "hangup")
+        else:  # continue: carry on with what we were asking
+            if h.trigger in (("event", "no_input"), ("event", "no_match")):
+                self._no_input = 0
+                self._no_match = 0
+            if self._pending_tool or self._pending_llm:
+                return
+            self._question()
+
+    def _repeat(self) -> None:
+        says = self._last_turn_says
+        if not says or self._listen is None:
+            self._question()
+            return
+        for i, (text, static) in enumerate(says):
+            self._say_text(text, static=static, expect=i == len(says) - 1)
+
+    def _handler_intent(self, text: str, extra: tuple[str, ...] = ()) -> tuple[str | None, bool]:
+        """Match `text` against the state's intent handlers (+ `extra` branch intents).
+        Returns (intent, is_handler)."""
+        st = self._state
+        assert st is not None
+        candidates = (extra + tuple(i for i in st.handler_intents if i not in extra)
+                      if extra else st.handler_intents)
+        if not candidates:
+            return None, False
+        name = nlu.match_intent(self.flow, text, candidates)
+        if name is None:
+            return None, False
+        return name, ("intent", name) in st.handlers and name not in extra
+
+    # ------------------------------------------------------------------------------------------
+    # caller speech
+    # ------------------------------------------------------------------------------------------
+
+    def _on_utterance(self, ev: UserUtterance) -> None:
+        text = ev.text.strip()
+        self._emit(StopNoInputTimer())
+        self.record.add(self._now(ev), "caller", text, self.state)
+        self.record.turns.append(TurnLatency(index=len(self.record.turns), state=self.state))
+        if not text:
+            if self._listen is not None:
+                self._on_no_input()
+            return
+        self._answer = text
+        self._dtmf_buffer = ""
+        pending = self._pending_llm
+        if pending is not None and pending[1] == "extract":
+            self._pending_llm = None  # a newer answer replaces the one being read by the LLM
+        elif pending is not None and self._state is not None and self._state.kind == "llm":
+            self._llm_interrupted("")  # the caller talked over the LLM's reply
+        if self._listen is None:
+            # busy (tool/LLM in flight): only handlers can act on what the caller said
+            name, is_handler = self._handler_intent(text)
+            if is_handler and name:
+                self._intent = name
+                self._pending_tool = None
+                self._pending_llm = None
+                self._run_handler(self._state.handlers[("intent", name)])  # type: ignore[union-attr]
+            return
+        mode = self._listen
+        if mode == "ask":
+            self._answer_ask(text)
+        elif mode == "collect":
+            self._answer_collect(text)
+        elif mode == "slot_confirm":
+            self._answer_slot_confirm(text)
+        elif mode == "confirm":
+            self._answer_confirm(text)
+        elif mode == "confirm_fix":
+            self._answer_confirm_fix(text)
+        elif mode == "llm":
+            self._answer_llm(text)
+
+    # -- ask ----------------------------------------------------------------------------------
+
+    def _answer_ask(self, text: str) -> None:
+        st = self._state
+        assert st is not None
+        branch_intents = st.branch_intents
+        intent: str | None = None
+        if any(i in ("yes", "no") for i in branch_intents):
+            yn = nlu.yes_no(text)
+            if yn is not None:
+                intent = "yes" if yn else "no"
+        is_handler = False
+        if intent is None:
+            intent, is_handler = self._handler_intent(text, branch_intents)
+        if is_handler and intent:
+            self._intent = intent
+            self._run_handler(st.handlers[("intent", intent)])
+            return
+        self._resolve_ask(intent, text=text)
+
+    def _resolve_ask(self, intent: str | None, *, text: str | None = None) -> None:
+        """Take the branch the answer selects; if none does and the parsers found no intent,
+        ask the LLM (when allowed) before counting a no-match."""
+        st = self._state
+        assert st is not None
+        self._intent = intent
+        if self._follow(st, intent, from_answer=True):
+            return
+        if text is not None and intent is None and st.branch_intents and self._llm_fallback_ok():
+            self._request_extract(text, intents=st.branch_intents)
+            return
+        self._no_match_again()
+
+    # -- collect ------------------------------------------------------------------------------
+
+    def _collect_next(self) -> None:
+        st = self._state
+        assert st is not None
+        for name in st.collect:
+            if self._slots.get(name) is None:
+                self._listen = "collect"
+                if self._slot != name:
+                    self._no_match = 0
+                    self._no_input = 0
+                self._slot = name
+                self._say(self.flow.slots[name].prompt, expect=True)
+                return
+        self._slot = None
+        if st.confirm is not None:
+            self._listen = "confirm"
+            self._no_match = 0
+            self._no_input = 0
+            self._say(st.confirm, expect=True)
+            return
+        self._listen = None
+        self._follow(st)
+
+    def _wanted(self, *, include_filled: bool = False) -> dict[str, SlotDef]:
+        st = self._state
+        assert st is not None
+        order = list(st.collect)
+        if self._slot in order:  # the slot being asked first: an ambiguous answer is for it
+            order.remove(self._slot)
+            order.insert(0, self._slot)
+        return {
+            n: self.flow.slots[n]
+            for n in order
+            if include_filled or self._slots.get(n) is None
+        }
+
+    def _answer_collect(self, text: str) -> None:
+        st = self._state
+        assert st is not None
+        # A clear "speak to a person" / "say that again" wins over slot values (a text slot
+        # would take any words); a weak handler match only counts if no slot value was heard.
+        handler = nlu.match_intent_scored(self.flow, text, st.handler_intents)
+        if handler is not None and handler[1] >= STRONG_HANDLER_MATCH:
+            self._intent = handler[0]
+            self._run_handler(st.handlers[("intent", handler[0])])
+            return
+        current = self._slot
+        results: dict[str, Any] = {}
+        if nlu.is_correction(text):
+            # "no, I said LS12 5AB" changes the earlier answer; it is not also this one
+            results = nlu.corrections(self.flow, self.today(), text, self._filled_defs(),
+                                      self._slots, self._last_filled)
+        if not results:
+            results = nlu.extract(self.flow, self.today(), text, self._wanted(), current)
+        filled = self._apply(results)
+        cur = results.get(current) if current else None
+        if filled:
+            self._after_fill(filled)
+            return
+        if handler is not None:
+            self._intent = handler[0]
+            self._run_handler(st.handlers[("intent", handler[0])])
+            return
+        if cur is not None and cur.invalid:
+            self._no_match_again(invalid=self._invalid_text(self.flow.slots[current], cur))
+            return
+        if self._llm_fallback_ok():
+            self._request_extract(text, slots=tuple(self._wanted()))
+            return
+        self._no_match_again()
+
+    def _invalid_text(self, slot: SlotDef, res: Any) -> str:
+        """The slot's `invalid` message, else a short reason followed by the reprompt."""
+        if slot.invalid is not None:
+            return self._render(slot.invalid)
+        return f"{nlu.invalid_reason(res)} {self._render(slot.reprompt)}"
+
+    def _filled_defs(self) -> dict[str, SlotDef]:
+        st = self._state
+        assert st is not None
+        return {n: self.flow.slots[n] for n in st.collect if self._slots.get(n) is not None}
+
+    def _apply(self, results: Mapping[str, Any]) -> list[str]:
+        filled = []
+        for name, res in results.items():
+            if name in self.flow.slots and getattr(res, "ok", False):
+                self._set_slot(name, res.value)
+                filled.append(name)
+        return filled
+
+    def _set_slot(self, name: str, value: Any) -> None:
+        self._last_filled = name
+        self._slots[name] = value
+        self.record.slots[name] = value
+
+    def _after_fill(self, filled: list[str]) -> None:
+        for name in filled:
+            if self.flow.slots[name].confirm:
+                self._ask_slot_confirm(name)
+                return
+        self._collect_next()
+
+    def _ask_slot_confirm(self, name: str, *, again: bool = False) -> None:
+        self._listen = "slot_confirm"
+        self._slot = name
+        value = nlu.spoken_value(self.flow.slots[name], self._slots.get(name))
+        prefix = "Sorry, was that" if again else "I have"
+        self._say_text(f"{prefix} {value}. Is that right?", expect=True)
+
+    def _answer_slot_confirm(self, text: str) -> None:
+        name = self._slot
+        assert name is not None
+        yn = nlu.yes_no(text)
+        if yn is True:
+            self._no_match = 0
+            self._listen = "collect"
+            self._collect_next()
+            return
+        # "no", or a different value: try to read the new value from what was said
+        res = nlu.extract(self.flow, self.today(), text, {name: self.flow.slots[name]},
+                          name).get(name)
+        if res is not None and res.ok and res.value != self._slots.get(name):
+            self._set_slot(name, res.value)
+            self._ask_slot_confirm(name)
+            return
+        if yn is False:
+            self._slots.pop(name, None)
+            self.record.slots.pop(name, None)
+            self._listen = "collect"
+            self._slot = name
+            self._say(self.flow.slots[name].reprompt, expect=True)
+            return
+        name2, is_handler = self._handler_intent(text)
+        if is_handler and name2:
+            self._run_handler(self._state.handlers[("intent", name2)])  # type: ignore[union-attr]
+            return
+        self._no_match_again()
+
+    # -- state confirm ------------------------------------------------------------------------
+
+    def _answer_confirm(self, text: str) -> None:
+        # a changed value wins over a "yes" in the same breath ("yes, but it's 4 bedrooms")
+        fixed = self._apply(nlu.corrections(self.flow, self.today(), text, self._filled_defs(),
+                                            self._slots, self._last_filled))
+        if fixed:
+            self._no_match = 0
+            self._collect_next()  # asks anything now missing, then confirms again
+            return
+        yn = nlu.yes_no(text)
+        if yn is True:
+            self._listen = None
+            self._follow(self._state)  # type: ignore[arg-type]
+            return
+        if yn is False:
+            self._listen = "confirm_fix"
+            self._no_match = 0
+            self._say_text(_WHAT_CHANGE, static=True, expect=True)
+            return
+        name, is_handler = self._handler_intent(text)
+        if is_handler and name:
+            self._run_handler(self._state.handlers[("intent", name)])  # type: ignore[union-attr]
+            return
+        self._no_match_again()
+
+    def _answer_confirm_fix(self, text: str) -> None:
+        name, is_handler = self._handler_intent(text)
+        if is_handler and name:
+            self._run_handler(self._state.handlers[("intent", name)])  # type: ignore[union-attr]
+            return
+        if nlu.yes_no(text) is True:  # "actually it's fine"
+            self._listen = None
+            self._follow(self._state)  # type: ignore[arg-type]
+            return
+        defs = self._filled_defs()
+        results = nlu.corrections(self.flow, self.today(), text, defs, self._slots,
+                                  self._last_filled)
+        if not results:
+            results = nlu.extract(self.flow, self.today(), text,
+                                  self._wanted(include_filled=True), None)
+        changed = self._apply(results)
+        if changed:
+            self._no_match = 0
+            self._collect_next()
+            return
+        # the caller named a detail without its value ("the date"): forget it and ask again
+        named = nlu.named_slot(text, self._wanted(include_filled=True))
+        if named:
+            self._slots.pop(named, None)
+            self.record.slots.pop(named, None)
+            self._no_match = 0
+            self._collect_next()
+            return
+        if self._llm_fallback_ok():
+            self._request_extract(text, slots=tuple(self._wanted(include_filled=True)))
+            return
+        self._no_match_again()
+
+    # ------------------------------------------------------------------------------------------
+    # DTMF
+    # ------------------------------------------------------------------------------------------
+
+    def _dtmf_slot(self) -> SlotDef | None:
+        if self._listen == "collect" and self._slot:
+            slot = self.flow.slots[self._slot]
+            if slot.dtmf:
+                return slot
+        return None
+
+    def _on_dtmf(self, ev: DtmfDigit) -> None:
+        digit = ev.digit
+        self.record.add(self._now(ev), "caller", f"[keypad {digit}]", self.state)
+        if not self.flow.settings.dtmf_enabled:
+            return
+        slot = self._dtmf_slot()
+        multi = slot is not None and slot.type in _MULTI_DIGIT_TYPES
+        if not (multi and (self._dtmf_buffer or digit.isdigit())):
+            h = self._handler("dtmf", digit)
+            if h is not None:
+                self._begin_turn()
+                self._emit(StopNoInputTimer())
+                self._dtmf_buffer = ""
+                self._run_handler(h)
+                return
+        if self._listen is None:
+            return
+        self._emit(StopNoInputTimer())
+        if multi and slot is not None:
+            if digit == self.flow.settings.dtmf_terminator:
+                self._emit(CancelTimer("dtmf"))
+                self._dtmf_complete()
+                return
+            if not digit.isdigit():
+                return
+            self._dtmf_buffer += digit
+            if nlu.dtmf_entry_full(slot, self._dtmf_buffer):
+                self._emit(CancelTimer("dtmf"))
+                self._dtmf_complete()
+            else:
+                self._emit(StartTimer("dtmf", self.flow.settings.dtmf_digit_timeout_s))
+            return
+        self._begin_turn()
+        self._dtmf_single(digit, slot)
+
+    def _dtmf_single(self, digit: str, slot: SlotDef | None) -> None:
+        mode = self._listen
+        if slot is not None:
+            res = nlu.dtmf_value(self.flow, self.today(), slot, digit)
+            if res.ok:
+                self._set_slot(slot.name, res.value)
+                self._after_fill([slot.name])
+                return
+            self._no_match_again()
+            return
+        if mode in ("confirm", "slot_confirm") and digit in "12":
+            self._on_utterance_like("yes" if digit == "1" else "no")
+            return
+        if mode == "ask" and digit in "12":
+            st = self._state
+            assert st is not None
+            if {"yes", "no"} & set(st.branch_intents):
+                self._resolve_ask("yes" if digit == "1" else "no")
+                return
+        self._no_match_again()
+
+    def _on_utterance_like(self, text: str) -> None:
+        if self._listen == "confirm":
+            self._answer_confirm(text)
+        elif self._listen == "slot_confirm":
+            self._answer_slot_confirm(text)
+
+    def _dtmf_complete(self) -> None:
+        digits, self._dtmf_buffer = self._dtmf_buffer, ""
+        self._begin_turn()
+        if not digits:
+            self._no_match_again()
+            return
+        h = self._handler("dtmf", digits)
+        slot = self._dtmf_slot()
+        if h is not None and len(digits) == 1:
+            self._run_handler(h)
+            return
+        if slot is None:
+            return
+        res = nlu.dtmf_value(self.flow, self.today(), slot, digits)
+        if res.ok:
+            self._set_slot(slot.name, res.value)
+            self._after_fill([slot.name])
+            return
+        if res.invalid:
+            self._no_match_again(invalid=self._invalid_text(slot, res))
+            return
+        self._no_match_again()
+
+    # ------------------------------------------------------------------------------------------
+    # timers, barge-in
+    # ------------------------------------------------------------------------------------------
+
+    def _on_timer(self, ev: TimerExpired) -> None:
+        if ev.name == "max_duration":
+            self._begin_turn()
+            self._pending_tool = None
+            self._pending_llm = None
+            self.record.add(self._now(ev), "system", "maximum call length reached", self.state)
+            self._event_handler("max_duration", _DEFAULT_MAX_DURATION)
+        elif ev.name == "dtmf":
+            if self._dtmf_buffer:
+                self._dtmf_complete()
+        elif ev.name == "no_input" and self._listen is not None and not self._pending_llm:
+            self._begin_turn()
+            self._on_no_input()
+
+    def _on_barge_in(self, ev: BargeIn) -> None:
+        pending = self._pending_llm
+        if pending is not None and pending[1] == "reply" and pending[0] == ev.say_id:
+            self._llm_interrupted(ev.heard)
+        entry = self.record.agent_line(ev.say_id)
+        if entry is not None:
+            entry.heard = ev.heard
+        self.record.add(self._now(ev), "system", "caller interrupted", self.state)
+        if self._listen is not None:
+            self._emit(StopNoInputTimer())  # the caller is talking; their words come next
+
+    # ------------------------------------------------------------------------------------------
+    # tools
+    # ------------------------------------------------------------------------------------------
+
+    def _call_tool(self, tool: ToolDef, *, purpose: str, args: dict[str, Any],
+                   llm_call_id: str = "") -> None:
+        problem = self._check_tool(tool, args)
+        cid = self._next_id()
+        if problem:
+            self.record.tool_calls.append(ToolCallRecord(
+                cid, tool.name, {}, self.state, self._now(), None, False, problem, 0.0))
+            if purpose == "state":
+                self._tool_failed(problem)
+            elif purpose == "llm":
+                self._llm_tool_answer(llm_call_id, {"error": problem})
+            return
+        request = self._tool_request(tool, args)
+        self.record.tool_calls.append(ToolCallRecord(
+            cid, tool.name, redact_request(request), self.state, self._now()))
+        self._pending_tool = (cid, tool.name, purpose, llm_call_id) if purpose != "hangup" else None
+        self._emit(CallTool(cid, tool.name, request, tool.timeout_s, tool.retries))
+
+    def _check_tool(self, tool: ToolDef, args: dict[str, Any]) -> str:
+        missing = [s for s in tool.needs if self._slots.get(s) is None]
+        if missing:
+            return (f"the {tool.name} tool needs {', '.join(missing)}, which "
+                    f"{'has' if len(missing) == 1 else 'have'} not been collected")
+        for name, spec in tool.args.items():
+            if name not in args or args[name] is None:
+                if spec.required:
+                    return f"the {tool.name} tool needs the argument {name}"
+                continue
+            ok, value = nlu.coerce_arg(spec.type, args[name])
+            if not ok:
+                return f"the {tool.name} tool's argument {name} must be {spec.type}"
+            args[name] = value
+        unknown = [a for a in args if a not in tool.args]
+        for a in unknown:
+            args.pop(a)
+        return ""
+
+    def _tool_request(self, tool: ToolDef, args: dict[str, Any]) -> dict[str, Any]:
+        ctx = self._ctx(args=args)
+        if tool.python:
+            return {
+                "python": tool.python,
+                "args": dict(args),
+                "context": {
+                    "slots": dict(self._slots),
+                    "vars": dict(self._vars),
+                    "call": dict(ctx["call"]),
+                    "context": dict(self._context),
+                },
+            }
+        req: dict[str, Any] = {
+            "method": tool.method,
+            "url": tool.url.render(ctx) if tool.url else "",
+            "headers": {k: v.render(ctx) for k, v in tool.headers},
+        }
+        if tool.body is not None:
+            req["json"] = _render_body(tool.body, ctx)
+        return req
+
+    def _on_tool_result(self, ev: ToolResult) -> None:
+        rec = self.record.tool_call(ev.call_id)
+        if rec is not None and rec.ok is None:
+            rec.ok = ev.ok
+            rec.status = ev.status
+            rec.error = ev.error
+            rec.duration_s = round(max(0.0, self._now(ev) - rec.at), 3)
+        pending = self._pending_tool
+        if self._ended or pending is None or pending[0] != ev.call_id:
+            return  # stale (e.g. the caller asked for a person meanwhile)
+        self._pending_tool = None
+        _, name, purpose, llm_id = pending
+        tool = self.flow.tools.get(name)
+        self._result = {"ok": ev.ok, "status": ev.status, "data": ev.data, "error": ev.error}
+        if ev.ok and tool is not None:
+            self._save(tool, ev.data)
+        if purpose == "llm":
+            self._llm_tool_answer(llm_id, ev.data if ev.ok else {"error": ev.error})
+            return
+        if ev.ok:
+            self._follow(self._state)  # type: ignore[arg-type]
+        else:
+            self.record.errors.append(ev.error)
+            self._tool_failed(ev.error, tool)
+
+    def _save(self, tool: ToolDef, data: Any) -> None:
+        if not tool.save:
+            return
+        ctx = self._ctx(response=data)
+        for var, expr in tool.save:
+            try:
+                self._vars[var] = expr(ctx)
+            except Exception:
+                self._vars[var] = None
+        self.record.vars = dict(self._vars)
+
+    def _tool_failed(self, error: str, tool: ToolDef | None = None) -> None:
+        st = self._state
+        assert st is not None
+        if self._result is None or self._result.get("ok") is not False:
+            self._result = {"ok": False, "status": None, "data": None, "error": error}
+        self.record.add(self._now(), "system", f"tool failed: {error}", self.state)
+        target = st.on_failure or (tool.on_failure if tool else None)
+        if target is None and st.call in self.flow.tools:
+            target = self.flow.tools[st.call].on_failure  # type: ignore[index]
+        if target:
+            self._enter(target)
+            return
+        h = self._handler("event", "tool_failure")
+        if h is not None:
+            self._run_handler(h)
+            return
+        self._error(error)
+
+    # ------------------------------------------------------------------------------------------
+    # errors
+    # ------------------------------------------------------------------------------------------
+
+    def _error(self, reason: str) -> None:
+        """The `error` path. Runs the flow's error handler once per event; if that fails too
+        (or loops), the call ends."""
+        self.record.errors.append(reason)
+        self.record.add(self._now(), "system", f"error: {reason}", self.state)
+        self._pending_tool = None
+        self._pending_llm = None
+        if self._ended:
+            return
+        if self._in_error or self._state is None:
+            self._hard_end()
+            return
+        self._in_error = True
+        self._steps = 0
+        try:
+            h = self._handler("event", "error")
+            if h is not None:
+                self._run_handler(h)
+                return
+            self._say_text(_DEFAULT_ERROR, static=True)
+            human = self._handler("intent", "human")
+            if human is not None and human.go:
+                self._enter(human.go)
+            else:
+                self._end("error", reason)
+        except Exception:
+            self._hard_end()
+
+    def _hard_end(self) -> None:
+        if self._ended:
+            return
+        self._say_text(_DEFAULT_ERROR + " Goodbye.", static=True)
+        self._end("error")
+
+    # ------------------------------------------------------------------------------------------
+    # LLM
+    # ------------------------------------------------------------------------------------------
+
+    def _llm_fallback_ok(self) -> bool:
+        return self.flow.settings.llm_fallback and self.llm_available
+
+    def _request_extract(self, text: str, *, slots: tuple[str, ...] = (),
+                         intents: tuple[str, ...] = ()) -> None:
+        rid = self._next_id()
+        if slots:
+            props = {
+                n: {"type": "string", "description": self._render(self.flow.slots[n].prompt)
+                    + f" (type: {self.flow.slots[n].type})"}
+                for n in slots
+            }
+            tool = LlmToolSpec(
+                "fill_slots",
+                "Record the details the caller gave, exactly as they said them. "
+                "Leave out anything they did not say.",
+                {"type": "object", "properties": props},
+            )
+            system = ("You read what a caller said on the phone and record details with the "
+                      "fill_slots tool. Call it once; include only details the caller gave.")
+        else:
+            tool = LlmToolSpec(
+                "choose_intent",
+                "Say which of the listed intents the caller meant, or none.",
+                {"type": "object",
+                 "properties": {"intent": {"type": "string", "enum": [*intents, "none"]}},
+                 "required": ["intent"]},
+            )
+            examples = "; ".join(
+                f"{i}: {', '.join(self.flow.intents.get(i, ())[:3])}" for i in intents)
+            system = ("You classify what a caller said on the phone. Call choose_intent once. "
+                      f"Intents with examples — {examples}.")
+        self._pending_llm = (rid, "extract", {"slots": slots, "intents": intents, "text": text})
+        self._emit(LlmRequest(
+            rid,
+            (LlmMessage("system", system), LlmMessage("user", text)),
+            (tool,),
+            speak=False,
+            purpose="extract",
+        ))
+
+    def _on_extract_result(self, ev: LlmResult, info: dict[str, Any]) -> None:
+        args: dict[str, Any] = {}
+        for tc in ev.tool_calls:
+            if isinstance(tc.arguments, dict):
+                args.update(tc.arguments)
+        if info["intents"]:
+            name = args.get("intent") if ev.ok else None
+            self._resolve_ask(name if name in info["intents"] else None)
+            return
+        results: dict[str, Any] = {}
+        if ev.ok:
+            for n in info["slots"]:
+                raw = args.get(n)
+                if raw in (None, ""):
+                    continue
+                res = nlu.validate_value(self.flow, self.today(), self.flow.slots[n], raw)
+                if res.ok:
+                    results[n] = res
+        filled = self._apply(results)
+        if filled:
+            self._no_match = 0 if self._listen == "confirm_fix" else self._no_match
+            if self._listen == "confirm_fix":
+                self._listen = "collect"
+            self._after_fill(filled)
+            return
+        self._no_match_again()
+
+    def _llm_start(self) -> None:
+        st = self._state
+        assert st is not None and st.llm is not None
+        if not self.llm_available:
+            self.record.add(self._now(), "system", "no LLM configured: skipping llm state",
+                            self.state)
+            self._follow(st)
+            return
+        self._llm_turns = 0
+        self._llm_tool_rounds = 0
+        self._llm_queue = []
+        system = self._render(st.llm.instructions) + (
+            "\n\nYou are speaking on the phone: reply in one or two short sentences, "
+            "plain words, no lists or markdown."
+        )
+        self._llm_messages = [LlmMessage("system", system)]
+        if self._answer and self.record.transcript and self.record.transcript[-1].who == "caller":
+            self._llm_messages.append(LlmMessage("user", self._answer))
+        self._llm_send()
+
+    def _llm_interrupted(self, heard: str) -> None:
+        """The caller spoke over a streamed LLM reply: keep what they heard as the assistant's
+        turn, drop the rest (its late `LlmResult` is ignored) and listen."""
+        pending = self._pending_llm
+        self._pending_llm = None
+        if pending is None:
+            return
+        if heard.strip():
+            self._llm_messages.append(LlmMessage("assistant", heard.strip()))
+            self.record.add(self._now(), "agent", heard.strip(), self.state, say_id=pending[0],
+                            heard=heard.strip())
+        self._llm_turns += 1
+        self._listen = "llm"
+
+    def _llm_tools(self) -> tuple[LlmToolSpec, ...]:
+        st = self._state
+        assert st is not None and st.llm is not None
+        specs = []
+        for name in st.llm.tools:
+            if name == "transfer":
+                specs.append(LlmToolSpec("transfer", "Transfer the caller to a person.", {
+                    "type": "object",
+                    "properties": {"reason": {"type": "string"}},
+                }))
+            elif name == "hangup":
+                specs.append(LlmToolSpec("hangup", "End the call after saying goodbye.",
+                                         {"type": "object", "properties": {}}))
+            elif name == "send_dtmf":
+                specs.append(LlmToolSpec("send_dtmf", "Send keypad tones.", {
+                    "type": "object", "properties": {"digits": {"type": "string"}},
+                    "required": ["digits"]}))
+            elif name in self.flow.tools:
+                tool = self.flow.tools[name]
+                props = {a.name: {"type": nlu.json_type(a.type), "description": a.description}
+                         for a in tool.args.values()}
+                required = [a.name for a in tool.args.values() if a.required]
+                specs.append(LlmToolSpec(name, tool.description or name, {
+                    "type": "object", "properties": props, "required": required}))
+        return tuple(specs)
+
+    def _llm_send(self) -> None:
+        rid = self._next_id()
+        self._pending_llm = (rid, "reply", None)
+        self._emit(LlmRequest(rid, tuple(self._llm_messages), self._llm_tools(), speak=True,
+                              say_id=rid, purpose="reply"))
+
+    def _answer_llm(self, text: str) -> None:
+        st = self._state
+        assert st is not None and st.llm is not None
+        name, is_handler = self._handler_intent(text)
+        if is_handler and name:
+            self._intent = name
+            self._run_handler(st.handlers[("intent", name)])
+            return
+        self._intent = nlu.match_intent(self.flow, text, tuple(self.flow.intents))
+        if st.llm.until is not None and st.llm.until.test(self._ctx()):
+            self._listen = None
+            self._follow(st)
+            return
+        self._listen = None
+        self._llm_tool_rounds = 0
+        self._llm_messages.append(LlmMessage("user", text))
+        self._llm_send()
+
+    def _on_llm_result(self, ev: LlmResult) -> None:
+        pending = self._pending_llm
+        if pending is None or pending[0] != ev.request_id:
+            return
+        self._pending_llm = None
+        _, purpose, info = pending
+        if purpose == "extract":
+            self._on_extract_result(ev, info)
+            return
+        st = self._state
+        assert st is not None and st.llm is not None
+        if not ev.ok:
+            self.record.errors.append(f"llm: {ev.error}")
+            self._error(f"the LLM failed: {ev.error}")
+            return
+        if ev.text.strip():
+            self.record.add(self._now(ev), "agent", ev.text.strip(), self.state,
+                            say_id=ev.request_id)
+            self._turn_says.append((ev.text.strip(), False))
+        self._llm_messages.append(LlmMessage("assistant", ev.text, tool_calls=ev.tool_calls))
+        if ev.tool_calls:
+            self._llm_queue = list(ev.tool_calls)
+            self._llm_next_tool()
+            return
+        self._llm_after_reply(spoke=bool(ev.text.strip()))
+
+    def _llm_after_reply(self, *, spoke: bool) -> None:
+        st = self._state
+        assert st is not None and st.llm is not None
+        self._llm_turns += 1
+        if (st.llm.until is not None and st.llm.until.test(self._ctx())) or (
+            self._llm_turns >= st.llm.max_turns
+        ):
+            self._follow(st)
+            return
+        self._listen = "llm"
+        if spoke:
+            self._arm_no_input()
+        else:
+            self._say_text(_LLM_DIDNT_CATCH, static=True, expect=True)
+
+    def _llm_next_tool(self) -> None:
+        if not self._llm_queue:
+            self._llm_tool_rounds += 1
+            if self._llm_tool_rounds > MAX_LLM_TOOL_ROUNDS:
+                self._llm_after_reply(spoke=False)
+                return
+            self._llm_send()
+            return
+        tc = self._llm_queue.pop(0)
+        st = self._state
+        assert st is not None and st.llm is not None
+        self.record.add(self._now(), "system", f"llm calls {tc.name}", self.state)
+        if tc.name not in st.llm.tools:
+            self._llm_tool_answer(tc.id, {"error": f"the tool {tc.name} is not allowed here"})
+            return
+        args = dict(tc.arguments or {})
+        if tc.name == "transfer":
+            human = self._handler("intent", "human")
+            if human is not None and human.go:
+                self._enter(human.go)
+            else:
+                self._transfer(str(args.get("target", "")), str(args.get("reason", "")))
+            return
+        if tc.name == "hangup":
+            self._end(st.outcome or "completed")
+            return
+        if tc.name == "send_dtmf":
+            self._emit(SendDtmf(str(args.get("digits", ""))))
+            self._llm_tool_answer(tc.id, {"ok": True})
+            return
+        self._call_tool(self.flow.tools[tc.name], purpose="llm", args=args, llm_call_id=tc.id)
+
+    def _llm_tool_answer(self, call_id: str, data: Any) -> None:
+        self._llm_messages.append(
+            LlmMessage("tool", json.dumps(data, default=str), tool_call_id=call_id))
+        self._llm_next_tool()
+
+
+def _render_body(body: Any, ctx: Mapping[str, Any]) -> Any:
+    if isinstance(body, Template):
+        return body.source if body.static else body.render_value(ctx)
+    if isinstance(body, Mapping):
+        return {k: _render_body(v, ctx) for k, v in body.items()}
+    if isinstance(body, tuple):
+        return [_render_body(v, ctx) for v in body]
+    return body

@@ -1,0 +1,150 @@
+"""Slots and intents: options that fit the slot's type, sensible ranges, regexes that compile,
+choices for choice slots; intents with examples, and no example claimed by two intents."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+from typing import Any
+
+from flowagent.flow.checks.context import CheckContext, quote_list
+
+#: option -> slot types it applies to
+OPTION_TYPES: dict[str, tuple[str, ...]] = {
+    "min": ("integer", "number", "money", "date"),
+    "max": ("integer", "number", "money", "date"),
+    "pattern": ("text", "name", "address"),
+    "choices": ("choice",),
+    "min_length": ("text", "name", "address"),
+    "max_length": ("text", "name", "address"),
+    "dtmf": ("integer", "number", "phone", "yes_no", "choice"),
+}
+
+SLOT_TYPES = ("text", "integer", "number", "yes_no", "choice", "date", "time", "phone", "email",
+              "uk_postcode", "address", "name", "money")
+
+_REL_DATE = re.compile(r"^\s*\+\s*(\d+)\s*days?\s*$", re.IGNORECASE)
+
+
+def _date_bound(value: Any) -> tuple[str, int | _dt.date] | None:
+    """('rel', days from today) or ('abs', date); None if not understood."""
+    if not isinstance(value, str):
+        return None
+    v = value.strip().lower()
+    if v == "today":
+        return ("rel", 0)
+    if v == "tomorrow":
+        return ("rel", 1)
+    m = _REL_DATE.match(v)
+    if m:
+        return ("rel", int(m[1]))
+    try:
+        return ("abs", _dt.date.fromisoformat(v))
+    except ValueError:
+        return None
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def check_slots(ctx: CheckContext) -> None:
+    for name, slot in ctx.items("slots"):
+        stype = slot.get("type")
+        if stype not in SLOT_TYPES:
+            continue  # the structure check reports an unknown type
+        base = ("slots", name)
+        for option, types in OPTION_TYPES.items():
+            if option in slot and stype not in types:
+                if option == "dtmf" and slot.get("dtmf") is False:
+                    continue
+                ctx.error("option-not-for-type", (*base, option),
+                          f"`{option}` does not apply to slot `{name}`, which is a `{stype}` slot.",
+                          f"Remove `{option}`; it works with {quote_list(types)} slots.",
+                          key=True)
+        if stype == "choice":
+            choices = slot.get("choices")
+            if "choices" not in slot or choices is None or choices == {}:
+                ctx.error("missing-choices", base,
+                          f"Slot `{name}` is a choice, but it does not list its `choices`.",
+                          "Add `choices:` with each allowed value, e.g. `small: [studio, flat]`.",
+                          key=True)
+        if stype in OPTION_TYPES["pattern"] and isinstance(slot.get("pattern"), str):
+            try:
+                re.compile(slot["pattern"])
+            except re.error as exc:
+                ctx.error("bad-regex", (*base, "pattern"),
+                          f"The pattern of slot `{name}` is not a valid regular expression: "
+                          f"{exc.msg}" + (f" (at character {exc.pos + 1})"
+                                          if exc.pos is not None else "") + ".",
+                          "Check the brackets and backslashes; put the pattern in quotes.")
+        _check_range(ctx, name, slot, stype)
+
+
+def _check_range(ctx: CheckContext, name: str, slot: dict[str, Any], stype: str) -> None:
+    base = ("slots", name)
+    lo, hi = slot.get("min"), slot.get("max")
+    if stype in ("integer", "number", "money"):
+        for key, v in (("min", lo), ("max", hi)):
+            if v is not None and not _is_number(v):
+                ctx.error("bad-range", (*base, key),
+                          f"The `{key}` of slot `{name}` must be a number, not `{v}`.")
+        if _is_number(lo) and _is_number(hi) and lo > hi:
+            ctx.error("bad-range", (*base, "max"),
+                      f"Slot `{name}` has `min` {lo} larger than `max` {hi}, so no answer fits.",
+                      "Swap them, or fix one of them.")
+    elif stype == "date":
+        bounds = {}
+        for key, v in (("min", lo), ("max", hi)):
+            if v is None:
+                continue
+            b = _date_bound(v)
+            if b is None:
+                ctx.error("bad-range", (*base, key),
+                          f"The `{key}` of slot `{name}` is `{v}`, which is not a date flowagent "
+                          "understands.",
+                          "Use `today`, `tomorrow`, `+N days` (e.g. `+30 days`) or a date like "
+                          "`2026-01-31`.")
+            else:
+                bounds[key] = b
+        if "min" in bounds and "max" in bounds and bounds["min"][0] == bounds["max"][0] and \
+                bounds["min"][1] > bounds["max"][1]:  # type: ignore[operator]
+            ctx.error("bad-range", (*base, "max"),
+                      f"Slot `{name}` has a `min` date later than its `max` date, so no date fits.",
+                      "Swap them, or fix one of them.")
+    lo_len, hi_len = slot.get("min_length"), slot.get("max_length")
+    if _is_number(lo_len) and _is_number(hi_len) and lo_len > hi_len:
+        ctx.error("bad-range", (*base, "max_length"),
+                  f"Slot `{name}` has `min_length` larger than `max_length`, so no answer fits.",
+                  "Swap them, or fix one of them.")
+
+
+def _norm(text: str) -> str:
+    return " ".join(re.sub(r"[^\w\s']", " ", text.lower()).split())
+
+
+def check_intents(ctx: CheckContext) -> None:
+    seen: dict[str, str] = {}
+    for name, intent in ctx.items("intents"):
+        examples = intent.get("examples")
+        if not isinstance(examples, list):
+            continue
+        usable = [e for e in examples if isinstance(e, str) and e.strip()]
+        if not usable:
+            ctx.error("empty-intent", ("intents", name),
+                      f"Intent `{name}` has no example phrases, so nothing a caller says can "
+                      "match it.", "Add a few phrases under `examples:`.", key=True)
+            continue
+        for i, ex in enumerate(examples):
+            if not isinstance(ex, str) or not ex.strip():
+                continue
+            key = _norm(ex)
+            if key in seen:
+                other = seen[key]
+                msg = (f"The example \"{ex}\" is listed twice in intent `{name}`." if other == name
+                       else f"The example \"{ex}\" is in both `{other}` and `{name}`, so a caller "
+                            "saying it could mean either.")
+                ctx.warn("duplicate-example", ("intents", name, "examples", i), msg,
+                         "Keep it in one intent only.")
+            else:
+                seen[key] = name

@@ -1,0 +1,307 @@
+"""Templates and expressions: they must parse, use only known filters, and read only names that
+will exist on a call (declared slots, values some tool saves, context keys, call metadata...).
+
+The checks use the very environment the engine renders with (`flowagent.flow.templates`), so
+"validates clean" means "compiles at run time".
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+from flowagent.flow import templates as T
+from flowagent.flow.checks.context import CheckContext, describe, quote_list, suggestion_for
+from flowagent.flow.loader import PathT
+
+CALL_FIELDS = ("caller", "did", "uuid", "channel", "started_at", "metadata")
+RESULT_FIELDS = ("ok", "status", "data", "error")
+TOP_NAMES = ("slots", "vars", "context", "call", "result", "answer", "intent", "now")
+JINJA_GLOBALS = ("range", "dict", "lipsum", "cycler", "joiner", "namespace", "loop")
+
+_STATE_TEMPLATES = ("say", "ask", "reprompt", "confirm", "transfer", "reason")
+_SLOT_TEMPLATES = ("prompt", "reprompt", "invalid")
+
+
+def _string_leaves(value: Any, path: PathT) -> Iterator[tuple[PathT, str]]:
+    if isinstance(value, str):
+        yield path, value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _string_leaves(v, (*path, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _string_leaves(v, (*path, i))
+
+
+def _templates(ctx: CheckContext) -> Iterator[tuple[PathT, str, str | None]]:
+    """(path, source, tool name or None) for every template in the flow."""
+    for name, st in ctx.items("states"):
+        for key in _STATE_TEMPLATES:
+            if isinstance(st.get(key), str):
+                yield ("states", name, key), st[key], None
+        llm = st.get("llm")
+        if isinstance(llm, dict) and isinstance(llm.get("instructions"), str):
+            yield ("states", name, "llm", "instructions"), llm["instructions"], None
+        for i, h in enumerate(st.get("handlers") if isinstance(st.get("handlers"), list) else []):
+            if isinstance(h, dict) and isinstance(h.get("say"), str):
+                yield ("states", name, "handlers", i, "say"), h["say"], None
+    for name, slot in ctx.items("slots"):
+        for key in _SLOT_TEMPLATES:
+            if isinstance(slot.get(key), str):
+                yield ("slots", name, key), slot[key], None
+    for name, tool in ctx.items("tools"):
+        if isinstance(tool.get("url"), str):
+            yield ("tools", name, "url"), tool["url"], name
+        for key in ("headers", "body"):
+            for path, src in _string_leaves(tool.get(key), ("tools", name, key)):
+                yield path, src, name
+    fetch = ctx.mapping("context", "fetch")
+    if isinstance(fetch.get("url"), str):
+        yield ("context", "fetch", "url"), fetch["url"], None
+    for path, src in _string_leaves(fetch.get("headers"), ("context", "fetch", "headers")):
+        yield path, src, None
+    for i, h in enumerate(ctx.listing("handlers")):
+        if isinstance(h, dict) and isinstance(h.get("say"), str):
+            yield ("handlers", i, "say"), h["say"], None
+
+
+def _expressions(ctx: CheckContext) -> Iterator[tuple[PathT, str, str | None]]:
+    for name, st in ctx.items("states"):
+        nxt = st.get("next")
+        for i, br in enumerate(nxt if isinstance(nxt, list) else []):
+            if isinstance(br, dict) and "when" in br and not isinstance(br["when"], dict | list):
+                yield ("states", name, "next", i, "when"), _expr_text(br["when"]), None
+        llm = st.get("llm")
+        if isinstance(llm, dict) and "until" in llm and isinstance(llm["until"], str):
+            yield ("states", name, "llm", "until"), llm["until"], None
+    for name, tool in ctx.items("tools"):
+        save = tool.get("save")
+        for var, expr in (save.items() if isinstance(save, dict) else []):
+            if isinstance(expr, str):
+                yield ("tools", name, "save", var), expr, name
+
+
+def _expr_text(value: Any) -> str:
+    # `when: true` is a (silly but valid) expression; YAML made it a bool
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+class _Scope:
+    """The names a template or expression may read at one place in the flow."""
+
+    def __init__(self, ctx: CheckContext) -> None:
+        self.slots = set(ctx.slot_names)
+        self.vars = ctx.saved_vars
+        ctxmap = ctx.mapping("context")
+        self.has_fetch = "fetch" in ctxmap
+        keys = set(ctx.mapping("context", "data"))
+        for extra in ctx.mapping("context", "by_number").values():
+            if isinstance(extra, dict):
+                keys |= set(extra)
+        self.context_keys = keys
+        self.tool_args = {n: set(t["args"]) if isinstance(t.get("args"), dict) else set()
+                          for n, t in ctx.items("tools")}
+
+
+def check_templates(ctx: CheckContext) -> None:
+    scope = _Scope(ctx)
+    for path, src, tool in _templates(ctx):
+        problem = T.template_error(src)
+        if problem is not None:
+            ctx.error("template-syntax", path, _syntax_message(path, problem.message),
+                      _syntax_hint(problem.message), needle=_bad_spot(src))
+            continue
+        try:
+            names = T.template_names(src)
+            filters, tests = T.filters_used(src), T.tests_used(src)
+        except Exception:  # pragma: no cover - template_error said it parses
+            continue
+        _check_calls(ctx, path, filters, tests)
+        _check_names(ctx, path, names, scope, tool=tool, response=False)
+    for path, src, tool in _expressions(ctx):
+        problem = T.expression_error(src)
+        if problem is not None:
+            hint = ("Write the condition without `{{ }}`, e.g. `slots.bedrooms >= 6`."
+                    if "braces" in problem.message else
+                    "Check the brackets, quotes and operators (==, !=, <, >=, and, or, not).")
+            ctx.error("expression-syntax", path,
+                      f"The expression `{src}` in {_where(path)} cannot be read: "
+                      f"{problem.message}.", hint)
+            continue
+        try:
+            names = T.expression_names(src)
+            filters = T.filters_used(src, expression=True)
+            tests = T.tests_used(src, expression=True)
+        except Exception:  # pragma: no cover
+            continue
+        _check_calls(ctx, path, filters, tests)
+        _check_names(ctx, path, names, scope, tool=tool, response=path[2:3] == ("save",))
+        _check_literals(ctx, path, src)
+
+
+_INTENT_CMP = re.compile(r"\bintent\s*(?:==|!=)\s*['\"](\w+)['\"]"
+                         r"|['\"](\w+)['\"]\s*(?:==|!=)\s*intent\b")
+_INTENT_IN = re.compile(r"\bintent\s+(?:not\s+)?in\s*[\[(]([^\])]*)[\])]")
+_CHOICE_CMP = re.compile(r"\bslots\.(\w+)\s*(?:==|!=)\s*['\"]([^'\"]*)['\"]")
+
+
+def _check_literals(ctx: CheckContext, path: PathT, src: str) -> None:
+    """`intent == 'goodbey'` or `slots.size == 'smal'` would silently never be true."""
+    known_intents = ctx.intent_names
+    wanted = [a or b for a, b in _INTENT_CMP.findall(src)]
+    for group in _INTENT_IN.findall(src):
+        wanted += re.findall(r"['\"](\w+)['\"]", group)
+    for name in wanted:
+        if name not in known_intents:
+            ctx.error("unknown-intent", path,
+                      f"The condition in {_where(path)} compares `intent` with `{name}`, which is "
+                      "not an intent this flow knows, so it can never be true.",
+                      suggestion_for(name, known_intents,
+                                     f"Add `{name}:` under `intents:`, or fix the name."),
+                      needle=name)
+    slots = ctx.mapping("slots")
+    for slot_name, value in _CHOICE_CMP.findall(src):
+        slot = slots.get(slot_name)
+        if not isinstance(slot, dict) or slot.get("type") != "choice":
+            continue
+        choices = slot.get("choices")
+        if isinstance(choices, dict) and choices and value not in choices:
+            ctx.error("bad-value", path,
+                      f"The condition in {_where(path)} compares slot `{slot_name}` with "
+                      f"`{value}`, which is not one of its choices, so it can never be true.",
+                      suggestion_for(value, [str(c) for c in choices],
+                                     f"Use one of {quote_list(str(c) for c in choices)}."),
+                      needle=value)
+
+
+def _where(path: PathT) -> str:
+    return describe(path)
+
+
+def _syntax_message(path: PathT, message: str) -> str:
+    return f"The template in {_where(path)} cannot be read: {message.rstrip('.')}."
+
+
+def _syntax_hint(message: str) -> str:
+    if "`{{`" in message:
+        return "Close it with `}}`, e.g. `{{ slots.name }}`."
+    if "block is never closed" in message:
+        return "Add the closing tag named in the message."
+    return "Check the `{{ }}` and `{% %}` parts of this text."
+
+
+def _bad_spot(src: str) -> str | None:
+    """Text to point at for a syntax error: the unclosed `{{`, else the first `{{`."""
+    i = 0
+    while True:
+        j = src.find("{{", i)
+        if j < 0:
+            break
+        k = src.find("}}", j + 2)
+        nxt = src.find("{{", j + 2)
+        if k < 0 or (0 <= nxt < k):
+            return src[j:].split("\n", 1)[0][:30]
+        i = k + 2
+    j = src.find("{%")
+    return src[j:].split("\n", 1)[0][:30] if j >= 0 else None
+
+
+#: filters/tests every Jinja 3 has (a subset: anything else is looked up in the environment,
+#: which imports Jinja — most flows never need that)
+KNOWN_FILTERS = frozenset({
+    "say_date", "say_money", "say_phone", "say_postcode", "upper", "lower", "title",
+    "capitalize", "default", "d", "round", "int", "float", "join", "replace", "trim", "length",
+    "first", "last", "string", "abs", "list", "sort", "unique", "truncate", "wordcount"})
+KNOWN_TESTS = frozenset({"defined", "undefined", "none", "number", "string", "in", "true",
+                         "false", "even", "odd", "eq", "ne"})
+
+
+def _check_calls(ctx: CheckContext, path: PathT, filters: set[str], tests: set[str]) -> None:
+    if filters <= KNOWN_FILTERS and tests <= KNOWN_TESTS:
+        return
+    env_filters = set(T.get_environment().filters)
+    env_tests = set(T.get_environment().tests)
+    for f in sorted(filters - env_filters):
+        ctx.error("template-syntax", path,
+                  f"There is no filter called `{f}` (used in {_where(path)}).",
+                  suggestion_for(f, env_filters, "Flow filters are say_date, say_money, "
+                                 "say_phone and say_postcode."), needle=f)
+    for t in sorted(tests - env_tests):
+        ctx.error("template-syntax", path,
+                  f"There is no test called `{t}` (used in {_where(path)}).",
+                  suggestion_for(t, env_tests), needle=t)
+
+
+def _check_names(ctx: CheckContext, path: PathT, names: set[str], scope: _Scope, *,
+                 tool: str | None, response: bool) -> None:
+    allowed_top = set(TOP_NAMES) | set(JINJA_GLOBALS)
+    if tool is not None:
+        allowed_top.add("args")
+    if response:
+        allowed_top.add("response")
+    where = _where(path)
+    for name in sorted(names):
+        root, _, attr = name.partition(".")
+        if root not in allowed_top:
+            hint_names = sorted(allowed_top - set(JINJA_GLOBALS))
+            extra = ""
+            if root == "response":
+                extra = " (`response` only exists in a tool's `save:`)"
+            elif root == "args":
+                extra = " (`args` only exists in a tool's url, headers and body)"
+            elif root in scope.slots:
+                extra = f" (to use the slot, write `slots.{root}`)"
+            elif root in scope.vars:
+                extra = f" (to use the saved value, write `vars.{root}`)"
+            ctx.error("undefined-variable", path,
+                      f"{where[0].upper()}{where[1:]} uses `{root}`, which is not a name "
+                      f"templates can see{extra}.",
+                      suggestion_for(root, hint_names,
+                                     f"Use one of {quote_list(hint_names)}."),
+                      needle=root)
+            continue
+        if not attr:
+            continue
+        if root == "slots" and attr not in scope.slots:
+            ctx.error("undefined-variable", path,
+                      f"{where[0].upper()}{where[1:]} uses `slots.{attr}`, but there is no slot "
+                      f"called `{attr}`.",
+                      suggestion_for(attr, scope.slots, f"Add `{attr}:` under `slots:`."),
+                      needle=name)
+        elif root == "vars" and attr not in scope.vars:
+            ctx.error("undefined-variable", path,
+                      f"{where[0].upper()}{where[1:]} uses `vars.{attr}`, but no tool saves a "
+                      f"value called `{attr}`.",
+                      suggestion_for(attr, scope.vars,
+                                     f"Add `{attr}: response.<field>` under a tool's `save:`."),
+                      needle=name)
+        elif root == "context" and not scope.has_fetch and attr not in scope.context_keys:
+            ctx.error("undefined-variable", path,
+                      f"{where[0].upper()}{where[1:]} uses `context.{attr}`, but `context.data` "
+                      f"has no `{attr}`.",
+                      suggestion_for(attr, scope.context_keys,
+                                     f"Add `{attr}:` under `context:` → `data:`."),
+                      needle=name)
+        elif root == "call" and attr not in CALL_FIELDS:
+            ctx.error("undefined-variable", path,
+                      f"{where[0].upper()}{where[1:]} uses `call.{attr}`, which calls do not have.",
+                      suggestion_for(attr, CALL_FIELDS, f"Use one of {quote_list(CALL_FIELDS)}."),
+                      needle=name)
+        elif root == "result" and attr not in RESULT_FIELDS:
+            ctx.error("undefined-variable", path,
+                      f"{where[0].upper()}{where[1:]} uses `result.{attr}`; a tool result only "
+                      f"has {quote_list(RESULT_FIELDS)}.",
+                      suggestion_for(attr, RESULT_FIELDS,
+                                     "Values inside the response are in `result.data`."),
+                      needle=name)
+        elif root == "args" and tool is not None and attr not in scope.tool_args.get(tool, set()):
+            known = scope.tool_args.get(tool, set())
+            ctx.error("undefined-variable", path,
+                      f"{where[0].upper()}{where[1:]} uses `args.{attr}`, but tool `{tool}` has "
+                      f"no argument called `{attr}`.",
+                      suggestion_for(attr, known, f"Add `{attr}:` under the tool's `args:`."),
+                      needle=name)

@@ -1,1 +1,0 @@
-"""The individual flow checks used by `flowagent.runner.validate` (one concern per module)."""

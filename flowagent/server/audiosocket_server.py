@@ -1,0 +1,197 @@
+"""The AudioSocket TCP server: one `CallSession` per connection, reload, graceful drain.
+
+Isolation: each connection runs in its own task whose failures are caught by the session itself
+(protocol errors, provider faults, bugs all end that call with its record written); the server's
+accept loop never sees them. Reload: flow files are polled for changes (mtime) and re-validated;
+a flow that fails keeps the old version serving and the error is logged. Drain (SIGTERM): stop
+accepting, let running calls finish (up to a limit), flush records and webhooks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from typing import Any
+
+from flowagent.runner.session import CallSession
+from flowagent.server.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+class _CallProtocol(asyncio.Protocol):
+    """Bytes in, straight to the session (no stream reader, no task per read): at a thousand
+    calls the inbound path is 50,000 frames a second, so every layer counts."""
+
+    __slots__ = ("_poll", "_server", "session")
+
+    def __init__(self, server: AudioSocketServer) -> None:
+        self._server = server
+        self.session: CallSession | None = None
+        # the pacing clock cuts in between reads when its tick is due (see Player.poll)
+        self._poll = server.rt.player.poll
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.session = self._server._open_call(transport)  # type: ignore[arg-type]
+
+    def data_received(self, data: bytes) -> None:
+        if self.session is not None:
+            self._poll()
+            self.session.feed(data)
+
+    def eof_received(self) -> bool:
+        return False  # close our side too: Asterisk closing the socket is a hang-up
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.session is not None:
+            self.session.connection_lost()
+
+
+class AudioSocketServer:
+    def __init__(self, runtime: Runtime, host: str = "127.0.0.1", port: int = 9099,
+                 *, reload_interval_s: float = 2.0, prewarm: bool = False) -> None:
+        self.rt = runtime
+        self.host = host
+        self.port = port
+        self.reload_interval_s = reload_interval_s
+        self._server: asyncio.base_events.Server | None = None
+        self._calls: set[asyncio.Task[Any]] = set()
+        self._reloader: asyncio.Task[None] | None = None
+        self._address: tuple[str, int] = (host, port)
+        self.prewarm = prewarm
+        self._reload_lock = asyncio.Lock()
+        self._jobs: set[asyncio.Task[Any]] = set()  # SIGHUP reloads
+        self._prewarm_task: asyncio.Task[None] | None = None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self._address
+
+    @property
+    def active_calls(self) -> int:
+        return len(self._calls)
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: _CallProtocol(self), self.host, self.port, reuse_address=True, backlog=4096,
+        )
+        self._address = self._server.sockets[0].getsockname()[:2]
+        if self.reload_interval_s > 0:
+            self._reloader = loop.create_task(self._reload_loop())
+        if self.prewarm:
+            self._prewarm_task = loop.create_task(self._prewarm_all())
+
+    async def _prewarm_all(self) -> None:
+        """Fill every flow's prompt-audio cache in the background (calls are served meanwhile)."""
+        for entry in list(self.rt.flows.by_path.values()):
+            try:
+                n = await entry.prewarm()
+                if n:  # prewarm() itself logs what came from disk and what was synthesised
+                    log.info("%s: %d static prompts added in the background", entry.name, n)
+            except Exception:
+                log.exception("prompt prewarm failed for %s", entry.name)
+
+    def _open_call(self, transport: asyncio.Transport) -> CallSession | None:
+        """A new connection: a session, and a task that runs it (owned by this server)."""
+        if not self.rt.accepting:
+            transport.close()
+            return None
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        session = CallSession(self.rt, transport)
+        task = asyncio.get_running_loop().create_task(self._run_call(session, transport))
+        self._calls.add(task)
+        task.add_done_callback(self._calls.discard)
+        return session
+
+    async def _run_call(self, session: CallSession, transport: asyncio.Transport) -> None:
+        try:
+            await session.run()
+        except asyncio.CancelledError:
+            pass
+        except Exception:  # pragma: no cover - the session catches everything itself
+            log.exception("call session crashed")
+        finally:
+            transport.close()
+
+    def reload_now(self) -> list[str]:
+        messages = self.rt.flows.reload_changed()
+        for m in messages:
+            (log.error if m.startswith("not reloaded") else log.info)("%s", m)
+        return messages
+
+    async def _reload_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.reload_interval_s)
+            await self.reload_once()
+
+    async def reload_once(self) -> list[str]:
+        """Re-check the flow files now (the poll loop, and SIGHUP via `request_reload`)."""
+        async with self._reload_lock:
+            try:
+                # validation does file I/O and CPU work: keep it off the loop
+                messages = await asyncio.to_thread(self.reload_now)
+            except Exception:
+                log.exception("flow reload failed")
+                return []
+            if self.prewarm and any(m.startswith("reloaded") for m in messages):
+                await self._prewarm_all()
+            return messages
+
+    def request_reload(self) -> None:
+        """SIGHUP (`systemctl reload` = `kill -HUP`): reload changed flows now, in a task the
+        server owns (cancelled by `close()`)."""
+        async def run() -> None:
+            messages = await self.reload_once()
+            if not messages:
+                log.info("reload requested: no flow file has changed")
+
+        log.info("reload requested (SIGHUP): checking flow files")
+        task = asyncio.get_running_loop().create_task(run())
+        self._jobs.add(task)
+        task.add_done_callback(self._jobs.discard)
+
+    async def drain(self, timeout_s: float = 600.0) -> None:
+        """Stop accepting; wait for running calls to end (cancel them after `timeout_s`)."""
+        self.rt.accepting = False
+        if self._server is not None:
+            self._server.close()
+        if self._reloader is not None:
+            self._reloader.cancel()
+        calls = list(self._calls)
+        if calls:
+            log.info("draining: waiting for %d call(s) to finish", len(calls))
+            _done, pending = await asyncio.wait(calls, timeout=timeout_s)
+            for t in pending:
+                t.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=5)
+        await self.rt.webhooks.drain(5.0)
+
+    async def close(self) -> None:
+        """Stop at once: cancel calls (their records are still written), stop the clock."""
+        self.rt.accepting = False
+        if self._server is not None:
+            self._server.close()
+        if self._reloader is not None:
+            self._reloader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reloader
+        if self._prewarm_task is not None:
+            self._prewarm_task.cancel()
+        for job in list(self._jobs):
+            job.cancel()
+        for t in list(self._calls):
+            t.cancel()
+        if self._calls:
+            await asyncio.wait(list(self._calls), timeout=5)
+        await self.rt.player.stop()
+        await self.rt.webhooks.close()
+        from flowagent.dialogue.tools import close_shared_session
+
+        await close_shared_session()

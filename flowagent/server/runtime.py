@@ -1,0 +1,480 @@
+"""What every call session of a server shares: flows, providers, the player, store, metrics.
+
+Why one object: a call session needs a dozen process-wide things (the pacing clock, the flow for
+its number, the provider instances, the call registry fed by `POST /call`, the record store...).
+Passing one `Runtime` keeps sessions testable and makes ownership obvious — the server creates it,
+the control API reads it, sessions borrow it.
+
+Provider instances are shared by every call of every flow that names the same provider with the
+same options (one Silero session for all calls; per-call state lives in the stream objects).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from flowagent.providers import registry
+from flowagent.runner.native_player import make_player
+from flowagent.runner.player import Player
+from flowagent.server.call_store import CallStore
+from flowagent.server.metrics import Metrics
+from flowagent.server.webhooks import Webhooks
+
+if TYPE_CHECKING:
+    from flowagent.flow.compiler import CompiledFlow
+    from flowagent.runner.session import CallSession
+
+log = logging.getLogger(__name__)
+
+#: the embedded default stack when a flow has no `providers` entry for a kind
+DEFAULT_PROVIDERS: dict[str, str | None] = {
+    "asr": "whisper",
+    "tts": "piper",
+    "vad": "silero",
+    "llm": None,
+}
+
+
+def new_event_loop() -> Any:
+    """The event loop for `serve`: uvloop when installed (much cheaper per socket read, which
+    is most of a call's cost), else asyncio's."""
+    import asyncio
+
+    try:
+        import uvloop
+
+        return uvloop.new_event_loop()
+    except ImportError:
+        return asyncio.new_event_loop()
+
+
+def tune_gc() -> None:
+    """Keep garbage-collection pauses out of the 20 ms pacing budget: everything loaded so far
+    (flows, models, modules) is frozen out of collection, and young collections run less often.
+    Call once, after start-up loading."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20000, 50, 50)
+
+
+class FlowLoadError(Exception):
+    """A flow or routes file cannot be served; the message is one plain-English sentence."""
+
+
+@dataclass
+class RuntimeConfig:
+    #: a provider that has not answered within this is treated as failed (fallback within 2 s)
+    provider_timeout_s: float = 1.5
+    #: how long the first frame (the UUID) may take after connecting
+    uuid_timeout_s: float = 5.0
+    #: how long `call_initiated` may delay the start of a call
+    call_initiated_timeout_s: float = 1.0
+    #: longest wait for our last words to play out before a hang-up is forced
+    hangup_grace_s: float = 60.0
+    #: when idle, send one silence frame this often (AudioSocket gives up after 2 s of nothing)
+    keepalive_ms: int = 500
+    #: how long `POST /call` metadata waits for its AudioSocket connection
+    pending_ttl_s: float = 300.0
+    #: finished records kept in memory for `GET /calls/{uuid}` (older ones come from the store)
+    recent_records: int = 1000
+    #: override every flow's providers (e.g. {"asr": {"name": "fake"}}), used by tests/benches
+    provider_overrides: dict[str, Any] = field(default_factory=dict)
+    #: record every call's audio (else only flows with `settings.recording: true`); see
+    #: runner/recording.py. Files: `recordings_dir` (default `recordings/` beside the store)
+    record_audio: bool = False
+    recordings_dir: str = ""
+
+
+@dataclass
+class Providers:
+    asr: Any
+    tts: Any
+    vad: Any
+    llm: Any = None
+    names: dict[str, str] = field(default_factory=dict)
+    #: speech-to-speech provider; when set, calls run as `sts_session.StsCallSession`
+    sts: Any = None
+
+
+@dataclass
+class FlowEntry:
+    """A loaded flow ready to serve (compiled + its providers + its prompt-audio cache)."""
+
+    path: Path
+    compiled: CompiledFlow
+    providers: Providers
+    mtime: float
+    prompt_cache: dict[tuple[str, int, str], bytes] = field(default_factory=dict)
+    #: `prompt_cache.PromptDiskCache` shared by the FlowSet (None: memory only, e.g. in tests)
+    disk_cache: Any = None
+    #: what decides the sound of this flow's TTS (provider, sound options, voice, model file)
+    tts_identity: str = ""
+    #: what the last `prewarm` did (`prompt_cache.WarmStats`), for the start-up summary
+    warm_stats: Any = None
+    _warm_lock: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def name(self) -> str:
+        return self.compiled.name
+
+    def static_prompts(self) -> list[str]:
+        """Every text of this flow that never changes (no template variables): what the
+        prompt-audio cache can hold before the first call."""
+        texts: list[str] = []
+        c = self.compiled
+
+        def add(t: Any) -> None:
+            if t is not None and getattr(t, "static", False) and t.source.strip():
+                texts.append(t.source)
+
+        for st in c.states.values():
+            for t in (st.say, st.ask, st.reprompt, st.confirm):
+                add(t)
+            for h in st.handlers.values():
+                add(h.say)
+        for slot in c.slots.values():
+            add(slot.prompt)
+            add(slot.reprompt)
+            add(slot.invalid)
+        return list(dict.fromkeys(texts))
+
+    async def prewarm(self, sample_rate: int = 8000, *, on_progress: Any = None) -> int:
+        """Fill the prompt-audio cache with the static prompts (from the disk cache when it has
+        them, else synthesised and written there), so entering a `say` state starts audio at
+        once even on the first call. Returns how many prompts were added to memory. Two warm-ups
+        of one entry (serve's and the server's background one) run one after the other."""
+        import asyncio
+
+        from flowagent.runner.prompt_cache import WarmStats, warm_prompts
+
+        tts = self.providers.tts
+        if tts is None:
+            self.warm_stats = WarmStats()
+            return 0
+        if self._warm_lock is None:
+            self._warm_lock = asyncio.Lock()
+        async with self._warm_lock:
+            stats = await warm_prompts(
+                self.static_prompts(), tts, self.prompt_cache,
+                identity=self.tts_identity or str(getattr(tts, "voice_id", "")),
+                disk=self.disk_cache, sample_rate=sample_rate, on_progress=on_progress,
+            )
+        self.warm_stats = stats
+        log.info("%s: %s", self.name, stats.describe())
+        return stats.from_disk + stats.synthesised
+
+
+class ProviderPool:
+    """Builds providers once per (kind, name, options) and shares them between flows."""
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[str, str, str], Any] = {}
+        #: id(instance) -> (name, options) it was built from (the prompt cache keys on them)
+        self.specs: dict[int, tuple[str, dict[str, Any]]] = {}
+
+    def get(self, kind: str, name: str, options: dict[str, Any]) -> Any:
+        key = (kind, name, json.dumps(options, sort_keys=True, default=str))
+        inst = self._cache.get(key)
+        if inst is None:
+            try:
+                inst = registry.create(kind, name, options)
+            except ImportError as exc:
+                raise FlowLoadError(
+                    f"The {kind} provider {name!r} needs a package that is not installed"
+                    f" ({exc.name or exc}); install it (pip install 'flowagent[local]') or choose"
+                    " another provider in the flow's providers section."
+                ) from exc
+            except KeyError as exc:
+                raise FlowLoadError(str(exc.args[0]) if exc.args else str(exc)) from exc
+            except Exception as exc:
+                raise FlowLoadError(f"The {kind} provider {name!r} could not start: {exc}") from exc
+            self._cache[key] = inst
+            self.specs[id(inst)] = (name, dict(options))
+        return inst
+
+    def for_flow(self, compiled: CompiledFlow, overrides: dict[str, Any]) -> Providers:
+        section = {k: dict(v) for k, v in (compiled.providers or {}).items()}
+        section.update({k: dict(v) for k, v in overrides.items()})
+        if "sts" in section and not any(k in overrides for k in ("asr", "llm", "tts")):
+            # speech to speech: one provider hears, thinks and speaks (see sts_session.py)
+            entry = section["sts"]
+            name = str(entry.get("name"))
+            inst = self.get("sts", name, dict(entry.get("options") or {}))
+            return Providers(asr=None, tts=None, vad=None, sts=inst, names={"sts": name})
+        built: dict[str, Any] = {}
+        names: dict[str, str] = {}
+        for kind in ("asr", "tts", "vad", "llm"):
+            entry = section.get(kind)
+            name = entry.get("name") if entry else DEFAULT_PROVIDERS[kind]
+            if name is None:
+                built[kind] = None
+                continue
+            opts = dict((entry or {}).get("options") or {})
+            built[kind] = self.get(kind, str(name), opts)
+            names[kind] = str(name)
+        return Providers(asr=built["asr"], tts=built["tts"], vad=built["vad"], llm=built["llm"],
+                         names=names)
+
+
+class FlowSet:
+    """The default flow plus DID routes. Reloading swaps entries atomically per file."""
+
+    def __init__(self, pool: ProviderPool, overrides: dict[str, Any] | None = None) -> None:
+        self.pool = pool
+        self.overrides = overrides or {}
+        self.default: FlowEntry | None = None
+        self.routes: dict[str, FlowEntry] = {}
+        self.by_path: dict[Path, FlowEntry] = {}
+        self.source: Path | None = None  # the flow or routes file given to serve
+        self.routes_file: Path | None = None
+        self.errors: dict[Path, str] = {}
+        #: an extra intent scorer (the offline stack's `EmbeddingScorer`) given to every flow's
+        #: matcher at load time, with the flow's examples embedded then (never during a call)
+        self.intent_scorer: Any = None
+        #: persistent prompt audio (`prompt_cache.PromptDiskCache`, set by serve); None = memory
+        self.prompt_disk: Any = None
+
+    def load_entry(self, path: Path) -> FlowEntry:
+        from flowagent.flow.compiler import FlowInvalid, load_flow
+
+        path = path.resolve()
+        try:
+            mtime = path.stat().st_mtime
+            try:
+                compiled = load_flow(path)
+            except ModuleNotFoundError as exc:  # the validator is not installed in this tree
+                if "validate" not in str(exc):
+                    raise
+                compiled = _compile_unvalidated(path)
+        except FlowInvalid as exc:
+            raise FlowLoadError(f"{exc}") from exc
+        except OSError as exc:
+            raise FlowLoadError(f"{path}: cannot read the flow file ({exc.strerror}).") from exc
+        providers = self.pool.for_flow(compiled, self.overrides)
+        _add_scorer(compiled, self.intent_scorer)
+        _warm_up(compiled)
+        return FlowEntry(path=path, compiled=compiled, providers=providers, mtime=mtime,
+                         disk_cache=self.prompt_disk, tts_identity=self._tts_identity(providers))
+
+    def _tts_identity(self, providers: Providers) -> str:
+        from flowagent.runner.prompt_cache import tts_identity
+
+        tts = providers.tts
+        if tts is None:
+            return ""
+        name, options = self.pool.specs.get(id(tts), (providers.names.get("tts", ""), {}))
+        return tts_identity(tts, name, options)
+
+    def load(self, source: Path) -> None:
+        """Load a flow file or a routes file (YAML with `default:` and `numbers:`)."""
+        self.source = source.resolve()
+        data = _maybe_routes(source)
+        if data is None:
+            entry = self.load_entry(source)
+            self.default = entry
+            self.by_path = {entry.path: entry}
+            return
+        self.routes_file = self.source
+        base = self.source.parent
+        by_path: dict[Path, FlowEntry] = {}
+
+        def entry_for(p: str) -> FlowEntry:
+            fp = (base / p).resolve()
+            if fp not in by_path:
+                by_path[fp] = self.load_entry(fp)
+            return by_path[fp]
+
+        default = data.get("default")
+        self.default = entry_for(str(default)) if default else None
+        routes = {}
+        for number, p in (data.get("numbers") or {}).items():
+            routes[str(number)] = entry_for(str(p))
+        self.routes = routes
+        self.by_path = by_path
+        if self.default is None and not routes:
+            raise FlowLoadError(f"{source}: the routes file names no flows (add default: FILE).")
+
+    def pick(self, did: str, override: str = "") -> FlowEntry:
+        if override:
+            for entry in self.by_path.values():
+                if override in (entry.name, entry.path.name, entry.path.stem, str(entry.path)):
+                    return entry
+        if did and did in self.routes:
+            return self.routes[did]
+        if self.default is not None:
+            return self.default
+        return next(iter(self.by_path.values()))
+
+    def reload_changed(self) -> list[str]:
+        """Re-load flow files whose mtime changed. A file that fails keeps its old version.
+        Returns log lines (what changed, what failed)."""
+        messages: list[str] = []
+        for path, entry in list(self.by_path.items()):
+            try:
+                mtime = path.stat().st_mtime
+            except OSError:
+                continue
+            if mtime == entry.mtime:
+                continue
+            try:
+                new = self.load_entry(path)
+            except FlowLoadError as exc:
+                entry.mtime = mtime  # do not retry until the file changes again
+                self.errors[path] = str(exc)
+                messages.append(f"not reloaded, keeping the old version: {exc}")
+                continue
+            self.errors.pop(path, None)
+            _keep_prompt_audio(entry, new)
+            self.by_path[path] = new
+            if self.default is entry:
+                self.default = new
+            for k, v in self.routes.items():
+                if v is entry:
+                    self.routes[k] = new
+            messages.append(f"reloaded {path.name} ({new.name})")
+        return messages
+
+
+def _keep_prompt_audio(old: FlowEntry, new: FlowEntry) -> None:
+    """On reload, keep the audio of prompts whose text (and voice) did not change, so only
+    changed prompts are synthesised again (even without a disk cache)."""
+    if old.tts_identity != new.tts_identity or old.providers.tts is not new.providers.tts:
+        return
+    texts = set(new.static_prompts())
+    for key, pcm in list(old.prompt_cache.items()):  # (a call may add one meanwhile)
+        if key[2] in texts:
+            new.prompt_cache.setdefault(key, pcm)
+
+
+def _add_scorer(compiled: CompiledFlow, scorer: Any) -> None:
+    """Give this flow's (freshly compiled, not yet shared) intent matcher an extra scorer, after
+    embedding its examples: the engine stays pure and synchronous, and a call's first turn pays
+    nothing for the flow's examples."""
+    matcher = compiled.matcher
+    if scorer is None or matcher is None or not hasattr(matcher, "add_scorer"):
+        return
+    try:
+        scorer.prepare({k: list(v) for k, v in compiled.intents.items()})
+    except Exception as exc:  # lexical matching still works without it
+        log.warning("%s: intent embeddings unavailable, using word matching only: %s",
+                    compiled.name, exc)
+        return
+    matcher.add_scorer(scorer)
+
+
+def _warm_up(compiled: CompiledFlow) -> None:
+    """Run a throw-away engine over a few typical answers so slot parsers and their imports
+    (dates, numbers, postcodes) are loaded now, not inside the first caller's turn."""
+    from flowagent.dialogue.engine import Engine
+    from flowagent.dialogue.events import CallInfo, DtmfDigit, UserUtterance
+
+    samples = ("yes", "three", "LS11 5AB", "next Friday", "Jane Smith", "07911 123456",
+               "no, I said the 14th of March", "jane@example.com", "half past two", "£450")
+    try:
+        from flowagent.dialogue import nlu
+
+        engine = Engine(compiled, llm_available=False)
+        engine.start(CallInfo(uuid="warm-up"))
+        for slot in compiled.slots.values():
+            for text in samples:
+                nlu.parse(compiled, engine.today(), slot, text)
+        for text in samples:
+            nlu.extract(compiled, engine.today(), text, dict(compiled.slots), None)
+            nlu.is_correction(text)
+            nlu.match_intent(compiled, text, tuple(compiled.intents))
+            engine.handle(UserUtterance(text))
+        engine.handle(DtmfDigit("1"))
+    except Exception:  # warm-up is best effort; a real call reports real problems
+        log.debug("engine warm-up failed", exc_info=True)
+
+
+def _compile_unvalidated(path: Path) -> CompiledFlow:
+    from flowagent.flow import envrefs
+    from flowagent.flow.compiler import compile_flow
+    from flowagent.flow.loader import FlowYamlError, load_file
+
+    try:
+        loaded = load_file(path)
+    except FlowYamlError as exc:
+        raise FlowLoadError(f"{path}:{exc.line}:{exc.column}: {exc.message}") from exc
+    expand = getattr(envrefs, "expand", None) or envrefs.expand_tree
+    try:
+        return compile_flow(expand(loaded.data), path=str(path))
+    except Exception as exc:
+        raise FlowLoadError(f"{path}: the flow cannot be compiled: {exc}") from exc
+
+
+def _maybe_routes(path: Path) -> dict[str, Any] | None:
+    """A routes file is YAML with `numbers:` and/or `default:` and no `states:`."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return None
+    if isinstance(data, dict) and "states" not in data and ("numbers" in data or "default" in data):
+        return data
+    return None
+
+
+@dataclass
+class PendingCall:
+    metadata: dict[str, Any]
+    at: float
+
+
+class Runtime:
+    """Process-wide state shared by the AudioSocket server, the sessions and the control API."""
+
+    def __init__(
+        self,
+        flows: FlowSet,
+        store: CallStore,
+        *,
+        config: RuntimeConfig | None = None,
+        webhooks: Webhooks | None = None,
+        player: Player | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.flows = flows
+        self.store = store
+        self.config = config or RuntimeConfig()
+        self.webhooks = webhooks or Webhooks()
+        # the native media loop unless FLOWAGENT_MEDIA=python or not built (native_player.py)
+        self.player: Any = player or make_player()
+        self.metrics = metrics or Metrics()
+        self.pending: dict[str, PendingCall] = {}
+        self.sessions: dict[str, CallSession] = {}
+        self.recent: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self.accepting = True
+        self.started_at = time.time()
+        self.api_token = os.environ.get("FLOWAGENT_API_TOKEN", "")
+        #: `flowagent.asterisk.transfer.Transferer` (set by serve): AMI redirect or socket path
+        self.transferer: Any = None
+
+    def register_call(self, uuid: str, metadata: dict[str, Any]) -> None:
+        """`POST /call`: metadata waits here for the AudioSocket connection with this UUID."""
+        now = time.monotonic()
+        ttl = self.config.pending_ttl_s
+        for k in [k for k, p in self.pending.items() if now - p.at > ttl]:
+            del self.pending[k]
+        self.pending[uuid.lower()] = PendingCall(metadata, now)
+
+    def take_pending(self, uuid: str) -> dict[str, Any] | None:
+        p = self.pending.pop(uuid.lower(), None)
+        return None if p is None else p.metadata
+
+    def remember(self, record: dict[str, Any]) -> None:
+        self.recent[record["uuid"]] = record
+        self.recent.move_to_end(record["uuid"])
+        while len(self.recent) > self.config.recent_records:
+            self.recent.popitem(last=False)
