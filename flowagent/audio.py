@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import wave
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,12 @@ try:  # audioop (stdlib until 3.13) computes RMS ~10x faster than numpy for one 
         warnings.simplefilter("ignore", DeprecationWarning)
         import audioop as _audioop
 except ImportError:  # pragma: no cover - Python 3.13+
-    _audioop = None
+    _audioop = None  # type: ignore[assignment]
+
+#: `rms_raw(pcm, 2)`: the RMS of s16 audio in sample units, in C (audioop) — the per-frame
+#: level for code that runs on every frame of every call; None where audioop is gone (3.13+:
+#: use `rms`)
+rms_raw: Callable[[bytes, int], int] | None = _audioop.rms if _audioop is not None else None
 
 SAMPLE_WIDTH = 2
 FADE_MS = 5

@@ -111,7 +111,6 @@ def _layer(module: str) -> str:
     return parts[1] if len(parts) > 2 else ""
 
 
-@pytest.mark.xfail(strict=True, reason="runner.session <-> runner.sts_call: split next")
 def test_no_import_circles() -> None:
     assert _cycles(_graph()) == []
 
@@ -121,9 +120,7 @@ def test_the_walker_finds_a_circle() -> None:
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
-@pytest.mark.parametrize("layer", [
-    pytest.param(layer, marks=pytest.mark.xfail(strict=True, reason="session split next"))
-    if layer == "runner" else layer for layer in sorted(ALLOWED)])
+@pytest.mark.parametrize("layer", sorted(ALLOWED))
 def test_layer_imports_only_what_it_may(layer: str) -> None:
     wrong = []
     for mod, deps in _graph().items():

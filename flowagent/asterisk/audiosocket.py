@@ -64,11 +64,16 @@ class ErrorCode(enum.IntEnum):
 
 
 class ProtocolError(Exception):
-    """The peer sent something that is not AudioSocket; `reason` is one loggable sentence."""
+    """The peer sent something that is not AudioSocket; `reason` is one loggable sentence.
 
-    def __init__(self, reason: str) -> None:
+    `parsed`: the whole frames `FrameParser.feed()` had read from the same bytes before the bad
+    one. They are real (a UUID among them starts a call that must get its record), so the caller
+    handles them first and then ends the call."""
+
+    def __init__(self, reason: str, parsed: list[Frame] | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.parsed: list[Frame] = parsed or []
 
 
 class Frame(NamedTuple):
@@ -222,8 +227,9 @@ class FrameParser:
                     break
                 append(Frame(kind, bytes(src[pos + 3 : end])))
                 pos = end
-        except ProtocolError:
+        except ProtocolError as exc:
             self._broken = True
+            exc.parsed = frames
             raise
         if src is data:
             if pos < n:

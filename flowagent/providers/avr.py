@@ -55,6 +55,7 @@ from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 
 from flowagent.audio import StreamResampler
 from flowagent.providers.base import (
+    AsrStreamBase,
     LlmChunk,
     LlmMessage,
     LlmToolCall,
@@ -62,7 +63,9 @@ from flowagent.providers.base import (
     ProviderError,
     ProviderTimeout,
     StsEvent,
+    StsSessionBase,
     Transcript,
+    TtsCapabilities,
 )
 from flowagent.providers.chunking import chunk_stream
 from flowagent.providers.cloudutil import (
@@ -117,7 +120,7 @@ class AvrAsr:
 _END = END_OF_STREAM
 
 
-class AvrAsrStream:
+class AvrAsrStream(AsrStreamBase):
     """Streams the request body from a queue; a task owns the HTTP exchange."""
 
     def __init__(self, session: aiohttp.ClientSession, options: AvrAsrOptions,
@@ -330,6 +333,8 @@ class AvrTtsOptions:
 
 class AvrTts:
     name = "avr"
+    #: AVR's TTS answers one text per request: an LLM reply goes to it clause by clause
+    capabilities = TtsCapabilities()
 
     def __init__(self, options: AvrTtsOptions) -> None:
         self.options = options
@@ -436,7 +441,10 @@ class AvrSts:
         return AvrStsSession(ws, sample_rate)
 
 
-class AvrStsSession:
+class AvrStsSession(StsSessionBase):
+    """AVR's STS protocol has no way to ask for speech, cancel or truncate a reply, and no
+    end-of-speech or response-done events (the default capabilities: all off)."""
+
     def __init__(self, ws: ClientConnection, sample_rate: int) -> None:
         self._ws = ws
         self._up = StreamResampler(sample_rate, AVR_RATE)

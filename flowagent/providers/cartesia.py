@@ -41,7 +41,7 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from flowagent.providers.base import ProviderError, ProviderTimeout
+from flowagent.providers.base import ProviderError, ProviderTimeout, TtsCapabilities
 from flowagent.providers.cloudutil import (
     build_options,
     cancel_and_wait,
@@ -76,6 +76,7 @@ _DONE = object()
 
 class CartesiaTts:
     name = "cartesia"
+    capabilities = TtsCapabilities(continuation=True)
 
     def __init__(self, options: CartesiaOptions) -> None:
         self.options = options

@@ -47,7 +47,7 @@ from urllib.parse import urlencode
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 
-from flowagent.providers.base import ProviderError, Transcript
+from flowagent.providers.base import AsrStreamBase, ProviderError, Transcript
 from flowagent.providers.cloudutil import (
     END_OF_STREAM,
     build_options,
@@ -134,7 +134,7 @@ def _b(v: bool) -> str:
 _END = END_OF_STREAM
 
 
-class DeepgramStream:
+class DeepgramStream(AsrStreamBase):
     """One caller's live stream. Owns a reader task and a keep-alive task."""
 
     def __init__(self, ws: ClientConnection, options: DeepgramOptions) -> None:
@@ -149,7 +149,7 @@ class DeepgramStream:
         self._pending_end = False  # finals seen since the last end of turn
         self._last_end = 0.0
         self.request_id = ""
-        self.speech_started = 0
+        self.speech_started_events = 0  # Deepgram's SpeechStarted messages received
         self._reader = asyncio.create_task(self._read(), name="deepgram-reader")
         self._keepalive = asyncio.create_task(self._keep_alive(), name="deepgram-keepalive")
 
@@ -242,7 +242,7 @@ class DeepgramStream:
                 return [self._turn_end()]
             return []
         if kind == "SpeechStarted":
-            self.speech_started += 1
+            self.speech_started_events += 1
             return []
         if kind == "Metadata":
             self.request_id = str(msg.get("request_id", ""))

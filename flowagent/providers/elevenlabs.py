@@ -40,7 +40,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from flowagent.audio import StreamResampler
-from flowagent.providers.base import ProviderError, ProviderTimeout
+from flowagent.providers.base import ProviderError, ProviderTimeout, TtsCapabilities
 from flowagent.providers.cloudutil import (
     build_options,
     cancel_and_wait,
@@ -75,6 +75,7 @@ class ElevenLabsOptions:
 
 class ElevenLabsTts:
     name = "elevenlabs"
+    capabilities = TtsCapabilities(continuation=True)
 
     def __init__(self, options: ElevenLabsOptions) -> None:
         if options.output_format not in FORMATS:

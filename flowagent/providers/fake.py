@@ -46,8 +46,19 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from flowagent import audio
-from flowagent.providers.base import LlmChunk, LlmMessage, LlmToolSpec, ProviderError, Transcript
+from flowagent.providers.base import (
+    AsrCapabilities,
+    AsrStreamBase,
+    LlmChunk,
+    LlmMessage,
+    LlmToolSpec,
+    ProviderError,
+    Transcript,
+    TtsCapabilities,
+    TurnTuning,
+)
 from flowagent.providers.chunking import chunk_stream
+from flowagent.providers.energy_vad import EnergyVadStream
 
 
 class FakeEvent(NamedTuple):
@@ -88,7 +99,9 @@ def _latency(lo: float, hi: float | None) -> float:
 # ---------------------------------------------------------------------------------------------
 
 
-class FakeAsrStream:
+class FakeAsrStream(AsrStreamBase):
+    capabilities = AsrCapabilities(sync_audio=True, text_injection=True)
+
     def __init__(self, owner: FakeAsr) -> None:
         self._owner = owner
         self._out: asyncio.Queue[Transcript | BaseException | None] = asyncio.Queue()
@@ -103,7 +116,7 @@ class FakeAsrStream:
         self.send_audio_nowait(pcm)
 
     def send_audio_nowait(self, pcm: bytes) -> None:
-        """Synchronous path the session uses when a stream offers it (no coroutine a frame)."""
+        """The synchronous path (declared in `capabilities`: no coroutine per frame)."""
         if pcm:
             self._heard_audio = True
             if (self._owner.interim_ms is not None and self._interim_timer is None
@@ -290,8 +303,15 @@ class FakeTts:
     tone_hz: float = 440.0
     word_tones: bool = False
     fail: bool = False
+    #: behave like a TTS with a continuation API: `synthesize_stream` makes each word's audio
+    #: as soon as the word arrives (one first-audio latency per reply, not per clause)
+    continuation: bool = False
     name: str = "fake"
     events: list[FakeEvent] = field(default_factory=list)
+
+    @property
+    def capabilities(self) -> TtsCapabilities:
+        return TtsCapabilities(continuation=self.continuation)
 
     @property
     def voice_id(self) -> str:
@@ -307,6 +327,7 @@ class FakeTts:
             tone_hz=float(options.get("tone_hz", 440)),
             word_tones=bool(options.get("word_tones", False)),
             fail=bool(options.get("fail", False)),
+            continuation=bool(options.get("continuation", False)),
         )
 
     async def synthesize(self, text: str, sample_rate: int) -> AsyncIterator[bytes]:
@@ -323,9 +344,31 @@ class FakeTts:
     async def synthesize_stream(
         self, text_chunks: AsyncIterator[str], sample_rate: int
     ) -> AsyncIterator[bytes]:
-        async for chunk in chunk_stream(text_chunks):
-            async for pcm in self.synthesize(chunk, sample_rate):
-                yield pcm
+        if not self.continuation:
+            async for chunk in chunk_stream(text_chunks):
+                async for pcm in self.synthesize(chunk, sample_rate):
+                    yield pcm
+            return
+        # one utterance kept open: the first audio costs one first-audio latency, then every
+        # word is voiced as soon as it has arrived whole
+        _note(self.events, "tts_stream", "")
+        await asyncio.sleep(_latency(self.first_audio_ms, self.first_audio_ms_max))
+        if self.fail:
+            raise ProviderError("the fake TTS was told to fail", provider="fake")
+        pending = ""
+        async for chunk in text_chunks:
+            pending += chunk
+            *done, pending = pending.split(" ")
+            for w in done:
+                if w:
+                    yield self._word(w, sample_rate)
+                    await asyncio.sleep(0)
+        if pending.strip():
+            yield self._word(pending.strip(), sample_rate)
+
+    def _word(self, word: str, sample_rate: int) -> bytes:
+        hz = word_tone_hz(word) if self.word_tones else self.tone_hz
+        return audio.tone(self.ms_per_word, hz, sample_rate)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -333,41 +376,22 @@ class FakeTts:
 # ---------------------------------------------------------------------------------------------
 
 
-class FakeVadStream:
-    """Energy VAD: probability = RMS / (2 * threshold), capped at 1.
+class FakeVadStream(EnergyVadStream):
+    """The energy VAD (`energy_vad.py`), which can be told to break (tests of the fallback)."""
 
-    It runs on every inbound frame of every call, so the per-frame work is one C call
-    (`audioop.rms`, ~0.3 us for 20 ms at 8 kHz) and a multiply: no numpy array per frame (a
-    numpy conversion costs more than the whole RMS on 160 samples), no wrapper call. Where
-    audioop is missing (Python 3.13+) `audio.rms` (numpy) gives the same figure.
-    """
-
-    __slots__ = ("_fail_after", "_frames", "_scale", "_threshold")
+    __slots__ = ("_fail_after", "_frames")
 
     def __init__(self, threshold: float, fail_after: int | None = None) -> None:
-        self._threshold = threshold
-        #: RMS in raw s16 units -> probability, folded into one factor
-        self._scale = 1.0 / (2.0 * threshold * 32768.0)
+        super().__init__(threshold)
         self._fail_after = fail_after  # tests: the VAD breaks after this many frames
         self._frames = 0
 
-    async def probability(self, pcm: bytes) -> float:
-        return self.probability_now(pcm)
-
     def probability_now(self, pcm: bytes) -> float:
-        """Synchronous fast path (the session uses it when present: no coroutine per frame)."""
         if self._fail_after is not None:
             self._frames += 1
             if self._frames > self._fail_after:
                 raise ProviderError("fake VAD failure (fail_after)", provider="fake")
-        if _rms is not None and not len(pcm) & 1:
-            p = _rms(pcm, 2) * self._scale
-        else:
-            p = audio.rms(pcm) * 32768.0 * self._scale
-        return 1.0 if p > 1.0 else p
-
-    def reset(self) -> None:
-        return None
+        return super().probability_now(pcm)
 
 
 @dataclass
@@ -375,6 +399,7 @@ class FakeVad:
     threshold: float = 0.01
     fail_after: int | None = None
     name: str = "fake"
+    turn_tuning: TurnTuning = field(default_factory=TurnTuning)
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> FakeVad:
@@ -386,7 +411,7 @@ class FakeVad:
         return FakeVadStream(self.threshold, self.fail_after)
 
 
-_rms = audio._audioop.rms if audio._audioop is not None else None
+_rms = audio.rms_raw
 
 
 def _rms_of(pcm: bytes) -> float:

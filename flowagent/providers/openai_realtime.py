@@ -70,7 +70,9 @@ from flowagent.providers.base import (
     LlmToolSpec,
     ProviderError,
     ProviderTimeout,
+    StsCapabilities,
     StsEvent,
+    StsSessionBase,
 )
 from flowagent.providers.cloudutil import (
     END_OF_STREAM,
@@ -221,7 +223,7 @@ def _err_text(msg: dict[str, Any]) -> str:
 _END = END_OF_STREAM
 
 
-class OpenAIRealtimeSession:
+class OpenAIRealtimeSession(StsSessionBase):
     """One call's realtime session. Owns one reader task."""
 
     def __init__(self, ws: ClientConnection, options: OpenAIRealtimeOptions,
@@ -236,10 +238,13 @@ class OpenAIRealtimeSession:
         self._closing = False
         self._response_active = False
         self._response_id = ""  # the response in progress (for a targeted response.cancel)
-        #: the caller's end of speech comes as `speech_stopped` (server/semantic VAD only)
-        self.reports_end_of_speech = options.turn_detection != "none"
-        #: every response ends with `response.done` (the session splits replies on it)
-        self.reports_response_done = True
+        self.capabilities = StsCapabilities(
+            #: the caller's end of speech comes as `speech_stopped` (server/semantic VAD only)
+            reports_end_of_speech=options.turn_detection != "none",
+            #: every response ends with `response.done` (the session splits replies on it)
+            reports_response_done=True,
+            respond=True, truncate=True, interrupt=True,
+        )
         self._fn_names: dict[str, str] = {}  # call_id/item_id -> function name
         self._reader = asyncio.create_task(self._read(), name="openai-realtime-reader")
 

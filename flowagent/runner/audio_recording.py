@@ -48,7 +48,8 @@ from typing import TYPE_CHECKING, Any
 from flowagent import audio
 
 if TYPE_CHECKING:
-    from flowagent.server.runtime import FlowEntry, Runtime
+    from flowagent.runner.served_flow import FlowEntry
+    from flowagent.runner.services import CallServices
 
 log = logging.getLogger(__name__)
 
@@ -73,28 +74,27 @@ LAYOUT = "left=caller,right=agent"
 # ---------------------------------------------------------------------------------------------
 
 
-def recordings_dir(rt: Runtime) -> Path | None:
+def recordings_dir(rt: CallServices) -> Path | None:
     """Where this runtime's recordings go: `config.recordings_dir`, else `recordings/` beside
     the SQLite store; None for an in-memory store with no directory configured."""
-    configured = getattr(rt.config, "recordings_dir", "") or ""
+    configured = rt.config.recordings_dir
     if configured:
         return Path(configured)
-    store_path = str(getattr(rt.store, "path", "") or "")
+    store_path = str(rt.store.path or "")
     if not store_path or store_path == ":memory:" or store_path.startswith("file:"):
         return None
     return Path(store_path).resolve().parent / "recordings"
 
 
-def wanted(rt: Runtime, entry: FlowEntry | None) -> bool:
+def wanted(rt: CallServices, entry: FlowEntry | None) -> bool:
     """Recording is opt-in: `flowagent serve --record-audio` (every call) or the flow's
     `settings.recording: true`."""
-    if getattr(rt.config, "record_audio", False):
+    if rt.config.record_audio:
         return True
-    settings = getattr(getattr(entry, "compiled", None), "settings", None)
-    return bool(getattr(settings, "recording", False))
+    return entry is not None and entry.compiled.settings.recording
 
 
-def start(rt: Runtime, entry: FlowEntry | None, call_uuid: str,
+def start(rt: CallServices, entry: FlowEntry | None, call_uuid: str,
           sample_rate: int) -> CallRecorder | None:
     """The recorder for a call that starts now, or None when recording is off for it (or the
     UUID or directory makes it impossible; that is logged, the call goes on)."""

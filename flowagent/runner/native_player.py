@@ -6,11 +6,11 @@ runs the event loop. The C extension moves that work to ONE native thread (its o
 absolute-deadline 20 ms clock) that never holds the GIL; Python keeps everything that decides
 *what* to play and what the caller said.
 
-Same API as `player.Player` / `player.OutStream`, so sessions need no change beyond passing the
+Same API as `player.Player` / `player.PyOutStream`, so sessions need no change beyond passing the
 transport to `open()`:
 - outbound: Python cuts audio into frames (joins chunks, fades the last partial frame) and pushes
   them into the call's native FIFO; the native clock sends one frame per call per tick with the
-  exact keepalive / kick-start / flush / pause rules of `OutStream`; first-frame, say-done, idle
+  exact keepalive / kick-start / flush / pause rules of `PyOutStream`; first-frame, say-done, idle
   and write-error callbacks arrive as batched events through an eventfd the asyncio loop watches;
 - inbound (after the session has read the UUID frame): `start_reading()` hands the socket to the
   native thread, which reads and parses AudioSocket frames (same strict rules as
@@ -23,7 +23,7 @@ The native side writes to and reads from an `os.dup()` of the socket, owned and 
 native loop: the asyncio transport closing can never make it touch a reused fd number.
 
 A call whose transport has no real socket (tests with fake transports) or whose outbound frames
-must pass through Python (the call recorder wraps `write`) gets a Python `OutStream` on the
+must pass through Python (the call recorder wraps `write`) gets a Python `PyOutStream` on the
 embedded pure-Python `Player` clock instead; both can run side by side.
 """
 
@@ -33,12 +33,13 @@ import asyncio
 import logging
 import os
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from flowagent import audio
 from flowagent.asterisk.audiosocket import HEADER, KIND_FOR_RATE
-from flowagent.runner.player import FRAME_MS, OutStream, Player
+from flowagent.runner.out_stream import OutStream
+from flowagent.runner.player import FRAME_MS, Player, PyOutStream
 
 log = logging.getLogger(__name__)
 
@@ -72,28 +73,9 @@ def available() -> bool:
     return _medialoop is not None
 
 
-class _QueueView:
-    """`out._frames` for code written against `OutStream` (truthiness and `(sid, _)` pairs)."""
-
-    __slots__ = ("_conn",)
-
-    def __init__(self, conn: Any) -> None:
-        self._conn = conn
-
-    def __bool__(self) -> bool:
-        return self._conn.queue_len > 0
-
-    def __len__(self) -> int:
-        return int(self._conn.queue_len)
-
-    def __iter__(self) -> Iterator[tuple[int, None]]:
-        return iter([(sid, None) for sid in self._conn.queued_sids()])
-
-
 class NativeOutStream:
     """One call's outbound audio (and, after `start_reading`, inbound) on the native loop."""
 
-    native = True
 
     def __init__(
         self,
@@ -113,8 +95,6 @@ class NativeOutStream:
         self.header = HEADER.pack(KIND_FOR_RATE[sample_rate], self.frame_bytes)
         self.keepalive_s = keepalive_ms / 1000.0
         self._partial: dict[int, bytes] = {}
-        #: what `OutStream._frames` offers (read per inbound frame by the session's VAD step)
-        self._frames = _QueueView(conn)
         self.on_done = on_done
         self.on_error = on_error
         self.on_first = on_first
@@ -129,7 +109,7 @@ class NativeOutStream:
         self.in_error: Callable[[str], None] | None = None
         self.in_fail: Callable[[BaseException], None] | None = None
 
-    # -- producer side (same contract as OutStream) --------------------------------------------
+    # -- producer side (same contract as PyOutStream) --------------------------------------------
 
     def add(self, say_id: int, pcm: bytes) -> None:
         if self._closed or not pcm:
@@ -174,6 +154,14 @@ class NativeOutStream:
     def busy(self) -> bool:
         return self._conn.queue_len > 0 or bool(self._partial)
 
+    @property
+    def playing(self) -> bool:
+        # read for every inbound frame by the listener: the cheapest checks first
+        return self._conn.current_say > 0 or self._conn.queue_len > 0 or bool(self._partial)
+
+    def queued_say(self) -> int:
+        return next((sid for sid in self._conn.queued_sids() if sid > 0), 0)
+
     def queued_ms(self) -> int:
         return int(self._conn.state()[1]) * FRAME_MS
 
@@ -193,7 +181,7 @@ class NativeOutStream:
     def underruns(self) -> int:
         return self._final[1] if self._closed else int(self._conn.state()[5])
 
-    def switch_rate(self, sample_rate: int) -> None:
+    def switch_rate(self, sample_rate: int) -> bool:
         """The caller's rate changed: a fresh stream at the new rate on the same socket."""
         self.sample_rate = sample_rate
         self.frame_bytes = audio.frame_bytes(sample_rate, FRAME_MS)
@@ -202,13 +190,15 @@ class NativeOutStream:
         self.in_kind = kind
         self._partial.clear()
         self._conn.switch_rate(kind, self.frame_bytes)
+        return True
 
-    def send_hangup(self) -> None:
+    def send_hangup(self) -> bool:
         """End the call from our side: the native loop writes the 0x00 frame (after any partial
         frame, never inside one) and closes its socket."""
         self._snapshot()
         self._closed = True
         self._conn.close(True)
+        return True
 
     def close(self) -> None:
         if not self._closed:
@@ -319,9 +309,9 @@ class NativePlayer:
         on_first: Callable[[int, float], None] | None = None,
         keepalive_ms: int = 0,
         transport: asyncio.BaseTransport | None = None,
-    ) -> OutStream | NativeOutStream:
+    ) -> OutStream:
         """`transport` given (and backed by a socket): a native stream on a dup of its socket;
-        otherwise a Python `OutStream` writing through `write`."""
+        otherwise a Python `PyOutStream` writing through `write`."""
         sock = transport.get_extra_info("socket") if transport is not None else None
         fileno = sock.fileno() if sock is not None else -1
         if fileno < 0 or sample_rate not in KIND_FOR_RATE:
@@ -339,13 +329,13 @@ class NativePlayer:
         self._streams[stream.id] = stream
         return stream
 
-    def close_stream(self, stream: OutStream | NativeOutStream) -> None:
+    def close_stream(self, stream: OutStream) -> None:
         if isinstance(stream, NativeOutStream):
             stream.close()
             self._streams.pop(stream.id, None)
             if not self._streams:
                 self._stop_engine()  # no call left: no thread left (restarts on the next call)
-        else:
+        elif isinstance(stream, PyOutStream):
             self._py.close_stream(stream)
 
     def poll(self) -> None:

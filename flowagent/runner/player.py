@@ -8,7 +8,7 @@ thousand wake-ups per tick; one task on absolute deadlines (`t0 + n * 20 ms` on
 error over a 30-minute call. If the loop is late by a frame or two we catch up (the missed frames
 go out back to back); after a longer stall we re-anchor the schedule instead of bursting.
 
-Per call an `OutStream` holds a queue of whole frames tagged with the `say_id` they belong to.
+Per call a `PyOutStream` holds a queue of whole frames tagged with the `say_id` they belong to.
 Chunks of one utterance are joined before framing (no gaps between TTS chunks), the last partial
 frame is faded and padded with silence (no click), `flush()` empties the queue instantly for
 barge-in (the next frame is a 5 ms fade-out, then silence), and when there is nothing to play a
@@ -28,6 +28,7 @@ from collections.abc import Callable
 
 from flowagent import audio
 from flowagent.asterisk.audiosocket import HEADER, KIND_FOR_RATE
+from flowagent.runner.out_stream import OutStream
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ MAX_CATCH_UP = 3
 _END = object()  # queue marker: the utterance before it is complete
 
 
-class OutStream:
+class PyOutStream:
     """One call's outbound audio. All methods are synchronous and cheap (called from the loop)."""
 
     __slots__ = (
@@ -172,6 +173,26 @@ class OutStream:
         """True while any of our audio is queued or waiting to be framed."""
         return bool(self._frames) or bool(self._partial)
 
+    @property
+    def playing(self) -> bool:
+        return self.current_say > 0 or bool(self._frames) or bool(self._partial)
+
+    def queued_say(self) -> int:
+        return next((sid for sid, _ in self._frames if sid > 0), 0)
+
+    # capabilities the native stream has and this one does not (see out_stream.OutStream)
+    def switch_rate(self, sample_rate: int) -> bool:
+        return False
+
+    def send_hangup(self) -> bool:
+        return False
+
+    def start_reading(self, leftover: bytes, on_audio: Callable[[bytes], None],
+                      on_frame: Callable[[int, bytes], None], on_eof: Callable[[int, int], None],
+                      on_error: Callable[[str], None],
+                      on_fail: Callable[[BaseException], None] | None = None) -> bool:
+        return False
+
     def queued_ms(self) -> int:
         return sum(1 for _, f in self._frames if f is not _END) * FRAME_MS
 
@@ -250,11 +271,11 @@ class OutStream:
 
 
 class Player:
-    """The shared pacing clock. `open(write, rate)` -> `OutStream`; `close_stream(s)` removes."""
+    """The shared pacing clock. `open(write, rate)` -> `PyOutStream`; `close_stream(s)` removes."""
 
     def __init__(self, frame_ms: int = FRAME_MS) -> None:
         self.frame_s = frame_ms / 1000.0
-        self._streams: set[OutStream] = set()
+        self._streams: set[PyOutStream] = set()
         self._task: asyncio.Task[None] | None = None
         self.ticks = 0
         self.late_ticks = 0  # ticks that woke more than one frame late
@@ -286,10 +307,10 @@ class Player:
         on_error: Callable[[BaseException], None] | None = None,
         on_first: Callable[[int, float], None] | None = None,
         keepalive_ms: int = 0,
-        transport: object | None = None,
-    ) -> OutStream:
+        transport: asyncio.BaseTransport | None = None,
+    ) -> PyOutStream:
         # `transport` is for the native backend (native_player.NativePlayer); unused here
-        stream = OutStream(write, sample_rate, on_done, on_error, on_first, keepalive_ms)
+        stream = PyOutStream(write, sample_rate, on_done, on_error, on_first, keepalive_ms)
         stream._player = self
         self._streams.add(stream)
         self._ensure_running()
@@ -297,7 +318,8 @@ class Player:
 
     def close_stream(self, stream: OutStream) -> None:
         stream.close()
-        self._streams.discard(stream)
+        if isinstance(stream, PyOutStream):
+            self._streams.discard(stream)
 
     def _ensure_running(self) -> None:
         if self._task is None or self._task.done():

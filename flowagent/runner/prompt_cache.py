@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from flowagent.fsutil import write_atomically
+from flowagent.providers.base import TtsProvider
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +65,8 @@ def sound_options(options: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _model_identity(tts: Any) -> list[Any]:
-    path = getattr(tts, "model_path", None)
+def _model_identity(tts: TtsProvider) -> list[Any]:
+    path = tts.capabilities.model_file
     if not path:
         return []
     try:
@@ -75,13 +76,19 @@ def _model_identity(tts: Any) -> list[Any]:
     return [str(Path(path).resolve()), st.st_size, st.st_mtime_ns]
 
 
-def tts_identity(tts: Any, name: str, options: dict[str, Any]) -> str:
+def tts_identity(tts: TtsProvider, name: str, options: dict[str, Any]) -> str:
     """Everything about a TTS provider instance that decides how a text sounds."""
     return json.dumps(
-        [CACHE_FORMAT_VERSION, name, sound_options(options), getattr(tts, "voice_id", ""),
+        [CACHE_FORMAT_VERSION, name, sound_options(options), tts.voice_id,
          _model_identity(tts)],
         sort_keys=True, default=str,
     )
+
+
+def memory_key(voice_id: str, sample_rate: int, text: str) -> tuple[str, int, str]:
+    """The key of a prompt's audio in a flow's in-memory cache (calls and the warm-up both use
+    it, so a prompt warmed at start-up is found by the first call)."""
+    return (voice_id, sample_rate, text)
 
 
 def prompt_key(identity: str, sample_rate: int, text: str) -> str:
@@ -260,7 +267,7 @@ Progress = Callable[[WarmStats], None]
 
 async def warm_prompts(
     texts: list[str],
-    tts: Any,
+    tts: TtsProvider,
     memory: dict[tuple[str, int, str], bytes],
     *,
     identity: str,
@@ -274,7 +281,7 @@ async def warm_prompts(
     left for the call that needs the prompt."""
     started = time.monotonic()
     stats = WarmStats(prompts=len(texts))
-    voice = getattr(tts, "voice_id", "")
+    voice = tts.voice_id
 
     def progress() -> None:
         stats.seconds = time.monotonic() - started
@@ -284,7 +291,7 @@ async def warm_prompts(
     todo: list[str] = []
     in_memory: dict[str, bytes] = {}
     for text in texts:
-        pcm = memory.get((voice, sample_rate, text))
+        pcm = memory.get(memory_key(voice, sample_rate, text))
         if pcm is not None:
             stats.from_memory += 1
             in_memory[prompt_key(identity, sample_rate, text)] = pcm
@@ -304,12 +311,12 @@ async def warm_prompts(
             if pcm is None:
                 missing.append(t)
             else:
-                memory.setdefault((voice, sample_rate, t), pcm)
+                memory.setdefault(memory_key(voice, sample_rate, t), pcm)
                 stats.from_disk += 1
         todo = missing
     progress()
 
-    limit = max(1, int(concurrency or getattr(tts, "max_concurrency", 0) or DEFAULT_CONCURRENCY))
+    limit = max(1, int(concurrency or tts.capabilities.max_concurrency or DEFAULT_CONCURRENCY))
     gate = asyncio.Semaphore(limit)
 
     async def one(text: str) -> None:
@@ -321,7 +328,7 @@ async def warm_prompts(
                 stats.failed += 1
                 progress()
                 return
-            memory.setdefault((voice, sample_rate, text), pcm)
+            memory.setdefault(memory_key(voice, sample_rate, text), pcm)
             stats.synthesised += 1
             progress()
             if disk is not None:

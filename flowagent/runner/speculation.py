@@ -27,9 +27,12 @@ import asyncio
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from flowagent.dialogue import actions as act
+from flowagent.dialogue.events import LlmResult
+from flowagent.runner.out_stream import AudioSink
+from flowagent.runner.utterance import Utterance
 
 _PUNCT = re.compile(r"[^\w\s']+|(?<!\w)'|'(?!\w)")
 
@@ -88,14 +91,6 @@ def same_plan(prepared: list[act.Say | act.LlmRequest], real: list[act.Say | act
     return True
 
 
-class AudioOut(Protocol):
-    """What synthesis writes to: the player's `OutStream` or a `HeldAudio`."""
-
-    def add(self, say_id: int, pcm: bytes) -> None: ...
-
-    def end(self, say_id: int) -> None: ...
-
-
 class HeldAudio:
     """Audio made ahead of time, held back from the player until `release(out)`; from then on
     everything written goes straight to `out`."""
@@ -104,7 +99,7 @@ class HeldAudio:
 
     def __init__(self) -> None:
         self._items: list[tuple[int, bytes | None]] = []  # (say_id, pcm | None = end)
-        self._out: AudioOut | None = None
+        self._out: AudioSink | None = None
         self.held_bytes = 0
 
     def add(self, say_id: int, pcm: bytes) -> None:
@@ -120,7 +115,7 @@ class HeldAudio:
             return
         self._items.append((say_id, None))
 
-    def release(self, out: AudioOut) -> None:
+    def release(self, out: AudioSink) -> None:
         items, self._items = self._items, []
         self._out = out
         for say_id, pcm in items:
@@ -144,14 +139,14 @@ class Speculation:
     #: the speech being prepared (None until the fork has answered)
     plan: list[act.Say | act.LlmRequest] | None = None
     sink: HeldAudio = field(default_factory=HeldAudio)
-    #: per say_id: the session's `_SayInfo` (text segments, bytes made) for barge-in accounting
-    says: dict[int, Any] = field(default_factory=dict)
+    #: per say_id: the utterance handles (text segments, bytes made) for barge-in accounting
+    says: dict[int, Utterance] = field(default_factory=dict)
     #: speaking LLM requests in flight: request_id -> (say_id, text parts) (moved to the session)
     llm_open: dict[int, tuple[int, list[str]]] = field(default_factory=dict)
     #: latency milestones reached while preparing: name -> monotonic time
     marks: dict[str, float] = field(default_factory=dict)
-    #: engine events (LlmResult) held back until the session adopts the reply
-    results: list[Any] = field(default_factory=list)
+    #: engine events held back until the call adopts the reply
+    results: list[LlmResult] = field(default_factory=list)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     task: asyncio.Task[Any] | None = None
     live: bool = False  # adopted: writes go to the player, events to the engine
@@ -174,9 +169,6 @@ class Speculation:
 
 @dataclass(frozen=True, slots=True)
 class Prepared:
-    """Stands, in the session's speech queue, for the prepared speech of a hit."""
+    """Stands, in the engine's answer to the final words, for the prepared speech of a hit."""
 
     spec: Speculation
-
-
-__all__ = ["HeldAudio", "Prepared", "Speculation", "normalise", "same_plan", "speech_plan"]

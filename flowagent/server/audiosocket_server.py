@@ -1,4 +1,4 @@
-"""The AudioSocket TCP server: one `CallSession` per connection, reload, graceful drain.
+"""The AudioSocket TCP server: one call per connection, reload, graceful drain.
 
 Isolation: each connection runs in its own task whose failures are caught by the session itself
 (protocol errors, provider faults, bugs all end that call with its record written); the server's
@@ -13,40 +13,42 @@ import asyncio
 import contextlib
 import logging
 import socket
-from typing import Any
+from typing import Any, cast
 
-from flowagent.runner.session import CallSession
+from flowagent.runner.call_start import run_call
+from flowagent.runner.line import CallLine
 from flowagent.server.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 
 class _CallProtocol(asyncio.Protocol):
-    """Bytes in, straight to the session (no stream reader, no task per read): at a thousand
-    calls the inbound path is 50,000 frames a second, so every layer counts."""
+    """Bytes in, straight to the call's line (no stream reader, no task per read): at a
+    thousand calls the inbound path is 50,000 frames a second, so every layer counts."""
 
-    __slots__ = ("_poll", "_server", "session")
+    __slots__ = ("_poll", "_server", "line")
 
     def __init__(self, server: AudioSocketServer) -> None:
         self._server = server
-        self.session: CallSession | None = None
+        self.line: CallLine | None = None
         # the pacing clock cuts in between reads when its tick is due (see Player.poll)
         self._poll = server.rt.player.poll
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.session = self._server._open_call(transport)  # type: ignore[arg-type]
+        # a TCP transport (uvloop's is not a subclass of asyncio.Transport, so no isinstance)
+        self.line = self._server._open_call(cast(asyncio.Transport, transport))
 
     def data_received(self, data: bytes) -> None:
-        if self.session is not None:
+        if self.line is not None:
             self._poll()
-            self.session.feed(data)
+            self.line.feed(data)
 
     def eof_received(self) -> bool:
         return False  # close our side too: Asterisk closing the socket is a hang-up
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.session is not None:
-            self.session.connection_lost()
+        if self.line is not None:
+            self.line.connection_lost()
 
 
 class AudioSocketServer:
@@ -94,8 +96,8 @@ class AudioSocketServer:
             except Exception:
                 log.exception("prompt prewarm failed for %s", entry.name)
 
-    def _open_call(self, transport: asyncio.Transport) -> CallSession | None:
-        """A new connection: a session, and a task that runs it (owned by this server)."""
+    def _open_call(self, transport: asyncio.Transport) -> CallLine | None:
+        """A new connection: its line, and a task that runs the call (owned by this server)."""
         if not self.rt.accepting:
             transport.close()
             return None
@@ -103,21 +105,21 @@ class AudioSocketServer:
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        session = CallSession(self.rt, transport)
-        task = asyncio.get_running_loop().create_task(self._run_call(session, transport))
+        line = CallLine(transport, self.rt.player, keepalive_ms=self.rt.config.keepalive_ms)
+        task = asyncio.get_running_loop().create_task(self._run_call(line))
         self._calls.add(task)
         task.add_done_callback(self._calls.discard)
-        return session
+        return line
 
-    async def _run_call(self, session: CallSession, transport: asyncio.Transport) -> None:
+    async def _run_call(self, line: CallLine) -> None:
         try:
-            await session.run()
+            await run_call(line, self.rt)
         except asyncio.CancelledError:
             pass
-        except Exception:  # pragma: no cover - the session catches everything itself
-            log.exception("call session crashed")
+        except Exception:  # pragma: no cover - run_call catches everything itself
+            log.exception("call crashed")
         finally:
-            transport.close()
+            line.transport.close()
 
     def reload_now(self) -> list[str]:
         messages = self.rt.flows.reload_changed()

@@ -16,7 +16,7 @@ import logging
 import os
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,13 +25,15 @@ import yaml
 from flowagent.providers import registry
 from flowagent.runner.native_player import make_player
 from flowagent.runner.player import Player
+from flowagent.runner.served_flow import FlowEntry, Providers
+from flowagent.runner.services import RuntimeConfig
 from flowagent.server.call_store import CallStore
 from flowagent.server.metrics import Metrics
 from flowagent.server.webhooks import Webhooks
 
 if TYPE_CHECKING:
     from flowagent.flow.compiler import CompiledFlow
-    from flowagent.runner.session import CallSession
+    from flowagent.runner.services import LiveCall
 
 log = logging.getLogger(__name__)
 
@@ -72,109 +74,6 @@ class FlowLoadError(Exception):
     """A flow or routes file cannot be served; the message is one plain-English sentence."""
 
 
-@dataclass
-class RuntimeConfig:
-    #: a provider that has not answered within this is treated as failed (fallback within 2 s)
-    provider_timeout_s: float = 1.5
-    #: how long the first frame (the UUID) may take after connecting
-    uuid_timeout_s: float = 5.0
-    #: how long `call_initiated` may delay the start of a call
-    call_initiated_timeout_s: float = 1.0
-    #: longest wait for our last words to play out before a hang-up is forced
-    hangup_grace_s: float = 60.0
-    #: when idle, send one silence frame this often (AudioSocket gives up after 2 s of nothing)
-    keepalive_ms: int = 500
-    #: how long `POST /call` metadata waits for its AudioSocket connection
-    pending_ttl_s: float = 300.0
-    #: finished records kept in memory for `GET /calls/{uuid}` (older ones come from the store)
-    recent_records: int = 1000
-    #: override every flow's providers (e.g. {"asr": {"name": "fake"}}), used by tests/benches
-    provider_overrides: dict[str, Any] = field(default_factory=dict)
-    #: record every call's audio (else only flows with `settings.recording: true`); see
-    #: runner/recording.py. Files: `recordings_dir` (default `recordings/` beside the store)
-    record_audio: bool = False
-    recordings_dir: str = ""
-
-
-@dataclass
-class Providers:
-    asr: Any
-    tts: Any
-    vad: Any
-    llm: Any = None
-    names: dict[str, str] = field(default_factory=dict)
-    #: speech-to-speech provider; when set, calls run as `sts_session.StsCallSession`
-    sts: Any = None
-
-
-@dataclass
-class FlowEntry:
-    """A loaded flow ready to serve (compiled + its providers + its prompt-audio cache)."""
-
-    path: Path
-    compiled: CompiledFlow
-    providers: Providers
-    mtime: float
-    prompt_cache: dict[tuple[str, int, str], bytes] = field(default_factory=dict)
-    #: `prompt_cache.PromptDiskCache` shared by the FlowSet (None: memory only, e.g. in tests)
-    disk_cache: Any = None
-    #: what decides the sound of this flow's TTS (provider, sound options, voice, model file)
-    tts_identity: str = ""
-    #: what the last `prewarm` did (`prompt_cache.WarmStats`), for the start-up summary
-    warm_stats: Any = None
-    _warm_lock: Any = field(default=None, repr=False, compare=False)
-
-    @property
-    def name(self) -> str:
-        return self.compiled.name
-
-    def static_prompts(self) -> list[str]:
-        """Every text of this flow that never changes (no template variables): what the
-        prompt-audio cache can hold before the first call."""
-        texts: list[str] = []
-        c = self.compiled
-
-        def add(t: Any) -> None:
-            if t is not None and getattr(t, "static", False) and t.source.strip():
-                texts.append(t.source)
-
-        for st in c.states.values():
-            for t in (st.say, st.ask, st.reprompt, st.confirm):
-                add(t)
-            for h in st.handlers.values():
-                add(h.say)
-        for slot in c.slots.values():
-            add(slot.prompt)
-            add(slot.reprompt)
-            add(slot.invalid)
-        return list(dict.fromkeys(texts))
-
-    async def prewarm(self, sample_rate: int = 8000, *, on_progress: Any = None) -> int:
-        """Fill the prompt-audio cache with the static prompts (from the disk cache when it has
-        them, else synthesised and written there), so entering a `say` state starts audio at
-        once even on the first call. Returns how many prompts were added to memory. Two warm-ups
-        of one entry (serve's and the server's background one) run one after the other."""
-        import asyncio
-
-        from flowagent.runner.prompt_cache import WarmStats, warm_prompts
-
-        tts = self.providers.tts
-        if tts is None:
-            self.warm_stats = WarmStats()
-            return 0
-        if self._warm_lock is None:
-            self._warm_lock = asyncio.Lock()
-        async with self._warm_lock:
-            stats = await warm_prompts(
-                self.static_prompts(), tts, self.prompt_cache,
-                identity=self.tts_identity or str(getattr(tts, "voice_id", "")),
-                disk=self.disk_cache, sample_rate=sample_rate, on_progress=on_progress,
-            )
-        self.warm_stats = stats
-        log.info("%s: %s", self.name, stats.describe())
-        return stats.from_disk + stats.synthesised
-
-
 class ProviderPool:
     """Builds providers once per (kind, name, options) and shares them between flows."""
 
@@ -207,15 +106,15 @@ class ProviderPool:
         section = {k: dict(v) for k, v in (compiled.providers or {}).items()}
         section.update({k: dict(v) for k, v in overrides.items()})
         if "sts" in section and not any(k in overrides for k in ("asr", "llm", "tts")):
-            # speech to speech: one provider hears, thinks and speaks (see sts_session.py)
-            entry = section["sts"]
-            name = str(entry.get("name"))
-            inst = self.get("sts", name, dict(entry.get("options") or {}))
-            return Providers(asr=None, tts=None, vad=None, sts=inst, names={"sts": name})
+            # speech to speech: one provider hears, thinks and speaks (see runner/sts_call.py)
+            sts = section["sts"]
+            sts_name = str(sts.get("name"))
+            inst = self.get("sts", sts_name, dict(sts.get("options") or {}))
+            return Providers(asr=None, tts=None, vad=None, sts=inst, names={"sts": sts_name})
         built: dict[str, Any] = {}
         names: dict[str, str] = {}
         for kind in ("asr", "tts", "vad", "llm"):
-            entry = section.get(kind)
+            entry: dict[str, Any] | None = section.get(kind)
             name = entry.get("name") if entry else DEFAULT_PROVIDERS[kind]
             if name is None:
                 built[kind] = None
@@ -453,7 +352,8 @@ class Runtime:
         self.player: Any = player or make_player()
         self.metrics = metrics or Metrics()
         self.pending: dict[str, PendingCall] = {}
-        self.sessions: dict[str, CallSession] = {}
+        #: uuid -> the calls in progress (for the control API and the live view)
+        self.sessions: dict[str, LiveCall] = {}
         self.recent: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.accepting = True
         self.started_at = time.time()

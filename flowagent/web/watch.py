@@ -7,8 +7,9 @@ session push: it costs a call nothing (a few attribute reads and length comparis
 tick, no allocation when nothing changed), a bug here can never break a call, and sessions need
 no knowledge of the UI. 200 ms is well below what a person watching can notice.
 
-Attributes read (from `flowagent.runner.session.CallSession`): `state`, `record` (`CallRecord`:
-`transcript`, `slots`, `outcome`), `info` (`caller`, `did`), `entry.name`, `turns` (latency rows).
+Attributes read (of `runner.services.LiveCall`: a `PipelineCall` or `StsCall`): `state`,
+`record` (`CallRecord`: `transcript`, `slots`, `outcome`), `info` (`caller`, `did`),
+`entry.name`, `turns` (latency rows).
 """
 
 from __future__ import annotations

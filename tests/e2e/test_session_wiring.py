@@ -13,6 +13,7 @@ import contextlib
 import sys
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -204,6 +205,9 @@ class PrerollAsr:
         outer = self
 
         class Stream:
+            # the fake's own ways in, plus the speech onset Whisper declares
+            capabilities = replace(stream.capabilities, speech_onset=True)
+
             def __getattr__(self, name: str) -> Any:
                 return getattr(stream, name)
 

@@ -1,6 +1,7 @@
-"""Silero VAD (+ turn rules) on phone-quality speech with noise: speech is found, noise alone
-is not, the end of the turn comes after the caller stops, barge-in needs a clearer and longer
-signal while we play; batching many calls gives the same numbers as one call alone."""
+"""Silero VAD + the call's turn rule (runner/turn_taking.py) on phone-quality speech with noise:
+speech is found, noise alone is not, the end of the turn comes after the caller stops, barge-in
+needs a clearer and longer signal while we play; batching many calls gives the same numbers as
+one call alone."""
 
 from __future__ import annotations
 
@@ -14,19 +15,32 @@ from localhelpers import frames, to_float, to_pcm
 from flowagent.providers.base import ProviderError
 from flowagent.providers.local.linesim import active_rms, add_noise, noise, telephone_band
 from flowagent.providers.local.silero import SileroVad
-from flowagent.providers.local.turns import TurnDetector, VadRules
 from flowagent.providers.local.webrtcvad import WebrtcVad
+from flowagent.runner.turn_taking import TurnRules, TurnSignal, TurnTaker
+
+#: a strict barge-in rule (as a flow with `barge_in: {min_speech_ms: 300, sensitivity: 0.4}`
+#: and silero's `neg_threshold: 0.35`, `min_speech_ms: 200` would give)
+RULES = TurnRules(threshold=0.5, neg_threshold=0.35, turn_start_ms=200, end_of_turn_ms=600,
+                  barge_in_threshold=0.8, barge_in_min_ms=300)
 
 
 async def events(vad: Any, x: np.ndarray, *, playing: bool = False,
-                 rules: VadRules | None = None) -> list[tuple[str, float]]:
+                 rules: TurnRules | None = None) -> list[tuple[str, float]]:
+    """Run a clip through the VAD and the turn rule as a call does: a barge-in opens the
+    caller's turn and stops our audio (so the rest is heard with the ordinary rule)."""
     stream = vad.open_stream(8000)
-    detector = TurnDetector(rules or VadRules())
+    taker = TurnTaker(rules or RULES)
     out = []
     for i, frame in enumerate(frames(to_pcm(x))):
-        event = detector.update(await stream.probability(frame), 20, playing=playing)
-        if event:
-            out.append((event, (i + 1) * 0.02))
+        signal = taker.update(await stream.probability(frame), 20, playing=playing)
+        if signal is None:
+            continue
+        if signal is TurnSignal.END_OF_TURN:
+            taker.end()
+        else:
+            taker.begin()
+            playing = False
+        out.append((signal.value, (i + 1) * 0.02))
     return out
 
 
@@ -67,7 +81,7 @@ async def test_barge_in_needs_more_speech_while_playing(silero: Any, speech_set:
     ev = await events(silero, add_noise(x, 8000, 10, rng), playing=True)
     assert ev[0][0] == "barge_in"
     # and the rule is configurable: a lenient one lets the short burst through
-    lenient = VadRules(barge_in_threshold=0.5, barge_in_min_ms=100)
+    lenient = TurnRules(barge_in_threshold=0.5, barge_in_min_ms=100)
     assert [e for e, _ in await events(silero, burst(250), playing=True, rules=lenient)][:1] == [
         "barge_in"]
 
@@ -122,14 +136,20 @@ async def test_wideband_calls_are_resampled(silero: Any, speech_set: list) -> No
         silero.open_stream(4000)
 
 
-def test_registry_options_set_the_barge_in_rule() -> None:
+def test_silero_options_set_the_calls_turn_rule() -> None:
+    """Options a flow gives the silero provider override its settings in the rule its calls
+    use; options it does not give leave the flow's settings in charge."""
+    from flowagent.flow.compiler import Settings
     from flowagent.providers import registry
 
+    settings = Settings(end_of_turn_ms=800, barge_in_min_speech_ms=200)
     vad = registry.create("vad", "silero", {"barge_in_threshold": 0.9, "barge_in_min_ms": 500,
                                             "min_silence_ms": 700})
-    assert vad.rules.barge_in_threshold == 0.9
-    assert vad.rules.barge_in_min_ms == 500
-    assert vad.rules.min_silence_ms == 700
+    rules = TurnRules.for_flow(settings, vad.turn_tuning)
+    assert (rules.barge_in_threshold, rules.barge_in_min_ms, rules.end_of_turn_ms) == (
+        0.9, 500, 700)
+    plain = TurnRules.for_flow(settings, registry.create("vad", "silero", {}).turn_tuning)
+    assert (plain.barge_in_min_ms, plain.end_of_turn_ms, plain.threshold) == (200, 800, 0.5)
 
 
 async def test_webrtc_gate_tells_speech_from_silence(speech_set: list) -> None:

@@ -112,8 +112,16 @@ async def test_llm_driven_call_streams_groq_tokens_into_cartesia(tmp_path: Path)
     assert any(m["role"] == "user" and "what do you do" in m["content"]
                for m in body["messages"])
     assert reply in says(rec).replace(" | ", " ")
-    # the streamed reply reached Cartesia (the session chunks it by clause), as 8 kHz PCM
-    sent = " ".join(m["transcript"] for m in ct.received if "transcript" in m)
-    assert "We move homes and offices across Yorkshire," in sent
+    # the streamed reply reached Cartesia token by token as ONE continued context per reply
+    # (`continue: true`, closed by `continue: false`), as 8 kHz PCM
+    contexts: dict[str, list[dict]] = {}
+    for m in ct.received:
+        if "transcript" in m:
+            contexts.setdefault(m["context_id"], []).append(m)
+    replies = [msgs for msgs in contexts.values() if msgs[0].get("continue") is True]
+    assert len(replies) >= 2  # the opening reply and the answer
+    for msgs in replies:
+        assert len(msgs) > 3 and msgs[-1]["continue"] is False
+        assert "".join(m["transcript"] for m in msgs).strip() == reply
     assert {m["output_format"]["encoding"] for m in ct.received if "output_format" in m} \
         == {"pcm_s16le"}

@@ -25,7 +25,7 @@ from flowagent.asterisk.audiosocket import FrameParser, Kind, ProtocolError, enc
 from flowagent.asterisk.caller import AudioSocketCaller
 from flowagent.runner import native_player
 from flowagent.runner.native_player import NativeOutStream, NativePlayer
-from flowagent.runner.player import OutStream
+from flowagent.runner.player import PyOutStream
 
 pytestmark = [
     pytest.mark.timeout(60),
@@ -225,7 +225,7 @@ async def test_idle_line_first_frame_goes_out_at_once_even_right_after_a_keepali
 
 def test_python_stream_also_kicks_right_after_a_keepalive_frame() -> None:
     sent: list[bytes] = []
-    s = OutStream(sent.append, 8000, keepalive_ms=500)
+    s = PyOutStream(sent.append, 8000, keepalive_ms=500)
     now = time.monotonic()
     s.tick(now)  # a keepalive silence frame, just now
     assert len(sent) == 1
@@ -437,8 +437,8 @@ async def test_a_malformed_call_ends_alone_and_the_other_call_carries_on(harness
     await good.wait_agent_started(0, timeout_s=5)
     await bad.wait_agent_started(0, timeout_s=5)
     session = h.rt.sessions[good.uuid]
-    assert isinstance(session._out, NativeOutStream)
-    assert not session.transport.is_reading()  # the native loop reads this socket
+    assert isinstance(session.line.out, NativeOutStream)
+    assert not session.line.transport.is_reading()  # the native loop reads this socket
     bad.send_raw(b"\x42\x00\x00")
     await asyncio.wait_for(bad.closed.wait(), 5)
     rec = None
@@ -465,7 +465,7 @@ async def test_a_16khz_call_is_answered_at_16khz(harness: Any) -> None:
     await c.connect()
     await c.wait_agent_started(0, timeout_s=5)
     assert {f.kind for f in c.stats.frames} == {int(Kind.SLIN_16K)}
-    assert isinstance(h.rt.sessions[c.uuid]._out, NativeOutStream)
+    assert isinstance(h.rt.sessions[c.uuid].line.out, NativeOutStream)
     await c.hangup()
 
 
@@ -490,9 +490,9 @@ async def test_a_call_on_the_python_path_when_switched_off(
     c = h.caller()
     await c.connect()
     await c.wait_agent_started(0, timeout_s=5)
-    out = h.rt.sessions[c.uuid]._out
-    assert isinstance(out, OutStream)
-    assert h.rt.sessions[c.uuid].transport.is_reading()
+    out = h.rt.sessions[c.uuid].line.out
+    assert isinstance(out, PyOutStream)
+    assert h.rt.sessions[c.uuid].line.transport.is_reading()
     await c.hangup()
 
 

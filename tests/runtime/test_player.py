@@ -6,13 +6,13 @@ import numpy as np
 
 from flowagent import audio
 from flowagent.asterisk.audiosocket import FrameParser, Kind
-from flowagent.runner.player import OutStream
+from flowagent.runner.player import PyOutStream
 
 
-def _stream() -> tuple[OutStream, list[bytes], list[int]]:
+def _stream() -> tuple[PyOutStream, list[bytes], list[int]]:
     sent: list[bytes] = []
     done: list[int] = []
-    return OutStream(sent.append, 8000, on_done=done.append), sent, done
+    return PyOutStream(sent.append, 8000, on_done=done.append), sent, done
 
 
 def _payloads(sent: list[bytes]) -> list[bytes]:
@@ -64,7 +64,7 @@ def test_flush_stops_within_one_frame_with_a_fade() -> None:
 
 def test_idle_stream_sends_silence_keepalive_only_when_configured() -> None:
     sent: list[bytes] = []
-    s = OutStream(sent.append, 8000, keepalive_ms=500)
+    s = PyOutStream(sent.append, 8000, keepalive_ms=500)
     s.tick(0.0)
     s.tick(0.02)
     s.tick(0.6)

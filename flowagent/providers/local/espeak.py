@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from flowagent.providers.base import ProviderError, ProviderTimeout
+from flowagent.providers.base import ProviderError, ProviderTimeout, TtsCapabilities
 from flowagent.providers.local.piper import pop_sentences, split_sentences, to_pcm16
 
 
@@ -30,6 +30,7 @@ class EspeakTts:
     """The `espeak` TTS provider (implements `TtsProvider`)."""
 
     name = "espeak"
+    capabilities = TtsCapabilities()
 
     def __init__(self, *, voice: str = "en-us", speed: int = 165, timeout_s: float = 10.0) -> None:
         binary = espeak_binary()

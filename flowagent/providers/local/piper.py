@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from flowagent.model_files import piper_voice_paths
-from flowagent.providers.base import ProviderError
+from flowagent.providers.base import ProviderError, TtsCapabilities
 
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
@@ -123,6 +123,7 @@ class PiperTts:
         self.voice, self._executor = loaded
         #: the voice file (its size and mtime are part of the disk prompt-cache key)
         self.model_path = model_path
+        self.capabilities = TtsCapabilities(model_file=str(model_path))
         self.syn_config = SynthesisConfig(
             speaker_id=speaker, length_scale=length_scale, volume=volume
         )

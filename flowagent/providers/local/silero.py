@@ -13,11 +13,11 @@ Model facts (read from `silero_vad.onnx`'s inputs, `input[batch, seq]`, `state[2
 512 + 64. We never import the `silero_vad` Python package (it imports torch): only its packaged
 `.onnx` file is used.
 
-Barge-in while we play: no VAD can tell the agent's own echo (line echo, acoustic echo on a
-speakerphone) from the caller. So the session should use a stricter rule while our audio is
-playing — higher probability, sustained for longer — than for an ordinary turn start. The
-numbers live in `VadRules` (`flowagent/providers/local/turns.py`) and are set from this
-provider's options `barge_in_threshold` / `barge_in_min_ms`; `TurnDetector` applies them.
+Turn-taking: this provider only gives probabilities. Turn start, end of turn and barge-in are
+decided by the call's one rule (`runner/turn_taking.py`), from the flow's settings; this
+provider's options `threshold`, `neg_threshold`, `min_speech_ms`, `min_silence_ms`,
+`barge_in_threshold` and `barge_in_min_ms`, when a flow gives them, override those numbers
+(`turn_tuning`).
 
 Silence gate: a window whose level is below `silence_gate_dbfs` (default -60 dBFS, far below any
 speech and below the idle noise of a phone line) is answered 0.0 without running the model. The
@@ -43,10 +43,9 @@ from typing import Any
 
 import numpy as np
 
-from flowagent.audio import _audioop
+from flowagent.audio import rms_raw
 from flowagent.model_files import silero_onnx_path
-from flowagent.providers.base import ProviderError
-from flowagent.providers.local.turns import VadRules
+from flowagent.providers.base import ProviderError, TurnTuning, VadCapabilities, VadStreamBase
 
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
@@ -295,7 +294,7 @@ class SileroBatcher:
 
 
 @dataclass(eq=False)
-class SileroStream:
+class SileroStream(VadStreamBase):
     """One call's VAD state. Accepts any length of s16le audio at the call's rate; calls at
     rates other than 8/16 kHz (AudioSocket 0x12..0x18) are resampled to 16 kHz with a
     streaming soxr resampler first.
@@ -309,6 +308,7 @@ class SileroStream:
     becomes floats only when it goes to the model.
     """
 
+    capabilities = VadCapabilities(callback=True)
     vad: SileroVad
     call_rate: int
     sample_rate: int = field(init=False)  # the model's rate: 8000 or 16000
@@ -322,6 +322,11 @@ class SileroStream:
     def __post_init__(self) -> None:
         self.sample_rate = self.call_rate if self.call_rate in WINDOW else 16000
         self.reset()
+
+    def listen(self, listener: Callable[[float, int], None] | None,
+               on_error: Callable[[BaseException], None] | None = None) -> None:
+        self.listener = listener
+        self.on_error = on_error
 
     def reset(self) -> None:
         self._resampler: Any = None
@@ -479,8 +484,8 @@ class SileroStream:
 
 def _rms16(pcm: bytes) -> float:
     """RMS of s16le audio in sample units (audioop's C loop where Python still has it)."""
-    if _audioop is not None:
-        return float(_audioop.rms(pcm, 2))
+    if rms_raw is not None:
+        return float(rms_raw(pcm, 2))
     x = np.frombuffer(pcm, dtype="<i2").astype(np.float32)
     return float(np.sqrt(np.mean(x * x))) if x.size else 0.0
 
@@ -499,7 +504,7 @@ class SileroVad:
         threads: int = 1,
         sessions: int = DEFAULT_SESSIONS,
         max_lag_ms: int = 640,
-        rules: VadRules | None = None,
+        turn_tuning: TurnTuning | None = None,
         model: SileroModel | None = None,
         silence_gate_dbfs: float | None = DEFAULT_GATE_DBFS,
     ) -> None:
@@ -515,7 +520,8 @@ class SileroVad:
         self.gate_rms = None if self.gate_power is None else 32768.0 * self.gate_power ** 0.5
         self.batch_ms = batch_ms
         self.max_batch = max_batch
-        self.rules = rules or VadRules(threshold=threshold)
+        #: turn-taking numbers this flow's options set explicitly (see the module doc)
+        self.turn_tuning = turn_tuning or TurnTuning()
         started = time.monotonic()
         self.model = model or SileroModel.shared(threads, sessions)
         self.load_s = time.monotonic() - started
@@ -524,15 +530,27 @@ class SileroVad:
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> SileroVad:
-        threshold = float(options.get("threshold", 0.5))
-        rules = VadRules.from_options(options, threshold=threshold)
+        def number(key: str) -> float | None:
+            v = options.get(key)
+            return None if v is None else float(v)
+
+        def ms(key: str) -> int | None:
+            v = options.get(key)
+            return None if v is None else int(v)
+
+        tuning = TurnTuning(
+            threshold=number("threshold"), neg_threshold=number("neg_threshold"),
+            min_speech_ms=ms("min_speech_ms"), min_silence_ms=ms("min_silence_ms"),
+            barge_in_threshold=number("barge_in_threshold"),
+            barge_in_min_ms=ms("barge_in_min_ms"),
+        )
         return cls(
-            threshold=threshold,
+            threshold=float(options.get("threshold", 0.5)),
             batch_ms=float(options.get("batch_ms", 4.0)),
             max_batch=int(options.get("max_batch", 512)),
             sessions=int(options.get("sessions", DEFAULT_SESSIONS)),
             max_lag_ms=int(options.get("max_lag_ms", 640)),
-            rules=rules,
+            turn_tuning=tuning,
             silence_gate_dbfs=_gate_option(options.get("silence_gate_dbfs", DEFAULT_GATE_DBFS)),
         )
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from flowagent.providers.base import ProviderError
+from flowagent.providers.base import ProviderError, TurnTuning, VadCapabilities, VadStreamBase
 
 _RATES = (8000, 16000, 32000, 48000)
 
 
 @dataclass
-class WebrtcStream:
+class WebrtcStream(VadStreamBase):
+    capabilities = VadCapabilities(synchronous=True)
     factory: Any  # () -> webrtcvad.Vad (it keeps hangover state, so reset makes a new one)
     sample_rate: int
     _buffer: bytes = field(default=b"")
@@ -32,6 +33,10 @@ class WebrtcStream:
         return self.sample_rate // 50 * 2  # 20 ms of s16le
 
     async def probability(self, pcm: bytes) -> float:
+        return self.probability_now(pcm)
+
+    def probability_now(self, pcm: bytes) -> float:
+        """webrtcvad is a small C library: answered at once, no await per frame."""
         self._buffer += pcm
         size = self.frame_bytes
         votes = []
@@ -66,6 +71,7 @@ class WebrtcVad:
             ) from exc
         self._module = webrtcvad
         self.aggressiveness = aggressiveness
+        self.turn_tuning = TurnTuning()
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> WebrtcVad:

@@ -10,7 +10,7 @@ Why this shape:
   `endpointing = False` tells the session it must call `flush()`.
 - ~300 ms of audio from before speech onset is kept (word error 8.8% -> 4.4% measured): the
   first phoneme often starts before the VAD is sure. Call `speech_started()` on the stream at
-  VAD onset (see `TurnDetector`); without it the stream finds the onset itself from energy.
+  VAD onset (see `runner/turn_taking.py`); without it the stream finds the onset itself from energy.
 - Greedy decoding (beam 1), English, no timestamps, no fallback temperatures, Whisper's own VAD
   off (we segment): the settings that keep a 2-3 s utterance near 200 ms on tiny.en.
 
@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from flowagent.model_files import whisper_model_files
-from flowagent.providers.base import ProviderError, Transcript
+from flowagent.providers.base import AsrCapabilities, AsrStreamBase, ProviderError, Transcript
 
 WHISPER_RATE = 16000
 
@@ -302,8 +302,11 @@ def onset_index(samples: np.ndarray, sample_rate: int, preroll_ms: int) -> int:
     return max(0, int(loud[0]) * frame - preroll_ms * sample_rate // 1000)
 
 
-class WhisperStream:
+class WhisperStream(AsrStreamBase):
     """One call's ASR stream: buffers the caller's audio; `flush()` transcribes the turn."""
+
+    #: the VAD's onset tells it how much pre-roll to keep (`speech_started`)
+    capabilities = AsrCapabilities(speech_onset=True)
 
     def __init__(self, engine: WhisperEngine, sample_rate: int, preroll_ms: int) -> None:
         self.engine = engine

@@ -1,0 +1,398 @@
+"""The listener: the caller's audio -> VAD + ASR -> turn start, end of turn, barge-in, words.
+
+Everything about hearing the caller lives here, behind `ListenerHooks` (the model: LiveKit's
+`AudioRecognition` with its `RecognitionHooks`): the per-call VAD stream (and the energy VAD
+that takes over if it fails), the ASR stream (reopened if it breaks or the call's rate changes),
+the one turn-taking rule (`turn_taking.TurnTaker`), and assembling the recogniser's finals into
+the caller's words for the turn. What to DO when the caller starts, stops or talks over us is the
+owner's business (`hooks`), so this part runs in a test with a script of probabilities and
+transcripts and no socket.
+
+Per-frame cost matters (every inbound frame of every call passes `on_audio`): the VAD's cheapest
+declared way in is chosen once (synchronous, callback, or awaited in order by one task), and the
+ASR's synchronous path is used when it declares one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from typing import Protocol
+
+from flowagent.providers.base import (
+    AsrProvider,
+    AsrStream,
+    ProviderError,
+    Transcript,
+    VadProvider,
+    VadStream,
+    describe_fault,
+)
+from flowagent.providers.energy_vad import EnergyVadStream
+from flowagent.runner.call_tasks import CallTasks
+from flowagent.runner.turn_taking import TurnRules, TurnSignal, TurnTaker
+
+log = logging.getLogger(__name__)
+
+#: level (fraction of full scale, RMS) above which the energy VAD that replaces a failed VAD
+#: hears speech
+FALLBACK_VAD_THRESHOLD = 0.01
+#: how many times a broken recogniser is reopened in one call before we give up on it
+MAX_ASR_REOPENS = 3
+
+
+class ListenerHooks(Protocol):
+    def agent_audible(self) -> bool:
+        """Our audio is reaching the caller now (the stricter barge-in rule applies)."""
+
+    def may_interrupt(self) -> bool:
+        """Whether caller speech over our audio may stop it right now."""
+
+    def caller_interrupts(self) -> None:
+        """The caller is talking over our audio (a turn begins)."""
+
+    def caller_started(self) -> None:
+        """The caller began speaking while we were quiet (or after an interruption)."""
+
+    def caller_stopped(self, at: float, by: str) -> None:
+        """The caller's turn ended at `at` (monotonic). `by`: "vad" (our silence rule: the
+        words follow), "recogniser" (its endpointing, with the words) or "injected"."""
+
+    def heard_partial(self, text: str) -> None:
+        """An interim transcript of the turn in progress."""
+
+    def heard_final(self, text: str, confidence: float) -> None:
+        """The caller's words for the turn (never empty)."""
+
+    def heard_nothing(self, timed_out: bool) -> None:
+        """The turn had no words (noise) — or, `timed_out`, the recogniser never answered."""
+
+    def recogniser_failed(self, message: str) -> None:
+        """The ASR stream broke (it is being reopened) or could not be opened."""
+
+    def detector_failed(self, message: str) -> None:
+        """The VAD broke; an energy VAD carries on."""
+
+
+class Listener:
+    def __init__(self, hooks: ListenerHooks, tasks: CallTasks, *, asr: AsrProvider | None,
+                 vad: VadProvider | None, rules: TurnRules, language: str, sample_rate: int,
+                 provider_timeout_s: float) -> None:
+        self.hooks = hooks
+        self.tasks = tasks
+        self.asr_provider = asr
+        self.vad_provider = vad
+        self.turns = TurnTaker(rules)
+        self.language = language
+        self.sample_rate = sample_rate
+        self.provider_timeout_s = provider_timeout_s
+        self.closed = False
+        # VAD
+        self._vad: VadStream | None = None
+        self._vad_sync = False
+        self._vad_q: deque[bytes] = deque()  # awaited VADs: fed in order by one task
+        self._vad_wake = asyncio.Event()
+        self._vad_task: asyncio.Task[None] | None = None
+        self._vad_fallback = False
+        # ASR
+        self._asr: AsrStream | None = None
+        self._asr_sync = False
+        self._asr_q: deque[bytes] = deque()
+        self._asr_wake = asyncio.Event()
+        self._asr_feeder: asyncio.Task[None] | None = None
+        self._asr_reader: asyncio.Task[None] | None = None
+        self._asr_reopens = 0
+        # the turn's words
+        self.awaiting_final = False
+        self._final_parts: list[str] = []
+        self._interim = ""
+
+    # -- opening and closing --------------------------------------------------------------------
+
+    async def open(self) -> None:
+        self._open_vad()
+        await self._open_asr()
+
+    def _open_vad(self) -> None:
+        if self.vad_provider is None:
+            return
+        self._attach_vad(self.vad_provider.open_stream(self.sample_rate))
+
+    def _attach_vad(self, stream: VadStream) -> None:
+        """Pick the stream's cheapest declared way in: synchronous, callback, or awaited."""
+        self._vad = stream
+        caps = stream.capabilities
+        self._vad_sync = caps.synchronous
+        self._vad_q.clear()
+        if caps.synchronous:
+            return
+        if caps.callback:
+            stream.listen(self._vad_result, self._vad_broke)
+            return
+        if self._vad_task is None or self._vad_task.done():
+            self._vad_task = self.tasks.spawn(self._vad_feeder(), "vad")
+
+    def _detach_vad(self) -> None:
+        old, self._vad = self._vad, None
+        self._vad_q.clear()
+        if old is not None and old.capabilities.callback:
+            old.listen(None)  # its late results (a window still in the model) go nowhere
+
+    async def _open_asr(self) -> None:
+        provider = self.asr_provider
+        if provider is None or self.closed:
+            return
+        try:
+            stream = await asyncio.wait_for(
+                provider.open_stream(self.sample_rate, self.language),
+                self.provider_timeout_s * 2,
+            )
+        except (ProviderError, TimeoutError, OSError) as exc:
+            self._asr = None
+            self.hooks.recogniser_failed(
+                describe_fault(exc, "the speech recogniser did not answer in time"))
+            return
+        if self.closed:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(stream.close(), 1.0)
+            return
+        self._asr = stream
+        self._asr_sync = stream.capabilities.sync_audio
+        self._asr_reader = self.tasks.spawn(self._read_transcripts(stream), "asr")
+        if not self._asr_sync and (self._asr_feeder is None or self._asr_feeder.done()):
+            self._asr_feeder = self.tasks.spawn(self._feed_asr(), "asr-feed")
+
+    async def change_rate(self, sample_rate: int) -> None:
+        """The call's rate changed: VAD and ASR start again at the new rate (the turn in
+        progress, if any, is heard again from here)."""
+        if sample_rate == self.sample_rate:
+            return
+        self.sample_rate = sample_rate
+        self._detach_vad()
+        if self._vad_fallback:
+            self._attach_vad(EnergyVadStream(FALLBACK_VAD_THRESHOLD))
+        else:
+            self._open_vad()
+        old, self._asr = self._asr, None
+        self._asr_q.clear()
+        if old is not None:
+            if self._asr_reader is not None:
+                self._asr_reader.cancel()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(old.close(), 1.0)
+            await self._open_asr()
+
+    async def close(self) -> None:
+        self.closed = True
+        self._detach_vad()
+        asr, self._asr = self._asr, None
+        if asr is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asr.close(), 1.0)
+
+    # -- audio in (every frame) -----------------------------------------------------------------
+
+    def on_audio(self, pcm: bytes) -> None:
+        asr = self._asr
+        if asr is not None:
+            if self._asr_sync:
+                try:
+                    asr.send_audio_nowait(pcm)
+                except (ProviderError, OSError) as exc:
+                    self.tasks.spawn(self._asr_broken(asr, describe_fault(exc)), "asr-broken")
+            else:
+                self._asr_q.append(pcm)
+                self._asr_wake.set()
+        vad = self._vad
+        if vad is None:
+            return
+        ms = len(pcm) * 500 // self.sample_rate
+        try:
+            if self._vad_sync:
+                self._on_vad(vad.probability_now(pcm), ms)
+            elif vad.capabilities.callback:
+                vad.feed_ms(pcm, ms)  # -> _vad_result(p, ms) per window, in order
+            else:
+                self._vad_q.append(pcm)
+                self._vad_wake.set()
+        except Exception as exc:
+            self._vad_broke(exc)
+
+    async def _feed_asr(self) -> None:
+        """For ASR streams without a synchronous path: queued audio, in order."""
+        while True:
+            await self._asr_wake.wait()
+            self._asr_wake.clear()
+            while self._asr_q:
+                pcm = self._asr_q.popleft()
+                asr = self._asr
+                if asr is None:
+                    self._asr_q.clear()
+                    break
+                try:
+                    await asr.send_audio(pcm)
+                except (ProviderError, OSError) as exc:
+                    await self._asr_broken(asr, describe_fault(exc))
+
+    async def _vad_feeder(self) -> None:
+        """For VAD streams that are only awaitable: in order, one at a time."""
+        while True:
+            await self._vad_wake.wait()
+            self._vad_wake.clear()
+            while self._vad_q:
+                pcm = self._vad_q.popleft()
+                vad = self._vad
+                if vad is None:
+                    self._vad_q.clear()
+                    break
+                try:
+                    p = await vad.probability(pcm)
+                except Exception as exc:
+                    self._vad_broke(exc)
+                    break
+                self._on_vad(p, len(pcm) * 500 // self.sample_rate)
+
+    def _vad_result(self, p: float, ms: int) -> None:
+        if self._vad is not None and not self.closed:
+            self._on_vad(p, ms)
+
+    def _vad_broke(self, exc: BaseException) -> None:
+        """The VAD broke mid-call (a model error, a provider bug): carry on with an energy VAD
+        (no model, cannot fail) so the caller's turns are still heard — a call without any VAD
+        would only ever reach its no-input timeouts."""
+        self.hooks.detector_failed(describe_fault(exc))
+        self._detach_vad()
+        if self._vad_fallback:
+            log.warning("the fallback VAD failed too (%s); no VAD for the rest of the call", exc)
+            return
+        log.warning("VAD failed (%s); using an energy VAD for the rest of the call", exc)
+        self._vad_fallback = True
+        self._attach_vad(EnergyVadStream(FALLBACK_VAD_THRESHOLD))
+
+    # -- the turn rule --------------------------------------------------------------------------
+
+    def _on_vad(self, p: float, ms: int) -> None:
+        hooks = self.hooks
+        signal = self.turns.update(p, ms, playing=hooks.agent_audible())
+        if signal is None:
+            return
+        if signal is TurnSignal.BARGE_IN:
+            if hooks.may_interrupt():
+                hooks.caller_interrupts()
+                self._begin_turn()
+        elif signal is TurnSignal.SPEECH_START:
+            self._begin_turn()
+        else:
+            self._end_of_speech()
+
+    def _begin_turn(self) -> None:
+        if self.turns.in_speech:
+            return
+        self.turns.begin()
+        asr = self._asr
+        if asr is not None and asr.capabilities.speech_onset:
+            # Whisper keeps audio from before the VAD's onset (pre-roll): how much was heard
+            try:
+                asr.speech_started(int(self.turns.speech_ms))
+            except Exception:
+                log.debug("speech_started failed", exc_info=True)
+        self.hooks.caller_started()
+
+    def _end_of_speech(self) -> None:
+        self.turns.end()
+        if self._asr is None:
+            self.hooks.caller_stopped(time.monotonic(), "vad")
+            self.hooks.heard_nothing(timed_out=False)  # nothing can tell us words were said
+            return
+        self.awaiting_final = True
+        self.tasks.spawn(self._flush_asr(self._asr), "asr-flush")
+        self.tasks.timer("asr_final", self.provider_timeout_s, self._asr_timed_out)
+        self.hooks.caller_stopped(time.monotonic(), "vad")
+
+    @property
+    def in_speech(self) -> bool:
+        return self.turns.in_speech
+
+    def words_so_far(self) -> str:
+        """Everything heard in the turn in progress (finals so far + the latest interim)."""
+        return " ".join([*self._final_parts, self._interim]).strip()
+
+    # -- the recogniser -------------------------------------------------------------------------
+
+    async def _flush_asr(self, asr: AsrStream) -> None:
+        try:
+            await asr.flush()
+        except (ProviderError, OSError) as exc:
+            await self._asr_broken(asr, describe_fault(exc))
+
+    def _asr_timed_out(self) -> None:
+        if not self.awaiting_final:
+            return
+        self.awaiting_final = False
+        if self._final_parts:
+            self._emit(1.0)
+            return
+        self.hooks.heard_nothing(timed_out=True)
+
+    async def _read_transcripts(self, stream: AsrStream) -> None:
+        try:
+            async for t in stream.transcripts():
+                if stream is self._asr:
+                    self._on_transcript(t)
+        except (ProviderError, OSError) as exc:
+            await self._asr_broken(stream, describe_fault(exc))
+
+    async def _asr_broken(self, stream: AsrStream, message: str) -> None:
+        """The ASR stream died: tell the owner (the flow's fallback is spoken) and reopen it."""
+        if self.closed or stream is not self._asr:
+            return  # already replaced (a second report of the same fault, or a rate change)
+        self.awaiting_final = False
+        self.tasks.cancel_timer("asr_final")
+        old, self._asr = self._asr, None
+        self.hooks.recogniser_failed(message)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(old.close(), 1.0)
+        self._asr_reopens += 1
+        if self._asr_reopens <= MAX_ASR_REOPENS and not self.closed:
+            await self._open_asr()
+
+    def _on_transcript(self, t: Transcript) -> None:
+        if not t.is_final:
+            if t.text:
+                self._interim = t.text  # what the recogniser thinks it heard so far
+                self.hooks.heard_partial(t.text)
+            return
+        if t.text.strip():
+            self._final_parts.append(t.text.strip())
+        self._interim = ""  # a final covers the interims before it
+        if self.awaiting_final or t.end_of_turn:
+            if t.end_of_turn and not self.awaiting_final:
+                # the provider's endpointing ended the turn before our silence rule did
+                self.turns.end()
+                self.hooks.caller_stopped(time.monotonic(), "recogniser")
+            self.awaiting_final = False
+            self.tasks.cancel_timer("asr_final")
+            self._emit(t.confidence)
+
+    def _emit(self, confidence: float) -> None:
+        text = " ".join(self._final_parts).strip()
+        self._final_parts = []
+        self._interim = ""
+        if text:
+            self.hooks.heard_final(text, confidence)
+        else:
+            self.hooks.heard_nothing(timed_out=False)
+
+    def inject(self, text: str) -> None:
+        """As if the caller said `text` (tests, `POST /calls/{uuid}/inject`): through the ASR
+        stream when it takes injected text, so the whole turn path runs."""
+        asr = self._asr
+        if asr is not None and asr.capabilities.text_injection:
+            asr.inject(text)
+            return
+        self._final_parts.append(text)
+        self.hooks.caller_stopped(time.monotonic(), "injected")
+        self._emit(1.0)

@@ -1,0 +1,160 @@
+"""What a call borrows from the server process, as typed interfaces.
+
+Why interfaces and not the server's `Runtime` itself: the call runner sits below the server
+(docs/design.md), so it names only what it uses — the settings, counters, webhook sender, record
+store, pacing clock, flow choice and transfer path — and `server.runtime.Runtime` satisfies these
+Protocols structurally. A test can build a call from plain stand-ins, and a reader sees at one
+glance everything a call may touch outside itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import MutableMapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from flowagent.asterisk.transfer import TransferResult
+    from flowagent.dialogue.call_record import CallRecord
+    from flowagent.dialogue.events import CallInfo
+    from flowagent.runner.out_stream import Pacer
+    from flowagent.runner.served_flow import FlowEntry
+
+
+@dataclass
+class RuntimeConfig:
+    #: a provider that has not answered within this is treated as failed (fallback within 2 s)
+    provider_timeout_s: float = 1.5
+    #: how long the first frame (the UUID) may take after connecting
+    uuid_timeout_s: float = 5.0
+    #: how long the first audio frame may take after the UUID (it tells the call's sample rate;
+    #: real Asterisk sends it ~0.5 s after the UUID). Nothing is spoken before it arrives.
+    first_audio_timeout_s: float = 3.0
+    #: how long `call_initiated` may delay the start of a call
+    call_initiated_timeout_s: float = 1.0
+    #: longest wait for our last words to play out before a hang-up is forced
+    hangup_grace_s: float = 60.0
+    #: when idle, send one silence frame this often (AudioSocket gives up after 2 s of nothing)
+    keepalive_ms: int = 500
+    #: how long `POST /call` metadata waits for its AudioSocket connection
+    pending_ttl_s: float = 300.0
+    #: finished records kept in memory for `GET /calls/{uuid}` (older ones come from the store)
+    recent_records: int = 1000
+    #: override every flow's providers (e.g. {"asr": {"name": "fake"}}), used by tests/benches
+    provider_overrides: dict[str, Any] = field(default_factory=dict)
+    #: record every call's audio (else only flows with `settings.recording: true`); see
+    #: runner/audio_recording.py. Files: `recordings_dir` (default `recordings/` beside the store)
+    record_audio: bool = False
+    recordings_dir: str = ""
+
+
+class LatencyHistogram(Protocol):
+    def observe(self, value: float) -> None: ...
+
+
+class CallMetrics(Protocol):
+    """The process's counters a call updates (`server.metrics.Metrics`)."""
+
+    active_calls: int
+    calls_total: int
+    turns_total: int
+    barge_ins_total: int
+    frames_sent: int
+    frames_received: int
+    underruns: int
+    @property
+    def outcomes(self) -> MutableMapping[str, int]: ...
+
+    @property
+    def latency(self) -> MutableMapping[str, Any]:
+        """stage -> LatencyHistogram (a defaultdict: any stage name may be used)."""
+
+    def error(self, kind: str) -> None: ...
+
+
+class WebhookSender(Protocol):
+    @property
+    def enabled(self) -> bool: ...
+
+    def emit(self, uuid: str, type_: str, payload: dict[str, Any] | None = None) -> None: ...
+
+    async def call_initiated(self, uuid: str, payload: dict[str, Any]) -> dict[str, Any]: ...
+
+
+class RecordStore(Protocol):
+    @property
+    def path(self) -> Any: ...
+
+    async def save(self, record: dict[str, Any]) -> None: ...
+
+
+class FlowSource(Protocol):
+    """The flows being served and how a call picks one."""
+
+    @property
+    def intent_scorer(self) -> Any:
+        """The offline stack's embedding scorer (embeds a caller's words off the event loop),
+        or None."""
+
+    def pick(self, did: str, override: str = "") -> FlowEntry: ...
+
+
+class TransferPath(Protocol):
+    async def transfer(self, call_uuid: str, channel: str, target: str,
+                       reason: str = "") -> TransferResult: ...
+
+
+class LiveCall(Protocol):
+    """What the control API, the live web view and the transfer routes read of a call in
+    progress (both call kinds implement it)."""
+
+    uuid: str
+    state: str
+    transfer_target: str
+    record: CallRecord | None
+    turns: list[dict[str, Any]]
+
+    @property
+    def entry(self) -> FlowEntry | None: ...
+
+    @property
+    def info(self) -> CallInfo | None: ...
+
+    def live_dict(self) -> dict[str, Any]: ...
+
+    def inject_text(self, text: str) -> None: ...
+
+    def inject_dtmf(self, digit: str) -> None: ...
+
+
+class CallServices(Protocol):
+    """Everything a call uses from the process (`server.runtime.Runtime`)."""
+
+    @property
+    def config(self) -> RuntimeConfig: ...
+
+    @property
+    def metrics(self) -> CallMetrics: ...
+
+    @property
+    def webhooks(self) -> WebhookSender: ...
+
+    @property
+    def store(self) -> RecordStore: ...
+
+    @property
+    def flows(self) -> FlowSource: ...
+
+    @property
+    def player(self) -> Pacer: ...
+
+    @property
+    def transferer(self) -> TransferPath | None: ...
+
+    @property
+    def sessions(self) -> MutableMapping[str, Any]:
+        """uuid -> `LiveCall` of every call in progress."""
+
+    def take_pending(self, uuid: str) -> dict[str, Any] | None: ...
+
+    def remember(self, record: dict[str, Any]) -> None: ...
