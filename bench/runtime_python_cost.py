@@ -4,11 +4,12 @@
 
 Why: on the shared 2-core machine the capacity benchmark (bench/runtime_load.py) mixes our
 Python with kernel socket costs, the load generator and other people's jobs, so its CPU figures
-move by ±50% run to run. This runs N real calls (`CallLine` + `run_call`) and the real `Player`
-in one process with fake transports (a write is a counter increment) and feeds each call one
-20 ms frame every 20 ms — silence with 300 ms of tone every 3 s, so the VAD runs on every frame and every call
-takes a turn every 3 s, as in the capacity run — and reports the process CPU time per
-call-frame (one frame in, one out). That is the part of the cost our code controls.
+move by ±50% run to run. This runs N real calls (`CallLine` + `run_call`) and the real
+`Player` in one process with fake transports (a write is a counter increment) and feeds each
+call one 20 ms frame every 20 ms — silence with 300 ms of tone every 3 s, so the VAD runs on
+every frame and every call takes a turn every 3 s, as in the capacity run — and reports the
+process CPU time per call-frame (one frame in, one out). That is the part of the cost our code
+controls.
 """
 
 from __future__ import annotations
