@@ -117,7 +117,3 @@ def render(part: str, settings: AsteriskSettings | None = None) -> str:
     values = (settings or AsteriskSettings()).values()
     return _ENV.from_string(template_text(filename)).render(**values)
 
-
-def render_all(settings: AsteriskSettings | None = None) -> dict[str, str]:
-    """Every part, in the order an admin applies them."""
-    return {part: render(part, settings) for part in ALL_PARTS}

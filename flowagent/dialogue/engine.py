@@ -76,6 +76,7 @@ from flowagent.dialogue.events import (
     UserPartial,
     UserUtterance,
 )
+from flowagent.dialogue.llm_tools import BUILTIN_TOOL_SPECS
 from flowagent.flow.compiler import (
     CompiledFlow,
     Handler,
@@ -1277,18 +1278,8 @@ class Engine:
         assert st is not None and st.llm is not None
         specs = []
         for name in st.llm.tools:
-            if name == "transfer":
-                specs.append(LlmToolSpec("transfer", "Transfer the caller to a person.", {
-                    "type": "object",
-                    "properties": {"reason": {"type": "string"}},
-                }))
-            elif name == "hangup":
-                specs.append(LlmToolSpec("hangup", "End the call after saying goodbye.",
-                                         {"type": "object", "properties": {}}))
-            elif name == "send_dtmf":
-                specs.append(LlmToolSpec("send_dtmf", "Send keypad tones.", {
-                    "type": "object", "properties": {"digits": {"type": "string"}},
-                    "required": ["digits"]}))
+            if name in BUILTIN_TOOL_SPECS:
+                specs.append(BUILTIN_TOOL_SPECS[name])
             elif name in self.flow.tools:
                 tool = self.flow.tools[name]
                 props = {a.name: {"type": nlu.json_type(a.type), "description": a.description}

@@ -35,6 +35,7 @@ from flowagent.dialogue.actions import Action, CallTool
 from flowagent.dialogue.call_record import CallRecord, ToolCallRecord, redact_request
 from flowagent.dialogue.engine import _DEFAULT_ERROR, _DEFAULT_MAX_DURATION, _render_body
 from flowagent.dialogue.events import CallInfo, Hangup, ToolResult
+from flowagent.dialogue.llm_tools import BUILTIN_TOOL_SPECS
 from flowagent.flow.compiler import BUILTIN_TOOLS, CompiledFlow, Handler, StateDef, ToolDef
 from flowagent.providers.base import LlmToolCall, LlmToolSpec
 
@@ -286,16 +287,8 @@ class StsDialogue:
     def tool_specs(self) -> tuple[LlmToolSpec, ...]:
         specs: list[LlmToolSpec] = []
         for name in self.offered_tools():
-            if name == "transfer":
-                specs.append(LlmToolSpec("transfer", "Transfer the caller to a person.", {
-                    "type": "object", "properties": {"reason": {"type": "string"}}}))
-            elif name == "hangup":
-                specs.append(LlmToolSpec("hangup", "End the call after saying goodbye.",
-                                         {"type": "object", "properties": {}}))
-            elif name == "send_dtmf":
-                specs.append(LlmToolSpec("send_dtmf", "Send keypad tones.", {
-                    "type": "object", "properties": {"digits": {"type": "string"}},
-                    "required": ["digits"]}))
+            if name in BUILTIN_TOOL_SPECS:
+                specs.append(BUILTIN_TOOL_SPECS[name])
             elif name in self.flow.tools:
                 tool = self.flow.tools[name]
                 props: dict[str, Any] = {}

@@ -45,7 +45,7 @@ import inspect
 import json
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,10 +69,6 @@ def register_tool(name: str) -> Callable[[PythonTool], PythonTool]:
         return func
 
     return deco
-
-
-def registered_tools() -> Mapping[str, PythonTool]:
-    return dict(_REGISTRY)
 
 
 def resolve_python_tool(ref: str) -> PythonTool:
