@@ -109,13 +109,14 @@ async def serve(flow: Path, keepalive_ms: int) -> None:
             "cpu_s": time.process_time(),
             "now": time.monotonic(),
             "frames_in": r.metrics.frames_received
-            + sum(s.frames_in for s in list(r.sessions.values())),
+            + sum(s.line.frames_in for s in list(r.sessions.values())),
             "active": len(r.sessions),
             "streams": r.player.active,
             "barge_ins": r.metrics.barge_ins_total,
             "errors": dict(r.metrics.errors),
             "underruns": r.metrics.underruns + sum(
-                s._out.underruns for s in list(r.sessions.values()) if s._out is not None),
+                s.line.out.underruns for s in list(r.sessions.values())
+                if s.line.out is not None),
             # which media path ran (FLOWAGENT_MEDIA) and whether its thread got real-time
             "backend": getattr(r.player, "backend", "python"),
             "realtime": (r.player._engine.stats()["realtime"]

@@ -150,12 +150,7 @@ class FlowSet:
         path = path.resolve()
         try:
             mtime = path.stat().st_mtime
-            try:
-                compiled = load_flow(path)
-            except ModuleNotFoundError as exc:  # the validator is not installed in this tree
-                if "validate" not in str(exc):
-                    raise
-                compiled = _compile_unvalidated(path)
+            compiled = load_flow(path)
         except FlowInvalid as exc:
             raise FlowLoadError(f"{exc}") from exc
         except OSError as exc:
@@ -261,7 +256,7 @@ def _add_scorer(compiled: CompiledFlow, scorer: Any) -> None:
     embedding its examples: the engine stays pure and synchronous, and a call's first turn pays
     nothing for the flow's examples."""
     matcher = compiled.matcher
-    if scorer is None or matcher is None or not hasattr(matcher, "add_scorer"):
+    if scorer is None or matcher is None:
         return
     try:
         scorer.prepare({k: list(v) for k, v in compiled.intents.items()})
@@ -296,22 +291,6 @@ def _warm_up(compiled: CompiledFlow) -> None:
         engine.handle(DtmfDigit("1"))
     except Exception:  # warm-up is best effort; a real call reports real problems
         log.debug("engine warm-up failed", exc_info=True)
-
-
-def _compile_unvalidated(path: Path) -> CompiledFlow:
-    from flowagent.flow import envrefs
-    from flowagent.flow.compiler import compile_flow
-    from flowagent.flow.loader import FlowYamlError, load_file
-
-    try:
-        loaded = load_file(path)
-    except FlowYamlError as exc:
-        raise FlowLoadError(f"{path}:{exc.line}:{exc.column}: {exc.message}") from exc
-    expand = getattr(envrefs, "expand", None) or envrefs.expand_tree
-    try:
-        return compile_flow(expand(loaded.data), path=str(path))
-    except Exception as exc:
-        raise FlowLoadError(f"{path}: the flow cannot be compiled: {exc}") from exc
 
 
 def _maybe_routes(path: Path) -> dict[str, Any] | None:

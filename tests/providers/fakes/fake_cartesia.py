@@ -39,6 +39,7 @@ class FakeCartesia(FakeWsServer):
         self.first_audio_s = first_audio_s
         self.chunk_s = chunk_s
         self.cancelled: set[str] = set()
+        self.voiced: set[str] = set()  # contexts whose first audio has been sent
         self.done_contexts: list[str] = []
         self.transcripts: dict[str, list[str]] = {}
 
@@ -100,7 +101,11 @@ class FakeCartesia(FakeWsServer):
         for i in range(0, len(pcm), step):
             if ctx in self.cancelled:
                 return
-            await self.sleep(self.first_audio_s if first else self.chunk_s)
+            # the service's first-audio latency is paid once per context: continued input
+            # is voiced as it arrives
+            opened = first and ctx not in self.voiced
+            self.voiced.add(ctx)
+            await self.sleep(self.first_audio_s if opened else self.chunk_s)
             if ctx in self.cancelled:
                 return
             data = ("%%%not-base64" if self.fault == "bad_audio"
