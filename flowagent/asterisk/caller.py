@@ -50,7 +50,8 @@ class CallerStats:
 
 class AudioSocketCaller:
     def __init__(self, host: str, port: int, *, call_uuid: str | None = None,
-                 sample_rate: int = 8000, keep_frames: bool = True) -> None:
+                 sample_rate: int = 8000, keep_frames: bool = True,
+                 first_audio_after_s: float = 0.02) -> None:
         self.host = host
         self.port = port
         self.uuid = call_uuid or str(uuidlib.uuid4())
@@ -58,6 +59,9 @@ class AudioSocketCaller:
         self.kind = KIND_FOR_RATE[sample_rate]
         self.frame_bytes = audio.frame_bytes(sample_rate)
         self.keep_frames = keep_frames
+        #: real Asterisk sends the first audio frame ~0.5 s after the UUID frame (measured, app
+        #: and channel driver alike); the default is one frame time
+        self.first_audio_after_s = first_audio_after_s
         self.stats = CallerStats()
         self.agent_audio = bytearray()  # everything the agent sent, silence included
         self.closed = asyncio.Event()
@@ -104,6 +108,13 @@ class AudioSocketCaller:
         closed.cancel()
         drained.cancel()
 
+    def switch_rate(self, sample_rate: int) -> None:
+        """Send audio at another rate from the next frame on (a codec change mid-call)."""
+        self.sample_rate = sample_rate
+        self.kind = KIND_FOR_RATE[sample_rate]
+        self.frame_bytes = audio.frame_bytes(sample_rate)
+        self._outq.clear()
+
     def send_dtmf(self, digit: str) -> None:
         if self._writer is not None and not self.closed.is_set():
             self._writer.write(encode_dtmf(digit))
@@ -132,8 +143,7 @@ class AudioSocketCaller:
     async def _send_loop(self) -> None:
         assert self._writer is not None
         frame_s = 0.02
-        silence = encode(self.kind, bytes(self.frame_bytes))
-        t0 = time.monotonic()
+        t0 = time.monotonic() + max(0.0, self.first_audio_after_s - frame_s)
         n = 0
         writer = self._writer
         while not self.closed.is_set():
@@ -151,7 +161,7 @@ class AudioSocketCaller:
                 if not self._outq:
                     self._drained.set()
             else:
-                writer.write(silence)
+                writer.write(encode(self.kind, bytes(self.frame_bytes)))
 
     async def _recv_loop(self) -> None:
         assert self._reader is not None

@@ -212,6 +212,8 @@ class CallLifecycle:
         outcome = {"caller": "hangup_by_caller", "error": "error"}.get(self.hangup_by,
                                                                      "completed")
         rec.finish(outcome, self.end_reason)
+        if not rec.end_reason:  # the engine knew the outcome (a hang-up), we know why
+            rec.end_reason = self.end_reason
         # the call lasted from the socket's opening to its closing, whatever the flow did
         rec.started_at = self.started_at
         rec.ended_at = ended_at

@@ -278,7 +278,11 @@ class PipelineCall:
         self.post(ev.DtmfDigit(digit, at=self.life.now()))
 
     def on_rate_change(self, sample_rate: int) -> None:
+        """The caller's audio changed rate mid-call: the line follows it; we hear again and
+        say again what had not been heard in full, at the new rate."""
         self.tasks.spawn(self.listener.change_rate(sample_rate), "rate-change")
+        for reply in self.speaker.restart_at_new_rate().replies:
+            self.post(reply)
 
     def on_line_ended(self, by: str, reason: str) -> None:
         self.life.ended_by(by, reason)

@@ -96,6 +96,8 @@ class Speaker:
         self.provider_timeout_s = provider_timeout_s
         #: the utterances not yet finished on the line, by say_id
         self.utterances: dict[int, Utterance] = {}
+        #: the `Say` behind each unfinished utterance (made again after a rate change)
+        self._says: dict[int, Say] = {}
         #: speaking LLM requests whose `LlmResult` is not sent yet: request_id -> (say_id, text)
         self.open_replies: dict[int, tuple[int, list[str]]] = {}
         self._jobs: deque[Job] = deque()
@@ -129,6 +131,7 @@ class Speaker:
     def say(self, say: Say) -> None:
         info = Utterance(say.say_id, say.text, say.interruptible, say.expect_reply)
         self.utterances[say.say_id] = info
+        self._says[say.say_id] = say
         if say.static and self.queue_empty:
             pcm = self.entry.prompt_cache.get(self._key(say.text))
             if pcm is not None:  # cached prompt: audio starts on the next tick
@@ -186,6 +189,19 @@ class Speaker:
 
     def utterance_done(self, say_id: int) -> None:
         self.utterances.pop(say_id, None)
+        self._says.pop(say_id, None)
+
+    def restart_at_new_rate(self) -> Interruption:
+        """The call's rate changed and the line dropped what it had queued at the old rate:
+        every `Say` not yet finished is made again at the new rate, from its start, in order;
+        LLM replies in flight end where they were (their requests complete with what was heard,
+        as after an interruption)."""
+        again = [self._says[sid] for sid in sorted(self._says) if sid in self.utterances]
+        cut = self.stop_audio()
+        self.on_interruption(cut)
+        for say in again:
+            self.say(say)
+        return cut
 
     def _key(self, text: str) -> tuple[str, int, str]:
         tts = self.entry.providers.tts
@@ -506,6 +522,7 @@ class Speaker:
         for t in list(self._reply_audio):
             t.cancel()
         self.utterances.clear()
+        self._says.clear()
         self._synthesising = False
 
 
