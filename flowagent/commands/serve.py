@@ -403,6 +403,12 @@ def _web_ui(rt: object) -> dict:
         return {}
 
 
+def audiosocket_line(host: str, port: int) -> str:
+    """The one dialplan line that sends a call to this server. `${UUID()}` is Asterisk's UUID
+    function; `${UUID}` would be an unset variable, and AudioSocket() hangs up without one."""
+    return f"same => n,AudioSocket(${{UUID()}},{host}:{port})"
+
+
 def _summary(con: Console, rt: object, as_addr: tuple[str, int], http_addr: tuple[str, int],
              db: Path, token: str, generated: bool, subapps: dict) -> None:
     from flowagent.server.runtime import Runtime
@@ -428,5 +434,5 @@ def _summary(con: Console, rt: object, as_addr: tuple[str, int], http_addr: tupl
     con.print(f"Call records: {db}   Webhooks: {rt.webhooks.config.url or 'off'}")
     if generated:
         con.print(f"API token (set FLOWAGENT_API_TOKEN to choose one): [bold]{token}[/bold]")
-    con.print("Dialplan: same => n,AudioSocket(${UUID},"
-              f"{as_addr[0]}:{as_addr[1]})   Ctrl-C or SIGTERM drains and stops.")
+    con.print(f"Dialplan: {audiosocket_line(as_addr[0], as_addr[1])}   "
+              "Ctrl-C or SIGTERM drains and stops.", markup=False, highlight=False)

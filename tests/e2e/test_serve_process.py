@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 
 import aiohttp
+import dialplan_eval
 from e2e_proc import TOKEN, run_cli, start_serve, subprocess_env
 
 from flowagent.asterisk.caller import AudioSocketCaller
@@ -158,3 +159,20 @@ async def test_serve_with_ami_redirects_a_transferred_call(tmp_path: Path) -> No
             assert await served.stop() == 0
         assert fake.redirects == [(channel, "flowagent-transfer", "6001", "1")]
         assert rec["transfer_target"] == "6001"
+
+
+async def test_the_banners_dialplan_line_works_as_asterisk_reads_it(tmp_path: Path) -> None:
+    """The line `serve` prints to paste into extensions.conf must give AudioSocket() a real
+    UUID (Asterisk hangs up with "UUID is required" otherwise) and this server's address."""
+    served = await start_serve(FLOWS / "static_prompts.yaml", tmp_path, env=subprocess_env())
+    try:
+        await _wait_log(served, "Dialplan:")
+    finally:
+        assert await served.stop() == 0
+    line = next(ln for ln in served.log().splitlines() if ln.startswith("Dialplan:"))
+    line = line.removeprefix("Dialplan:").split("   ")[0].strip()
+    app, args = dialplan_eval.application(line)
+    assert app == "AudioSocket"
+    call_id = dialplan_eval.substitute(args[0])
+    assert str(uuid.UUID(call_id)) == call_id, f"{args[0]} gives {call_id!r}, not a UUID"
+    assert dialplan_eval.substitute(args[1]) == served.audiosocket
