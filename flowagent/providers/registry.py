@@ -119,6 +119,7 @@ _SPECS: list[ProviderSpec] = [
                  {"api_key": "string", "voice_id": "string", "model_id": "string",
                   "language": "string", "version": "string", "url": "string",
                   "max_buffer_delay_ms": "integer", "speed": "string",
+                  "flush_after_s": "number", "context_reuse_s": "number",
                   "connect_timeout_s": "number", "first_audio_timeout_s": "number",
                   "idle_timeout_s": "number"},
                  "Cartesia Sonic over WebSocket, native 8 kHz PCM, continuations.",
