@@ -128,6 +128,7 @@ _SPECS: list[ProviderSpec] = [
                  {"api_key": "string", "voice_id": "string", "model_id": "string",
                   "output_format": "string", "stability": "number", "similarity_boost": "number",
                   "speed": "number", "chunk_length_schedule": "array", "url": "string",
+                  "keepalive_s": "number",
                   "connect_timeout_s": "number", "first_audio_timeout_s": "number",
                   "idle_timeout_s": "number"},
                  "ElevenLabs stream-input WebSocket (ulaw_8000 or pcm_*).",
