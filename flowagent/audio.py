@@ -55,7 +55,8 @@ def _ulaw_encode_table() -> np.ndarray:
     mag = np.minimum(np.abs(samples), _ULAW_CLIP) + _ULAW_BIAS
     exponent = np.clip(np.floor(np.log2(mag)).astype(np.int32) - 7, 0, 7)
     mantissa = (mag >> (exponent + 3)) & 0x0F
-    return (~(sign | (exponent << 4) | mantissa) & 0xFF).astype(np.uint8)
+    table: np.ndarray = (~(sign | (exponent << 4) | mantissa) & 0xFF).astype(np.uint8)
+    return table
 
 
 def _alaw_decode_table() -> np.ndarray:
@@ -76,7 +77,8 @@ def _alaw_encode_table() -> np.ndarray:
     exponent = np.where(mag < 32, 0, np.floor(np.log2(np.maximum(mag, 1))).astype(np.int32) - 4)
     exponent = np.clip(exponent, 0, 7)
     mantissa = np.where(exponent == 0, mag >> 1, mag >> exponent) & 0x0F
-    return ((sign | (exponent << 4) | mantissa) ^ 0x55).astype(np.uint8)
+    table: np.ndarray = ((sign | (exponent << 4) | mantissa) ^ 0x55).astype(np.uint8)
+    return table
 
 
 _ULAW_DECODE = _ulaw_decode_table()
