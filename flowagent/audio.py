@@ -34,6 +34,97 @@ SAMPLE_WIDTH = 2
 FADE_MS = 5
 
 
+# ---------------------------------------------------------------------------------------------
+# G.711 μ-law and A-law (ITU-T G.711): numpy lookup tables. `audioop` did this until Python 3.13
+# removed it; a 256-entry decode table and a 65536-entry encode table are exact and one numpy
+# gather per frame. Cloud TTS (`ulaw_8000`, `audio/pcmu`) and Asterisk's chan_websocket
+# (`ulaw`/`alaw` media) use them.
+# ---------------------------------------------------------------------------------------------
+
+_ULAW_BIAS = 0x84
+_ULAW_CLIP = 32635
+
+
+def _ulaw_decode_table() -> np.ndarray:
+    u = ~np.arange(256, dtype=np.int32) & 0xFF
+    sign = u & 0x80
+    exponent = (u >> 4) & 0x07
+    mantissa = u & 0x0F
+    sample = (((mantissa << 3) + _ULAW_BIAS) << exponent) - _ULAW_BIAS
+    return np.where(sign != 0, -sample, sample).astype(np.int16)
+
+
+def _ulaw_encode_table() -> np.ndarray:
+    """Indexed by sample + 32768."""
+    samples = np.arange(-32768, 32768, dtype=np.int32)
+    sign = np.where(samples < 0, 0x80, 0)
+    mag = np.minimum(np.abs(samples), _ULAW_CLIP) + _ULAW_BIAS
+    exponent = np.clip(np.floor(np.log2(mag)).astype(np.int32) - 7, 0, 7)
+    mantissa = (mag >> (exponent + 3)) & 0x0F
+    table: np.ndarray = (~(sign | (exponent << 4) | mantissa) & 0xFF).astype(np.uint8)
+    return table
+
+
+def _alaw_decode_table() -> np.ndarray:
+    a = np.arange(256, dtype=np.int32) ^ 0x55
+    sign = a & 0x80
+    exponent = (a >> 4) & 0x07
+    mantissa = a & 0x0F
+    sample = np.where(exponent == 0, (mantissa << 4) + 8,
+                      ((mantissa << 4) + 0x108) << np.maximum(exponent - 1, 0))
+    return np.where(sign != 0, sample, -sample).astype(np.int16)
+
+
+def _alaw_encode_table() -> np.ndarray:
+    """Indexed by sample + 32768 (13-bit A-law: the low 3 bits of s16 are dropped)."""
+    samples = np.arange(-32768, 32768, dtype=np.int32)
+    sign = np.where(samples >= 0, 0x80, 0)
+    mag = np.where(samples >= 0, samples, -samples - 1) >> 3  # 0..4095
+    exponent = np.where(mag < 32, 0, np.floor(np.log2(np.maximum(mag, 1))).astype(np.int32) - 4)
+    exponent = np.clip(exponent, 0, 7)
+    mantissa = np.where(exponent == 0, mag >> 1, mag >> exponent) & 0x0F
+    table: np.ndarray = ((sign | (exponent << 4) | mantissa) ^ 0x55).astype(np.uint8)
+    return table
+
+
+_ULAW_DECODE = _ulaw_decode_table()
+_ULAW_ENCODE = _ulaw_encode_table()
+_ALAW_DECODE = _alaw_decode_table()
+_ALAW_ENCODE = _alaw_encode_table()
+
+
+def ulaw_to_pcm(data: bytes) -> bytes:
+    """G.711 μ-law bytes -> s16le PCM (same sample rate)."""
+    if not data:
+        return b""
+    return _ULAW_DECODE[np.frombuffer(data, dtype=np.uint8)].astype("<i2").tobytes()
+
+
+def pcm_to_ulaw(pcm: bytes) -> bytes:
+    """s16le PCM -> G.711 μ-law bytes (a trailing odd byte is dropped)."""
+    n = len(pcm) // 2 * 2
+    if not n:
+        return b""
+    samples = np.frombuffer(pcm[:n], dtype="<i2").astype(np.int32)
+    return _ULAW_ENCODE[samples + 32768].tobytes()
+
+
+def alaw_to_pcm(data: bytes) -> bytes:
+    """G.711 A-law bytes -> s16le PCM (same sample rate)."""
+    if not data:
+        return b""
+    return _ALAW_DECODE[np.frombuffer(data, dtype=np.uint8)].astype("<i2").tobytes()
+
+
+def pcm_to_alaw(pcm: bytes) -> bytes:
+    """s16le PCM -> G.711 A-law bytes (a trailing odd byte is dropped)."""
+    n = len(pcm) // 2 * 2
+    if not n:
+        return b""
+    samples = np.frombuffer(pcm[:n], dtype="<i2").astype(np.int32)
+    return _ALAW_ENCODE[samples + 32768].tobytes()
+
+
 def frame_bytes(sample_rate: int, ms: int = 20) -> int:
     """Bytes in `ms` of s16 mono audio (320 for 20 ms at 8 kHz)."""
     return sample_rate * ms // 1000 * SAMPLE_WIDTH

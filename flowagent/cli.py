@@ -185,18 +185,22 @@ def asterisk_config(
     did: str = typer.Option("_X.", help="Number (or pattern) that reaches the agent."),
     flow: str = typer.Option("removals", help="Flow name for this number."),
     part: str = typer.Option(
-        "all", help="all, modules, extensions, agi, agi-script, wideband, manager, systemd"
+        "all", help="all, websocket (chan_websocket: modules, chan_websocket.conf, "
+        "websocket_client.conf, dialplan), modules, extensions, agi, agi-script, wideband, "
+        "manager, systemd, websocket-modules, websocket-channel, websocket-client, "
+        "websocket-dialplan"
     ),
     http_host: str = typer.Option("", help="Control API host as Asterisk reaches it "
                                   "(default: --host)."),
     fallback: str = typer.Option("100", help="Extension callers reach when flowagent is down."),
+    ws_port: int = typer.Option(9098, help="chan_websocket listener port (--part websocket)."),
 ) -> None:
     """Print the Asterisk configuration snippets with your values filled in."""
     from flowagent.commands import asterisk as cmd
 
     raise typer.Exit(
         cmd.run(host=host, port=port, http_port=http_port, did=did, flow=flow, part=part,
-                http_host=http_host, fallback=fallback)
+                http_host=http_host, fallback=fallback, ws_port=ws_port)
     )
 
 

@@ -16,6 +16,8 @@ from importlib import resources
 
 import jinja2
 
+from flowagent.asterisk.chan_websocket import DEFAULT_PATH
+
 #: part name -> (template file, what it is, where it goes)
 PARTS: dict[str, tuple[str, str, str]] = {
     "modules": ("modules.conf", "ini", "/etc/asterisk/modules.conf"),
@@ -25,9 +27,31 @@ PARTS: dict[str, tuple[str, str, str]] = {
     "wideband": ("extensions_wideband.conf", "ini", "/etc/asterisk/extensions.conf"),
     "manager": ("manager.conf", "ini", "/etc/asterisk/manager.conf"),
     "systemd": ("flowagent.service", "ini", "/etc/systemd/system/flowagent.service"),
+    # the chan_websocket transport (Asterisk 20.18+ / 22.8+): modules, its two config files and
+    # the dialplan context
+    "websocket-modules": ("websocket_modules.conf", "ini", "/etc/asterisk/modules.conf"),
+    "websocket-channel": ("chan_websocket.conf", "ini", "/etc/asterisk/chan_websocket.conf"),
+    "websocket-client": ("websocket_client.conf", "ini", "/etc/asterisk/websocket_client.conf"),
+    "websocket-dialplan": ("extensions_websocket.conf", "ini", "/etc/asterisk/extensions.conf"),
 }
-#: what `--part all` prints, in the order an admin applies them
+#: what `--part all` prints, in the order an admin applies them (the AudioSocket set-up)
 ALL_PARTS = ("modules", "extensions", "agi", "agi-script", "wideband", "manager", "systemd")
+#: names that print several parts: `--part websocket` is everything chan_websocket needs
+GROUPS: dict[str, tuple[str, ...]] = {
+    "all": ALL_PARTS,
+    "websocket": ("websocket-modules", "websocket-channel", "websocket-client",
+                  "websocket-dialplan"),
+}
+
+
+def expand(part: str) -> tuple[str, ...]:
+    """The parts a `--part` name stands for."""
+    if part in GROUPS:
+        return GROUPS[part]
+    if part in PARTS:
+        return (part,)
+    raise ValueError(f"Unknown part {part!r}; choose one of: {', '.join(GROUPS)}, "
+                     f"{', '.join(PARTS)}.")
 
 _HOST = re.compile(r"^[A-Za-z0-9.\-]+$|^\[[0-9A-Fa-f:]+\]$")
 _DID = re.compile(r"^_?[A-Za-z0-9+*#.!\[\]\-]+$")
@@ -43,6 +67,7 @@ class AsteriskSettings:
 
     host: str = "127.0.0.1"  # AudioSocket host as Asterisk reaches it
     port: int = 9099  # AudioSocket port
+    ws_port: int = 9098  # chan_websocket listener port (on `host`)
     http_host: str = ""  # control API host as Asterisk reaches it (default: `host`)
     http_port: int = 8080
     did: str = "_X."  # number or pattern that reaches the agent
@@ -80,12 +105,15 @@ class AsteriskSettings:
                     f"{key} {v[key]!r} cannot go into an Asterisk/systemd file; use letters, "
                     "digits and . - _ only."
                 )
-        for key in ("port", "http_port", "ami_port"):
+        for key in ("port", "ws_port", "http_port", "ami_port"):
             if not 0 < int(v[key]) < 65536:  # type: ignore[call-overload]
                 raise ValueError(f"{key} must be a TCP port between 1 and 65535, not {v[key]}.")
         if not all(_PATH.match(p) for p in self.flows.split()):
             raise ValueError(f"flows {self.flows!r} must be absolute paths separated by spaces.")
         v["audiosocket_bind"] = f"{_bind_host(self.host)}:{self.port}"
+        v["ws_host"] = self.host
+        v["ws_bind"] = f"{_bind_host(self.host)}:{self.ws_port}"
+        v["ws_path"] = DEFAULT_PATH
         v["http_bind"] = f"{_bind_host(v['http_host'])}:{self.http_port}"  # type: ignore[arg-type]
         return v
 
@@ -112,7 +140,8 @@ _ENV = jinja2.Environment(
 def render(part: str, settings: AsteriskSettings | None = None) -> str:
     """One part (see `PARTS`) with the settings filled in."""
     if part not in PARTS:
-        raise ValueError(f"Unknown part {part!r}; choose one of: all, {', '.join(PARTS)}.")
+        expand(part)  # raises the plain "unknown part" sentence
+        raise ValueError(f"{part!r} names several parts; render each of {expand(part)}.")
     filename = PARTS[part][0]
     values = (settings or AsteriskSettings()).values()
     return _ENV.from_string(template_text(filename)).render(**values)

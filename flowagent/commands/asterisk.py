@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from flowagent.asterisk.config import ALL_PARTS, PARTS, AsteriskSettings, render
+from flowagent.asterisk.config import PARTS, AsteriskSettings, expand, render
 
 
 def run(
@@ -21,14 +21,14 @@ def run(
     part: str = "all",
     http_host: str = "",
     fallback: str = "100",
+    ws_port: int = 9098,
 ) -> int:
     settings = AsteriskSettings(
         host=host, port=port, http_port=http_port, http_host=http_host, did=did, flow=flow,
-        fallback=fallback,
+        fallback=fallback, ws_port=ws_port,
     )
-    parts = list(ALL_PARTS) if part == "all" else [part]
     try:
-        texts = [(p, render(p, settings)) for p in parts]
+        texts = [(p, render(p, settings)) for p in expand(part)]
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -44,6 +44,7 @@ from flowagent.providers.cloudutil import (
     post_stream,
     sse_events,
 )
+from flowagent.providers.llm_history import paired
 from flowagent.providers.openai_chat import SessionHolder
 
 PROVIDER = "Anthropic"
@@ -176,23 +177,39 @@ def _finish(stop_reason: str) -> str:
             "stop_sequence": "stop"}.get(stop_reason, stop_reason or "stop")
 
 
+#: the caller-side opening turn when the history has none (the LLM speaks first on entering an
+#: `llm:` state, or the agent greeted before the caller said anything): Anthropic requires the
+#: first message to be a user message, and at least one message
+CALL_OPENED = "(The caller is on the line and has not said anything yet.)"
+
+
 def to_anthropic_messages(
     messages: tuple[LlmMessage, ...],
 ) -> tuple[str, list[dict[str, Any]]]:
-    """System text separate; consecutive same-role turns merged (tool results are user turns)."""
+    """System text separate, and messages the Messages API accepts.
+
+    The rules (https://docs.anthropic.com/en/api/messages and the tool-use guide; each breach is
+    an HTTP 400 `invalid_request_error`): at least one message; the first one from the user;
+    roles only user/assistant (consecutive same-role turns are merged here, as the API would);
+    no empty content and no whitespace-only text block; every `tool_use` answered by a
+    `tool_result` in the very next (user) message, results first in that message; no result
+    without its call; a final assistant turn may not end in whitespace.
+    """
     system: list[str] = []
     out: list[dict[str, Any]] = []
-    for m in messages:
+    for m in paired(messages):
         if m.role == "system":
-            system.append(m.content)
+            if m.content.strip():
+                system.append(m.content)
             continue
         if m.role == "tool":
             role = "user"
             blocks: list[dict[str, Any]] = [
-                {"type": "tool_result", "tool_use_id": m.tool_call_id, "content": m.content}]
+                {"type": "tool_result", "tool_use_id": m.tool_call_id,
+                 "content": m.content if m.content.strip() else "(empty)"}]
         else:
             role = "assistant" if m.role == "assistant" else "user"
-            blocks = [{"type": "text", "text": m.content}] if m.content else []
+            blocks = [{"type": "text", "text": m.content}] if m.content.strip() else []
             for c in m.tool_calls:
                 blocks.append({"type": "tool_use", "id": c.id, "name": c.name,
                                "input": c.arguments})
@@ -202,4 +219,12 @@ def to_anthropic_messages(
             out[-1]["content"].extend(blocks)
         else:
             out.append({"role": role, "content": blocks})
+    if not out or out[0]["role"] != "user":
+        out.insert(0, {"role": "user", "content": [{"type": "text", "text": CALL_OPENED}]})
+    for msg in out:  # tool results before any text in the same user turn
+        if msg["role"] == "user":
+            msg["content"].sort(key=lambda b: b["type"] != "tool_result")
+    last = out[-1]
+    if last["role"] == "assistant" and last["content"][-1]["type"] == "text":
+        last["content"][-1]["text"] = last["content"][-1]["text"].rstrip()
     return "\n\n".join(system), out

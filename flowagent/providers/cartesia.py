@@ -17,6 +17,15 @@ Wire protocol followed:
   prosody; a last message with `continue: false` (empty transcript allowed) ends it; a new context
   per turn, and `cancel` on interruption. One socket multiplexes many contexts.
 
+Context lifetime (https://docs.cartesia.ai/use-the-api/tts-websocket/contexts): "Contexts
+automatically expire 1 second after the last audio output is streamed out" and input after that
+is not supported. An LLM that pauses (a tool call, a slow token) would otherwise lose the rest of
+its reply. So when streamed text pauses for `flush_after_s` we send a flush (`flush: true`,
+empty transcript, https://docs.cartesia.ai/use-the-api/tts-websocket/context-flushing-and-flush-i-ds);
+its `flush_done` says all audio is out, and text arriving more than `context_reuse_s` later goes
+on a new context (no audio of the old one can interleave: it was all out). A context that ended
+on its own (`done` without our closing input) is never used again.
+
 We keep one socket per provider instance (no TLS handshake per utterance) and route messages to
 each utterance by `context_id`. A dropped socket fails the utterances in flight; the next one
 reconnects.
@@ -33,6 +42,7 @@ import base64
 import binascii
 import contextlib
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -69,9 +79,43 @@ class CartesiaOptions:
     connect_timeout_s: float = 5.0
     first_audio_timeout_s: float = 5.0
     idle_timeout_s: float = 5.0
+    #: a pause this long in streamed text makes us flush the context (Cartesia then says when
+    #: all its audio is out, which starts its 1 s expiry)
+    flush_after_s: float = 0.2
+    #: a flushed context stays in use this long after its `flush_done`; later text starts a new
+    #: context (Cartesia expires one 1 s after its last audio; the rest is network margin)
+    context_reuse_s: float = 0.4
 
 
-_DONE = object()
+_DONE = object()  # the sender ended the input on the utterance's last context
+_ALL_OUT = object()  # the sender finished and nothing is left to hear (no context to end)
+
+
+@dataclass(slots=True)
+class _Context:
+    """One Cartesia context of an utterance, as last heard from the server (the reader task
+    updates it the moment a message arrives, so timing is the server's, not the consumer's)."""
+
+    id: str
+    queue: asyncio.Queue[Any]
+    ended: bool = False  # `done` came: finished, expired, or failed
+    sent_since_flush: bool = False
+    flushes_out: int = 0
+    quiet_since: float | None = None  # when `flush_done` said all its audio is out
+
+    def usable(self, now: float, reuse_s: float) -> bool:
+        if self.ended:
+            return False
+        return self.quiet_since is None or now - self.quiet_since < reuse_s
+
+    def heard(self, msg: dict[str, Any]) -> None:
+        kind = msg.get("type")
+        if kind == "flush_done":
+            self.flushes_out = max(0, self.flushes_out - 1)
+            if not self.flushes_out and not self.sent_since_flush:
+                self.quiet_since = time.monotonic()
+        elif kind in ("done", "error") or msg.get("done"):
+            self.ended = True
 
 
 class CartesiaTts:
@@ -84,7 +128,7 @@ class CartesiaTts:
         self._ws: ClientConnection | None = None
         self._reader: asyncio.Task[None] | None = None
         self._connect_lock: asyncio.Lock | None = None
-        self._contexts: dict[str, asyncio.Queue[Any]] = {}
+        self._contexts: dict[str, _Context] = {}
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> CartesiaTts:
@@ -120,9 +164,10 @@ class CartesiaTts:
                     # we cannot tell whose message it was: fail every utterance in flight
                     err = exc
                     break
-                q = self._contexts.get(str(msg.get("context_id", "")))
-                if q is not None:
-                    q.put_nowait(msg)
+                route = self._contexts.get(str(msg.get("context_id", "")))
+                if route is not None:
+                    route.heard(msg)
+                    route.queue.put_nowait(msg)
                 elif msg.get("type") == "error" and not msg.get("context_id"):
                     err = _error_from(msg)
                     break
@@ -133,8 +178,8 @@ class CartesiaTts:
             err = closed_error(PROVIDER, exc, CLOSE_MEANINGS)
         finally:
             failure = err or ProviderError("Cartesia connection ended.", provider=PROVIDER)
-            for q in self._contexts.values():
-                q.put_nowait(failure)
+            for route in self._contexts.values():
+                route.queue.put_nowait(failure)
             if err is not None:
                 with contextlib.suppress(Exception):
                     await ws.close()
@@ -194,15 +239,15 @@ class CartesiaTts:
                                 f"{', '.join(map(str, SUPPORTED_RATES))}.", provider=PROVIDER)
         if not self.options.voice_id:
             raise ProviderError("Cartesia needs a voice_id.", provider=PROVIDER)
-        ctx = uuid.uuid4().hex
         q: asyncio.Queue[Any] = asyncio.Queue()
-        self._contexts[ctx] = q
+        mine: list[_Context] = []  # this utterance's contexts, the current one last
         await self._connection()
         sender = asyncio.create_task(
-            self._send_text(ctx, text_chunks, sample_rate, continuation, q),
+            self._send_text(mine, q, text_chunks, sample_rate, continuation),
             name="cartesia-sender")
         finished = False
         got_audio = False
+        final: str | None = None  # the context our closing input went to
         try:
             while True:
                 timeout = (self.options.idle_timeout_s if got_audio
@@ -219,8 +264,12 @@ class CartesiaTts:
                                           provider=PROVIDER, retryable=True) from None
                 if isinstance(msg, BaseException):
                     raise msg
-                if msg is _DONE:  # the sender finished; keep reading audio
+                if msg is _DONE:  # the sender ended the input; keep reading audio
+                    final = mine[-1].id
                     continue
+                if msg is _ALL_OUT:
+                    finished = True
+                    return
                 kind = msg.get("type")
                 if kind == "chunk":
                     try:
@@ -231,39 +280,82 @@ class CartesiaTts:
                     if pcm:
                         got_audio = True
                         yield pcm
-                    if msg.get("done"):
+                if kind == "done" or (kind == "chunk" and msg.get("done")):
+                    # our closing input answered; any other context ended by expiry, and the
+                    # sender moves on to a new one if more text comes
+                    if msg.get("context_id") == final:
                         finished = True
                         return
-                elif kind == "done":
-                    finished = True
-                    return
                 elif kind == "error":
                     finished = True
                     raise _error_from(msg)
-                # flush_done, timestamps, phoneme_timestamps: ignored
+                # flush_done, timestamps, phoneme_timestamps: the reader noted them
         finally:
             await cancel_and_wait(sender)
-            self._contexts.pop(ctx, None)
+            for ctx in mine:
+                self._contexts.pop(ctx.id, None)
             if not finished:  # barge-in / cancelled consumer / failure: stop generation
-                with contextlib.suppress(Exception):
-                    async with asyncio.timeout(1.0):
-                        await self._send({"context_id": ctx, "cancel": True})
+                for ctx in mine:
+                    if ctx.ended:
+                        continue
+                    with contextlib.suppress(Exception):
+                        async with asyncio.timeout(1.0):
+                            await self._send({"context_id": ctx.id, "cancel": True})
+
+    def _new_context(self, mine: list[_Context], q: asyncio.Queue[Any]) -> _Context:
+        ctx = _Context(uuid.uuid4().hex, q)
+        self._contexts[ctx.id] = ctx
+        mine.append(ctx)
+        return ctx
 
     async def _send_text(
-        self, ctx: str, text_chunks: AsyncIterator[str], sample_rate: int, continuation: bool,
-        q: asyncio.Queue[Any],
+        self, mine: list[_Context], q: asyncio.Queue[Any], text_chunks: AsyncIterator[str],
+        sample_rate: int, continuation: bool,
     ) -> None:
+        """Feed the text to Cartesia. Streamed text goes on one context while that context is
+        alive; when the text pauses we flush it, and text arriving after the context has been
+        quiet for `context_reuse_s` (or after it expired) starts a new context."""
+        o = self.options
         try:
             if not continuation:
                 async for text in text_chunks:
-                    await self._send(self._request(ctx, text, sample_rate, cont=False))
-                q.put_nowait(_DONE)
+                    ctx = self._new_context(mine, q)
+                    await self._send(self._request(ctx.id, text, sample_rate, cont=False))
+                q.put_nowait(_DONE if mine else _ALL_OUT)
                 return
-            async for text in text_chunks:
-                if text:
-                    await self._send(self._request(ctx, text, sample_rate, cont=True))
-            await self._send(self._request(ctx, "", sample_rate, cont=False))
-            q.put_nowait(_DONE)
+            it = aiter(text_chunks)
+            while True:
+                nxt = asyncio.ensure_future(anext(it))
+                try:
+                    cur = mine[-1] if mine else None
+                    if cur is not None and cur.sent_since_flush and not cur.ended:
+                        done, _ = await asyncio.wait({nxt}, timeout=o.flush_after_s)
+                        if not done:  # the text paused: have Cartesia finish what it has
+                            cur.sent_since_flush = False
+                            cur.flushes_out += 1
+                            cur.quiet_since = None
+                            await self._send({**self._request(cur.id, "", sample_rate,
+                                                              cont=True), "flush": True})
+                    text = await nxt
+                except StopAsyncIteration:
+                    break
+                finally:
+                    if not nxt.done():
+                        nxt.cancel()
+                if not text:
+                    continue
+                cur = mine[-1] if mine else None
+                if cur is None or not cur.usable(time.monotonic(), o.context_reuse_s):
+                    cur = self._new_context(mine, q)
+                cur.sent_since_flush = True
+                cur.quiet_since = None
+                await self._send(self._request(cur.id, text, sample_rate, cont=True))
+            cur = mine[-1] if mine else None
+            if cur is not None and cur.usable(time.monotonic(), o.context_reuse_s):
+                await self._send(self._request(cur.id, "", sample_rate, cont=False))
+                q.put_nowait(_DONE)
+            else:  # nothing said, or all of it heard and the context lapsing: nothing to end
+                q.put_nowait(_ALL_OUT)
         except ProviderError as exc:
             q.put_nowait(exc)
         except Exception as exc:  # the text source (LLM) failed: end this utterance with it

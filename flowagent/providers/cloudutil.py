@@ -4,7 +4,8 @@ Why one module: every cloud provider must turn the same handful of failures (key
 limited, server error, unreachable, stalled, dropped, malformed) into one plain-English
 `ProviderError` sentence, and must do it the same way so the runtime's fallback and the logs read
 alike. μ-law lives here because `audioop` is gone in Python 3.13 and two providers need it
-(ElevenLabs `ulaw_8000`, OpenAI Realtime `audio/pcmu`).
+(ElevenLabs `ulaw_8000`, OpenAI Realtime `audio/pcmu`); the tables themselves are in
+`flowagent.audio` (Asterisk's chan_websocket carries G.711 too).
 """
 
 from __future__ import annotations
@@ -16,64 +17,13 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import aiohttp
-import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
+from flowagent.audio import pcm_to_ulaw, ulaw_to_pcm
 from flowagent.providers.base import ProviderError, ProviderTimeout
 
-# ---------------------------------------------------------------------------------------------
-# G.711 μ-law (ITU-T G.711, the classic Sun/CCITT tables)
-# ---------------------------------------------------------------------------------------------
-
-_BIAS = 0x84
-_CLIP = 32635
-
-
-def _build_ulaw_decode_table() -> np.ndarray:
-    table = np.zeros(256, dtype=np.int16)
-    for i in range(256):
-        u = ~i & 0xFF
-        sign = u & 0x80
-        exponent = (u >> 4) & 0x07
-        mantissa = u & 0x0F
-        sample = ((mantissa << 3) + _BIAS) << exponent
-        sample -= _BIAS
-        table[i] = -sample if sign else sample
-    return table
-
-
-def _build_ulaw_encode_table() -> np.ndarray:
-    """Encode table over all 65536 s16 values (index = sample + 32768): exact and fast."""
-    samples = np.arange(-32768, 32768, dtype=np.int32)
-    sign = np.where(samples < 0, 0x80, 0)
-    mag = np.minimum(np.abs(samples), _CLIP) + _BIAS
-    exponent = np.floor(np.log2(mag)).astype(np.int32) - 7
-    exponent = np.clip(exponent, 0, 7)
-    mantissa = (mag >> (exponent + 3)) & 0x0F
-    return (~(sign | (exponent << 4) | mantissa) & 0xFF).astype(np.uint8)
-
-
-_ULAW_DECODE = _build_ulaw_decode_table()
-_ULAW_ENCODE = _build_ulaw_encode_table()
-
-
-def ulaw_to_pcm(data: bytes) -> bytes:
-    """G.711 μ-law bytes -> s16le PCM (same sample rate)."""
-    if not data:
-        return b""
-    return _ULAW_DECODE[np.frombuffer(data, dtype=np.uint8)].astype("<i2").tobytes()
-
-
-def pcm_to_ulaw(pcm: bytes) -> bytes:
-    """s16le PCM -> G.711 μ-law bytes (a trailing odd byte is dropped)."""
-    if len(pcm) % 2:
-        pcm = pcm[:-1]
-    if not pcm:
-        return b""
-    samples = np.frombuffer(pcm, dtype="<i2").astype(np.int32)
-    return _ULAW_ENCODE[samples + 32768].tobytes()
-
+__all__ = ["pcm_to_ulaw", "ulaw_to_pcm"]  # G.711 lives in flowagent.audio; re-exported here
 
 # ---------------------------------------------------------------------------------------------
 # Error wording

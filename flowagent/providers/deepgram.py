@@ -29,8 +29,12 @@ back means a consumer that treats any final as the end of the turn (runner/sessi
 its own VAD has flushed) never splits one sentence into two turns. Interim transcripts carry the
 turn so far (finalised segments + in-progress words), for live views and early intent guesses.
 
-Residual uncertainty: Deepgram documents `keywords` only for Nova-2 and older and `keyterm` only
-for Nova-3; we send whichever list the flow gives without checking the model.
+Keywords and key terms: Deepgram documents `keywords` (with `:boost`) for Nova-2 and older and
+`keyterm` for Nova-3, and refuses `keywords` on a Nova-3 model with HTTP 400 at the handshake;
+on a `nova-3*` model both lists go out as `keyterm` (boosts dropped), otherwise as given.
+
+Keep-alive: only audio and `KeepAlive` keep the stream open (the docs name no other message), so
+the keep-alive clock is reset by those two alone, not by `Finalize`.
 """
 
 from __future__ import annotations
@@ -110,8 +114,14 @@ class DeepgramAsr:
         ]
         if o.utterance_end_ms and o.interim_results:  # Deepgram requires interim results for it
             params.append(("utterance_end_ms", str(o.utterance_end_ms)))
-        params += [("keywords", k) for k in o.keywords]
-        params += [("keyterm", k) for k in o.keyterms]
+        if o.model.startswith("nova-3"):
+            # Nova-3 refuses `keywords` (HTTP 400 INVALID_QUERY_PARAMETER): its boosting is
+            # `keyterm`, which takes plain terms (no ":boost" intensifier)
+            terms = [k.rsplit(":", 1)[0] if _has_boost(k) else k for k in o.keywords]
+            params += [("keyterm", k) for k in dict.fromkeys([*terms, *o.keyterms])]
+        else:
+            params += [("keywords", k) for k in o.keywords]
+            params += [("keyterm", k) for k in o.keyterms]
         return f"{o.url}?{urlencode(params)}"
 
     async def open_stream(self, sample_rate: int, language: str) -> DeepgramStream:
@@ -125,6 +135,16 @@ class DeepgramAsr:
             timeout_s=self.options.connect_timeout_s,
         )
         return DeepgramStream(ws, self.options)
+
+
+def _has_boost(keyword: str) -> bool:
+    """`word:2` / `word:-1.5`: a Nova-2 keyword with its intensifier."""
+    _, sep, boost = keyword.rpartition(":")
+    try:
+        float(boost)
+    except ValueError:
+        return False
+    return bool(sep)
 
 
 def _b(v: bool) -> str:
@@ -175,7 +195,6 @@ class DeepgramStream(AsrStreamBase):
             await self._ws.send(json.dumps(msg))  # text frame, as the docs require
         except ConnectionClosed as exc:
             raise closed_error(PROVIDER, exc, CLOSE_MEANINGS) from None
-        self._last_send = time.monotonic()
 
     def _raise_if_failed(self) -> None:
         if self._reader.done() and not self._reader.cancelled():

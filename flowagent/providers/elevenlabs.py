@@ -17,6 +17,10 @@ Wire protocol followed:
   `pcm_24000`, `pcm_44100` (s16le); other rates are resampled with
   `flowagent.audio.StreamResampler` (soxr, keeps filter state across chunks).
 
+Keep-alive: the socket closes after 20 s without new text ("How can I keep the WebSocket open?",
+https://help.elevenlabs.io/hc/en-us/articles/28084868106513); while the LLM is silent (a tool
+call) we send a single space every `keepalive_s` (an empty string would end the input).
+
 One WebSocket per utterance (the single-context endpoint ends with the input); cancelling closes
 the socket, which stops generation.
 
@@ -71,6 +75,9 @@ class ElevenLabsOptions:
     connect_timeout_s: float = 5.0
     first_audio_timeout_s: float = 5.0
     idle_timeout_s: float = 5.0
+    #: while waiting for the LLM's next words, send " " this often: the service closes the
+    #: socket after 20 s without text (`inactivity_timeout`)
+    keepalive_s: float = 10.0
 
 
 class ElevenLabsTts:
@@ -196,7 +203,10 @@ class ElevenLabsTts:
                 "generation_config": {"chunk_length_schedule": o.chunk_length_schedule},
             }))
             pending = ""
-            async for text in text_chunks:
+            async for text in _with_keepalive(text_chunks, o.keepalive_s):
+                if text is None:  # the LLM is slow (a tool call): keep the socket open
+                    await ws.send(json.dumps({"text": " "}))
+                    continue
                 # the docs ask for each chunk to end with a space: send whole words only, so an
                 # LLM token split inside a word ("Hel" + "lo") is never spoken as two words
                 pending += text
@@ -209,3 +219,26 @@ class ElevenLabsTts:
             await ws.send(json.dumps({"text": ""}))  # end of input: generate the rest, close
         except ConnectionClosed as exc:
             raise closed_error(PROVIDER, exc, CLOSE_MEANINGS) from None
+
+
+async def _with_keepalive(
+    chunks: AsyncIterator[str], every_s: float
+) -> AsyncIterator[str | None]:
+    """The text chunks, with a None whenever `every_s` passes without one."""
+    it = aiter(chunks)
+    while True:
+        nxt = asyncio.ensure_future(anext(it))
+        try:
+            while True:
+                done, _ = await asyncio.wait({nxt}, timeout=max(0.05, every_s))
+                if done:
+                    break
+                yield None
+            try:
+                text = nxt.result()
+            except StopAsyncIteration:
+                return
+        finally:
+            if not nxt.done():
+                nxt.cancel()
+        yield text

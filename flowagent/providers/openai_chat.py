@@ -17,6 +17,10 @@ Wire protocol followed:
   https://github.com/ollama/ollama/blob/main/docs/openai.md (`http://localhost:11434/v1`, key
   ignored), vLLM and llama.cpp `server` expose the same `/v1/chat/completions`.
 
+Request rules kept (the service answers 400 otherwise): every assistant `tool_calls` message is
+followed at once by one `tool` message per call id, and no `tool` message answers nothing
+(`llm_history.paired` repairs a history the call moved on from).
+
 Behaviour: retries (bounded, `max_retries`) on 429/5xx/unreachable only *before the first token*;
 after that an error ends the reply with a ProviderError. `first_token_timeout_s` bounds the wait
 for the first delta, `idle_timeout_s` any later gap, `timeout_s` the whole reply. Cancelling the
@@ -51,6 +55,7 @@ from flowagent.providers.cloudutil import (
     post_stream,
     sse_events,
 )
+from flowagent.providers.llm_history import paired
 
 
 @dataclass(slots=True)
@@ -118,7 +123,7 @@ class OpenAIChatLlm:
         o = self.options
         body: dict[str, Any] = {
             "model": o.model,
-            "messages": [to_openai_message(m) for m in messages],
+            "messages": [to_openai_message(m) for m in paired(messages)],
             "stream": True,
         }
         if tools:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
+from websockets.asyncio.client import connect
 
 from flowagent.providers.base import ProviderError, ProviderTimeout
 from flowagent.providers.cartesia import CartesiaTts
@@ -158,3 +161,91 @@ async def test_llm_failure_mid_stream_ends_the_utterance_with_that_error() -> No
             async for _ in tts.synthesize_stream(broken(), 8000):
                 pass
         await tts.close()
+
+
+# -- contexts as the service keeps them: flush_done, expiry 1 s after the last audio ------------
+
+
+async def test_text_after_a_long_pause_is_spoken_on_a_new_context() -> None:
+    # an LLM that pauses (a slow tool call) longer than the context's 1 s lifetime after its
+    # last audio: the context has expired, so the rest must go on a fresh one, all of it heard
+    async with FakeCartesia(ms_per_word=50) as fake:
+        tts = make(fake)
+
+        async def text() -> AsyncIterator[str]:
+            yield "Hello there. "
+            await asyncio.sleep(1.6)
+            yield "How can I help you today?"
+
+        audio = b"".join([pcm async for pcm in tts.synthesize_stream(text(), 8000)])
+        await tts.close()
+    assert len(audio) == 8 * 50 * 8 * 2  # all 8 words
+    assert fake.rejected == []
+    contexts = list(dict.fromkeys(m["context_id"] for m in fake.received if "transcript" in m))
+    assert len(contexts) == 2
+    assert fake.flushes[:1] == contexts[:1]  # the pause was flushed, so we knew when it lapsed
+
+
+async def test_a_short_pause_is_flushed_and_the_context_kept() -> None:
+    async with FakeCartesia(ms_per_word=50) as fake:
+        tts = make(fake)
+        audio = b"".join([pcm async for pcm in tts.synthesize_stream(
+            tokens("Hello there. ", "How can I help?", delay=0.35), 8000)])
+        await tts.close()
+    assert len(audio) == 6 * 50 * 8 * 2
+    assert len({m["context_id"] for m in fake.received}) == 1
+    assert [m.get("flush", False) for m in fake.received] == [False, True, False, False]
+    assert fake.rejected == [] and fake.expired == []
+
+
+async def _raw(fake: FakeCartesia, *msgs: dict[str, Any], until: str,
+               wait_s: float = 0.0) -> list[dict[str, Any]]:
+    """Send raw messages on one socket; what came back up to the first `until`-type message."""
+    got: list[dict[str, Any]] = []
+    headers = {"X-API-Key": fake.api_key, "Cartesia-Version": "2025-04-16"}
+    async with connect(fake.url, additional_headers=headers) as ws:
+        for m in msgs:
+            await ws.send(json.dumps(m))
+            await asyncio.sleep(wait_s)
+        async with asyncio.timeout(5):
+            while True:
+                reply = json.loads(await ws.recv())
+                got.append(reply)
+                if reply["type"] == until:
+                    return got
+
+
+def _gen(text: str, ctx: str = "c1", **extra: Any) -> dict[str, Any]:
+    return {"model_id": "sonic-2", "transcript": text, "voice": {"mode": "id", "id": "v"},
+            "language": "en", "context_id": ctx, "continue": True,
+            "output_format": {"container": "raw", "encoding": "pcm_s16le", "sample_rate": 8000},
+            **extra}
+
+
+async def test_the_fake_requires_a_transcript() -> None:
+    async with FakeCartesia() as fake:
+        msg = _gen("x")
+        del msg["transcript"]
+        got = await _raw(fake, msg, until="error")
+    assert got[-1]["status_code"] == 400 and "transcript" in got[-1]["message"]
+
+
+async def test_the_fake_refuses_a_changed_voice_on_one_context() -> None:
+    async with FakeCartesia() as fake:
+        got = await _raw(fake, _gen("one "), _gen("two", voice={"mode": "id", "id": "other"}),
+                         until="error")
+    assert "voice" in got[-1]["message"]
+
+
+async def test_the_fake_answers_a_flush_once_its_audio_is_out() -> None:
+    async with FakeCartesia(ms_per_word=40) as fake:
+        got = await _raw(fake, _gen("one two "), _gen("", flush=True), until="flush_done")
+    assert [m["type"] for m in got] == ["chunk", "chunk", "flush_done"]
+    assert got[-1]["flush_id"] == 1 and all(m["flush_id"] == 1 for m in got[:-1])
+
+
+async def test_the_fake_expires_a_context_and_refuses_input_on_it() -> None:
+    async with FakeCartesia(ms_per_word=40, context_expiry_s=0.2) as fake:
+        got = await _raw(fake, _gen("one "), _gen("two"), until="error", wait_s=0.5)
+    kinds = [m["type"] for m in got]
+    assert kinds == ["chunk", "done", "error"] and "expired" in got[-1]["message"]

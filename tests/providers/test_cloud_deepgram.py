@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from flowagent.providers.base import ProviderError, Transcript
+from flowagent.providers.cloudutil import ws_connect
 from flowagent.providers.deepgram import DeepgramAsr, DeepgramStream
 from providers.fakes import FakeDeepgram
 
@@ -57,7 +59,8 @@ async def test_a_turn_arrives_as_interim_then_final_with_end_of_turn() -> None:
     assert params["channels"] == ["1"] and params["language"] == ["en-GB"]
     assert params["interim_results"] == ["true"] and params["endpointing"] == ["300"]
     assert params["utterance_end_ms"] == ["1000"] and params["vad_events"] == ["true"]
-    assert params["keywords"] == ["Pickfords:2"] and params["keyterm"] == ["removals"]
+    # Nova-3 (the default model) takes key terms, not keywords: both go out as `keyterm`
+    assert "keywords" not in params and params["keyterm"] == ["Pickfords", "removals"]
     assert dg.close_streams == 1  # hang-up sent CloseStream
 
 
@@ -169,3 +172,81 @@ async def test_flush_after_noise_gives_an_empty_end_of_turn() -> None:
         turn = await collect_turn(stream)
         await stream.close()
     assert [(t.text, t.end_of_turn) for t in turn] == [("", True)]
+
+
+# -- the service's rules (the fake behaves as Deepgram does) --------------------------------
+
+
+async def test_keywords_on_nova_2_stay_keywords_with_their_boost() -> None:
+    async with FakeDeepgram() as dg:
+        stream = await make(dg, model="nova-2", keywords=["Pickfords:2"],
+                            keyterms=["removals"]).open_stream(8000, "en-GB")
+        await stream.close()
+    params = parse_qs(urlsplit(dg.requests[0][0]).query)
+    assert params["keywords"] == ["Pickfords:2"] and params["keyterm"] == ["removals"]
+
+
+async def test_the_fake_refuses_keywords_on_nova_3_as_deepgram_does() -> None:
+    async with FakeDeepgram() as dg:
+        with pytest.raises(ProviderError, match=r"HTTP 400.*Keywords are not supported"):
+            await ws_connect(f"{dg.url}?model=nova-3&keywords=Pickfords", provider="Deepgram",
+                             headers={"Authorization": f"Token {dg.api_key}"}, timeout_s=2)
+
+
+async def test_an_idle_stream_is_kept_open_by_keepalives() -> None:
+    # no audio for longer than the service's idle limit (10 s, shortened here): KeepAlive
+    # messages keep the stream open and it still transcribes afterwards
+    async with FakeDeepgram(["still here"], idle_close_s=0.5) as dg:
+        stream = await make(dg, keepalive_s=0.2).open_stream(8000, "en")
+        await asyncio.sleep(1.3)
+        await feed(stream, 25)
+        turn = await collect_turn(stream)
+        await stream.close()
+    assert said(turn) == "still here"
+    assert dg.idle_closes == 0 and dg.keepalives >= 2
+
+
+async def test_finalize_does_not_keep_a_silent_stream_open() -> None:
+    # the docs count only audio and KeepAlive; a Finalize every 0.3 s must not stop KeepAlives
+    async with FakeDeepgram(["hello"], idle_close_s=0.6) as dg:
+        stream = await make(dg, keepalive_s=0.45).open_stream(8000, "en")
+        for _ in range(5):
+            await stream.flush()
+            await asyncio.sleep(0.3)
+        await feed(stream, 25)
+        turn = await collect_turn(stream)
+        while not said(turn):  # the empty answers to the Finalize messages come first
+            turn = await collect_turn(stream)
+        await stream.close()
+    assert dg.idle_closes == 0
+    assert said(turn) == "hello"
+
+
+async def test_a_stream_left_silent_is_closed_with_net_0001_and_said_plainly() -> None:
+    async with FakeDeepgram(idle_close_s=0.3) as dg:
+        stream = await make(dg, keepalive_s=30).open_stream(8000, "en")
+        with pytest.raises(ProviderError, match="received no audio for 10 s"):
+            async with asyncio.timeout(5):
+                async for _ in stream.transcripts():
+                    pass
+        await stream.close()
+    assert dg.idle_closes == 1
+
+
+async def test_without_endpointing_the_turn_ends_only_on_our_finalize() -> None:
+    # endpointing=false: Deepgram never sends speech_final; our VAD's flush ends the turn
+    async with FakeDeepgram(["I need to move house"]) as dg:
+        stream = await make(dg, endpointing_ms=0, utterance_end_ms=0).open_stream(8000, "en")
+        await feed(stream, 25)
+        early: list[Transcript] = []
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(0.5):
+                async for t in stream.transcripts():
+                    early.append(t)
+        assert not any(t.end_of_turn for t in early)  # finals held: no speech_final came
+        await stream.flush()
+        turn = await collect_turn(stream)
+        await stream.close()
+    assert parse_qs(urlsplit(dg.requests[0][0]).query)["endpointing"] == ["false"]
+    assert turn[-1].end_of_turn and turn[-1].text == "I need to move house"
+    assert dg.finalizes == 1

@@ -111,3 +111,36 @@ async def test_cancel_closes_the_socket() -> None:
 def test_bad_output_format_is_rejected() -> None:
     with pytest.raises(ValueError, match=r"output_format"):
         ElevenLabsTts.from_options({"output_format": "mp3_44100_128"})
+
+
+async def test_a_slow_llm_does_not_let_the_socket_time_out() -> None:
+    # ElevenLabs closes after `inactivity_timeout` (20 s; shortened here) without new text;
+    # a single space keeps it open while the LLM is busy (a tool call)
+    async with FakeElevenLabs(ms_per_word=50, inactivity_s=0.5) as fake:
+        tts = make(fake, keepalive_s=0.2)
+
+        async def text() -> AsyncIterator[str]:
+            yield "Let me check. "
+            await asyncio.sleep(1.2)
+            yield "It is 450 pounds."
+
+        audio = b"".join([pcm async for pcm in tts.synthesize_stream(text(), 8000)])
+    assert fake.inactivity_closes == 0
+    assert " ".join(fake.texts[0].split()) == "Let me check. It is 450 pounds."
+    assert len(audio) == 7 * 50 * 8 * 2
+    assert sum(1 for m in fake.received if m.get("text") == " ") >= 3  # init + keep-alives
+
+
+async def test_the_fake_closes_a_socket_left_without_text() -> None:
+    async with FakeElevenLabs(inactivity_s=0.3) as fake:
+        tts = make(fake, keepalive_s=30)
+
+        async def text() -> AsyncIterator[str]:
+            yield "Let me check. "
+            await asyncio.sleep(2)
+            yield "Done."
+
+        with pytest.raises(ProviderError, match="Have not received new text"):
+            async for _ in tts.synthesize_stream(text(), 8000):
+                pass
+    assert fake.inactivity_closes == 1

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
+from typing import Any
 
+import aiohttp
 import pytest
 
 from flowagent.providers.base import (
@@ -14,6 +17,7 @@ from flowagent.providers.base import (
     ProviderError,
     ProviderTimeout,
 )
+from flowagent.providers.llm_history import NO_RESULT
 from flowagent.providers.openai_chat import GroqLlm, OpenAIChatLlm
 from providers.fakes import FakeOpenAIChat
 
@@ -171,3 +175,73 @@ async def test_unreachable_server_is_explained() -> None:
     llm = OpenAIChatLlm.from_options({"base_url": "http://127.0.0.1:9/v1", "max_retries": 0})
     with pytest.raises(ProviderError, match=r"Could not reach"):
         await run(llm)
+
+
+# -- chat completions' request rules (the fake refuses what the real service refuses) ----------
+
+
+async def _send(history: tuple[LlmMessage, ...]) -> dict[str, Any]:
+    async with FakeOpenAIChat(["Fine."]) as fake:
+        chunks = await run(make(fake, max_retries=0), messages=history)
+    assert fake.rejected == [] and "".join(c.text for c in chunks) == "Fine."
+    return fake.requests[-1]["body"]
+
+
+def _call(id_: str) -> LlmToolCall:
+    return LlmToolCall(id_, "get_quote", {"bedrooms": 2})
+
+
+async def test_a_tool_call_the_call_moved_on_from_gets_a_no_result_tool_message() -> None:
+    history = (*MESSAGES,
+               LlmMessage("assistant", "", tool_calls=(_call("call_a"), _call("call_b"))),
+               LlmMessage("tool", '{"price": 450}', tool_call_id="call_a"),
+               LlmMessage("user", "Hello?"))
+    body = await _send(history)
+    msgs = body["messages"]
+    assert [m["role"] for m in msgs] == ["system", "user", "assistant", "tool", "tool", "user"]
+    assert msgs[2]["content"] is None
+    assert [m["tool_call_id"] for m in msgs[3:5]] == ["call_a", "call_b"]
+    assert json.loads(msgs[4]["content"]) == json.loads(NO_RESULT)
+
+
+async def test_a_tool_message_that_answers_no_call_is_left_out() -> None:
+    history = (*MESSAGES, LlmMessage("tool", "{}", tool_call_id="call_gone"),
+               LlmMessage("user", "Well?"))
+    body = await _send(history)
+    assert [m["role"] for m in body["messages"]] == ["system", "user", "user"]
+
+
+async def test_the_callers_words_during_a_tool_call_go_after_its_answer() -> None:
+    history = (*MESSAGES, LlmMessage("assistant", "Checking.", tool_calls=(_call("call_a"),)),
+               LlmMessage("user", "Two bedrooms."),
+               LlmMessage("tool", '{"price": 450}', tool_call_id="call_a"))
+    body = await _send(history)
+    assert [m["role"] for m in body["messages"]] == ["system", "user", "assistant", "tool",
+                                                     "user"]
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ({"messages": []}, "too short"),
+    ({"messages": [{"role": "user", "content": "q"},
+                   {"role": "assistant", "content": None, "tool_calls": [
+                       {"id": "c1", "type": "function",
+                        "function": {"name": "f", "arguments": "{}"}}]},
+                   {"role": "user", "content": "hi"}]}, "did not have response messages: c1"),
+    ({"messages": [{"role": "user", "content": "q"},
+                   {"role": "tool", "tool_call_id": "c9", "content": "x"}]},
+     "must be a response to a preceeding message with 'tool_calls'"),
+    ({"messages": [{"role": "user", "content": None}]}, "expected a string, got null"),
+    ({"tools": [{"type": "function", "function": {"name": "get quote", "parameters": {}}}]},
+     "does not match pattern"),
+    ({"temperature": 2.5}, "Expected a value <= 2"),
+])
+async def test_the_fake_refuses_what_the_service_refuses(body: dict[str, Any],
+                                                         message: str) -> None:
+    full = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}], **body}
+    async with (FakeOpenAIChat() as fake, aiohttp.ClientSession() as http,
+                http.post(fake.url + "/chat/completions", json=full,
+                          headers={"Authorization": "Bearer test-key"}) as resp):
+        assert resp.status == 400
+        err = await resp.json()
+    assert err["error"]["type"] == "invalid_request_error"
+    assert message in err["error"]["message"]

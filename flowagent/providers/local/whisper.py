@@ -35,6 +35,7 @@ import numpy as np
 
 from flowagent.model_files import whisper_model_files
 from flowagent.providers.base import AsrCapabilities, AsrStreamBase, ProviderError, Transcript
+from flowagent.providers.local.hallucinations import HallucinationFilter
 
 WHISPER_RATE = 16000
 
@@ -56,6 +57,20 @@ class WhisperOptions:
     #: encoder window in seconds for short turns (0 = standard 30 s window); see
     #: `WhisperEngine.transcribe_blocking`
     window_s: float = 10.0
+    #: drop a turn whose whole transcript is one of Whisper's stock phrases (hallucinations.py)
+    hallucination_filter: bool = True
+    #: phrases always dropped (None: the built-in list of video outros and sound tags)
+    hallucination_phrases: tuple[str, ...] | None = None
+    #: phrases dropped only when Whisper was unsure (None: "thank you", "you", "bye", ...)
+    hallucination_unsure: tuple[str, ...] | None = None
+    #: below this confidence an `unsure` phrase is taken for noise
+    hallucination_unsure_below: float = 0.6
+
+    def hallucinations(self) -> HallucinationFilter | None:
+        if not self.hallucination_filter:
+            return None
+        return HallucinationFilter.build(self.hallucination_phrases, self.hallucination_unsure,
+                                         self.hallucination_unsure_below)
 
 
 class WhisperEngine:
@@ -308,7 +323,10 @@ class WhisperStream(AsrStreamBase):
     #: the VAD's onset tells it how much pre-roll to keep (`speech_started`)
     capabilities = AsrCapabilities(speech_onset=True)
 
-    def __init__(self, engine: WhisperEngine, sample_rate: int, preroll_ms: int) -> None:
+    def __init__(self, engine: WhisperEngine, sample_rate: int, preroll_ms: int,
+                 hallucinations: HallucinationFilter | None = None) -> None:
+        self.hallucinations = hallucinations
+        self.dropped: list[str] = []  # transcripts the hallucination filter blanked
         self.engine = engine
         self.sample_rate = sample_rate
         self.preroll_ms = preroll_ms
@@ -370,6 +388,9 @@ class WhisperStream(AsrStreamBase):
 
             samples = soxr.resample(samples, self.sample_rate, WHISPER_RATE, quality="HQ")
         text, confidence = await self.engine.transcribe(samples.astype(np.float32))
+        if self.hallucinations is not None and self.hallucinations.drops(text, confidence):
+            self.dropped.append(text)  # a stock phrase made from noise: nobody spoke
+            text, confidence = "", 0.0
         await self._out.put(Transcript(text, True, confidence, start_s, end_s, end_of_turn=True))
 
     async def transcripts(self) -> AsyncIterator[Transcript]:
@@ -410,7 +431,11 @@ class WhisperAsr:
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> WhisperAsr:
         known = {f for f in WhisperOptions.__dataclass_fields__}
-        return cls(WhisperOptions(**{k: v for k, v in options.items() if k in known}))
+        opts = {k: v for k, v in options.items() if k in known}
+        for key in ("hallucination_phrases", "hallucination_unsure"):
+            if opts.get(key) is not None:
+                opts[key] = tuple(str(p) for p in opts[key])
+        return cls(WhisperOptions(**opts))
 
     async def open_stream(self, sample_rate: int, language: str = "en") -> WhisperStream:
         if not language.lower().startswith("en"):
@@ -418,7 +443,8 @@ class WhisperAsr:
                 f"The local Whisper recogniser is set up for English, not {language!r}.",
                 provider="whisper",
             )
-        return WhisperStream(self.engine, sample_rate, self.options.preroll_ms)
+        return WhisperStream(self.engine, sample_rate, self.options.preroll_ms,
+                             self.options.hallucinations())
 
     async def transcribe(self, pcm: bytes, sample_rate: int) -> Transcript:
         """A whole recording at once (tools, tests, benchmarks): one turn, onset found by energy.

@@ -23,6 +23,19 @@ by 300 ms); real Deepgram sends them roughly every second of real speech. A larg
 happens for real. If no interim was streamed for an utterance (speech shorter than
 `interim_ms`, or `interim_ms=0`), one is sent just before the finals, as in `turns="bytes"`.
 
+Service rules the fake enforces (Deepgram's documentation):
+- https://developers.deepgram.com/docs/audio-keep-alive — "If no audio data or KeepAlive
+  messages are sent within a 10-second window, the connection will close with a NET-0001
+  error": the fake closes with 1011 `NET-0001` after `idle_close_s` (10 s; tests shorten it)
+  without a binary audio frame or a `KeepAlive` (other control messages do not count).
+- https://developers.deepgram.com/docs/endpointing — `endpointing=false` turns endpointing off:
+  `speech_final` is then never true; finals come from `Finalize`, or in `turns="energy"` mode
+  after `utterance_end_ms` of quiet as `is_final` Results followed by `UtteranceEnd`.
+- https://developers.deepgram.com/docs/keywords and /docs/keyterm — `keywords` is for Nova-2 and
+  older; on a Nova-3 model the handshake is refused with HTTP 400 `{"err_code":
+  "INVALID_QUERY_PARAMETER", "err_msg": "Keywords are not supported for Nova-3. Please use
+  `keyterm` instead."}` (the service's answer as quoted in public reports).
+
 Faults:
 `http_429`, `http_500` (handshake), `drop` (TCP reset after the first interim), `stall` (never
 answers), `malformed` (non-JSON text frame), `data_error` (close 1008 DATA-0000), `net_error`
@@ -31,14 +44,17 @@ answers), `malformed` (non-JSON text frame), `data_error` (close 1008 DATA-0000)
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import time
 import uuid
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 from websockets.asyncio.server import ServerConnection
-from websockets.http11 import Request
+from websockets.http11 import Request, Response
 
 from .base import FakeWsServer
 
@@ -48,8 +64,10 @@ class FakeDeepgram(FakeWsServer):
 
     def __init__(self, transcripts: list[str] | None = None, *, bytes_per_utterance: int = 8000,
                  latency_s: float = 0.0, turns: str = "bytes", interim_ms: float = 100.0,
-                 ms_per_word: float = 30.0, **kw: Any) -> None:
+                 ms_per_word: float = 30.0, idle_close_s: float = 10.0, **kw: Any) -> None:
         super().__init__(**kw)
+        self.idle_close_s = idle_close_s
+        self.idle_closes = 0  # streams closed with NET-0001
         self.turns = turns
         self.interim_ms = interim_ms
         self.ms_per_word = ms_per_word
@@ -70,7 +88,39 @@ class FakeDeepgram(FakeWsServer):
     def auth_ok(self, request: Request) -> bool:
         return request.headers.get("Authorization") == f"Token {self.api_key}"
 
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        refused = super()._process_request(connection, request)
+        if refused is not None:
+            return refused
+        params = parse_qs(urlsplit(request.path).query)
+        if params.get("keywords") and params.get("model", [""])[0].startswith("nova-3"):
+            return connection.respond(400, json.dumps({
+                "err_code": "INVALID_QUERY_PARAMETER",
+                "err_msg": "Keywords are not supported for Nova-3. Please use `keyterm` instead.",
+                "request_id": str(uuid.uuid4())}) + "\n")
+        return None
+
+    async def _idle_watch(self, ws: ServerConnection, last: list[float]) -> None:
+        """NET-0001: close the stream when neither audio nor KeepAlive came for a while."""
+        while True:
+            wait = last[0] + self.idle_close_s - time.monotonic()
+            if wait <= 0:
+                self.idle_closes += 1
+                await self.close_and_drain(ws, 1011, "NET-0001")
+                return
+            await asyncio.sleep(wait)
+
     async def handler(self, ws: ServerConnection) -> None:
+        last = [time.monotonic()]  # when audio or a KeepAlive last arrived
+        watch = asyncio.create_task(self._idle_watch(ws, last))
+        try:
+            await self._serve(ws, last)
+        finally:
+            watch.cancel()
+            with contextlib.suppress(BaseException):
+                await watch
+
+    async def _serve(self, ws: ServerConnection, last: list[float]) -> None:
         assert ws.request is not None
         self.params = parse_qs(urlsplit(ws.request.path).query)
         rate = int(self.params.get("sample_rate", ["8000"])[0])
@@ -78,7 +128,11 @@ class FakeDeepgram(FakeWsServer):
         vad_events = self.params.get("vad_events", ["false"])[0] == "true"
         request_id = str(uuid.uuid4())
         raw_ep = self.params.get("endpointing", ["10"])[0]
-        endpointing_ms = 10.0 if raw_ep == "false" else float(raw_ep)
+        endpointing = raw_ep != "false"  # off: no speech_final, ever
+        utterance_end_ms = (float(self.params.get("utterance_end_ms", ["0"])[0])
+                            if interim else 0.0)
+        # without endpointing, a quiet gap only ends a segment through UtteranceEnd
+        endpointing_ms = float(raw_ep) if endpointing else (utterance_end_ms or float("inf"))
         quiet = 0
         pending = 0  # audio bytes since the last utterance
         streamed = 0  # interims streamed during the current utterance (energy mode)
@@ -86,6 +140,7 @@ class FakeDeepgram(FakeWsServer):
         index = 0
         async for msg in ws:
             if isinstance(msg, bytes):
+                last[0] = time.monotonic()
                 self.audio_bytes += len(msg)
                 if self.fault == "stall":
                     continue
@@ -125,7 +180,7 @@ class FakeDeepgram(FakeWsServer):
                             index += 1
                             await self.sleep(self.latency_s)
                             await self._utterance(ws, text, offset, duration,
-                                                  interim and not streamed)
+                                                  interim and not streamed, endpointing)
                             offset += duration
                             pending = 0
                             streamed = 0
@@ -144,7 +199,7 @@ class FakeDeepgram(FakeWsServer):
                     if self.fault == "malformed":
                         await ws.send("{this is not json")
                         continue
-                    await self._utterance(ws, text, offset, duration, interim)
+                    await self._utterance(ws, text, offset, duration, interim, endpointing)
                     if self.fault == "drop":
                         return
                     offset += duration
@@ -154,6 +209,7 @@ class FakeDeepgram(FakeWsServer):
             self.received.append(data)
             kind = data.get("type")
             if kind == "KeepAlive":
+                last[0] = time.monotonic()
                 self.keepalives += 1
             elif kind == "Finalize":
                 self.finalizes += 1
@@ -178,7 +234,7 @@ class FakeDeepgram(FakeWsServer):
                 return
 
     async def _utterance(self, ws: ServerConnection, text: str, start: float, duration: float,
-                         interim: bool) -> None:
+                         interim: bool, endpointing: bool = True) -> None:
         words = text.split()
         half = max(1, len(words) // 2)
         first, second = " ".join(words[:half]), " ".join(words[half:])
@@ -189,11 +245,12 @@ class FakeDeepgram(FakeWsServer):
                 return
         mid = start + duration / 2
         await ws.send(json.dumps(self._results(first, start, duration / 2, True, False)))
-        if self.fault == "utterance_end":
+        if self.fault == "utterance_end" or not endpointing:
             if second:
                 await ws.send(json.dumps(self._results(second, mid, duration / 2, True, False)))
-            await ws.send(json.dumps({"type": "UtteranceEnd", "channel": [0, 1],
-                                      "last_word_end": start + duration}))
+            if self.fault == "utterance_end" or "utterance_end_ms" in self.params:
+                await ws.send(json.dumps({"type": "UtteranceEnd", "channel": [0, 1],
+                                          "last_word_end": start + duration}))
             return
         if second:
             await ws.send(json.dumps(self._results(second, mid, duration / 2, True, True)))

@@ -9,14 +9,24 @@ per word in the requested `output_format` (`ulaw_8000` μ-law, or `pcm_<rate>`),
 <base64>, "isFinal": null, "normalizedAlignment": {...}}`; the end is `{"isFinal": true}` and a
 normal close.
 
+Service rule (https://help.elevenlabs.io/hc/en-us/articles/28084868106513 and the WebSocket
+reference's `inactivity_timeout` query parameter, default 20 s, at most 180): the connection
+closes after that long without new text; a single space `" "` keeps it open (an empty string
+would end the input). The fake sends `{"message": "Have not received new text for 20 seconds.
+Closing connection.", "error": "input_timeout_exceeded", "code": 1008}` and closes 1008 after
+`inactivity_timeout` (the query value, else `inactivity_s`) without a text message. The exact
+payload of this close is not published; the shape is the service's error message shape.
+
 Faults: `http_500` (handshake), `drop` (TCP reset after the first audio), `stall`, `malformed`,
 `quota` (error message `quota_exceeded` then close 1008).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import time
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -42,8 +52,11 @@ def pcm_to_ulaw_reference(pcm: bytes) -> bytes:
 
 class FakeElevenLabs(FakeWsServer):
     def __init__(self, *, ms_per_word: float = 200.0, chunk_ms: float = 100.0,
-                 first_audio_s: float = 0.0, chunk_s: float = 0.0, **kw: Any) -> None:
+                 first_audio_s: float = 0.0, chunk_s: float = 0.0, inactivity_s: float = 20.0,
+                 **kw: Any) -> None:
         super().__init__(**kw)
+        self.inactivity_s = inactivity_s
+        self.inactivity_closes = 0
         self.ms_per_word = ms_per_word
         self.chunk_ms = chunk_ms
         self.first_audio_s = first_audio_s
@@ -68,10 +81,32 @@ class FakeElevenLabs(FakeWsServer):
             await ws.send(json.dumps({"message": text, "error": err, "code": 1008}))
             await self.close_and_drain(ws, 1008, err)
             return
+        limit = float(self.params.get("inactivity_timeout", [self.inactivity_s])[0])
+        last = [time.monotonic()]
+        watch = asyncio.create_task(self._inactivity(ws, last, limit))
+        try:
+            await self._serve(ws, fmt, last)
+        finally:
+            watch.cancel()
+
+    async def _inactivity(self, ws: ServerConnection, last: list[float], limit: float) -> None:
+        while True:
+            wait = last[0] + limit - time.monotonic()
+            if wait <= 0:
+                self.inactivity_closes += 1
+                await ws.send(json.dumps({
+                    "message": f"Have not received new text for {limit:g} seconds. Closing "
+                               "connection.", "error": "input_timeout_exceeded", "code": 1008}))
+                await self.close_and_drain(ws, 1008, "input_timeout_exceeded")
+                return
+            await asyncio.sleep(wait)
+
+    async def _serve(self, ws: ServerConnection, fmt: str, last: list[float]) -> None:
         first = True
         buffered = ""
         sent_audio = False
         async for raw in ws:
+            last[0] = time.monotonic()
             msg = json.loads(raw)
             self.received.append(msg)
             if first:

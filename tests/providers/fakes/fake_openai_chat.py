@@ -11,12 +11,26 @@ Faults (for `fault_times` requests, default all): `http_429` (with `Retry-After:
 `stall_headers` (not even headers), `stall_mid`
 (one token, then nothing), `malformed` (a non-JSON data line), `error_event` (an `{"error": ...}`
 chunk mid-stream), `bad_args` (tool arguments that are not JSON).
+
+Request rules (each refused with HTTP 400 and OpenAI's error body `{"error": {"message", "type":
+"invalid_request_error", "param", "code"}}`), from the chat completions reference
+https://platform.openai.com/docs/api-reference/chat/create (`messages`: system/developer, user,
+assistant with optional `tool_calls`, tool with `tool_call_id`; `tools[].function.name`
+"a-z, A-Z, 0-9, underscores and dashes, max length 64"; `temperature` 0..2) and the error guide
+https://platform.openai.com/docs/guides/error-codes; the wording is the service's own:
+- `messages` not empty; roles system/developer/user/assistant/tool; content a string (or null
+  on an assistant message that has `tool_calls`);
+- an assistant message with `tool_calls` followed at once by one tool message per call id;
+- a tool message only as a response to the preceding `tool_calls`;
+- `tool_calls[].function.arguments` a string; tool names match `^[a-zA-Z0-9_-]{1,64}$`.
+`rejected` lists the messages of the requests refused.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from typing import Any
 
@@ -34,6 +48,7 @@ class FakeOpenAIChat(FakeHttpServer):
         self.token_s = token_s
         self.index = 0
         self.cancelled = 0  # streams the client abandoned mid-reply
+        self.rejected: list[str] = []
 
     @property
     def url(self) -> str:
@@ -49,6 +64,12 @@ class FakeOpenAIChat(FakeHttpServer):
             return web.json_response({"error": {"message": "Incorrect API key provided",
                                                 "type": "invalid_request_error",
                                                 "code": "invalid_api_key"}}, status=401)
+        problem, param = request_problem(body)
+        if problem:
+            self.rejected.append(problem)
+            return web.json_response({"error": {"message": problem, "type":
+                                                "invalid_request_error", "param": param,
+                                                "code": None}}, status=400)
         fault = self.take_fault()
         if fault == "http_429":
             return web.json_response({"error": {"message": "Rate limit reached",
@@ -115,3 +136,59 @@ class FakeOpenAIChat(FakeHttpServer):
         finally:
             self.open_streams -= 1
         return resp
+
+
+_TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+_ROLES = ("system", "developer", "user", "assistant", "tool")
+
+
+def request_problem(body: dict[str, Any]) -> tuple[str, str | None]:
+    """(the 400 message chat completions would give, its `param`), or ("", None) if valid."""
+    temp = body.get("temperature")
+    if temp is not None and not (isinstance(temp, (int, float)) and 0 <= temp <= 2):
+        return (f"Invalid 'temperature': decimal above maximum value. Expected a value <= 2, but "
+                f"got {temp} instead.", "temperature")
+    for k, tool in enumerate(body.get("tools") or []):
+        name = str((tool.get("function") or {}).get("name", ""))
+        if not _TOOL_NAME.match(name):
+            return (f"Invalid 'tools[{k}].function.name': string does not match pattern. "
+                    "Expected a string that matches the pattern '^[a-zA-Z0-9_-]+$'.",
+                    f"tools[{k}].function.name")
+    msgs = body.get("messages")
+    if not isinstance(msgs, list) or not msgs:
+        return "[] is too short - 'messages'", "messages"
+    pending: list[str] = []  # call ids still owed a tool message
+    answered: set[str] = set()
+    for i, m in enumerate(msgs):
+        role = m.get("role")
+        if role not in _ROLES:
+            return (f"Invalid value: '{role}'. Supported values are: 'system', 'assistant', "
+                    "'user', 'function', 'tool', and 'developer'.", f"messages[{i}].role")
+        content = m.get("content")
+        if role == "tool":
+            if m.get("tool_call_id") not in pending:
+                return ("Invalid parameter: messages with role 'tool' must be a response to a "
+                        "preceeding message with 'tool_calls'.", f"messages.[{i}].role")
+            pending.remove(m["tool_call_id"])
+            answered.add(m["tool_call_id"])
+            continue
+        if pending:
+            return ("An assistant message with 'tool_calls' must be followed by tool messages "
+                    "responding to each 'tool_call_id'. The following tool_call_ids did not "
+                    f"have response messages: {', '.join(pending)}", f"messages.[{i}].role")
+        if content is None and not (role == "assistant" and m.get("tool_calls")):
+            return ("Invalid value for 'content': expected a string, got null.",
+                    f"messages.[{i}].content")
+        if content is not None and not isinstance(content, (str, list)):
+            return (f"Invalid type for 'messages[{i}].content'.", f"messages[{i}].content")
+        calls = m.get("tool_calls") or []
+        for j, c in enumerate(calls):
+            if not isinstance((c.get("function") or {}).get("arguments"), str):
+                return (f"Invalid type for 'messages[{i}].tool_calls[{j}].function.arguments': "
+                        "expected a string.", f"messages[{i}].tool_calls[{j}].function.arguments")
+        pending = [str(c.get("id")) for c in calls]
+    if pending:
+        return ("An assistant message with 'tool_calls' must be followed by tool messages "
+                "responding to each 'tool_call_id'. The following tool_call_ids did not have "
+                f"response messages: {', '.join(pending)}", "messages")
+    return "", None
