@@ -182,7 +182,8 @@ def asterisk_config(
     host: str = typer.Option("127.0.0.1", help="Where flowagent runs, as Asterisk reaches it."),
     port: int = typer.Option(9099, help="AudioSocket port."),
     http_port: int = typer.Option(8080, help="Control API port."),
-    did: str = typer.Option("_X.", help="Number (or pattern) that reaches the agent."),
+    did: str = typer.Option("_[+0-9].", help="Number (or pattern) that reaches the agent; the "
+                            "default takes numbers with or without a leading +."),
     flow: str = typer.Option("removals", help="Flow name for this number."),
     part: str = typer.Option(
         "all", help="all, websocket (chan_websocket: modules, chan_websocket.conf, "
@@ -194,13 +195,21 @@ def asterisk_config(
                                   "(default: --host)."),
     fallback: str = typer.Option("100", help="Extension callers reach when flowagent is down."),
     ws_port: int = typer.Option(9098, help="chan_websocket listener port (--part websocket)."),
+    ami_port: int = typer.Option(5038, help="Manager interface (AMI) port (--part manager)."),
+    ami_user: str = typer.Option("flowagent", help="AMI login name (--part manager)."),
+    check: list[Path] | None = typer.Option(
+        None, "--check", help="Read your existing modules.conf / extensions.conf and say what "
+        "to add where (repeat for several files); prints nothing else."),
 ) -> None:
     """Print the Asterisk configuration snippets with your values filled in."""
     from flowagent.commands import asterisk as cmd
 
+    if check:
+        raise typer.Exit(cmd.check(check))
     raise typer.Exit(
         cmd.run(host=host, port=port, http_port=http_port, did=did, flow=flow, part=part,
-                http_host=http_host, fallback=fallback, ws_port=ws_port)
+                http_host=http_host, fallback=fallback, ws_port=ws_port, ami_port=ami_port,
+                ami_user=ami_user)
     )
 
 

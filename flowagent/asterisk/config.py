@@ -70,7 +70,8 @@ class AsteriskSettings:
     ws_port: int = 9098  # chan_websocket listener port (on `host`)
     http_host: str = ""  # control API host as Asterisk reaches it (default: `host`)
     http_port: int = 8080
-    did: str = "_X."  # number or pattern that reaches the agent
+    #: number or pattern that reaches the agent (trunks often deliver DIDs with a leading +)
+    did: str = "_[+0-9]."
     flow: str = "removals"
     token: str = "CHANGE-ME"  # placeholder: the admin pastes FLOWAGENT_API_TOKEN
     fallback: str = "100"  # extension in [flowagent-transfer] used when flowagent is down

@@ -131,7 +131,8 @@ def _authorised(request: web.Request, token: str | None) -> bool:
 
 def _routes(state: Any, token: str | None, default_context: str,
             queue_context: str) -> list[tuple[str, str, Any]]:
-    routes = [_route(state, token, default_context, queue_context)]
+    routes = [_route(state, token, default_context, queue_context),
+              _reason_route(state, token)]
     if callable(getattr(state, "register_call", None)):
         routes.append(_register_route(state, token))
     return routes
@@ -149,7 +150,13 @@ def _register_route(state: Any, token: str | None) -> tuple[str, str, Any]:
             reg = parse_call_registration(request.headers.get("Content-Type", ""), body)
         except ValueError as exc:
             return web.json_response({"error": str(exc)}, status=400)
-        state.register_call(reg.uuid, dict(reg.metadata))
+        metadata = dict(reg.metadata)
+        if metadata.pop("reply", "") == "text":
+            # the CURL() dialplan sees only the body: one word it cannot mistake for an error
+            # (a 401's JSON body is not empty, so "any answer" would pass a wrong token)
+            state.register_call(reg.uuid, metadata)
+            return web.Response(text="registered", content_type="text/plain")
+        state.register_call(reg.uuid, metadata)
         reply: dict[str, Any] = {"uuid": reg.uuid, "status": "registered"}
         flows = getattr(state, "flows", None)
         if flows is not None and callable(getattr(flows, "pick", None)):
@@ -173,6 +180,43 @@ def _route(state: Any, token: str | None, default_context: str, queue_context: s
         return web.Response(text=text, content_type="text/plain")
 
     return "GET", "/calls/{uuid}/transfer", transfer_target
+
+
+def _reason_route(state: Any, token: str | None) -> tuple[str, str, Any]:
+    """`GET /calls/{uuid}/transfer/reason`: why the agent transferred the call (plain text,
+    one line), for FLOWAGENT_REASON on the socket path (the AMI path sets it itself)."""
+
+    async def transfer_reason(request: web.Request) -> web.Response:
+        if not _authorised(request, token):
+            return web.Response(status=401, text="")
+        reason = await lookup_reason(state, request.match_info["uuid"])
+        return web.Response(text=reason, content_type="text/plain")
+
+    return "GET", "/calls/{uuid}/transfer/reason", transfer_reason
+
+
+async def lookup_reason(state: Any, call_uuid: str) -> str:
+    """The transfer's reason from the call's record (empty without a transfer). Made safe to
+    land in a dialplan variable: one line, no commas (they would split Set()'s arguments),
+    at most 120 characters."""
+    if not await lookup_target(state, call_uuid):
+        return ""
+    key = call_uuid.lower()
+    record: Any = None
+    recent = getattr(state, "recent", None)
+    if isinstance(recent, dict):
+        record = recent.get(key)
+    if record is None:
+        getter = getattr(getattr(state, "store", None), "get", None)
+        if getter is not None and inspect.iscoroutinefunction(getter):
+            try:
+                record = await getter(key)
+            except Exception:
+                log.exception("transfer reason: call store failed for %s", key)
+    reason = str(record.get("end_reason") or "") if isinstance(record, dict) else ""
+    reason = " ".join("".join(ch if ch.isprintable() and ch not in ",;|" else " "
+                              for ch in reason).split())
+    return reason[:120]
 
 
 @dataclass(frozen=True, slots=True)

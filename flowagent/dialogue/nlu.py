@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from flowagent.phone_numbers import region_of
 from flowagent.understanding import yes_no as _yn
 from flowagent.understanding.types import ParseResult
 
@@ -46,8 +47,7 @@ def match_intent_scored(
 
 def region(flow: CompiledFlow) -> str:
     """"en-GB" -> "GB" (phone numbers and dates are read with this region's conventions)."""
-    lang = flow.language or "en-GB"
-    return lang.split("-", 1)[1].upper() if "-" in lang else "GB"
+    return region_of(flow.language)
 
 
 def parse(flow: CompiledFlow, today: _dt.date, slot: SlotDef, text: str) -> ParseResult:

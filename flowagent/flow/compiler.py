@@ -23,6 +23,7 @@ from types import MappingProxyType
 from typing import Any
 
 from flowagent.flow import templates as T
+from flowagent.phone_numbers import region_of, to_e164
 from flowagent.understanding.types import SlotOptions, SlotSpec
 
 # ---------------------------------------------------------------------------------------------
@@ -256,8 +257,10 @@ class CompiledFlow:
         return bool(self.providers.get("llm") or self.providers.get("sts"))
 
     def context_for(self, did: str = "") -> dict[str, Any]:
-        """Static context for a call to `did`: `data` with the `by_number` entry laid over."""
+        """Static context for a call to `did`: `data` with the `by_number` entry laid over.
+        Numbers match however they are written (`by_number` keys are E.164 from compile time)."""
         ctx = _thaw(self.context_data)
+        did = to_e164(did, region_of(self.language)) if did else ""
         if did and did in self.by_number:
             ctx.update(_thaw(self.by_number[did]))
         return ctx
@@ -525,16 +528,18 @@ def compile_flow(data_or_loaded: Any, *, path: str | Path = "<flow>") -> Compile
     matcher = _build_matcher(_intents(data.get("intents")), data)
     states = {str(n): _state(str(n), raw or {}, global_handlers)
               for n, raw in (data.get("states") or {}).items()}
+    language = str(data.get("language", "en-GB") or "en-GB")
     return CompiledFlow(
         name=str(data.get("name", "")),
         path=str(path),
         description=str(data.get("description", "") or ""),
-        language=str(data.get("language", "en-GB") or "en-GB"),
+        language=language,
         start=str(data["start"]),
         settings=_settings(data.get("settings")),
         providers=_freeze(data.get("providers") or {}),
         context_data=_freeze(ctx.get("data") or {}),
-        by_number=_freeze(ctx.get("by_number") or {}),
+        by_number=_freeze({to_e164(str(k), region_of(language)): v
+                           for k, v in (ctx.get("by_number") or {}).items()}),
         context_fetch=fetch,
         slots=MappingProxyType(
             {str(n): _slot(str(n), raw or {}) for n, raw in (data.get("slots") or {}).items()}

@@ -20,6 +20,7 @@ import aiohttp
 from flowagent import logging as flog
 from flowagent.asterisk.audiosocket import ProtocolError
 from flowagent.dialogue.events import CallInfo
+from flowagent.phone_numbers import region_of, to_e164
 from flowagent.runner import audio_recording
 from flowagent.runner.lifecycle import CallLifecycle
 from flowagent.runner.line import CallLine
@@ -104,6 +105,9 @@ async def _set_up(life: CallLifecycle) -> None:
     wanted = str(override.get("flow", "") or "") or _pick(metadata, "flow", "FLOWAGENT_FLOW")
     entry = rt.flows.pick(did, wanted)
     life.entry = entry
+    # one form for every number the call is known by: records, templates, context lookups
+    region = region_of(entry.compiled.language)
+    caller, did = to_e164(caller, region), to_e164(did, region)
     if override.get("sts_url"):
         metadata = {**metadata, "sts_url": override["sts_url"]}
     context = await _resolve_context(life, entry, caller, did, channel, metadata)

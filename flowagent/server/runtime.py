@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from flowagent.phone_numbers import region_of, to_e164
 from flowagent.providers import registry
 from flowagent.runner.native_player import make_player
 from flowagent.runner.player import Player
@@ -193,7 +194,9 @@ class FlowSet:
         self.default = entry_for(str(default)) if default else None
         routes = {}
         for number, p in (data.get("numbers") or {}).items():
-            routes[str(number)] = entry_for(str(p))
+            entry = entry_for(str(p))
+            # E.164, so +44..., 44... and 0... written in the file all match what a trunk sends
+            routes[to_e164(str(number), region_of(entry.compiled.language))] = entry
         self.routes = routes
         self.by_path = by_path
         if self.default is None and not routes:
@@ -204,8 +207,11 @@ class FlowSet:
             for entry in self.by_path.values():
                 if override in (entry.name, entry.path.name, entry.path.stem, str(entry.path)):
                     return entry
-        if did and did in self.routes:
-            return self.routes[did]
+        if did and self.routes:
+            for number in {to_e164(did, region_of(e.compiled.language))
+                           for e in self.routes.values()}:
+                if number in self.routes:
+                    return self.routes[number]
         if self.default is not None:
             return self.default
         return next(iter(self.by_path.values()))

@@ -35,7 +35,10 @@ def test_values_land_where_asterisk_reads_them() -> None:
     assert "FLOWAGENT_API=http://10.0.0.5:8081" in ext
     assert "FLOWAGENT_AUDIOSOCKET=10.0.0.5:9100" in ext
     assert "exten => 01632960000,1," in ext
-    assert "&flow=dental)" in ext
+    assert "&flow=dental&reply=text)" in ext
+    assert 'GotoIf($["${FLOWAGENT_REPLY}" != "registered"]?fallback)' in ext
+    manager = render("manager", AsteriskSettings(ami_port=5039, ami_user="fa"))
+    assert re.search(r"^port = 5039$", manager, re.M) and re.search(r"^\[fa\]$", manager, re.M)
     assert "AudioSocket(${FLOWAGENT_UUID},${FLOWAGENT_AUDIOSOCKET})" in ext
     wide = render("wideband", SETTINGS)
     assert "Dial(AudioSocket/${FLOWAGENT_AUDIOSOCKET}/${FLOWAGENT_UUID}/c(slin16),,g)" in wide
@@ -121,3 +124,76 @@ def test_cli_websocket_prints_every_file_chan_websocket_needs() -> None:
     assert "uri = ws://10.0.0.5:9200/chan_websocket" in done.stdout
     assert "flowagent serve --websocket 0.0.0.0:9200" in done.stdout
     assert run_cli("--part", "websockets").returncode == 2
+
+
+#: where each dialplan function and application comes from (Asterisk's source tree); the ones
+#: built into the core (pbx) need no module
+PROVIDED_BY = {
+    "CURL": "func_curl.so", "CURLOPT": "func_curl.so", "URIENCODE": "func_uri.so",
+    "UUID": "func_uuid.so", "CALLERID": "func_callerid.so", "LEN": "func_strings.so",
+    "AudioSocket": "app_audiosocket.so", "Dial": "app_dial.so", "Queue": "app_queue.so",
+    "AGI": "res_agi.so",
+}
+CORE = {"NoOp", "Answer", "Set", "GotoIf", "Goto", "Hangup"}
+
+
+@pytest.mark.parametrize(("dialplan", "modules"), [
+    (("extensions", "wideband", "agi"), "modules"),
+    (("websocket-dialplan",), "websocket-modules"),
+])
+def test_every_function_and_application_the_dialplan_uses_is_loaded(
+        dialplan: tuple[str, ...], modules: str) -> None:
+    """With autoload=no only what modules.conf names exists: every function and application
+    our dialplan calls must come from a module our modules snippet loads."""
+    loaded = set(re.findall(r"^load => (\S+)", render(modules, SETTINGS), re.M))
+    used: set[str] = set()
+    for part in dialplan:
+        for line in render(part, SETTINGS).splitlines():
+            if line.lstrip().startswith(";"):
+                continue
+            used |= set(re.findall(r"\$\{([A-Z]+)\(", line))  # functions: ${NAME(
+            m = re.search(r"=>\s*[^,]+,[^,]+,([A-Za-z]+)\(", line)  # the application
+            if m:
+                used.add(m.group(1))
+    unknown = used - set(PROVIDED_BY) - CORE
+    assert unknown == set(), f"add these to PROVIDED_BY: {unknown}"
+    missing = {name: PROVIDED_BY[name] for name in used - CORE
+               if PROVIDED_BY[name] not in loaded}
+    if modules == "websocket-modules":  # AudioSocket/AGI are not part of that transport
+        missing.pop("AudioSocket", None)
+    assert missing == {}
+    assert "res_manager.so" not in loaded  # built into the core: loading it is an error
+
+
+def test_snippets_paste_into_an_existing_modules_section() -> None:
+    """No snippet carries its own [modules] header: pasted at the end of modules.conf it would
+    be a second section, which Asterisk ignores."""
+    for part in ("modules", "websocket-modules"):
+        assert "[modules]" not in render(part, SETTINGS).replace(
+            "existing [modules] section", "").replace("second [modules] header", "")
+
+
+def test_check_says_what_to_add_where(tmp_path: Path) -> None:
+    from flowagent.asterisk.config_check import check_file
+
+    mods = tmp_path / "modules.conf"
+    mods.write_text("[modules]\nautoload=no\nload => res_audiosocket.so\n"
+                    "load => res_manager.so\nnoload => func_curl.so\n\n[modules]\n"
+                    "load => func_uuid.so\n")
+    out = [f.render() for f in check_file(mods)]
+    text = "\n".join(out)
+    assert f"{mods}:7: error: A second [modules] section" in text
+    assert f"{mods}:4: error: `load => res_manager.so` names a module that does not exist" in text
+    assert f"{mods}:5: error: `noload => func_curl.so`" in text
+    assert "add `load => func_callerid.so`" in text and "add `load => func_uuid.so`" in text
+    good = tmp_path / "good.conf"
+    good.write_text("[modules]\nautoload=yes\n")
+    assert check_file(good) == []
+    ext = tmp_path / "extensions.conf"
+    ext.write_text("[from-trunk]\nexten => _X.,1,AudioSocket(${UUID},127.0.0.1:9099)\n")
+    out = [f.render() for f in check_file(ext)]
+    assert any(f"{ext}:2: error: AudioSocket(${{UUID}},...)" in line for line in out)
+    result = subprocess.run([sys.executable, "-m", "flowagent.cli", "asterisk", "config",
+                             "--check", str(mods), "--check", str(good)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "nothing to change" in result.stdout

@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 
 from flowagent.asterisk.caller import AudioSocketCaller
+from flowagent.asterisk.routes import add_routes
 from flowagent.server.audiosocket_server import AudioSocketServer
 from flowagent.server.call_store import CallStore
 from flowagent.server.control_api import create_app, start_api
@@ -97,7 +98,9 @@ async def harness(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncItera
         rt = Runtime(flows, store, config=config, webhooks=hooks)
         server = AudioSocketServer(rt, "127.0.0.1", 0, reload_interval_s=reload_interval_s)
         await server.start()
-        runner, http_port = await start_api(create_app(rt), "127.0.0.1", 0)
+        app = create_app(rt)
+        add_routes(app, rt)  # what serve adds: the Asterisk dialplan's routes
+        runner, http_port = await start_api(app, "127.0.0.1", 0)
         made.append((server, runner, store))
         return Harness(rt, server, http_port, store)
 

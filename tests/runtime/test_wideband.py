@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FLOWS
 
 from flowagent import audio
 from flowagent.asterisk.audiosocket import KIND_FOR_RATE
 from flowagent.server.runtime import RuntimeConfig
+
+FLOWS = Path(__file__).parent / "flows"
 
 RATES = [8000, 16000, 48000]
 
