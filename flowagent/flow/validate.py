@@ -117,8 +117,8 @@ def _validate_text(text: str, path: str, *, check_env: bool,
         report.findings.append(Finding(
             "error", "not-a-flow", path, 1, 1,
             "This file does not look like a flow: it has neither `flowagent:` nor `states:`.",
-            "Conversation tests (*.tests.yaml) and canned tool answers (*.tools.yaml) are "
-            "checked by `flowagent test`; give `flowagent validate` the flow file itself."))
+            "If it holds conversation tests or canned tool answers, name it NAME.tests.yaml "
+            "or NAME.tools.yaml and `flowagent validate` checks it as one."))
         report.unusable = True
         return report
 
