@@ -202,6 +202,28 @@ def call(
 
 
 @app.command(cls=FlagCommand)
+def demo(
+    flow: Path | None = typer.Argument(
+        None, help="The flow to serve (default: flows/removals.yaml, else the packaged copy)."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON summary at the end."),
+    stay: bool | None = typer.Option(
+        None, "--stay/--no-stay",
+        help="Keep the agent running after the call so its web pages work (default: on a "
+        "terminal)."),
+    http: str | None = typer.Option(
+        None, "--http", help="HOST:PORT for the agent's control API and web view (default: a "
+        "free loopback port)."),
+    workdir: Path | None = typer.Option(
+        None, "--workdir", help="Keep the agent's log and call records in this folder "
+        "(default: a temporary one, removed at the end)."),
+) -> None:
+    """A whole removals booking by voice, offline: fake pricing API, agent and caller in one."""
+    from flowagent.commands import demo as cmd
+
+    raise typer.Exit(cmd.run(flow=flow, json_out=json_out, stay=stay, http=http, keep=workdir))
+
+
+@app.command(cls=FlagCommand)
 def calls(
     uuid: str | None = typer.Argument(None, help="Show one call in full."),
     db: Path = typer.Option(Path("flowagent.db"), "--db", help="SQLite file of call records."),

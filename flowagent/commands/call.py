@@ -154,10 +154,8 @@ def run(*, to: str, wavs: list[Path], says: list[str], dtmf: str | None, uuid: s
     return 0 if summary["hangup_by"] in ("agent", "caller") else 1
 
 
-async def _agent_lines(http: str | None, uuid: str, token: str = "") -> list[str]:
-    """The agent's lines so far, from the control API (empty without --http)."""
-    if not http:
-        return []
+async def _fetch_record(http: str, uuid: str, token: str) -> dict[str, Any] | None:
+    """The call's record (live snapshot or stored) from the control API, or None."""
     import aiohttp
 
     try:
@@ -166,11 +164,34 @@ async def _agent_lines(http: str | None, uuid: str, token: str = "") -> list[str
             timeout=aiohttp.ClientTimeout(total=2),
         ) as r:
             if r.status != 200:
-                return []
+                return None
             rec = await r.json()
     except (aiohttp.ClientError, TimeoutError, ValueError):
+        return None
+    return rec if isinstance(rec, dict) else None
+
+
+async def _agent_lines(http: str | None, uuid: str, token: str = "") -> list[str]:
+    """The agent's lines so far, from the control API (empty without --http)."""
+    if not http:
+        return []
+    rec = await _fetch_record(http, uuid, token)
+    if rec is None:
         return []
     return [e["text"] for e in rec.get("transcript", []) if e.get("who") == "agent"]
+
+
+async def _record_duration(http: str | None, uuid: str, token: str) -> float | None:
+    """The call's duration as its record has it, once the record is closed (a second or two
+    after the hang-up at most): the one figure `flowagent calls` and the web pages show."""
+    if not http:
+        return None
+    for _ in range(10):
+        rec = await _fetch_record(http, uuid, token)
+        if rec is not None and isinstance(rec.get("duration_s"), int | float):
+            return round(float(rec["duration_s"]), 1)
+        await asyncio.sleep(0.2)
+    return None
 
 
 async def _call(con: Console, host: str, port: int, turns: list[Turn], uuid: str | None,
@@ -252,7 +273,10 @@ async def _call(con: Console, host: str, port: int, turns: list[Turn], uuid: str
         except TimeoutError:
             await caller.hangup()
     await caller.close()
-    duration = round(time.monotonic() - t_start, 2)
+    # the record's duration when the agent's API is at hand (the same figure `flowagent calls`
+    # and the web pages show); else what this caller measured
+    duration = await _record_duration(http, caller.uuid, token) or round(
+        time.monotonic() - t_start, 1)
     con.print(f"[dim]Call ended by {caller.hangup_by or 'unknown'} after {duration} s.[/dim]")
     if record is not None:
         audio.write_wav(record, bytes(timeline), rate)
