@@ -71,7 +71,7 @@ def flow_beside(path: Path, data: Any = None) -> Path | None:
 
 @cache
 def _validator(kind: str) -> Any:
-    from jsonschema import Draft202012Validator
+    from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 
     schema = json.loads((_SCHEMAS / f"{kind}.schema.json").read_text(encoding="utf-8"))
     return Draft202012Validator(schema)
@@ -189,7 +189,7 @@ def _schema_finding(found: _Findings, kind: str, error: Any) -> None:
                   f"`{missing}`.", f"Add `{missing}:`.", key=True)
     elif validator == "type":
         types = value if isinstance(value, list) else [value]
-        said = " or ".join(_TYPE_WORDS.get(t, t) for t in types)
+        said = " or ".join(_TYPE_WORDS.get(str(t), str(t)) for t in types)
         found.add("error", "wrong-type", path, f"{where[0].upper()}{where[1:]} should be {said}.",
                   key=False)
     elif validator == "minItems":
@@ -255,7 +255,7 @@ def _against_flow(found: _Findings, kind: str, data: dict[str, Any], flow_path: 
                       f"Did you mean `{guess}`?" if guess else "Check the state's name.")
         for key in ("tool_called", "tool_not_called"):
             named = expect.get(key)
-            names = [named.get("name")] if isinstance(named, dict) else \
+            names: list[Any] = [named.get("name")] if isinstance(named, dict) else \
                 named if isinstance(named, list) else [named]
             for tool in names:
                 if isinstance(tool, str) and tools and tool not in tools \
