@@ -1,11 +1,15 @@
-"""Benchmark: whole-process wall time of `flowagent validate` (goal: < 0.5 s per run).
+"""Benchmark: whole-process wall time of `flowagent validate` (goals: < 0.5 s per run on a
+500-state flow; linear in the flow's size: 10,000 states < 1 s, a 5 MB flow < 2 s).
 
 Measures the command exactly as a flow author runs it — a fresh process each time, start-up
 included — on flows/removals.yaml and on a generated 500-state flow, and splits the time into
 interpreter start-up, the CLI framework import, and our own work, so a regression is easy to
-place. Writes bench/results/validation.md.
+place. Then the scaling rows: generated flows of 1,000 to 10,000 states (a mixed flow with
+every kind of state, and a plain chain of `say` states, the shape that exposed a quadratic
+loop), a 5 MB flow (10,000 states whose prompts are paragraphs, as a big real flow's are) and
+a dense 4 MB flow of 50,000 short states. Writes bench/results/validation.md.
 
-    /work/venv/bin/python bench/bench_validate.py [--runs 15]
+    .venv/bin/python bench/bench_validate.py [--runs 15] [--scale-runs 3]
 """
 
 from __future__ import annotations
@@ -27,8 +31,30 @@ REMOVALS = ROOT / "flows" / "removals.yaml"
 RESULTS = ROOT / "bench" / "results" / "validation.md"
 
 
-def generate_flow(n_states: int = 500) -> str:
-    """A valid flow with `n_states` states of every kind, 100 slots, 20 tools, 10 intents."""
+#: a prompt as long as a real one that explains something (about 520 characters)
+PARAGRAPH = (
+    "Thanks for bearing with me. Before we go on I need to check a couple of details, because "
+    "the price depends on how far the van travels, how many rooms we empty and whether there "
+    "are stairs or a lift at either end. None of this commits you to anything; you will hear "
+    "the full price before anything is booked, and you can change your mind at any point. If "
+    "you are not sure of an answer, just say so and we will work it out together later on. "
+    "We keep these details only for this move, and we never pass them to anyone else at all."
+)
+
+
+def generate_chain(n_states: int) -> str:
+    """A valid flow of `n_states` `say` states, each leading to the next: the plainest shape."""
+    out = ["flowagent: 1", f"name: Chain of {n_states}", "start: s0", "states:"]
+    for i in range(n_states):
+        out += [f"  s{i}:", f"    say: Step {i} of the chain.",
+                f"    next: s{i + 1}" if i + 1 < n_states else "    end: true"]
+    return "\n".join(out) + "\n"
+
+
+def generate_flow(n_states: int = 500, prose: bool = False) -> str:
+    """A valid flow with `n_states` states of every kind, 100 slots, 20 tools, 10 intents;
+    with `prose`, every spoken line is a paragraph (`PARAGRAPH`)."""
+    extra = f" {PARAGRAPH}" if prose else ""
     n_slots, n_tools, n_intents = 100, 20, 10
     out = [
         "# yaml-language-server: $schema=../flowagent/schemas/flow.schema.json",
@@ -61,10 +87,11 @@ def generate_flow(n_states: int = 500) -> str:
         out.append(f"  s{i}:")
         if kind == 0:
             slot = f"slot{i % n_slots}"
-            out += [f"    say: Step {i} for {{{{ context.company }}}}, {{{{ slots.{slot} }}}}.",
+            out += [f"    say: Step {i} for {{{{ context.company }}}}, {{{{ slots.{slot} }}}}."
+                    f"{extra}",
                     f"    next: {nxt}"]
         elif kind == 1:
-            out += [f"    ask: Question {i}?", "    next:",
+            out += [f"    ask: Question {i}?{extra}", "    next:",
                     f"      - intent: intent{i % n_intents}", f"        go: {nxt}",
                     f"      - when: slots.slot{i % n_slots} == 3", f"        go: {nxt}",
                     f"      - go: {nxt}"]
@@ -72,9 +99,10 @@ def generate_flow(n_states: int = 500) -> str:
             out += [f"    collect: [slot{i % n_slots}, slot{(i + 1) % n_slots}]",
                     f"    next: {nxt}"]
         elif kind == 3:
-            out += ["    say: One moment.", f"    call: tool{i % n_tools}", f"    next: {nxt}"]
+            out += [f"    say: One moment.{extra}", f"    call: tool{i % n_tools}",
+                    f"    next: {nxt}"]
         else:
-            out += [f"    say: Saved {{{{ vars.v{i % n_tools} }}}}.", f"    next: {nxt}"]
+            out += [f"    say: Saved {{{{ vars.v{i % n_tools} }}}}.{extra}", f"    next: {nxt}"]
     out += ["  human:", "    transfer: \"{{ context.human }}\"", "  bye:", "    say: Goodbye.",
             "    end: true", ""]
     return "\n".join(out)
@@ -101,9 +129,22 @@ def wall(cmd: list[str], runs: int) -> tuple[float, float, float, int]:
     return statistics.median(times), min(times), statistics.median(cpu), rc
 
 
+SCALING = (
+    ("mixed flow, 1,000 states", lambda: generate_flow(1000)),
+    ("mixed flow, 4,000 states", lambda: generate_flow(4000)),
+    ("mixed flow, 10,000 states", lambda: generate_flow(10000)),
+    ("chain of `say` states, 1,000", lambda: generate_chain(1000)),
+    ("chain of `say` states, 4,000", lambda: generate_chain(4000)),
+    ("chain of `say` states, 10,000", lambda: generate_chain(10000)),
+    ("5 MB flow (10,000 states, paragraph prompts)", lambda: generate_flow(10000, prose=True)),
+    ("dense 4 MB flow (50,000 short states)", lambda: generate_flow(50000)),
+)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=15)
+    ap.add_argument("--scale-runs", type=int, default=3)
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
 
@@ -132,17 +173,30 @@ def main() -> int:
             print(f"{label:58s} median {med * 1000:7.1f} ms   best {best * 1000:7.1f} ms  "
                   f"cpu {cpu * 1000:7.1f} ms  rc={rc}")
         lines_500 = big.read_text().count("\n")
+        scaling = []
+        for label, make in SCALING:
+            flow = Path(tmp) / "scaled.yaml"
+            flow.write_text(make(), encoding="utf-8")
+            size = flow.stat().st_size / 1e6
+            med, best, cpu, rc = wall([*cli, "validate", str(flow)], args.scale_runs)
+            scaling.append((label, size, med, best, cpu, rc))
+            print(f"{label:58s} {size:5.2f} MB median {med:6.2f} s  best {best:6.2f} s  rc={rc}")
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     if not args.no_write:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        before = ""
+        if RESULTS.exists() and "## Before" in RESULTS.read_text(encoding="utf-8"):
+            before = RESULTS.read_text(encoding="utf-8").split("## Before", 1)[1]
         md = [
             "# `flowagent validate` — whole-process wall time",
             "",
-            "Goal (PRODUCT.md §7): < 0.5 s for the whole process on a 500-state flow.",
+            "Goals (PRODUCT.md §7, issue 18): < 0.5 s for the whole process on a 500-state flow;",
+            "linear in the flow's size: 10,000 states < 1 s, a 5 MB flow < 2 s.",
             "",
-            "Command: `/work/venv/bin/python bench/bench_validate.py --runs "
-            f"{args.runs}` (a fresh process per run; median and best of {args.runs}).",
+            "Command: `.venv/bin/python bench/bench_validate.py --runs "
+            f"{args.runs} --scale-runs {args.scale_runs}` (a fresh process per run; median and "
+            "best).",
             "",
             f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python "
             f"{platform.python_version()}, 1-min load average {load:.1f} while measuring "
@@ -163,10 +217,27 @@ def main() -> int:
             "\"validator only\" rows; the `import typer` row shows what every other command "
             "pays at start-up.",
             "",
+            "## Scaling (whole process, `flowagent validate FILE`)",
+            "",
+            "| flow | size | wall median | wall best | CPU median | exit |",
+            "|---|---:|---:|---:|---:|---:|",
+            *[f"| {label} | {size:.2f} MB | {med:.2f} s | {best:.2f} s | {cpu:.2f} s | {rc} |"
+              for label, size, med, best, cpu, rc in scaling],
+            "",
+            "Why it is linear now: the \"can this state reach an end?\" check walks the reversed "
+            "edges once (it used to re-scan every state until nothing changed: once per state "
+            "on a chain), and the cyclic garbage collector is paused while the YAML tree and "
+            "the checks allocate (`loader.no_cyclic_gc`; it took 60 % of the time on big "
+            "flows). What is left is about 1 s per MB of dense YAML (LibYAML's composer and "
+            "our position-keeping builder, ~0.5 s/MB) and the checks (~0.35 s/MB).",
+            "",
         ]
+        if before:
+            md += ["## Before" + before.rstrip(), ""]
         RESULTS.write_text("\n".join(md), encoding="utf-8")
         print(f"wrote {RESULTS.relative_to(ROOT)}")
-    return 0 if all(r[-1] == 0 for r in results) else 1
+    ok = all(r[-1] == 0 for r in results) and all(r[-1] == 0 for r in scaling)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

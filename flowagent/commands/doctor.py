@@ -1,7 +1,9 @@
 """`flowagent doctor`: the production checklist, one pass/fail/skip line per check.
 
 Run it on the machine that will serve calls, with the same environment file as the service
-(`set -a; . /etc/flowagent/flowagent.env; flowagent doctor flows/removals.yaml`). Every check
+(`set -a; . /etc/flowagent/flowagent.env; flowagent doctor flows/removals.yaml`). Without flow
+arguments it checks the flows it finds (`default_flows`: `flows/` here, else
+/etc/flowagent/flows/), so `flowagent doctor` alone runs every check. Every check
 says what it looked at and, when it fails, what to do. A check that cannot run here says
 "skipped" and why (e.g. no `asterisk` command on this machine): skipping never fails the run.
 
@@ -95,7 +97,7 @@ class _FlowInfo:
 
 def check_flows(cfg: DoctorConfig, info: _FlowInfo) -> list[Check]:
     if not cfg.flows:
-        return [Check("flows", "skip", "skipped: no flow files given "
+        return [Check("flows", "skip", "skipped: no flow files given or found in flows/ "
                       "(e.g. flowagent doctor flows/removals.yaml)")]
     try:
         from flowagent.flow.validate import validate_file
@@ -319,8 +321,10 @@ async def check_models(cfg: DoctorConfig, info: _FlowInfo) -> list[Check]:
         return [Check("local models", "skip", "skipped: the flows use no local model")]
     loop = asyncio.get_running_loop()
     # imports of ML runtimes take a moment: off the event loop, one at a time
-    return [await loop.run_in_executor(None, _local_check, kind, name, options)
-            for (kind, name, _), options in wanted.items()]
+    results = [await loop.run_in_executor(None, _local_check, kind, name, options)
+               for (kind, name, _), options in wanted.items()]
+    # flows with different options for the same model give the same line: say it once
+    return list({(c.name, c.status, c.detail): c for c in results}.values())
 
 
 # =============================================================================================
@@ -592,8 +596,31 @@ def print_checks(checks: Sequence[Check]) -> None:
     console.print(f"[{colour}]{passed} passed, {failed} failed, {skipped} skipped[/]")
 
 
+#: where flows are looked for when none are named: this folder's flows/, then deploy.md's place
+FLOW_FOLDERS = (Path("flows"), Path("/etc/flowagent/flows"))
+
+
+def default_flows(folders: Sequence[Path] = FLOW_FOLDERS) -> list[Path]:
+    """The flow files of the first of `folders` that has any (conversation tests and canned
+    tool answers beside them are not flows)."""
+    from flowagent.dialogue.file_checks import kind_of
+
+    for folder in folders:
+        if folder.is_dir():
+            found = [f for f in sorted(folder.glob("*.y*ml")) if kind_of(f) == "flow"]
+            if found:
+                return found
+    return []
+
+
 def run(flows: Sequence[Path], *, audiosocket: str | None = None, http: str | None = None,
         timeout_s: float = 5.0) -> int:
+    if not flows:
+        flows = default_flows()
+        if flows:
+            where = flows[0].parent
+            print(f"Checking the flows in {where}/ (name flows to check others): "
+                  + ", ".join(f.name for f in flows))
     cfg = DoctorConfig.from_env(flows, audiosocket=audiosocket, http=http, timeout_s=timeout_s)
     checks = asyncio.run(run_checks(cfg))
     print_checks(checks)

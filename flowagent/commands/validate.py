@@ -1,4 +1,8 @@
-"""`flowagent validate FILE...`: print findings for people (rich) or for CI (`--format json`).
+"""`flowagent validate PATH...`: print findings for people (rich) or for CI (`--format json`).
+
+A PATH is a file or a folder (every `.yaml` / `.yml` under it). Each file is checked as what
+it is: `*.tests.yaml` as conversation tests, `*.tools.yaml` as canned tool answers (both by
+`dialogue/file_checks.py`, against their flow when it is beside them), anything else as a flow.
 
 Exit codes: 0 no errors (warnings allowed), 1 errors, 2 unusable input (missing file, not YAML,
 not a flow). Only the validator and rich are imported, so the command starts quickly.
@@ -25,15 +29,44 @@ def run(files: Sequence[str | Path], output_format: str = "text", check_env: boo
         print(f"Unknown --format {output_format!r}; use text or json.", file=sys.stderr)
         return 2
     if not files:
-        print("Give at least one flow file, e.g. flowagent validate flows/removals.yaml",
+        print("Give at least one flow file or folder, e.g. flowagent validate flows/",
               file=sys.stderr)
         return 2
-    report = Report([validate_file(f, check_env=check_env) for f in files])
+    report = Report([_check(f, check_env) for f in expand(files)])
     if fmt == "json":
         sys.stdout.write(json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n")
     else:
         print_human(report)
     return report.exit_code
+
+
+def expand(paths: Sequence[str | Path]) -> list[str | Path]:
+    """Folders become the YAML files under them; files (and names that do not exist, so that
+    they are reported as missing) stay as given. An empty folder stays, to be reported."""
+    from flowagent.dialogue.file_checks import yaml_files
+
+    out: list[str | Path] = []
+    for given in paths:
+        p = Path(given)
+        found = yaml_files(p) if p.is_dir() else []
+        out.extend(found or [given])
+    return out
+
+
+def _check(path: str | Path, check_env: bool) -> FileReport:
+    if Path(path).is_dir():  # a folder with no YAML file in it
+        name = str(path)
+        return FileReport(name, [Finding(
+            "error", "file-not-found", name, 1, 1, f"The folder {name} has no .yaml files.",
+            "Give a folder that holds flows, or the flow files themselves.")], unusable=True)
+    from flowagent.dialogue.file_checks import kind_of
+
+    kind = kind_of(path)
+    if kind == "flow":
+        return validate_file(path, check_env=check_env)
+    from flowagent.dialogue.file_checks import validate_companion
+
+    return validate_companion(path, kind)
 
 
 def _source_lines(fr: FileReport) -> list[str]:
@@ -80,6 +113,25 @@ def print_human(report: Report) -> None:
         )
 
 
+#: the most of a source line shown under a finding (a 22,000-character line is unreadable)
+EXCERPT_WIDTH = 120
+
+
+def source_excerpt(line: str, column: int, width: int = EXCERPT_WIDTH) -> tuple[str, int]:
+    """(the part of `line` around `column`, the column within that part): long lines are cut
+    to `width` characters around the finding, with `…` where text was left out."""
+    if len(line) <= width:
+        return line, column
+    start = max(0, min(column - 1 - width // 3, len(line) - width))
+    part = line[start:start + width]
+    shown_column = column - start
+    if start > 0:
+        part, shown_column = "…" + part[1:], shown_column
+    if start + width < len(line):
+        part = part[:-1] + "…"
+    return part, shown_column
+
+
 def _print_finding(console: Console, f: Finding, lines: list[str]) -> None:
     from rich.markup import escape
     from rich.text import Text
@@ -88,10 +140,10 @@ def _print_finding(console: Console, f: Finding, lines: list[str]) -> None:
     console.print(f"  [{color}]{f.severity}[/] [dim]{f.line}:{f.column}[/] [cyan]{f.code}[/]  "
                   f"{escape(f.message)}")
     if 0 < f.line <= len(lines):
-        src = lines[f.line - 1].replace("\t", " ")
+        src, column = source_excerpt(lines[f.line - 1].replace("\t", " "), f.column)
         gutter = f"{f.line:>6} │ "
         console.print(Text(gutter + src, style="dim"))
-        caret = " " * (len(gutter) - 2) + "│ " + " " * max(f.column - 1, 0) + "^"
+        caret = " " * (len(gutter) - 2) + "│ " + " " * max(column - 1, 0) + "^"
         console.print(Text(caret, style=color))
     if f.suggestion:
         console.print(f"         [green]→[/] {escape(f.suggestion)}")

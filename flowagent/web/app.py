@@ -5,8 +5,9 @@
     api_app.add_subapp("/ui", ui)
 
 Auth is the control API's token: `?token=...` once (it is moved into an HttpOnly cookie and the
-URL is cleaned), a login form, or an `Authorization: Bearer` header. Only the login page and the
-static files (no data in them) are open.
+URL is cleaned; a wrong one shows the sign-in page saying so), a login form, an
+`Authorization: Bearer` header or the control API's `X-Flowagent-Token` header. Only the login
+page and the static files (no data in them) are open.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from flowagent.web.hub import LiveHub
 from flowagent.web.record_pages import MemoryRecords, RecordSource
 
 COOKIE = "flowagent_token"
+#: the control API's token header (`server/control_api.py`), accepted by the UI as well
+TOKEN_HEADER = "X-Flowagent-Token"
 STATIC_DIR = Path(__file__).parent / "static"
 WS_HEARTBEAT_S = 20.0
 TEST_TIMEOUT_S = 120.0
@@ -174,7 +177,11 @@ async def _auth_middleware(
     query_token = request.query.get("token")
     if query_token is not None:
         if not _token_ok(config, query_token):
-            raise web.HTTPUnauthorized(text="Wrong token.")
+            # the sign-in page, saying what is wrong, instead of a bare "Wrong token."
+            query = {k: v for k, v in request.query.items() if k != "token"}
+            next_url = _safe_next(config, request.path + (f"?{urlencode(query)}" if query
+                                                          else ""))
+            return _html(pages.login_page(config.prefix, next_url, failed=True), status=401)
         query = {k: v for k, v in request.query.items() if k != "token"}
         target = request.path + (f"?{urlencode(query)}" if query else "")
         if request.method == "GET" and request.headers.get("Upgrade", "").lower() != "websocket":
@@ -184,6 +191,10 @@ async def _auth_middleware(
         return await handler(request)
     bearer = request.headers.get("Authorization", "")
     if bearer.startswith("Bearer ") and _token_ok(config, bearer[7:].strip()):
+        return await handler(request)
+    # the control API's own header works here too (scripts, reverse proxies)
+    header = request.headers.get(TOKEN_HEADER)
+    if header is not None and _token_ok(config, header.strip()):
         return await handler(request)
     if _cookie_ok(config, request.cookies.get(COOKIE)):
         return await handler(request)

@@ -77,13 +77,16 @@ class LiveHub:
             call["slots"][name] = value
         self.publish({"type": "slot", "uuid": uuid, "name": name, "value": value})
 
-    def turn_latency(self, uuid: str, ms: float, **parts: float | None) -> None:
-        """Latency of one turn (end of caller speech -> first audio), milliseconds."""
+    def turn_latency(self, uuid: str, ms: float, *, state: str | None = None,
+                     **parts: float | None) -> None:
+        """Latency of one turn (end of caller speech -> first audio), milliseconds. `state` is
+        the state the turn was answered in (the call record's); without it, the call's state
+        now (which may already be a later one)."""
         call = self._calls.get(uuid)
-        entry = {"ms": round(ms, 1), **parts}
+        entry: dict[str, Any] = {"ms": round(ms, 1), **parts}
         if call is not None:
-            entry["turn"] = len(call["latency"]) + 1
-            entry["state"] = call["state"]
+            entry["turn"] = len(call["latency"]) + 1  # 1-based, as every page numbers turns
+            entry["state"] = state or call["state"]
             call["latency"].append(entry)
         self.publish({"type": "latency", "uuid": uuid, "entry": entry})
 

@@ -86,10 +86,16 @@ def status_badge(status: FlowStatus) -> str:
 
 
 def call_row(prefix: str, call: dict[str, Any]) -> str:
+    """One call in the home page's lists: who, flow, when it started, its short id and where it
+    is (or how it ended), so two calls from an unknown caller are still told apart."""
     state = "ended" + (f" ({call.get('outcome')})" if call.get("outcome") else "")
+    started = dt.datetime.fromtimestamp(call["started_at"]).strftime("%H:%M:%S") \
+        if call.get("started_at") else ""
     return (
         f'<li data-uuid="{esc(call["uuid"])}"><a href="{prefix}/calls/{esc(call["uuid"])}">'
         f"{esc(call.get('caller') or 'unknown caller')}</a> · {esc(call.get('flow'))} · "
+        f'<span class="call-started">{esc(started)}</span> · '
+        f'<span class="muted call-id">{esc(str(call["uuid"])[:8])}</span> · '
         f'<span class="call-state">{esc(state if call.get("ended") else call.get("state"))}'
         "</span></li>"
     )
@@ -101,13 +107,18 @@ def home_page(prefix: str, flows: dict[str, FlowStatus], live: list[dict[str, An
         f'<span class="muted">{esc(st.path)}</span> {status_badge(st)}</li>'
         for key, st in flows.items()
     )
-    calls = "".join(call_row(prefix, c) for c in live)
+    calls = "".join(call_row(prefix, c) for c in live if not c.get("ended"))
+    recent = "".join(call_row(prefix, c) for c in live if c.get("ended"))
     body = f"""<h1>flowagent</h1>
 <section aria-labelledby="flows-h"><h2 id="flows-h">Flows</h2>
 <ul class="list">{rows or "<li>No flows are loaded.</li>"}</ul></section>
 <section aria-labelledby="live-h"><h2 id="live-h">Live calls</h2>
 <p id="no-calls" {"hidden" if calls else ""}>No calls right now. This list updates by itself.</p>
-<ul class="list" id="live-calls" aria-live="polite">{calls}</ul></section>"""
+<ul class="list" id="live-calls" aria-live="polite">{calls}</ul></section>
+<section aria-labelledby="recent-h"><h2 id="recent-h">Recently ended</h2>
+<p id="no-recent" {"hidden" if recent else ""}>No call has ended since the server started.
+Older calls are under <a href="{prefix}/records">Records</a>.</p>
+<ul class="list" id="recent-calls">{recent}</ul></section>"""
     return layout(prefix, "Flows and live calls", body, data={"page": "home", "prefix": prefix})
 
 
@@ -180,8 +191,18 @@ def transcript_html(lines: list[dict[str, Any]]) -> str:
     )
 
 
+def value_text(value: Any) -> str:
+    """A slot or variable as every page (and `flowagent calls`) writes it: JSON's spelling, so
+    a yes/no slot is `true` on the live page, the record page and in the record itself."""
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return ""
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
 def slots_html(slots: dict[str, Any]) -> str:
-    return "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in slots.items())
+    return "".join(f"<dt>{esc(k)}</dt><dd>{esc(value_text(v))}</dd>" for k, v in slots.items())
 
 
 def latency_rows(entries: list[dict[str, Any]]) -> str:

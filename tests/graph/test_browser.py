@@ -180,3 +180,67 @@ async def test_login_form_and_flow_diagram_in_the_browser(live_server, browser_p
     failed = page.locator("table.tests tr.fail").filter(has_text="wrong on purpose")
     assert "Goodbye forever" in (await failed.text_content() or "")
 
+
+
+async def test_a_call_page_opens_at_the_top_and_stays_there(live_server, browser_page) -> None:
+    """The current state is brought into view inside the diagram's own scroll box; the page
+    itself stays at the top (it used to open ~430 px down, its header out of sight)."""
+    base, hub = live_server
+    page = browser_page
+    call = TextCall(hub, "scroll-call", "+447700900123")
+    await call.start()
+    await call.say("I'd like a quote for a move")
+    await call.say("LS11 5AB")
+    await page.goto(f"{base}/ui/calls/scroll-call?token={TOKEN}")
+    await page.locator(".flow-graph .node.current").wait_for()
+    await page.locator("#transcript li.who-caller").first.wait_for()
+    await page.wait_for_timeout(300)  # let the live connection's first update land
+    assert await page.evaluate("window.scrollY") == 0
+    assert await page.locator("header").evaluate("h => h.getBoundingClientRect().top") >= 0
+    await call.say("M1 1AE")  # a new state while the page is open
+    await page.locator("#transcript li.who-caller").filter(has_text="M1 1AE").wait_for()
+    await page.wait_for_timeout(300)
+    assert await page.evaluate("window.scrollY") == 0
+    # ...and the current state is visible inside the diagram's box
+    inside = await page.evaluate("""() => {
+        const node = document.querySelector('.flow-graph .node.current');
+        const box = node.closest('.graph-scroll').getBoundingClientRect();
+        const r = node.getBoundingClientRect();
+        return r.bottom > box.top && r.top < box.bottom && r.right > box.left && r.left < box.right;
+    }""")
+    assert inside
+
+
+async def test_ended_calls_move_out_of_live_calls(live_server, browser_page) -> None:
+    base, hub = live_server
+    page = browser_page
+    await page.goto(f"{base}/ui/?token={TOKEN}")
+    await page.locator("#no-calls").wait_for(state="visible")
+    first, second = TextCall(hub, "aaaa1111-call", ""), TextCall(hub, "bbbb2222-call", "")
+    await first.start()
+    await second.start()
+    live = page.locator("#live-calls li")
+    await page.locator('#live-calls li[data-uuid="bbbb2222-call"]').wait_for()
+    assert await live.count() == 2
+    texts = await live.all_text_contents()
+    assert texts[0] != texts[1]  # two unknown callers are still two different lines
+    await first.hangup()
+    ended = page.locator('#recent-calls li[data-uuid="aaaa1111-call"]')
+    await ended.wait_for()
+    assert "ended" in (await ended.text_content() or "")
+    assert await live.count() == 1
+    assert await page.locator('#live-calls li[data-uuid="aaaa1111-call"]').count() == 0
+    await page.reload()  # the page as served agrees with the live update
+    await page.locator('#recent-calls li[data-uuid="aaaa1111-call"]').wait_for()
+    assert await page.locator("#live-calls li").count() == 1
+
+
+async def test_a_wrong_token_link_opens_the_sign_in_page(live_server, browser_page) -> None:
+    base, _ = live_server
+    page = browser_page
+    await page.goto(f"{base}/ui/?token=demo")
+    await page.get_by_role("alert").filter(has_text="not right").wait_for()
+    await page.get_by_label("Access token").fill(TOKEN)
+    await page.get_by_role("button", name="Sign in").click()
+    await page.wait_for_url(f"{base}/ui/")
+    await page.get_by_role("heading", name="Live calls").wait_for()

@@ -231,3 +231,64 @@ async def test_a_slow_browser_never_blocks_publishing() -> None:
     assert queue.qsize() > 0
     assert hub._subscribers == set()  # the stalled client was dropped, it will reconnect
     await asyncio.sleep(0)
+
+
+async def test_the_api_token_header_opens_the_pages(ui) -> None:
+    """Scripts and proxies that already send the control API's header get the pages too."""
+    client, _ = ui
+    r = await client.get("/records", headers={"X-Flowagent-Token": TOKEN, **HTML},
+                         allow_redirects=False)
+    assert r.status == 200 and "Call records" in await r.text()
+    r = await client.get("/records", headers={"X-Flowagent-Token": "wrong", **HTML},
+                         allow_redirects=False)
+    assert r.status == 303  # to the sign-in page
+
+
+async def test_a_wrong_token_in_the_address_shows_the_sign_in_page(ui) -> None:
+    client, _ = ui
+    r = await client.get("/records?caller=07700&token=demo", allow_redirects=False)
+    page = await r.text()
+    assert r.status == 401
+    assert "That token is not right" in page and '<label for="token">' in page
+    assert 'name="next" value="/records?caller=07700"' in page  # back where they were going
+
+
+async def test_ended_calls_leave_live_calls_and_stay_apart(ui) -> None:
+    client, hub = ui
+    hub.call_started("call-aaaaaaaa", flow="Removals")
+    hub.call_started("call-bbbbbbbb", flow="Removals")
+    hub.call_ended("call-aaaaaaaa", "hangup_by_caller")
+    page = await (await client.get("/", headers=AUTH)).text()
+    live = page.split('id="live-calls"', 1)[1].split("</ul>", 1)[0]
+    recent = page.split('id="recent-calls"', 1)[1].split("</ul>", 1)[0]
+    assert "call-bbb" in live and "call-aaa" not in live
+    assert "call-aaa" in recent and "ended (hangup_by_caller)" in recent
+    rows = re.findall(r"<li data-uuid[^\n]*?</li>", page)
+    assert len(rows) == len(set(rows)) == 2  # two unknown callers, two different lines
+
+
+async def test_booleans_are_written_the_same_everywhere(ui) -> None:
+    client, hub = ui
+    hub.call_started("call-bool", flow="Removals")
+    hub.slot_filled("call-bool", "accept_quote", True)
+    live = await (await client.get("/calls/call-bool", headers=AUTH)).text()
+    assert "<dt>accept_quote</dt><dd>true</dd>" in live
+    hub.call_ended("call-bool", "completed", record={
+        "uuid": "call-bool", "flow": "Removals", "caller": "", "outcome": "completed",
+        "started_at": time.time(), "transcript": [], "slots": {"accept_quote": True},
+        "tool_calls": [], "turns": []})
+    record = await (await client.get("/records/call-bool", headers=AUTH)).text()
+    assert "<dt>accept_quote</dt><dd>true</dd>" in record and "True" not in record
+
+
+def test_a_turns_latency_keeps_the_state_it_was_answered_in() -> None:
+    """The watcher reports a turn after the call may have moved on: the row keeps the state
+    the record gives it, so the call page and the record page agree."""
+    hub = LiveHub()
+    hub.call_started("c1", flow="Removals")
+    hub.state_entered("c1", "details")
+    hub.state_entered("c1", "get_quote")  # the call moved on before the row was reported
+    hub.turn_latency("c1", 420.0, state="details")
+    hub.turn_latency("c1", 380.0)
+    rows = hub.get("c1")["latency"]
+    assert [(r["turn"], r["state"]) for r in rows] == [(1, "details"), (2, "get_quote")]

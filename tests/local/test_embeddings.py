@@ -1,5 +1,6 @@
-"""MiniLM sentence embeddings in numpy: the model's published reference similarities, and intent
-matching through the understanding package's IntentMatcher with the embedding scorer plugged in.
+"""MiniLM sentence embeddings (int8 ONNX on onnxruntime): the model's published reference
+similarities, and intent matching through the understanding package's IntentMatcher with the
+embedding scorer plugged in.
 """
 
 from __future__ import annotations
@@ -20,15 +21,16 @@ def minilm() -> MiniLM:
 
 def test_matches_the_published_reference_similarities(minilm: MiniLM) -> None:
     # sentence-transformers' quick-start output for all-MiniLM-L6-v2 (sbert.net):
-    # [[1.0000, 0.6660, 0.1046], [0.6660, 1.0000, 0.1411], [0.1046, 0.1411, 1.0000]]
+    # [[1.0000, 0.6660, 0.1046], [0.6660, 1.0000, 0.1411], [0.1046, 0.1411, 1.0000]];
+    # the int8 model agrees to 0.01 (a tokenizer or pooling mistake moves these by 0.1 or more)
     e = minilm.encode(["The weather is lovely today.", "It's so sunny outside!",
                        "He drove to the stadium."])
     assert e.shape == (3, 384)
     np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-5)
     sims = e @ e.T
-    np.testing.assert_allclose(sims[0, 1], 0.6660, atol=1e-4)
-    np.testing.assert_allclose(sims[0, 2], 0.1046, atol=1e-4)
-    np.testing.assert_allclose(sims[1, 2], 0.1411, atol=1e-4)
+    np.testing.assert_allclose(sims[0, 1], 0.6660, atol=0.01)
+    np.testing.assert_allclose(sims[0, 2], 0.1046, atol=0.01)
+    np.testing.assert_allclose(sims[1, 2], 0.1411, atol=0.01)
     assert "torch" not in sys.modules
 
 

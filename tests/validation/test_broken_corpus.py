@@ -1,10 +1,12 @@
 """Every file in tests/flows/broken/ holds one mistake a flow author could make, and says in its
 first line what `flowagent validate` must report:
 
-    # expect: unknown-state 12:11 mentions=bokk [severity=warning]
+    # expect: unknown-state 12:11 mentions=bokk [severity=warning] [suggests=book]
 
 The finding must be there with that code, line and column, and its sentence must name the thing
-the author has to change. No other *error* may be reported (one mistake -> one error), so
+the author has to change; with `suggests=`, its suggestion must hold that text (spaces ignored:
+`suggests=intent:human` matches "write `intent: human`"). No other *error* may be reported
+(one mistake -> one error), so
 findings do not cascade into noise.
 """
 
@@ -20,7 +22,7 @@ from flowagent.flow.validate import validate_file
 BROKEN = Path(__file__).resolve().parents[1] / "flows" / "broken"
 HEADER = re.compile(
     r"^# expect: (?P<code>[a-z-]+) (?P<line>\d+):(?P<col>\d+) mentions=(?P<mentions>\S+)"
-    r"(?: severity=(?P<severity>error|warning))?\s*$"
+    r"(?: severity=(?P<severity>error|warning))?(?: suggests=(?P<suggests>\S+))?\s*$"
 )
 FILES = sorted(BROKEN.glob("*.yaml"))
 
@@ -50,6 +52,9 @@ def test_broken_flow_reports_its_mistake(path: Path) -> None:
     assert m["mentions"].lower() in finding.message.lower(), finding.message
     assert finding.message.strip().endswith((".", "?", ")")), finding.message
     assert "Traceback" not in finding.message
+    if m["suggests"]:
+        said = "".join((finding.suggestion or "").split()).lower()
+        assert m["suggests"].lower() in said, finding.suggestion
 
     other_errors = [f for f in report.errors if f.code != code]
     assert not other_errors, f"{path.name}: unexpected extra errors: " + "; ".join(

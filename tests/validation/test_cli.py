@@ -78,7 +78,7 @@ def test_json_output_shape() -> None:
     doc = json.loads(r.stdout)
     assert list(doc) == ["files"]
     clean, broken = doc["files"]
-    assert clean == {"path": str(REMOVALS), "findings": []}
+    assert clean == {"path": str(REMOVALS), "kind": "flow", "findings": []}
     assert broken["path"].endswith("duplicate_key.yaml")
     (finding,) = broken["findings"]
     assert set(finding) == {"severity", "code", "line", "column", "message", "suggestion"}

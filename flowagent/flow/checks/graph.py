@@ -138,14 +138,7 @@ def check_graph(ctx: CheckContext) -> None:
             out += _handler_targets(st.get("handlers"), caller_only=True)
         listen_edges[name] = [start if t == "\x00start" and start else t for t in out]
 
-    can_exit = set(exits)
-    changed = True
-    while changed:
-        changed = False
-        for name, out in listen_edges.items():
-            if name not in can_exit and any(t == _EXIT or t in can_exit for t in out):
-                can_exit.add(name)
-                changed = True
+    can_exit = _can_reach_exit(exits, listen_edges)
 
     stuck = [n for n in bodies if n in seen and n not in can_exit]
     for comp in _cycles(stuck, listen_edges):
@@ -161,6 +154,28 @@ def check_graph(ctx: CheckContext) -> None:
                   key=True)
 
 
+def _can_reach_exit(exits: set[str], edges: dict[str, list[str]]) -> set[str]:
+    """Every state from which some path reaches an exit (or hangs up): one backward
+    breadth-first walk over the reversed edges, so the time is linear in states + edges (a
+    fixpoint over all states re-scanned a chain once per state: 4,000 states took 2.5 s)."""
+    incoming: dict[str, list[str]] = {}
+    todo: list[str] = list(exits)
+    for name, out in edges.items():
+        for target in out:
+            if target == _EXIT:
+                todo.append(name)
+            else:
+                incoming.setdefault(target, []).append(name)
+    reached: set[str] = set()
+    while todo:
+        name = todo.pop()
+        if name in reached:
+            continue
+        reached.add(name)
+        todo.extend(p for p in incoming.get(name, ()) if p not in reached)
+    return reached
+
+
 def _cycles(nodes: list[str], edges: dict[str, list[str]]) -> list[list[str]]:
     """Strongly connected components of `nodes` that contain a cycle, in file order."""
     order = {n: i for i, n in enumerate(nodes)}
@@ -171,6 +186,8 @@ def _cycles(nodes: list[str], edges: dict[str, list[str]]) -> list[list[str]]:
     out: list[list[str]] = []
     counter = 0
 
+    # successors inside `nodes`, computed once (not on every visit of a node)
+    succs = {n: [w for w in edges.get(n, []) if w in order] for n in nodes}
     for root in nodes:
         if root in index:
             continue
@@ -183,7 +200,7 @@ def _cycles(nodes: list[str], edges: dict[str, list[str]]) -> list[list[str]]:
                 counter += 1
                 stack.append(v)
                 on.add(v)
-            succ = [w for w in edges.get(v, []) if w in order]
+            succ = succs[v]
             if i < len(succ):
                 work.append((v, i + 1))
                 w = succ[i]

@@ -69,13 +69,62 @@ def ref_tool(ctx: CheckContext, path: PathT, tool: Any, what: str, *, builtins: 
                              else f"Add `{tool}:` under `tools:`."))
 
 
+#: words authors use for a built-in intent (`intent: operator` means the built-in `human`)
+_BUILTIN_INTENT_WORDS = {
+    "human": ("operator", "agent", "person", "representative", "someone", "staff", "transfer",
+              "advisor", "adviser", "real_person", "speak_to_human", "talk_to_human"),
+    "repeat": ("again", "pardon", "say_again", "repeat_that"),
+    "restart": ("start_again", "start_over", "begin_again", "reset"),
+    "goodbye": ("bye", "hang_up", "hangup", "end_call", "farewell"),
+    "yes": ("affirm", "confirm", "agree", "correct"),
+    "no": ("deny", "negative", "disagree"),
+}
+
+
+def _builtin_meaning(intent: str) -> str | None:
+    word = intent.strip().lower().replace("-", "_").replace(" ", "_")
+    for builtin, words in _BUILTIN_INTENT_WORDS.items():
+        if word in words:
+            return builtin
+    return None
+
+
 def ref_intent(ctx: CheckContext, path: PathT, intent: Any, what: str) -> None:
     if not isinstance(intent, str) or intent in ctx.intent_names:
         return
+    builtin = _builtin_meaning(intent)
+    if builtin is not None and builtin in ctx.intent_names:
+        suggestion: str | None = (
+            f"Use the built-in intent `{builtin}`, which already understands callers asking "
+            f"for this: write `intent: {builtin}`.")
+    else:
+        suggestion = suggestion_for(intent, ctx.intent_names, f"Add `{intent}:` under "
+                                    "`intents:` with a few example phrases.")
     ctx.error("unknown-intent", path, f"{what} waits for the intent `{intent}`, which is not "
-              "defined under `intents:` and is not a built-in one.",
-              suggestion_for(intent, ctx.intent_names, f"Add `{intent}:` under `intents:` with "
-                             "a few example phrases."))
+              "defined under `intents:` and is not a built-in one.", suggestion)
+
+
+def url_problem(url: str) -> str | None:
+    """Why a tool's URL cannot be called as written, or None. A URL that starts with a
+    template (`{{ context.api }}/x`) or with an environment reference without a default is only
+    known when the call runs; `${NAME:-default}` is judged by its default."""
+    text = url.strip()
+    if text.startswith(("{{", "{%")):
+        return None
+    if text.startswith("${"):
+        inner, _, rest = text[2:].partition("}")
+        if ":-" not in inner:
+            return None
+        text = inner.split(":-", 1)[1] + rest
+        if text.startswith(("{{", "{%")):
+            return None
+    if text.lower().startswith(("https://", "http://")):
+        return None
+    if "://" in text.split("/", 1)[0]:
+        scheme = text.split("://", 1)[0]
+        return (f"starts with `{scheme}://`, but a tool can only call `https://` or `http://` "
+                "addresses")
+    return "does not start with `https://` (or `http://`), so it is not a web address"
 
 
 def _check_start(ctx: CheckContext) -> None:
@@ -195,6 +244,15 @@ def _check_tool(ctx: CheckContext, name: str, tool: dict[str, Any]) -> None:
         ctx.error("conflicting-keys", (*base, "python"),
                   f"{where} has both `url` and `python`; a tool is one or the other.",
                   "Remove one of them.", key=True)
+    url = tool.get("url")
+    problem = url_problem(url) if isinstance(url, str) else None
+    if problem is not None and isinstance(url, str):
+        shown = url.strip()
+        fixed = shown if "://" in shown.split("/", 1)[0] else f"https://{shown}"
+        ctx.error("bad-url", (*base, "url"), f"The `url` of {where.lower()} ({shown}) {problem}.",
+                  f"Write the whole address, e.g. `url: \"{fixed}\"`."
+                  if "://" not in shown.split("/", 1)[0]
+                  else "Use the service's `https://` address.")
     needs = tool.get("needs")
     if isinstance(needs, list):
         for i, slot in enumerate(needs):

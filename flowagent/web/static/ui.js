@@ -33,7 +33,7 @@
     open();
   }
 
-  // ---- home: the live calls list -------------------------------------------------------------
+  // ---- home: live calls, and the ones that ended since the server started -----------------
   function callItem(call) {
     var li = el("li");
     li.dataset.uuid = call.uuid;
@@ -41,30 +41,47 @@
     a.href = prefix + "/calls/" + encodeURIComponent(call.uuid);
     li.appendChild(a);
     li.appendChild(document.createTextNode(" · " + (call.flow || "") + " · "));
-    li.appendChild(el("span", "call-state", call.ended ? "ended" : (call.state || "")));
+    var started = call.started_at ? new Date(call.started_at * 1000).toTimeString().slice(0, 8) : "";
+    li.appendChild(el("span", "call-started", started));
+    li.appendChild(document.createTextNode(" · "));
+    li.appendChild(el("span", "muted call-id", String(call.uuid).slice(0, 8)));
+    li.appendChild(document.createTextNode(" · "));
+    li.appendChild(el("span", "call-state", call.ended ?
+      "ended" + (call.outcome ? " (" + call.outcome + ")" : "") : (call.state || "")));
     return li;
   }
 
   function homePage() {
     var list = document.getElementById("live-calls");
     var empty = document.getElementById("no-calls");
+    var recent = document.getElementById("recent-calls");
+    var noRecent = document.getElementById("no-recent");
     function find(uuid) {
-      return list.querySelector('li[data-uuid="' + CSS.escape(uuid) + '"]');
+      return document.querySelector('#live-calls li[data-uuid="' + CSS.escape(uuid) + '"], ' +
+                                    '#recent-calls li[data-uuid="' + CSS.escape(uuid) + '"]');
     }
-    function refreshEmpty() { empty.hidden = list.children.length > 0; }
+    function refreshEmpty() {
+      empty.hidden = list.children.length > 0;
+      noRecent.hidden = recent.children.length > 0;
+    }
     connect("", function (ev) {
       if (ev.type === "hello") {
         list.textContent = "";
-        ev.calls.forEach(function (c) { list.appendChild(callItem(c)); });
+        recent.textContent = "";
+        ev.calls.forEach(function (c) { (c.ended ? recent : list).appendChild(callItem(c)); });
       } else if (ev.type === "call_started") {
         var old = find(ev.uuid);
         if (old) { old.remove(); }
         list.insertBefore(callItem(ev.call), list.firstChild);
-      } else if (ev.type === "state" || ev.type === "call_ended") {
+      } else if (ev.type === "state") {
         var li = find(ev.uuid);
-        if (li) {
-          li.querySelector(".call-state").textContent =
-            ev.type === "state" ? ev.state : "ended" + (ev.outcome ? " (" + ev.outcome + ")" : "");
+        if (li && li.parentNode === list) { li.querySelector(".call-state").textContent = ev.state; }
+      } else if (ev.type === "call_ended") {
+        var done = find(ev.uuid);
+        if (done) {
+          done.querySelector(".call-state").textContent =
+            "ended" + (ev.outcome ? " (" + ev.outcome + ")" : "");
+          recent.insertBefore(done, recent.firstChild);  // out of "Live calls"
         }
       }
       refreshEmpty();
@@ -79,6 +96,22 @@
     var latency = document.getElementById("latency");
     var statusEl = document.getElementById("call-status");
 
+    // Bring the current state into view inside the diagram's own scroll box only: the page
+    // itself must not move (scrollIntoView scrolled the whole page down, header out of view).
+    function showInBox(node) {
+      var box = node.closest(".graph-scroll");
+      if (!box) { return; }
+      var b = box.getBoundingClientRect(), r = node.getBoundingClientRect();
+      if (r.left < b.left || r.right > b.right) {
+        box.scrollLeft += (r.left - b.left) - (b.width - r.width) / 2;
+      }
+      if (r.top < b.top || r.bottom > b.bottom) {
+        box.scrollTop += (r.top - b.top) - (b.height - r.height) / 2;
+      }
+    }
+    function text(value) {  // JSON's spelling, as the server writes slots (true, not True)
+      return value !== null && typeof value === "object" ? JSON.stringify(value) : String(value);
+    }
     function highlight(state) {
       stateEl.textContent = state || "";
       document.querySelectorAll(".flow-graph .node.current").forEach(function (n) {
@@ -91,7 +124,7 @@
       if (node) {
         node.classList.add("current");
         node.setAttribute("aria-current", "step");
-        if (node.scrollIntoView) { node.scrollIntoView({block: "nearest", inline: "nearest"}); }
+        showInBox(node);
       }
     }
     function addLine(line) {
@@ -104,10 +137,10 @@
     function setSlot(name, value) {
       var dts = slots.querySelectorAll("dt");
       for (var i = 0; i < dts.length; i++) {
-        if (dts[i].textContent === name) { dts[i].nextElementSibling.textContent = String(value); return; }
+        if (dts[i].textContent === name) { dts[i].nextElementSibling.textContent = text(value); return; }
       }
       slots.appendChild(el("dt", null, name));
-      slots.appendChild(el("dd", null, String(value)));
+      slots.appendChild(el("dd", null, text(value)));
     }
     function addLatency(e) {
       var tr = el("tr");

@@ -1,8 +1,8 @@
 """A loopback stand-in for the removals company's pricing/booking API (what flows/removals.yaml
 calls): POST /quote -> {price, quote_id}, POST /bookings -> {reference}. It records every request
-so a test can check what the agent actually sent.
+so the demo (and the tests) can show what the agent actually sent.
 
-Run alone for the demo: `python tests/e2e/fake_removals_api.py 8099`.
+`flowagent demo` starts it by itself; alone: `python -m flowagent.demo.removals_api 8099`.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import threading
 from typing import Any
 
 from aiohttp import web
@@ -38,17 +39,41 @@ class FakeRemovalsApi:
         self.bookings.append(body)
         return web.json_response({"reference": f"SR{1000 + len(self.bookings)}"})
 
-    async def start(self, port: int = 0) -> int:
+    async def start(self, port: int = 0, host: str = "127.0.0.1") -> int:
         self.runner = web.AppRunner(self.app())
         await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", port)
+        site = web.TCPSite(self.runner, host, port)
         await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        for address in self.runner.addresses:
+            self.port = int(address[1])
         return self.port
 
     async def stop(self) -> None:
         if self.runner is not None:
             await self.runner.cleanup()
+
+
+class ApiThread:
+    """The fake API on an event loop of its own, for a caller that is not async (the demo
+    command). `start()` returns the port; `stop()` shuts it down and joins the thread."""
+
+    def __init__(self) -> None:
+        self.api = FakeRemovalsApi()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="fake-removals-api",
+                                        daemon=True)
+
+    def start(self, port: int = 0) -> int:
+        self._thread.start()
+        return asyncio.run_coroutine_threadsafe(self.api.start(port), self._loop).result(10)
+
+    def stop(self) -> None:
+        if not self._thread.is_alive():
+            return
+        asyncio.run_coroutine_threadsafe(self.api.stop(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
 
 
 async def _main(port: int) -> None:
@@ -63,4 +88,7 @@ async def _main(port: int) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(_main(int(sys.argv[1]) if len(sys.argv) > 1 else 8099))
+    try:
+        asyncio.run(_main(int(sys.argv[1]) if len(sys.argv) > 1 else 8099))
+    except KeyboardInterrupt:
+        pass
