@@ -95,6 +95,9 @@ class Hooks:
     def fault(self, kind: str, message: str) -> None:
         raise RuntimeError(f"{kind}: {message}")
 
+    def cut_short(self, say_id: int, heard: str) -> None:
+        return None
+
     def now(self) -> float:
         return 0.0
 

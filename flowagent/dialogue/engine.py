@@ -1325,6 +1325,9 @@ class Engine:
         st = self._state
         assert st is not None and st.llm is not None
         if not ev.ok:
+            if ev.text.strip():  # part of the reply was heard before it failed (e.g. its TTS)
+                self.record.add(self._now(ev), "agent", ev.text.strip(), self.state,
+                                say_id=ev.request_id, heard=ev.text.strip())
             self.record.errors.append(f"llm: {ev.error}")
             self._error(f"the LLM failed: {ev.error}")
             return

@@ -306,6 +306,9 @@ class FakeTts:
     #: behave like a TTS with a continuation API: `synthesize_stream` makes each word's audio
     #: as soon as the word arrives (one first-audio latency per reply, not per clause)
     continuation: bool = False
+    #: syntheses after this many never answer (a stalled service; tests of the timeouts)
+    stall_after: int | None = None
+    syntheses: int = 0
     name: str = "fake"
     events: list[FakeEvent] = field(default_factory=list)
 
@@ -328,10 +331,15 @@ class FakeTts:
             word_tones=bool(options.get("word_tones", False)),
             fail=bool(options.get("fail", False)),
             continuation=bool(options.get("continuation", False)),
+            stall_after=(int(options["stall_after"]) if options.get("stall_after") is not None
+                         else None),
         )
 
     async def synthesize(self, text: str, sample_rate: int) -> AsyncIterator[bytes]:
         _note(self.events, "tts", text)
+        self.syntheses += 1
+        if self.stall_after is not None and self.syntheses > self.stall_after:
+            await asyncio.Event().wait()  # never answers; the caller's timeout ends it
         await asyncio.sleep(_latency(self.first_audio_ms, self.first_audio_ms_max))
         if self.fail:
             raise ProviderError("the fake TTS was told to fail", provider="fake")

@@ -48,7 +48,7 @@ _SPECS: list[ProviderSpec] = [
     ProviderSpec("tts", "fake", "flowagent.providers.fake:FakeTts",
                  {"first_audio_ms": "number", "first_audio_ms_max": "number",
                   "ms_per_word": "number", "tone_hz": "number", "word_tones": "boolean",
-                  "fail": "boolean", "continuation": "boolean"},
+                  "fail": "boolean", "continuation": "boolean", "stall_after": "integer"},
                  "Makes a tone of a set length per word."),
     ProviderSpec("vad", "fake", "flowagent.providers.fake:FakeVad",
                  {"threshold": "number", "fail_after": "integer"},

@@ -97,6 +97,8 @@ async def _set_up(life: CallLifecycle) -> None:
     webhook = asyncio.ensure_future(_call_initiated(life, caller, did, metadata))
     try:
         await line.wait_for_rate(rt.config.first_audio_timeout_s)
+        if line.closed:
+            return  # the caller was gone before their first audio frame
         override = await webhook
     finally:
         webhook.cancel()

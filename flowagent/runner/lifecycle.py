@@ -189,7 +189,7 @@ class CallLifecycle:
             rt.remember(record)
             rt.metrics.outcomes[record.get("outcome") or "unknown"] += 1
             rt.webhooks.emit(self.uuid, "call_ended", record)
-        if self.uuid and rt.sessions.get(self.uuid) is call:
+        if call is not None and rt.sessions.get(self.uuid) is call:
             del rt.sessions[self.uuid]
 
     def _record_dict(self, ended_at: float) -> dict[str, Any] | None:

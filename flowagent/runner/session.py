@@ -401,6 +401,11 @@ class PipelineCall:
         self.life.maybe_finish()
         self._maybe_arm_no_input()
 
+    def cut_short(self, say_id: int, heard: str) -> None:
+        entry = self.record.agent_line(say_id) if self.record is not None else None
+        if entry is not None:
+            entry.heard = heard
+
     def fault(self, kind: str, message: str) -> None:
         self.rt.metrics.error(kind)
         if kind == "tts" and self.record is not None:

@@ -28,7 +28,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from flowagent import audio
@@ -70,6 +70,9 @@ class SpeakerHooks(Protocol):
 
     def fault(self, kind: str, message: str) -> None:
         """A TTS or LLM fault, for the metrics and the record."""
+
+    def cut_short(self, say_id: int, heard: str) -> None:
+        """Utterance `say_id` stopped early (TTS failed): the caller heard only `heard`."""
 
     def now(self) -> float:
         """Seconds since the call connected (event times)."""
@@ -270,8 +273,10 @@ class Speaker:
         out.end(say.say_id)
 
     async def _synth_text(self, say_id: int, text: str, collected: list[bytes] | None,
-                          spec: Speculation | None = None) -> bool:
-        """TTS `text` as (part of) utterance `say_id`. False (after reporting) on failure."""
+                          spec: Speculation | None = None,
+                          voice: _ReplyVoice | None = None) -> bool:
+        """TTS `text` as (part of) utterance `say_id` (of an LLM reply when `voice` is given).
+        False (after reporting) on failure."""
         out = self._sink(spec)
         tts = self.entry.providers.tts
         info = self._utterances(spec)[say_id]
@@ -295,13 +300,19 @@ class Speaker:
                     collected.append(chunk)
                 info.produced += len(chunk)
                 out.add(say_id, chunk)
+                if voice is not None:
+                    voice.audible.set()
         except (ProviderError, TimeoutError, OSError) as exc:
             seg.end = info.produced
             if spec is not None and not spec.live:
                 spec.failed = True  # not heard by anyone: the final is handled afresh
                 return False
-            self._tts_failed(say_id, describe_fault(exc, "the TTS provider did not answer "
-                                                         "in time"))
+            message = describe_fault(exc, "the TTS provider did not answer in time")
+            if voice is not None:
+                self._reply_tts_failed(voice, say_id, message, spec)
+            else:
+                self._tts_failed(say_id, message)
+                self.hooks.cut_short(say_id, info.heard(info.produced))
             return False
         finally:
             with contextlib.suppress(Exception):
@@ -319,6 +330,22 @@ class Speaker:
         self._tts_fault_at = now
         if not recent:
             self.hooks.post(ProviderFailed("tts", message, at=self.hooks.now()))
+
+    def _reply_tts_failed(self, voice: _ReplyVoice, say_id: int, message: str,
+                          spec: Speculation | None) -> None:
+        """TTS failed while speaking an LLM reply. Before the reply's result went to the engine,
+        the result itself carries the failure (the engine takes its error path instead of
+        moving on as if the reply had been said); after, the engine is told as for any TTS
+        fault. Either way the record keeps only the words the caller heard."""
+        voice.failure = message
+        voice.audible.set()
+        heard = self._utterances(spec)[say_id].heard(self._utterances(spec)[say_id].produced)
+        if not voice.result_posted:
+            self.hooks.fault("tts", message)
+            self.out.add(say_id, audio.tone(400, 480, self.line.sample_rate, 0.15))
+            return
+        self._tts_failed(say_id, message)
+        self.hooks.cut_short(say_id, heard)
 
     # -- LLM replies ----------------------------------------------------------------------------
 
@@ -379,10 +406,18 @@ class Speaker:
                 await it.aclose()  # type: ignore[attr-defined]
         if voice is not None:
             voice.finish(keep_rest=not error)
+            # the engine hears of the reply once the caller hears it start (or its TTS fails):
+            # a reply nobody heard must not move the dialogue on (bounded: TTS times out)
+            if not error:
+                await voice.audible.wait()
         text = "".join(text_parts)
         if self._open_replies(spec).pop(req.request_id, None) is None and say_id is not None:
             return  # an interruption already answered this request
         says = self._utterances(spec)
+        if voice is not None and voice.failure and not error and say_id is not None:
+            info = says[say_id]
+            text = info.heard(info.produced)  # what was voiced before TTS failed
+            error = f"the TTS provider failed while speaking the reply: {voice.failure}"
         if say_id is not None and text and not error and say_id in says:
             says[say_id].text = text
         result = LlmResult(req.request_id, text=text, tool_calls=tuple(tool_calls),
@@ -392,43 +427,46 @@ class Speaker:
         else:
             self.hooks.post(result)
         if voice is not None:
-            await voice.task
+            voice.result_posted = True
+            if voice.task is not None:
+                await voice.task
 
     def _open_replies(self, spec: Speculation | None) -> dict[int, tuple[int, list[str]]]:
         return spec.llm_open if spec is not None and not spec.live else self.open_replies
 
     def _reply_voice(self, say_id: int, spec: Speculation | None) -> _ReplyVoice:
         tts = self.entry.providers.tts
-        q: asyncio.Queue[str | None] = asyncio.Queue()
         continuation = tts is not None and tts.capabilities.continuation
-        coro = (self._speak_stream(say_id, q, spec) if continuation
-                else self._speak_clauses(say_id, q, spec))
+        voice = _ReplyVoice(asyncio.Queue(), None if continuation else Chunker())
+        coro = (self._speak_stream(say_id, voice, spec) if continuation
+                else self._speak_clauses(say_id, voice, spec))
         # a prepared reply's voice is not "llm-tts": an interruption of the reply before it
         # must not cancel it
-        task = self.tasks.spawn(coro, f"{'spec' if spec else 'llm'}-tts-{say_id}")
+        task = voice.task = self.tasks.spawn(coro, f"{'spec' if spec else 'llm'}-tts-{say_id}")
+        task.add_done_callback(lambda _t: voice.audible.set())
         if spec is None:
             self._reply_audio.add(task)
             task.add_done_callback(self._reply_audio.discard)
         else:
             spec.tasks.add(task)
             task.add_done_callback(spec.tasks.discard)
-        return _ReplyVoice(q, task, None if continuation else Chunker())
+        return voice
 
-    async def _speak_clauses(self, say_id: int, q: asyncio.Queue[str | None],
+    async def _speak_clauses(self, say_id: int, voice: _ReplyVoice,
                              spec: Speculation | None) -> None:
         """Clause by clause: each complete clause is synthesised on its own."""
         spoken: list[str] = []
         while True:
-            piece = await q.get()
+            piece = await voice.queue.get()
             if piece is None:
                 break
             spoken.append(piece)
-            if not await self._synth_text(say_id, piece, None, spec):
+            if not await self._synth_text(say_id, piece, None, spec, voice):
                 break
         self._reply_spoken(say_id, " ".join(spoken), spec)
         self._sink(spec).end(say_id)
 
-    async def _speak_stream(self, say_id: int, q: asyncio.Queue[str | None],
+    async def _speak_stream(self, say_id: int, voice: _ReplyVoice,
                             spec: Speculation | None) -> None:
         """One continuation stream for the whole reply: tokens in as the LLM writes them."""
         tts = self.entry.providers.tts
@@ -441,7 +479,7 @@ class Speaker:
 
         async def text() -> AsyncIterator[str]:
             while True:
-                piece = await q.get()
+                piece = await voice.queue.get()
                 if piece is None:
                     text_done.set()
                     return
@@ -466,10 +504,12 @@ class Speaker:
                     self._mark("tts_first_audio", spec)
                 info.produced += len(chunk)
                 out.add(say_id, chunk)
+                voice.audible.set()
         except (ProviderError, TimeoutError, OSError) as exc:
+            seg.end = info.produced
             if spec is None or spec.live:
-                self._tts_failed(say_id, describe_fault(exc, "the TTS provider did not answer "
-                                                             "in time"))
+                self._reply_tts_failed(voice, say_id, describe_fault(
+                    exc, "the TTS provider did not answer in time"), spec)
             else:
                 spec.failed = True
         finally:
@@ -528,12 +568,16 @@ class Speaker:
 
 @dataclass
 class _ReplyVoice:
-    """Where an LLM reply's text goes on its way to TTS (clauses, or a continuation stream)."""
+    """Where an LLM reply's text goes on its way to TTS (clauses, or a continuation stream),
+    and how its speaking went."""
 
     queue: asyncio.Queue[str | None]
-    task: asyncio.Task[Any]
     chunker: Chunker | None
-
+    task: asyncio.Task[Any] | None = None
+    #: the reply's first audio was made, or its voice is over (failed or done)
+    audible: asyncio.Event = field(default_factory=asyncio.Event)
+    failure: str = ""  # why TTS failed ("" while it works)
+    result_posted: bool = False  # the engine has the reply's LlmResult
     def feed(self, text: str) -> None:
         if self.chunker is None:
             self.queue.put_nowait(text)
@@ -549,4 +593,5 @@ class _ReplyVoice:
         self.queue.put_nowait(None)
 
     def cancel(self) -> None:
-        self.task.cancel()
+        if self.task is not None:
+            self.task.cancel()

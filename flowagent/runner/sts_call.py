@@ -609,5 +609,8 @@ class StsCall:
     def fault(self, kind: str, message: str) -> None:
         return None
 
+    def cut_short(self, say_id: int, heard: str) -> None:
+        return None
+
     def now(self) -> float:
         return self.life.now()

@@ -344,11 +344,15 @@ class SpeakerRecorder:
     def fault(self, kind: str, message: str) -> None:
         self.faults.append(kind)
 
+    def cut_short(self, say_id: int, heard: str) -> None:
+        return None
+
     def now(self) -> float:
         return 0.0
 
 
-FLOW = Path(__file__).parent / "flows" / "basic.yaml"
+FLOWS_DIR = Path(__file__).parent / "flows"
+FLOW = FLOWS_DIR / "basic.yaml"
 
 
 def speaker_for(tts: FakeTts, llm: FakeLlm | None = None
@@ -426,3 +430,41 @@ async def test_speaker_without_an_llm_answers_the_request_with_a_failure() -> No
     result = hooks.posted[0]
     assert isinstance(result, LlmResult) and not result.ok and result.request_id == 9
     await tasks.cancel_all()
+
+
+# ---------------------------------------------------------------------------------------------
+# a TTS that stalls while an LLM reply is spoken (over real TCP)
+# ---------------------------------------------------------------------------------------------
+
+
+def _reply_line(rec: dict[str, Any]) -> dict[str, Any]:
+    return next(t for t in rec["transcript"] if (t["who"] == "agent" and "move" in t["text"])
+                or (t["who"] == "agent" and t["text"].startswith("Sure")))
+
+
+async def test_a_reply_nobody_heard_takes_the_error_path(harness: Any, tmp_path: Path) -> None:
+    """The TTS stalls on the reply's first words: the reply does not count as said (the engine
+    would otherwise move on to its goodbye and end the call "completed" in silence); the
+    flow's error handler runs (here: a transfer) and the record says nothing was heard."""
+    flow = tmp_path / "stall.yaml"
+    flow.write_text((FLOWS_DIR / "tts_stall.yaml").read_text().replace(
+        "stall_after: 2", "stall_after: 1"))
+    h = await harness(flow)
+    c = h.caller()
+    await c.connect()
+    await asyncio.wait_for(c.closed.wait(), 15)
+    rec = await h.wait_record(c.uuid)
+    assert rec["outcome"] == "transferred" and rec["transfer_target"] == "6001"
+    assert not any(t["who"] == "agent" and "move" in t["text"] for t in rec["transcript"])
+    assert any("TTS provider failed while speaking the reply" in e for e in rec["errors"])
+
+
+async def test_a_reply_cut_by_a_tts_stall_is_recorded_as_heard_in_part(harness: Any) -> None:
+    h = await harness(FLOWS_DIR / "tts_stall.yaml")
+    c = h.caller()
+    await c.connect()
+    await asyncio.wait_for(c.closed.wait(), 15)
+    rec = await h.wait_record(c.uuid)
+    line = _reply_line(rec)
+    assert line["text"].startswith("Sure, we move homes") and line["heard"] == "Sure,"
+    assert any(e.startswith("tts:") for e in rec["errors"])

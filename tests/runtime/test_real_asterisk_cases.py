@@ -81,3 +81,25 @@ async def test_the_socket_transfer_path_tells_the_dialplan_why(harness: Any) -> 
     status, none = await h.http("GET", "/calls/11111111-2222-4333-8444-555555555555"
                                        "/transfer/reason")
     assert (status, none) == (200, "")
+
+
+@pytest.mark.parametrize("wait_s", [0.0, 0.05, 0.6])
+async def test_a_caller_gone_right_after_the_uuid_is_a_caller_hang_up(
+        harness: Any, caplog: pytest.LogCaptureFixture, wait_s: float) -> None:
+    """Asterisk connects, sends the UUID, and the caller has already hung up: the record says
+    so (not "internal error"), and nothing is logged at ERROR."""
+    import asyncio
+
+    from flowagent.asterisk.audiosocket import encode_uuid
+
+    h = await harness()
+    call = "6a1f8a3e-9c2d-4e5f-8a9b-0c1d2e3f4a5b"
+    reader, writer = await asyncio.open_connection("127.0.0.1", h.port)
+    writer.write(encode_uuid(call))
+    await writer.drain()
+    await asyncio.sleep(wait_s)
+    writer.close()
+    rec = await h.wait_record(call)
+    assert rec["hangup_by"] == "caller" and rec["outcome"] == "hangup_by_caller", rec
+    assert rec["end_reason"] == "caller hung up"
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == []
