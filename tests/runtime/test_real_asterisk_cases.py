@@ -94,7 +94,7 @@ async def test_a_caller_gone_right_after_the_uuid_is_a_caller_hang_up(
 
     h = await harness()
     call = "6a1f8a3e-9c2d-4e5f-8a9b-0c1d2e3f4a5b"
-    reader, writer = await asyncio.open_connection("127.0.0.1", h.port)
+    _reader, writer = await asyncio.open_connection("127.0.0.1", h.port)
     writer.write(encode_uuid(call))
     await writer.drain()
     await asyncio.sleep(wait_s)
