@@ -36,8 +36,8 @@ from flowagent.flow.compiler import load_flow  # noqa: E402
 from flowagent.providers.base import LlmMessage  # noqa: E402
 from flowagent.providers.cartesia import CartesiaTts  # noqa: E402
 from flowagent.providers.fake import FakeLlm  # noqa: E402
+from flowagent.runner.audiosocket_line import AudioSocketLine  # noqa: E402
 from flowagent.runner.call_tasks import CallTasks  # noqa: E402
-from flowagent.runner.line import CallLine  # noqa: E402
 from flowagent.runner.player import Player  # noqa: E402
 from flowagent.runner.served_flow import FlowEntry, Providers  # noqa: E402
 from flowagent.runner.speaker import Speaker  # noqa: E402
@@ -104,7 +104,7 @@ class Hooks:
 
 async def one_reply(tts: CartesiaTts, llm: FakeLlm, say_id: int) -> dict[str, float]:
     transport = CountingTransport()
-    line = CallLine(transport, Player(), keepalive_ms=0)  # type: ignore[arg-type]
+    line = AudioSocketLine(transport, Player(), keepalive_ms=0)  # type: ignore[arg-type]
     out = line.open_output()
     entry = FlowEntry(path=FLOW, compiled=load_flow(FLOW),
                       providers=Providers(asr=None, tts=tts, vad=None, llm=llm), mtime=0.0)

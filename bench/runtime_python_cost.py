@@ -4,7 +4,7 @@
 
 Why: on the shared 2-core machine the capacity benchmark (bench/runtime_load.py) mixes our
 Python with kernel socket costs, the load generator and other people's jobs, so its CPU figures
-move by ±50% run to run. This runs N real calls (`CallLine` + `run_call`) and the real
+move by ±50% run to run. This runs N real calls (`AudioSocketLine` + `run_call`) and the real
 `Player` in one process with fake transports (a write is a counter increment) and feeds each
 call one 20 ms frame every 20 ms — silence with 300 ms of tone every 3 s, so the VAD runs on
 every frame and every call takes a turn every 3 s, as in the capacity run — and reports the
@@ -51,8 +51,8 @@ class FakeTransport:
 
 
 async def run(calls: int, seconds: float) -> dict[str, Any]:
+    from flowagent.runner.audiosocket_line import AudioSocketLine
     from flowagent.runner.call_start import run_call
-    from flowagent.runner.line import CallLine
     from flowagent.server.call_store import CallStore
     from flowagent.server.runtime import FlowSet, ProviderPool, Runtime, RuntimeConfig, tune_gc
 
@@ -65,11 +65,11 @@ async def run(calls: int, seconds: float) -> dict[str, Any]:
     speech = [encode(Kind.SLIN_8K, tone[i : i + 320]) for i in range(0, len(tone), 320)]
     cycle = 150  # 3 s
     loop = asyncio.get_running_loop()
-    sessions: list[tuple[CallLine, int, FakeTransport]] = []
+    sessions: list[tuple[AudioSocketLine, int, FakeTransport]] = []
     tasks = []
     for _ in range(calls):
         t = FakeTransport()
-        s = CallLine(t, rt.player, keepalive_ms=0)  # type: ignore[arg-type]
+        s = AudioSocketLine(t, rt.player, keepalive_ms=0)  # type: ignore[arg-type]
         tasks.append(loop.create_task(run_call(s, rt)))
         s.feed(encode_uuid(str(uuid.uuid4())) + silence)
         sessions.append((s, random.randrange(cycle), t))

@@ -49,6 +49,8 @@ NOT_HERE: tuple[tuple[str, str], ...] = (
     ("flowagent --install-completion", "changes the shell's start-up file: "
      "tests/test_cli_options.py checks the completion script"),
     ("python -m flowagent.demo.removals_api", "runs until stopped (flowagent demo starts it)"),
+    ("flowagent asterisk config --check", "reads a real Asterisk's files: "
+     "tests/asterisk/test_config.py checks such files"),
 )
 
 

@@ -18,12 +18,11 @@ from typing import Any
 import aiohttp
 
 from flowagent import logging as flog
-from flowagent.asterisk.audiosocket import ProtocolError
 from flowagent.dialogue.events import CallInfo
 from flowagent.phone_numbers import region_of, to_e164
 from flowagent.runner import audio_recording
 from flowagent.runner.lifecycle import CallLifecycle
-from flowagent.runner.line import CallLine
+from flowagent.runner.line import Line, LineError
 from flowagent.runner.served_flow import FlowEntry
 from flowagent.runner.services import CallServices
 from flowagent.runner.session import PipelineCall
@@ -32,7 +31,7 @@ from flowagent.runner.sts_call import StsCall
 log = logging.getLogger(__name__)
 
 
-async def run_call(line: CallLine, services: CallServices) -> None:
+async def run_call(line: Line, services: CallServices) -> None:
     """Run one connection from its UUID to its record. Never raises (but cancellation)."""
     metrics = services.metrics
     metrics.active_calls += 1
@@ -61,9 +60,9 @@ async def run_call(line: CallLine, services: CallServices) -> None:
         services.sessions[uuid] = call
         await call.start()
         await line.ended.wait()
-    except ProtocolError as exc:
-        if line.protocol_error is None:
-            line.fail(exc)
+    except LineError as exc:
+        if not line.failed:
+            line.fail(exc.reason)
     except (ConnectionError, asyncio.IncompleteReadError) as exc:
         life.ended_by("caller", f"connection lost: {exc.__class__.__name__}")
     except asyncio.CancelledError:
@@ -75,7 +74,7 @@ async def run_call(line: CallLine, services: CallServices) -> None:
         log.exception("call %s failed", life.uuid or "?")
     finally:
         try:
-            if line.protocol_error is not None:
+            if line.failed:
                 metrics.error("protocol")
             await life.finish()
         finally:

@@ -11,7 +11,6 @@ stops every task, lets the call kind settle its engine, and writes the record.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -20,7 +19,7 @@ from typing import Any, Protocol
 from flowagent.dialogue.call_record import CallRecord
 from flowagent.dialogue.events import CallInfo
 from flowagent.runner.call_tasks import CallTasks
-from flowagent.runner.line import CallLine
+from flowagent.runner.line import Line
 from flowagent.runner.served_flow import FlowEntry
 from flowagent.runner.services import CallServices
 
@@ -45,7 +44,7 @@ class CallKind(Protocol):
 
 
 class CallLifecycle:
-    def __init__(self, line: CallLine, services: CallServices) -> None:
+    def __init__(self, line: Line, services: CallServices) -> None:
         self.line = line
         self.services = services
         self.t0 = time.monotonic()
@@ -177,8 +176,7 @@ class CallLifecycle:
             except Exception:
                 log.exception("call %s: failed while ending", self.uuid)
         await self.tasks.cancel_all()
-        with contextlib.suppress(Exception):
-            line.transport.close()
+        line.close()
         record = self._record_dict(ended_at)
         if record is not None:
             try:

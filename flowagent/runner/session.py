@@ -2,11 +2,11 @@
 
 The path of one caller turn, part by part:
 
-    CallLine (line.py)        frames in; the call's rate; DTMF; the paced out stream
+    Line (line.py)            frames in; the call's rate; DTMF; the paced out stream
       -> Listener (listener.py)  VAD + ASR -> the one turn rule -> the caller's words
       -> PipelineCall.post()     the engine (pure: events in, actions out)
       -> Speaker (speaker.py)    Say -> prompt cache / TTS; LlmRequest -> LLM -> TTS
-      -> CallLine                one 20 ms frame per 20 ms to the socket
+      -> Line                    our audio out (paced: one 20 ms frame per 20 ms)
 
 This class owns the call's lifecycle around the engine and carries out the engine's actions: it
 is each part's hooks (`LineHooks`, `ListenerHooks`, `SpeakerHooks`, `SpeculationHost`), so the

@@ -39,7 +39,7 @@ from flowagent.providers.chunking import Chunker
 from flowagent.runner import dtmf_tones
 from flowagent.runner.call_tasks import CallTasks
 from flowagent.runner.interruption import Interruption
-from flowagent.runner.line import CallLine
+from flowagent.runner.line import Line
 from flowagent.runner.out_stream import AudioSink, OutStream
 from flowagent.runner.prompt_cache import memory_key
 from flowagent.runner.served_flow import FlowEntry
@@ -90,7 +90,7 @@ Job = Say | LlmRequest | PlayPrepared
 
 
 class Speaker:
-    def __init__(self, hooks: SpeakerHooks, tasks: CallTasks, line: CallLine, entry: FlowEntry,
+    def __init__(self, hooks: SpeakerHooks, tasks: CallTasks, line: Line, entry: FlowEntry,
                  *, provider_timeout_s: float) -> None:
         self.hooks = hooks
         self.tasks = tasks

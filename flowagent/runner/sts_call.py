@@ -1,7 +1,7 @@
 """A call on a speech-to-speech provider (`providers: sts`, e.g. OpenAI Realtime).
 
 The STS provider hears, decides and speaks; flowagent still owns the call. `StsCall` composes
-the same line (`CallLine`: frames, the call's rate, the paced out stream, hang-up/transfer) and
+the same line (`line.Line`: audio, the call's rate, the out stream, hang-up/transfer) and
 the same speaker (one `Utterance` per model reply, so an interruption knows what the caller
 heard) as a pipeline call, and replaces what sits between the caller's audio and ours:
 

@@ -15,8 +15,8 @@ import logging
 import socket
 from typing import Any, cast
 
+from flowagent.runner.audiosocket_line import AudioSocketLine
 from flowagent.runner.call_start import run_call
-from flowagent.runner.line import CallLine
 from flowagent.server.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ class _CallProtocol(asyncio.Protocol):
 
     def __init__(self, server: AudioSocketServer) -> None:
         self._server = server
-        self.line: CallLine | None = None
+        self.line: AudioSocketLine | None = None
         # the pacing clock cuts in between reads when its tick is due (see Player.poll)
         self._poll = server.rt.player.poll
 
@@ -96,7 +96,7 @@ class AudioSocketServer:
             except Exception:
                 log.exception("prompt prewarm failed for %s", entry.name)
 
-    def _open_call(self, transport: asyncio.Transport) -> CallLine | None:
+    def _open_call(self, transport: asyncio.Transport) -> AudioSocketLine | None:
         """A new connection: its line, and a task that runs the call (owned by this server)."""
         if not self.rt.accepting:
             transport.close()
@@ -105,13 +105,13 @@ class AudioSocketServer:
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        line = CallLine(transport, self.rt.player, keepalive_ms=self.rt.config.keepalive_ms)
+        line = AudioSocketLine(transport, self.rt.player, keepalive_ms=self.rt.config.keepalive_ms)
         task = asyncio.get_running_loop().create_task(self._run_call(line))
         self._calls.add(task)
         task.add_done_callback(self._calls.discard)
         return line
 
-    async def _run_call(self, line: CallLine) -> None:
+    async def _run_call(self, line: AudioSocketLine) -> None:
         try:
             await run_call(line, self.rt)
         except asyncio.CancelledError:

@@ -23,8 +23,8 @@ from flowagent.providers.base import (
     VadStreamBase,
 )
 from flowagent.providers.fake import FakeAsr, FakeLlm, FakeTts
+from flowagent.runner.audiosocket_line import AudioSocketLine
 from flowagent.runner.call_tasks import CallTasks
-from flowagent.runner.line import CallLine
 from flowagent.runner.listener import Listener
 from flowagent.runner.player import Player
 from flowagent.runner.served_flow import FlowEntry, Providers
@@ -143,7 +143,7 @@ async def test_line_learns_the_rate_from_a_late_first_audio_frame() -> None:
     """Real Asterisk sends the first audio ~0.5 s after the UUID: the rate is what that frame
     says, and nothing is decided before it."""
     t = Transport()
-    line = CallLine(t, Player(), keepalive_ms=0)
+    line = AudioSocketLine(t, Player(), keepalive_ms=0)
     call = str(uuidlib.uuid4())
     line.feed(encode_uuid(call))
     assert await line.wait_for_uuid(1.0) == call
@@ -169,7 +169,7 @@ async def test_line_learns_the_rate_from_a_late_first_audio_frame() -> None:
 async def test_a_bad_frame_in_the_uuids_read_still_gives_the_call_its_uuid() -> None:
     """The UUID and a malformed frame in ONE TCP read: the call is still known (its record
     says why it ended) instead of vanishing."""
-    line = CallLine(Transport(), Player(), keepalive_ms=0)
+    line = AudioSocketLine(Transport(), Player(), keepalive_ms=0)
     call = str(uuidlib.uuid4())
     line.feed(encode_uuid(call) + b"\x04\x00\x00")
     assert await line.wait_for_uuid(1.0) == call
@@ -356,9 +356,9 @@ FLOW = FLOWS_DIR / "basic.yaml"
 
 
 def speaker_for(tts: FakeTts, llm: FakeLlm | None = None
-                ) -> tuple[Speaker, SpeakerRecorder, CallLine, CallTasks, Transport]:
+                ) -> tuple[Speaker, SpeakerRecorder, AudioSocketLine, CallTasks, Transport]:
     t = Transport()
-    line = CallLine(t, Player(), keepalive_ms=0)
+    line = AudioSocketLine(t, Player(), keepalive_ms=0)
     line.open_output()
     entry = FlowEntry(path=FLOW, compiled=load_flow(FLOW),
                       providers=Providers(asr=None, tts=tts, vad=None, llm=llm), mtime=0.0)
