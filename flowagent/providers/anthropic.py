@@ -114,7 +114,7 @@ class AnthropicLlm:
                 )
         except TimeoutError:
             raise ProviderTimeout(f"Anthropic sent no reply within {o.first_token_timeout_s:g} s.",
-                                  provider=PROVIDER, retryable=True) from None
+                                  provider=PROVIDER) from None
         blocks: dict[int, dict[str, Any]] = {}
         stop_reason = ""
         stopped = False
@@ -150,14 +150,13 @@ class AnthropicLlm:
                     etype = err.get("type", "error")
                     raise ProviderError(
                         f"Anthropic failed mid-reply ({etype}): {err.get('message', '')}.",
-                        provider=PROVIDER,
-                        retryable=etype in ("overloaded_error", "api_error", "rate_limit_error"))
+                        provider=PROVIDER)
                 # message_start, content_block_stop, ping: nothing to do
         finally:
             resp.close()
         if not stopped:
             raise ProviderError("Anthropic ended the reply without message_stop (connection "
-                                "dropped?).", provider=PROVIDER, retryable=True)
+                                "dropped?).", provider=PROVIDER)
         calls = []
         for block in blocks.values():
             if block["type"] != "tool_use":

@@ -154,13 +154,13 @@ class AvrAsrStream(AsrStreamBase):
                         self._out.put_nowait(Transcript(text, True, 1.0, end_of_turn=True))
             if not self._closing:
                 raise ProviderError("The AVR ASR service ended the stream before the call did.",
-                                    provider="AVR ASR", retryable=True)
+                                    provider="AVR ASR")
         except ProviderError as exc:
             self._out.put_nowait(exc)
         except (aiohttp.ClientError, OSError) as exc:
             if not self._closing:
                 self._out.put_nowait(ProviderError(f"The AVR ASR service failed ({exc}).",
-                                                   provider="AVR ASR", retryable=True))
+                                                   provider="AVR ASR"))
         finally:
             self._out.put_nowait(_END)
 
@@ -250,8 +250,8 @@ class AvrLlm:
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=o.connect_timeout_s,
                                               sock_read=None))
         except (aiohttp.ClientError, OSError) as exc:
-            raise ProviderError(f"Could not reach the AVR LLM service ({exc}).", provider="AVR LLM",
-                                retryable=True) from None
+            raise ProviderError(f"Could not reach the AVR LLM service ({exc}).",
+                                provider="AVR LLM") from None
         try:
             if resp.status != 200:
                 raise status_error("AVR LLM", resp.status, error_detail(await resp.text()),
@@ -265,11 +265,11 @@ class AvrLlm:
                         data = await resp.content.readany()
                 except TimeoutError:
                     what = "stalled mid-reply" if got else "sent no reply"
-                    raise ProviderTimeout(f"{label} {what} for {wait:g} s.", provider="AVR LLM",
-                                          retryable=True) from None
+                    raise ProviderTimeout(f"{label} {what} for {wait:g} s.",
+                                          provider="AVR LLM") from None
                 except aiohttp.ClientError as exc:
                     raise ProviderError(f"{label} dropped the connection mid-reply ({exc}).",
-                                        provider="AVR LLM", retryable=True) from None
+                                        provider="AVR LLM") from None
                 if not data:
                     break
                 for obj in decoder.feed(data.decode("utf-8", "replace")):
@@ -314,7 +314,7 @@ class JsonStream:
     def finish(self) -> None:
         if self._buf.strip():
             raise ProviderError("The AVR LLM service's reply ended in the middle of a JSON "
-                                "object.", provider="AVR LLM", retryable=True)
+                                "object.", provider="AVR LLM")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -357,7 +357,7 @@ class AvrTts:
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=o.connect_timeout_s))
         except (aiohttp.ClientError, OSError) as exc:
             raise ProviderError(f"Could not reach the AVR TTS service ({exc}).",
-                                provider="AVR TTS", retryable=True) from None
+                                provider="AVR TTS") from None
         resampler = StreamResampler(AVR_RATE, sample_rate)
         try:
             if resp.status != 200:
@@ -371,11 +371,11 @@ class AvrTts:
                         data = await resp.content.readany()
                 except TimeoutError:
                     what = "stalled mid-utterance" if got else "sent no audio"
-                    raise ProviderTimeout(f"{label} {what} for {wait:g} s.", provider="AVR TTS",
-                                          retryable=True) from None
+                    raise ProviderTimeout(f"{label} {what} for {wait:g} s.",
+                                          provider="AVR TTS") from None
                 except aiohttp.ClientError as exc:
                     raise ProviderError(f"{label} dropped the connection mid-utterance ({exc}).",
-                                        provider="AVR TTS", retryable=True) from None
+                                        provider="AVR TTS") from None
                 if not data:
                     break
                 out = resampler.process(data)
@@ -504,11 +504,11 @@ class AvrStsSession(StsSessionBase):
                                                     f"{msg.get('message', 'unknown error')}."))
             if not self._closing:
                 self._queue.put_nowait(ProviderError(f"{label} ended the session.",
-                                                     provider="AVR STS", retryable=True))
+                                                     provider="AVR STS"))
         except ConnectionClosedOK:
             if not self._closing:
                 self._queue.put_nowait(ProviderError(f"{label} ended the session.",
-                                                     provider="AVR STS", retryable=True))
+                                                     provider="AVR STS"))
         except ConnectionClosed as exc:
             if not self._closing:
                 self._queue.put_nowait(closed_error(label, exc, {}))

@@ -51,11 +51,10 @@ class LlmToolSpec:
 class ProviderError(Exception):
     """A provider failed; `message` is one plain-English sentence safe to log (no secrets)."""
 
-    def __init__(self, message: str, *, provider: str = "", retryable: bool = False) -> None:
+    def __init__(self, message: str, *, provider: str = "") -> None:
         super().__init__(message)
         self.message = message
         self.provider = provider
-        self.retryable = retryable
 
 
 class ProviderTimeout(ProviderError):

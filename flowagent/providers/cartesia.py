@@ -172,8 +172,7 @@ class CartesiaTts:
                     err = _error_from(msg)
                     break
             else:
-                err = ProviderError("Cartesia closed the connection.", provider=PROVIDER,
-                                    retryable=True)
+                err = ProviderError("Cartesia closed the connection.", provider=PROVIDER)
         except ConnectionClosed as exc:
             err = closed_error(PROVIDER, exc, CLOSE_MEANINGS)
         finally:
@@ -261,7 +260,7 @@ class CartesiaTts:
                 except TimeoutError:
                     what = "stalled mid-utterance" if got_audio else "sent no audio"
                     raise ProviderTimeout(f"Cartesia {what} for {timeout:g} s.",
-                                          provider=PROVIDER, retryable=True) from None
+                                          provider=PROVIDER) from None
                 if isinstance(msg, BaseException):
                     raise msg
                 if msg is _DONE:  # the sender ended the input; keep reading audio
@@ -365,7 +364,5 @@ class CartesiaTts:
 def _error_from(msg: dict[str, Any]) -> ProviderError:
     title = msg.get("title") or msg.get("error_code") or "error"
     detail = msg.get("message") or msg.get("error") or ""
-    status = msg.get("status_code")
-    retry = isinstance(status, int) and (status == 429 or status >= 500)
     return ProviderError(f"Cartesia reported {title}: {detail}".rstrip(": ") + ".",
-                         provider=PROVIDER, retryable=retry)
+                         provider=PROVIDER)

@@ -43,8 +43,7 @@ def status_error(provider: str, status: int, detail: str = "", what: str = "") -
         )
     if status == 429:
         return ProviderError(
-            f"{label} is rate limiting us (HTTP 429){suffix}.", provider=provider, retryable=True
-        )
+            f"{label} is rate limiting us (HTTP 429){suffix}.", provider=provider)
     if status == 404:
         return ProviderError(
             f"{label} answered HTTP 404{suffix}; check the URL, model or voice id.",
@@ -53,7 +52,6 @@ def status_error(provider: str, status: int, detail: str = "", what: str = "") -
     if status >= 500:
         return ProviderError(
             f"{label} had a server error (HTTP {status}){suffix}.", provider=provider,
-            retryable=True,
         )
     return ProviderError(f"{label} refused the request (HTTP {status}){suffix}.", provider=provider)
 
@@ -91,7 +89,7 @@ def closed_error(
     if rcvd is None:
         return ProviderError(
             f"{provider} dropped the connection without a close frame.",
-            provider=provider, retryable=True,
+            provider=provider,
         )
     meaning = meanings.get(rcvd.code, "")
     reason = _short(rcvd.reason)
@@ -99,7 +97,7 @@ def closed_error(
     parts.append(f", {reason})" if reason else ")")
     if meaning:
         parts.append(f": {meaning}")
-    return ProviderError("".join(parts) + ".", provider=provider, retryable=rcvd.code >= 1011)
+    return ProviderError("".join(parts) + ".", provider=provider)
 
 
 async def ws_connect(
@@ -127,7 +125,7 @@ async def ws_connect(
     except TimeoutError:
         raise ProviderTimeout(
             f"{provider} did not accept the connection within {timeout_s:g} s.",
-            provider=provider, retryable=True,
+            provider=provider,
         ) from None
     except InvalidStatus as exc:
         resp = exc.response
@@ -141,7 +139,6 @@ async def ws_connect(
     except OSError as exc:
         raise ProviderError(
             f"Could not reach {provider} ({exc.strerror or exc}).", provider=provider,
-            retryable=True,
         ) from None
 
 
@@ -189,8 +186,7 @@ async def post_stream(
             )
         except (aiohttp.ClientConnectionError, OSError) as exc:
             err: ProviderError = ProviderError(
-                f"Could not reach {provider} ({exc}).", provider=provider, retryable=True
-            )
+                f"Could not reach {provider} ({exc}).", provider=provider)
         else:
             if resp.status == 200:
                 return resp
@@ -252,12 +248,11 @@ async def sse_events(
         except aiohttp.ClientPayloadError as exc:
             raise ProviderError(
                 f"{provider} dropped the connection mid-reply ({exc.__class__.__name__}).",
-                provider=provider, retryable=True,
+                provider=provider,
             ) from None
         except aiohttp.ClientError as exc:
             raise ProviderError(
                 f"{provider} connection failed mid-reply ({exc}).", provider=provider,
-                retryable=True,
             ) from None
         if not raw:
             if data_lines:
@@ -286,7 +281,7 @@ def _timeout(provider: str, why: str, deadline: Deadline) -> ProviderTimeout:
         msg = f"{provider} stalled for {deadline.idle_s:g} s in the middle of a reply."
     else:
         msg = f"{provider} did not finish its reply within {deadline.total_s:g} s."
-    return ProviderTimeout(msg, provider=provider, retryable=True)
+    return ProviderTimeout(msg, provider=provider)
 
 
 def parse_json(provider: str, text: str | bytes) -> dict[str, Any]:

@@ -233,13 +233,11 @@ class DeepgramStream(AsrStreamBase):
             if self._pending_end:  # finals flushed by CloseStream: still the caller's words
                 self._queue.put_nowait(self._turn_end())
             if not self._closing:
-                raise ProviderError("Deepgram closed the stream unexpectedly.", provider=PROVIDER,
-                                    retryable=True)
+                raise ProviderError("Deepgram closed the stream unexpectedly.", provider=PROVIDER)
         except ConnectionClosedOK:
             if not self._closing:
                 self._queue.put_nowait(
-                    ProviderError("Deepgram closed the stream unexpectedly.", provider=PROVIDER,
-                                  retryable=True))
+                    ProviderError("Deepgram closed the stream unexpectedly.", provider=PROVIDER))
         except ConnectionClosed as exc:
             err = closed_error(PROVIDER, exc, CLOSE_MEANINGS)
             self._queue.put_nowait(err)

@@ -138,7 +138,7 @@ class ElevenLabsTts:
                 except TimeoutError:
                     what = "stalled mid-utterance" if got_audio else "sent no audio"
                     raise ProviderTimeout(f"ElevenLabs {what} for {timeout:g} s.",
-                                          provider=PROVIDER, retryable=True) from None
+                                          provider=PROVIDER) from None
                 except ConnectionClosed as exc:
                     raise closed_error(PROVIDER, exc, CLOSE_MEANINGS) from None
                 msg = parse_json(PROVIDER, raw)
@@ -166,8 +166,7 @@ class ElevenLabsTts:
                 if "audio" not in msg and ("error" in msg or "message" in msg):
                     detail = msg.get("message") or msg.get("error")
                     raise ProviderError(f"ElevenLabs reported an error: {detail}.",
-                                        provider=PROVIDER,
-                                        retryable=msg.get("code") in (429, 500, 503, 1011))
+                                        provider=PROVIDER)
         finally:
             await cancel_and_wait(sender)
             with contextlib.suppress(Exception):

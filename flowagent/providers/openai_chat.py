@@ -164,7 +164,7 @@ class OpenAIChatLlm:
                 )
         except TimeoutError:
             raise ProviderTimeout(f"{label} sent no reply within {o.first_token_timeout_s:g} s.",
-                                  provider=label, retryable=True) from None
+                                  provider=label) from None
         calls = ToolCallAssembler(label)
         finish = ""
         try:
@@ -175,8 +175,7 @@ class OpenAIChatLlm:
                 if "error" in msg:
                     err = msg["error"]
                     text = err.get("message") if isinstance(err, dict) else str(err)
-                    raise ProviderError(f"{label} failed mid-reply: {text}.", provider=label,
-                                        retryable=True)
+                    raise ProviderError(f"{label} failed mid-reply: {text}.", provider=label)
                 for choice in msg.get("choices") or ():
                     delta = choice.get("delta") or {}
                     content = delta.get("content")

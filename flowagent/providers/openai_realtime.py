@@ -186,8 +186,7 @@ class OpenAIRealtimeSts:
         except TimeoutError:
             await ws.close()
             raise ProviderTimeout(f"OpenAI Realtime did not set up the session within "
-                                  f"{o.setup_timeout_s:g} s.", provider=PROVIDER,
-                                  retryable=True) from None
+                                  f"{o.setup_timeout_s:g} s.", provider=PROVIDER) from None
         except ConnectionClosed as exc:
             raise closed_error(PROVIDER, exc, CLOSE_MEANINGS) from None
         except ProviderError:
@@ -316,11 +315,11 @@ class OpenAIRealtimeSession(StsSessionBase):
                     self._queue.put_nowait(ev)
             if not self._closing:
                 self._queue.put_nowait(ProviderError("OpenAI Realtime ended the session.",
-                                                     provider=PROVIDER, retryable=True))
+                                                     provider=PROVIDER))
         except ConnectionClosedOK:
             if not self._closing:
                 self._queue.put_nowait(ProviderError("OpenAI Realtime ended the session.",
-                                                     provider=PROVIDER, retryable=True))
+                                                     provider=PROVIDER))
         except ConnectionClosed as exc:
             if not self._closing:
                 self._queue.put_nowait(closed_error(PROVIDER, exc, CLOSE_MEANINGS))

@@ -589,7 +589,9 @@ class StsCall:
         # caller lines are added when their transcript arrives, often after the reply began;
         # each line carries the time it was spoken, so the stored record reads in time order
         if self.record is not None:
-            self.record.transcript.sort(key=lambda e: e.at)
+            # (a caller line is timed at its end of speech, which a reply can only follow: at
+            # an equal time the caller's words come first)
+            self.record.transcript.sort(key=lambda e: (e.at, e.who != "caller"))
         await self._close_sts()
 
     # -- SpeakerHooks (the speaker only relays the provider's audio here) ------------------------

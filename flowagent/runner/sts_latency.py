@@ -107,8 +107,8 @@ class StsLatencyRows:
         self._by = by
         self._reply = 0
         self._item = item_id
-        if item_id:
-            self.eos_at[item_id] = eos - self.t0
+        if item_id:  # on the transcript's clock (rounded to the ms like every line's time)
+            self.eos_at[item_id] = round(eos - self.t0, 3)
             self._item_row[item_id] = len(self.rows)
 
     def reply_started(self, say_id: int) -> None:

@@ -86,7 +86,7 @@ async def test_concurrent_turns_are_all_answered_in_order(whisper: Any,
         await s.close()
 
 
-async def test_full_queue_fails_fast_with_a_retryable_error(whisper: Any,
+async def test_full_queue_fails_fast_with_a_plain_error(whisper: Any,
                                                             speech_set: list) -> None:
     engine: WhisperEngine = whisper.engine
     small = WhisperOptions(max_queue=1)
@@ -101,7 +101,7 @@ async def test_full_queue_fails_fast_with_a_retryable_error(whisper: Any,
     finally:
         engine.options = original
     errors = [r for r in results if isinstance(r, ProviderError)]
-    assert len(errors) == 1 and errors[0].retryable
+    assert len(errors) == 1
     assert "busy" in errors[0].message
 
 

@@ -4,7 +4,7 @@ Why this shape:
 - ONE `WhisperModel` per process (int8, 2 threads), shared by all calls. Inference runs on ONE
   worker thread fed by a bounded FIFO queue: concurrent calls ending their turns together are
   served in order, each at full speed, instead of N inferences thrashing 2 cores. A full queue
-  fails fast with a retryable `ProviderError` (the runtime plays the flow's fallback).
+  fails fast with a `ProviderError` (the runtime plays the flow's fallback).
 - Whisper is not a streaming recogniser, so the stream only BUFFERS audio; the end of a turn is
   decided by our VAD, and `flush()` transcribes the turn and yields one final `Transcript`.
   `endpointing = False` tells the session it must call `flush()`.
@@ -215,7 +215,6 @@ class WhisperEngine:
                 f"The local speech recogniser is busy ({self._queued} turns waiting); "
                 "try again shortly.",
                 provider="whisper",
-                retryable=True,
             )
         loop = asyncio.get_running_loop()
         wake = self._dispatcher_for(loop)
