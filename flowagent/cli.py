@@ -8,13 +8,13 @@ them). Every `run` returns the process exit code.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import typer
 from typer.core import TyperCommand, TyperGroup, TyperOption
 
 
-def _flags_without_type(params: list) -> list:
+def _flags_without_type(params: list[Any]) -> list[Any]:
     """On/off options show as flags in --help: typer (>= 0.29) labels every option with its
     type, so `--json` read `--json <bool>`, as if it took a value."""
     for param in params:

@@ -88,7 +88,7 @@ def whisper_available(name: str) -> bool:
     folder holding a CTranslate2 model)."""
     if os.path.isdir(name):
         return os.path.isfile(os.path.join(name, "model.bin"))
-    packages = WHISPER_PACKAGES.get(name)
+    packages = WHISPER_PACKAGES.get(name) or ()
     return bool(packages) and all(importlib.util.find_spec(p) is not None for p in packages)
 
 

@@ -173,7 +173,8 @@ def get_transfer(api: str, token: str, call_uuid: str, timeout: float) -> str:
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     with urllib.request.urlopen(request, timeout=timeout) as response:
-        return response.read(1024).decode("utf-8", "replace").strip()
+        body: bytes = response.read(1024)
+        return body.decode("utf-8", "replace").strip()
 
 
 def _parse_args(argv: Sequence[str]) -> argparse.Namespace:

@@ -14,6 +14,7 @@ import contextlib
 import time
 import uuid as uuidlib
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from flowagent import audio
@@ -77,13 +78,14 @@ class AudioSocketCaller:
         self._parser = FrameParser()
         self._speech_sent_at: list[float] = []
         self.last_speech_sent = 0.0  # monotonic time our last speech frame went out
-        self.on_agent_frame: list = []  # callbacks(at, pcm, speech)
+        self.on_agent_frame: list[Callable[[float, bytes, bool], None]] = []  # (at, pcm, speech)
 
     async def connect(self, timeout_s: float = 5.0) -> None:
-        self._reader, self._writer = await asyncio.wait_for(
+        reader, writer = await asyncio.wait_for(
             asyncio.open_connection(self.host, self.port), timeout_s
         )
-        self._writer.write(encode_uuid(self.uuid))
+        self._reader, self._writer = reader, writer
+        writer.write(encode_uuid(self.uuid))
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._send_loop()), loop.create_task(self._recv_loop())]
 

@@ -107,7 +107,7 @@ class AsteriskSettings:
                     "digits and . - _ only."
                 )
         for key in ("port", "ws_port", "http_port", "ami_port"):
-            if not 0 < int(v[key]) < 65536:  # type: ignore[call-overload]
+            if not 0 < int(v[key]) < 65536:
                 raise ValueError(f"{key} must be a TCP port between 1 and 65535, not {v[key]}.")
         if not all(_PATH.match(p) for p in self.flows.split()):
             raise ValueError(f"flows {self.flows!r} must be absolute paths separated by spaces.")
@@ -115,7 +115,7 @@ class AsteriskSettings:
         v["ws_host"] = self.host
         v["ws_bind"] = f"{_bind_host(self.host)}:{self.ws_port}"
         v["ws_path"] = DEFAULT_PATH
-        v["http_bind"] = f"{_bind_host(v['http_host'])}:{self.http_port}"  # type: ignore[arg-type]
+        v["http_bind"] = f"{_bind_host(str(v['http_host']))}:{self.http_port}"
         return v
 
 

@@ -36,13 +36,14 @@ import os
 import signal
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 if TYPE_CHECKING:
+    from flowagent.asterisk.ami import AmiClient
     from flowagent.runner.prompt_cache import PromptDiskCache, WarmStats
 
 log = logging.getLogger("flowagent.serve")
@@ -148,6 +149,7 @@ async def _serve(con: Console, source: Path, as_host: str, as_port: int, http_ho
                  prompts: PromptSettings | None = None,
                  recording: tuple[bool, float] = (False, 0.0)) -> int:
     from flowagent.runner.prompt_cache import cache_from_settings
+    from flowagent.runner.services import RuntimeConfig
     from flowagent.server.audiosocket_server import AudioSocketServer
     from flowagent.server.call_store import CallStore
     from flowagent.server.control_api import create_app, ensure_token, start_api
@@ -156,7 +158,6 @@ async def _serve(con: Console, source: Path, as_host: str, as_port: int, http_ho
         FlowSet,
         ProviderPool,
         Runtime,
-        RuntimeConfig,
         tune_gc,
     )
     from flowagent.server.webhooks import WebhookConfig, Webhooks
@@ -392,7 +393,7 @@ def _warm_dates() -> None:
         log.warning("date parser warm-up failed: %s", exc)
 
 
-async def _connect_ami() -> object | None:
+async def _connect_ami() -> AmiClient | None:
     """The AMI client when FLOWAGENT_AMI_HOST is set (a wrong secret stops start-up)."""
     from flowagent.asterisk.ami import ami_from_env
 
@@ -404,10 +405,10 @@ async def _connect_ami() -> object | None:
     return ami
 
 
-async def _close_ami(ami: object | None) -> None:
+async def _close_ami(ami: AmiClient | None) -> None:
     if ami is not None:
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(ami.close(), 5)  # type: ignore[attr-defined]
+            await asyncio.wait_for(ami.close(), 5)
 
 
 def _flow_files(source: Path) -> list[Path]:
@@ -443,15 +444,12 @@ def _uses_local_stack(source: Path) -> bool:
     return False
 
 
-def _web_ui(rt: object) -> dict:
-    """Mount the live web view at /ui when the graph work ships one (`flowagent.web.create_app`)."""
+def _web_ui(rt: object) -> dict[str, Any]:
+    """Mount the live web view at /ui (`flowagent.web.create_app`)."""
     try:
         from flowagent import web as webui
 
-        factory = getattr(webui, "create_app", None)
-        if factory is None:
-            return {}
-        return {"/ui": factory(rt)}
+        return {"/ui": webui.create_app(rt)}
     except Exception as exc:  # the UI is optional; the agent must serve without it
         log.warning("web UI not mounted: %s", exc)
         return {}
@@ -464,7 +462,7 @@ def audiosocket_line(host: str, port: int) -> str:
 
 
 def _summary(con: Console, rt: object, as_addr: tuple[str, int], http_addr: tuple[str, int],
-             db: Path, token: str, generated: bool, subapps: dict) -> None:
+             db: Path, token: str, generated: bool, subapps: dict[str, Any]) -> None:
     from flowagent.server.runtime import Runtime
 
     assert isinstance(rt, Runtime)

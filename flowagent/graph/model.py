@@ -179,8 +179,9 @@ def build_graph(data: Any) -> FlowGraph:
     start = data.get("start")
     if not isinstance(start, str) or start not in states:
         raise GraphError(f"The flow's `start` ({start!r}) is not one of its states.")
-    tools = data.get("tools") if isinstance(data.get("tools"), dict) else {}
-    handlers = data.get("handlers") if isinstance(data.get("handlers"), list) else []
+    raw_tools, raw_handlers = data.get("tools"), data.get("handlers")
+    tools: dict[str, Any] = raw_tools if isinstance(raw_tools, dict) else {}
+    handlers: list[Any] = raw_handlers if isinstance(raw_handlers, list) else []
 
     nodes: dict[str, Node] = {}
     edges: list[Edge] = []
@@ -219,7 +220,8 @@ def build_graph(data: Any) -> FlowGraph:
                         label = f"success, {label}" if bkind == "branch" else "success"
                     edges.append(Edge(name, str(branch["go"]), bkind, label))
         if kind == "call":
-            tool = tools.get(state["call"]) if isinstance(tools.get(state["call"]), dict) else {}
+            raw_tool = tools.get(state["call"])
+            tool: dict[str, Any] = raw_tool if isinstance(raw_tool, dict) else {}
             failure = state.get("on_failure") or tool.get("on_failure")
             if failure:
                 edges.append(Edge(name, str(failure), "failure", "failure"))

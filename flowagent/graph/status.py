@@ -22,8 +22,6 @@ class FlowStatus:
     warnings: list[str] = field(default_factory=list)
     #: errors that stop the diagram (everything but DRAWABLE_CODES)
     blocking: list[str] = field(default_factory=list)
-    #: False when the team validator was not importable (only drawing checks were made)
-    validated: bool = False
 
     @property
     def name(self) -> str:
@@ -69,32 +67,20 @@ def inspect_flow(path: str | Any) -> FlowStatus:
     except OSError as exc:
         status.blocking.append(f"{path}:1:1: The file cannot be read ({exc.strerror or exc}).")
         return status
-    try:
-        from flowagent.flow.validate import validate_file
-    except ImportError:
-        validate_file = None
-    if validate_file is not None:
-        status.validated = True
-        report = validate_file(path)
-        findings = getattr(report, "findings", report if isinstance(report, list) else [])
-        for finding in findings:
-            severity, code, text = _finding_line(str(path), finding)
-            if severity == "error":
-                status.errors.append(text)
-                if code not in DRAWABLE_CODES:
-                    status.blocking.append(text)
-            else:
-                status.warnings.append(text)
+    from flowagent.flow.validate import validate_file
+
+    report = validate_file(path)
+    for finding in report.findings:
+        severity, code, text = _finding_line(str(path), finding)
+        if severity == "error":
+            status.errors.append(text)
+            if code not in DRAWABLE_CODES:
+                status.blocking.append(text)
+        else:
+            status.warnings.append(text)
     try:
         status.graph = build_graph(loaded.data)
     except GraphError as exc:
         status.blocking.append(f"{path}:1:1: {exc}")
         return status
-    if not status.validated:
-        for name in status.graph.unreachable:
-            mark = loaded.positions.of(("states", name))
-            status.errors.append(
-                f"{path}:{mark.line}:{mark.column}: No transition leads to the state "
-                f"`{name}`, so a call can never reach it."
-            )
     return status

@@ -237,7 +237,7 @@ async def sse_events(
 
     Follows the WHATWG EventSource parsing rules we need: `event:`/`data:` fields, multi-line
     data joined with newlines, comments (`:`) ignored, a blank line dispatches."""
-    event, data_lines = "", []
+    event, data_lines = "", list[str]()
     while True:
         wait, why = deadline.next_wait()
         try:

@@ -150,7 +150,8 @@ def _token_ok(config: UiConfig, given: str | None) -> bool:
     token = config.token_value()
     if token is None:
         return True
-    return bool(token) and bool(given) and hmac.compare_digest(given.encode(), token.encode())
+    return bool(token) and given is not None and bool(given) and hmac.compare_digest(
+        given.encode(), token.encode())
 
 
 def _cookie_value(token: str) -> str:
@@ -163,7 +164,8 @@ def _cookie_ok(config: UiConfig, given: str | None) -> bool:
     token = config.token_value()
     if token is None:
         return True
-    return bool(token) and bool(given) and hmac.compare_digest(given, _cookie_value(token))
+    return bool(token) and given is not None and bool(given) and hmac.compare_digest(
+        given, _cookie_value(token))
 
 
 @web.middleware

@@ -94,4 +94,5 @@ class StoreRecords(_Recordings):
         return [r for r in rows if matches(r, caller, day, outcome)][:limit]
 
     async def get(self, uuid: str) -> dict[str, Any] | None:
-        return await self.store.get(uuid)
+        record: dict[str, Any] | None = await self.store.get(uuid)
+        return record
