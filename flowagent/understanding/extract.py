@@ -28,6 +28,7 @@ from flowagent.understanding.slots import (
     _range,
     _text_checks,
     date_bounds,
+    money_value,
     parse_slot,
 )
 from flowagent.understanding.types import ParseResult, SlotSpec
@@ -152,9 +153,10 @@ def extract_slots(
     if "money" in by_type:
         first = specs[by_type["money"][0]].options
         run("money", [
-            ((m.start, m.end), _range(m.value, first, (m.start, m.end))
-             or ParseResult.success(m.value, (m.start, m.end)))
+            ((m.start, m.end), _range(cash, first, (m.start, m.end))
+             or ParseResult.success(cash, (m.start, m.end)))
             for m in money.find_money(t) if m.explicit or current in by_type["money"]
+            for cash in (money_value(m.value, m.currency, region),)
         ])
     time_found = times.find_times(t) if "time" in by_type else []
     if time_found:
@@ -162,8 +164,8 @@ def extract_slots(
                      for m in time_found if not m.part_of_day])
     if "date" in by_type:
         opts = specs[by_type["date"][0]].options
-        _, _, prefer = date_bounds(opts, today)
-        found = dates.find_dates(t, today, prefer=prefer)  # type: ignore[arg-type]
+        lo, _, prefer = date_bounds(opts, today)
+        found = dates.find_dates(t, today, prefer=prefer, earliest=lo)  # type: ignore[arg-type]
         run("date", [((d.start, d.end), _check_date(d.value, opts, today, (d.start, d.end)))
                      for d in found])
     if time_found:

@@ -35,7 +35,13 @@ from flowagent.understanding import (
 )
 from flowagent.understanding.normalise import clean
 from flowagent.understanding.spoken import DIGIT_WORDS, LETTER_NAMES, NATO, TEEN_DIGITS
-from flowagent.understanding.types import ParseResult, SlotOptions, SlotSpec
+from flowagent.understanding.types import (
+    REGION_CURRENCY,
+    Money,
+    ParseResult,
+    SlotOptions,
+    SlotSpec,
+)
 
 OptionsLike = SlotOptions | Mapping[str, Any] | None
 BAD_PHONE = "that is not a valid phone number"
@@ -131,6 +137,9 @@ def validate_value(
                 if not num.is_integer():
                     return ParseResult.rejected(num, "that is not a whole number")
                 return _range(num, opts, None) or ParseResult.success(int(num))
+            if slot_type == "money":
+                cash = money_value(num, "", region)
+                return _range(cash, opts, None) or ParseResult.success(cash)
             return _range(num, opts, None) or ParseResult.success(float(num))
         if slot_type == "yes_no":
             if isinstance(value, bool):
@@ -198,12 +207,18 @@ def _p_number(text: str, opts: SlotOptions, today: date, region: str) -> ParseRe
     return _range(v, opts, span) or ParseResult.success(v, span)
 
 
+def money_value(amount: float, currency: str, region: str) -> Money:
+    """An amount in the currency said, else the region's own (en-GB: pounds)."""
+    return Money(amount, currency or REGION_CURRENCY.get(region.upper(), "GBP"))
+
+
 def _p_money(text: str, opts: SlotOptions, today: date, region: str) -> ParseResult:
     m = money.parse_money(text)
     if m is None:
         return ParseResult.no_match("no amount heard")
     span = (m.start, m.end)
-    return _range(m.value, opts, span) or ParseResult.success(m.value, span)
+    value = money_value(m.value, m.currency, region)
+    return _range(value, opts, span) or ParseResult.success(value, span)
 
 
 def _p_yes_no(text: str, opts: SlotOptions, today: date, region: str) -> ParseResult:
@@ -223,8 +238,8 @@ def _p_choice(text: str, opts: SlotOptions, today: date, region: str) -> ParseRe
 
 
 def _p_date(text: str, opts: SlotOptions, today: date, region: str) -> ParseResult:
-    _, _, prefer = date_bounds(opts, today)
-    m = dates.parse_date(text, today, prefer=prefer)  # type: ignore[arg-type]
+    lo, _, prefer = date_bounds(opts, today)
+    m = dates.parse_date(text, today, prefer=prefer, earliest=lo)  # type: ignore[arg-type]
     if m is None:
         return ParseResult.no_match("no date heard")
     return _check_date(m.value, opts, today, (m.start, m.end))
@@ -375,6 +390,8 @@ def parse_dtmf(
         if not re.fullmatch(r"\d+(?:\*\d+)?", d):
             return ParseResult.no_match("not a number")
         f = float(d.replace("*", "."))
+        if slot_type == "money":
+            f = money_value(f, "", region)
         return _range(f, opts, None) or ParseResult.success(f)
     if slot_type == "yes_no":
         b = yes_no.dtmf_yes_no(d)
