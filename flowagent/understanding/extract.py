@@ -155,7 +155,8 @@ def extract_slots(
         run("money", [
             ((m.start, m.end), _range(cash, first, (m.start, m.end))
              or ParseResult.success(cash, (m.start, m.end)))
-            for m in money.find_money(t) if m.explicit or current in by_type["money"]
+            for m in money.find_money(t)
+            if m.explicit or current in by_type["money"] or _bare_amount_ok(by_type, m.value)
             for cash in (money_value(m.value, m.currency, region),)
         ])
     time_found = times.find_times(t) if "time" in by_type else []
@@ -187,8 +188,9 @@ def extract_slots(
                 c = found_c[0]
                 results[slot] = ParseResult.success(c.value, (c.start, c.end))
                 used.append((c.start, c.end))
+    caps = names.capitalised_words(text) if "name" in by_type else frozenset()
     if "name" in by_type:
-        got = names.find_name(t)
+        got = names.find_name(t, caps)
         if got and _free((got[1], got[2]), used):
             slot = current if current in by_type["name"] else by_type["name"][0]
             if slot not in results:
@@ -198,7 +200,12 @@ def extract_slots(
     if current in specs and current not in results:
         rest = _mask(t, used)
         if rest.strip(" ,.!?"):
-            res = parse_slot(specs[current], rest, today=today, region=region)
+            if specs[current].type == "name":
+                v = names.parse_name(rest, caps=caps)
+                res = (ParseResult.no_match("no name heard") if v is None
+                       else _text_checks(v, specs[current].options, None))
+            else:
+                res = parse_slot(specs[current], rest, today=today, region=region)
             if not res.understood and used and specs[current].type in ("name", "address"):
                 # "Sarah, and it's a three bed": the answer is the phrase the others left alone.
                 for chunk in re.split(r",|\.|\band\b|\bbut\b", rest):
@@ -209,6 +216,13 @@ def extract_slots(
             if res.understood:
                 results[current] = res
     return results
+
+
+def _bare_amount_ok(by_type: Mapping[str, list[str]], value: float) -> bool:
+    """A number said without a currency ("pay Sam 30") is an amount when the one money slot
+    is the only number wanted (nothing else it could count) and it is not tiny."""
+    return (len(by_type["money"]) == 1 and value >= 2
+            and not any(t in by_type for t in ("integer", "number", "date", "time", "phone")))
 
 
 def _mask(text: str, used: list[tuple[int, int]]) -> str:

@@ -77,3 +77,42 @@ def test_weekday_said_on_that_weekday_respects_the_limits(
 def test_today_still_refused_when_the_slot_starts_tomorrow() -> None:
     r = parse_slot("date", "today", options={"min": "tomorrow"}, today=FRIDAY)
     assert r.invalid
+
+
+@pytest.mark.parametrize(("said", "name"), [
+    ("to Dave", "Dave"), ("right, pay it to Ana", "Ana"),
+    ("it's my landlord, Mr Patel", "Mr Patel"),
+    ("the payment's for Chloe", "Chloe"), ("my friend Lucy", "Lucy"), ("under Kim please", "Kim"),
+    ("put it under Mrs O'Neill", "Mrs O'Neill"), ("sorry, I meant Bob", "Bob"),
+])
+def test_names_lose_their_carrier_words(said: str, name: str) -> None:
+    assert parse_slot("name", said).value == name
+
+
+@pytest.mark.parametrize("said", ["Hmm, cancel that, please", "never mind", "the same as last time",
+                                  "my mobile is 0770", "I don't know"])
+def test_not_a_name(said: str) -> None:
+    assert not parse_slot("name", said).ok
+
+
+HANDLE = {"pattern": "^@?[A-Za-z0-9_]{3,15}$"}
+
+
+@pytest.mark.parametrize(("said", "opts", "value"), [
+    ("it's @lisa_k", HANDLE, "@lisa_k"),
+    ("at ben underscore 22", HANDLE, "@ben_22"),
+    ("her handle is @amy_lou", HANDLE, "@amy_lou"),
+    ("yeah it's FB 654321 and my internet's down", {"pattern": "^FB[0-9]{6}$"}, "FB654321"),
+    ("the sort code is 20 40 60", {"pattern": "^[0-9]{6}$"}, "204060"),
+    ("the code is SPRING5 I think", {"pattern": "^[A-Z]{3,6}[0-9]{1,2}$"}, "SPRING5"),
+    ("pizza ten", {"pattern": "^[A-Z]{3,6}[0-9]{1,2}$"}, "PIZZA10"),
+    ("it's for British Gas", {}, "British Gas"),
+])
+def test_codes_and_text_come_from_the_right_words(said: str, opts: dict, value: str) -> None:
+    assert parse_slot("text", said, options=opts).value == value
+
+
+@pytest.mark.parametrize("opts", [HANDLE, {}])
+def test_a_command_is_never_a_text_value(opts: dict) -> None:
+    r = parse_slot("text", "Hmm, cancel that, please", options=opts)
+    assert not r.understood
