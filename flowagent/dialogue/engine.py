@@ -146,6 +146,10 @@ class Engine:
         self._no_match = 0
         self._dtmf_buffer = ""
         self._last_filled: str | None = None
+        # What the caller said in the task in hand (the answer that chose it, the answers
+        # since), with the spans of words already used: offered to the slots later states
+        # collect, so a detail said early is not asked for again.
+        self._carry: list[tuple[str, tuple[tuple[int, int], ...]]] = []
         # pending async work
         self._pending_tool: tuple[int, str, str, str] | None = None  # id, tool, purpose, llm id
         self._pending_llm: tuple[int, str, Any] | None = None  # id, purpose, info
@@ -211,6 +215,7 @@ class Engine:
         other._context = dict(self._context)
         other._llm_messages = list(self._llm_messages)
         other._llm_queue = list(self._llm_queue)
+        other._carry = list(self._carry)
         other._turn_says = list(self._turn_says)
         other._last_turn_says = list(self._last_turn_says)
         other._out = []
@@ -441,7 +446,11 @@ class Engine:
             self._say(st.ask, expect=True)
         elif kind == "collect":
             self._say(st.say)
-            self._collect_next()
+            carried = self._carry_over()
+            if carried:
+                self._after_fill(carried)
+            else:
+                self._collect_next()
         elif kind == "call":
             self._say(st.say)
             tool = self.flow.tools.get(st.call or "")
@@ -566,6 +575,8 @@ class Engine:
 
     def _run_handler(self, h: Handler) -> None:
         self.record.add(self._now(), "system", f"handler {h.trigger[0]} {h.trigger[1]}", self.state)
+        if h.trigger == ("intent", "cancel"):
+            self._cancel_task()
         if h.say is not None and h.trigger != ("event", "hangup"):
             self._say(h.say)
         if h.go:
@@ -575,6 +586,7 @@ class Engine:
         if do == "repeat":
             self._repeat()
         elif do == "restart":
+            self._carry = []
             self._slots.clear()
             self._vars.clear()
             self.record.slots.clear()
@@ -660,6 +672,9 @@ class Engine:
     def _answer_ask(self, text: str) -> None:
         st = self._state
         assert st is not None
+        if self._correct_earlier(text):
+            self._say(st.ask, expect=True)
+            return
         branch_intents = st.branch_intents
         intent: str | None = None
         if any(i in ("yes", "no") for i in branch_intents):
@@ -681,6 +696,8 @@ class Engine:
         st = self._state
         assert st is not None
         self._intent = intent
+        if text is not None:
+            self._carry = [(text, ())]  # a new task: what it was chosen with comes along
         if self._follow(st, intent, from_answer=True):
             return
         if text is not None and intent is None and st.branch_intents and self._llm_fallback_ok():
@@ -731,7 +748,7 @@ class Engine:
         # A clear "speak to a person" / "say that again" wins over slot values (a text slot
         # would take any words); a weak handler match only counts if no slot value was heard.
         handler = nlu.match_intent_scored(self.flow, text, st.handler_intents)
-        if handler is not None and handler[1] >= STRONG_HANDLER_MATCH:
+        if handler is not None and (handler[1] >= STRONG_HANDLER_MATCH or nlu.is_command(text)):
             self._intent = handler[0]
             self._run_handler(st.handlers[("intent", handler[0])])
             return
@@ -741,11 +758,15 @@ class Engine:
             # "no, I said LS12 5AB" changes the earlier answer; it is not also this one
             results = nlu.corrections(self.flow, self.today(), text, self._filled_defs(),
                                       self._slots, self._last_filled)
+        corrected = bool(results)
         if not results:
             results = nlu.extract(self.flow, self.today(), text, self._wanted(), current)
         filled = self._apply(results)
         cur = results.get(current) if current else None
         if filled:
+            if not corrected:
+                self._remember(text, [results[n] for n in filled])
+            self._acknowledge([n for n in filled if n not in st.collect])
             self._after_fill(filled)
             return
         if handler is not None:
@@ -767,9 +788,71 @@ class Engine:
         return f"{nlu.invalid_reason(res)} {self._render(slot.reprompt)}"
 
     def _filled_defs(self) -> dict[str, SlotDef]:
+        """Every filled slot a correction may change: this state's first, then the rest of
+        the call's, most recently filled first."""
         st = self._state
         assert st is not None
-        return {n: self.flow.slots[n] for n in st.collect if self._slots.get(n) is not None}
+        names = [n for n in st.collect if self._slots.get(n) is not None]
+        names += [n for n in reversed(self._slots)
+                  if n not in names and n in self.flow.slots and self._slots[n] is not None]
+        return {n: self.flow.slots[n] for n in names}
+
+    def _carry_over(self) -> list[str]:
+        """Fill this collect state's open slots from what the caller already said in the
+        task (newest first), each word used once. Returns the slots filled."""
+        st = self._state
+        assert st is not None
+        wanted = {n: self.flow.slots[n] for n in st.collect if self._slots.get(n) is None}
+        filled: list[str] = []
+        for i in range(len(self._carry) - 1, -1, -1):
+            if not wanted:
+                break
+            text, used = self._carry[i]
+            results = nlu.extract(self.flow, self.today(), text, wanted, None, used)
+            got = {n: r for n, r in results.items() if r.ok}
+            if not got:
+                continue
+            self._carry[i] = (text, used + tuple(r.span for r in got.values() if r.span))
+            for name in self._apply(got):
+                filled.append(name)
+                wanted.pop(name, None)
+        if filled:
+            self.record.add(self._now(), "system", f"already said: {', '.join(filled)}",
+                            self.state)
+        return filled
+
+    def _remember(self, text: str, used: list[Any]) -> None:
+        """Keep an answer for the states after this one, minus the words it used."""
+        self._carry.append((text, tuple(r.span for r in used if r.span)))
+        del self._carry[:-8]
+
+    def _cancel_task(self) -> None:
+        """The caller cancelled: drop the details of the task in hand. A flow has no task
+        boundaries, so the task is the group of slots the current state collects."""
+        st = self._state
+        self._carry = []
+        for name in (st.collect if st is not None else ()):
+            self._slots.pop(name, None)
+            self.record.slots.pop(name, None)
+
+    def _acknowledge(self, changed: list[str]) -> None:
+        """Say what changed when a correction reached back to an earlier state's slot."""
+        for name in changed:
+            slot = self.flow.slots[name]
+            value = nlu.spoken_value(slot, self._slots.get(name))
+            self._say_text(f"Thanks, I've changed the {name.replace('_', ' ')} to {value}.")
+
+    def _correct_earlier(self, text: str) -> bool:
+        """A correction of any filled slot ("sorry, I meant the 6th") where the state was
+        not asking for one; True when something changed (it has been acknowledged)."""
+        if not self._slots or not nlu.is_correction(text):
+            return False
+        fixed = self._apply(nlu.corrections(self.flow, self.today(), text, self._filled_defs(),
+                                            self._slots, self._last_filled))
+        if not fixed:
+            return False
+        self._acknowledge(fixed)
+        return True
 
     def _apply(self, results: Mapping[str, Any]) -> list[str]:
         filled = []
@@ -781,6 +864,7 @@ class Engine:
 
     def _set_slot(self, name: str, value: Any) -> None:
         self._last_filled = name
+        self._slots.pop(name, None)  # the dict's order is the order slots were last filled
         self._slots[name] = value
         self.record.slots[name] = value
 
@@ -801,6 +885,13 @@ class Engine:
     def _answer_slot_confirm(self, text: str) -> None:
         name = self._slot
         assert name is not None
+        if nlu.is_correction(text):
+            fixed = self._apply(nlu.corrections(self.flow, self.today(), text,
+                                                self._filled_defs(), self._slots, name))
+            if fixed:
+                self._acknowledge([n for n in fixed if n != name])
+                self._ask_slot_confirm(name)
+                return
         yn = nlu.yes_no(text)
         if yn is True:
             self._no_match = 0

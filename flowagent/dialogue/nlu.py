@@ -68,16 +68,24 @@ def validate_value(flow: CompiledFlow, today: _dt.date, slot: SlotDef, value: An
 
 def extract(
     flow: CompiledFlow, today: _dt.date, text: str, wanted: Mapping[str, SlotDef],
-    current: str | None,
+    current: str | None, exclude: tuple[tuple[int, int], ...] = (),
 ) -> dict[str, ParseResult]:
-    """Every wanted slot found in one utterance (current slot first, for ambiguous answers)."""
+    """Every wanted slot found in one utterance (current slot first, for ambiguous answers).
+    ``exclude``: spans of the words already used for other slots (carried-over utterances)."""
     if not wanted:
         return {}
     from flowagent.understanding import extract as X
 
     specs = {n: s.spec for n, s in wanted.items()}
     return dict(X.extract_slots(text, specs, current=current, today=today,
-                                region=region(flow)))
+                                region=region(flow), exclude=exclude))
+
+
+def is_command(text: str) -> bool:
+    """Is the whole answer a command (cancel, never mind, repeat...) rather than a value?"""
+    from flowagent.understanding import commands as K
+
+    return K.is_command(text)
 
 
 def is_correction(text: str) -> bool:

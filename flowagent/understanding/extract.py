@@ -14,7 +14,7 @@ other slot used.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import date
 from functools import lru_cache
 from typing import Any
@@ -116,9 +116,13 @@ def extract_slots(
     current: str | None = None,
     today: date | None = None,
     region: str = "GB",
+    exclude: Sequence[tuple[int, int]] = (),
 ) -> dict[str, ParseResult]:
     """Every wanted slot this utterance gives a value for (understood results only: ``ok``, or
     understood-but-invalid so the engine can say why). Spans index into ``normalise.clean(text)``.
+
+    ``exclude``: spans of words already used for other slots (an utterance carried over to a
+    later state must not give the same words twice).
     """
     if today is None:
         today = date.today()
@@ -130,7 +134,7 @@ def extract_slots(
     for name, spec in specs.items():
         by_type.setdefault(spec.type, []).append(name)
     results: dict[str, ParseResult] = {}
-    used: list[tuple[int, int]] = []
+    used: list[tuple[int, int]] = list(exclude)
 
     def run(typ: str, cands: list[tuple[tuple[int, int], ParseResult]]) -> None:
         _assign_in_order(cands, by_type[typ], t, results, used, current)
@@ -156,7 +160,8 @@ def extract_slots(
             ((m.start, m.end), _range(cash, first, (m.start, m.end))
              or ParseResult.success(cash, (m.start, m.end)))
             for m in money.find_money(t)
-            if m.explicit or current in by_type["money"] or _bare_amount_ok(by_type, m.value)
+            if m.explicit or current in by_type["money"]
+            or (current is None and _bare_amount_ok(by_type, m.value))
             for cash in (money_value(m.value, m.currency, region),)
         ])
     time_found = times.find_times(t) if "time" in by_type else []

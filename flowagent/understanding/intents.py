@@ -80,12 +80,20 @@ BUILTIN_INTENTS: Mapping[str, tuple[str, ...]] = {
         "goodbye", "bye", "that's all thanks", "nothing else", "thanks bye", "bye bye",
         "see you", "cheers bye", "that's everything", "I'm done", "have a nice day",
     ),
+    # Live only where a flow answers it (a handler for `cancel`): the engine then drops the
+    # details of the task in hand (docs/flow-format.md, "Cancelling a task").
+    "cancel": (
+        "cancel", "cancel that", "cancel it", "never mind", "forget it", "forget about it",
+        "scrap that", "stop", "don't worry about it", "I've changed my mind",
+        "I don't want to do this any more", "leave it", "take me back to the main menu",
+        "go back to the menu", "forget the whole thing",
+    ),
 }
 
 DEFAULT_THRESHOLD = 0.72
 #: Intents whose usual handler throws the call's progress away (start again, hang up). They
 #: need a higher bar: see ``IntentMatcher(strict=...)``.
-DESTRUCTIVE_INTENTS: frozenset[str] = frozenset({"restart", "goodbye"})
+DESTRUCTIVE_INTENTS: frozenset[str] = frozenset({"restart", "goodbye", "cancel"})
 # How far above its own threshold a scorer's raw score must be (as a share of the way to 1.0)
 # to match a strict intent on its own: MiniLM's 0.5 becomes 0.7, so "go back" (0.63 to
 # "go back to the beginning") and "thanks" (0.55 to "thanks bye") are not destructive matches.

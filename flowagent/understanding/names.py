@@ -161,7 +161,7 @@ def _parse_whole(t: str, max_words: int) -> str | None:
 
 _CUE = re.compile(
     r"\b(?:my name is|my name's|name's|this is|i'm|i am|it's|call me)\s+"
-    r"(?P<name>[a-z][a-z'-]*(?:\s+[a-z][a-z'-]*)?)"
+    r"(?P<name>[a-z][a-z'-]*(?:\s+[a-z][a-z'-]*){0,2})"
 )
 
 
@@ -199,8 +199,13 @@ def find_name(text: str, caps: frozenset[str] = frozenset()) -> tuple[str, int, 
 def _find_cued(text: str) -> tuple[str, int, int] | None:
     for m in _CUE.finditer(text):
         words = m.group("name").split()
+        lead = 0
+        while lead < len(words) - 1 and words[lead] in ("for", "to", "under", "called"):
+            lead += 1  # "it's for Anna"
         kept: list[str] = []
-        for w in words:
+        for w in words[lead:]:
+            if w in _CARRIER and w not in _TITLES:
+                break
             if w in _NOT_NAMES or w in ("looking", "calling", "ringing", "moving", "trying"):
                 break
             kept.append(w)
@@ -209,8 +214,8 @@ def _find_cued(text: str) -> tuple[str, int, int] | None:
             if weak_cue and not _looks_like_name_after_im(kept[0]):
                 continue
             name = " ".join(_title_word(w) for w in kept)
-            end = m.start("name") + len(" ".join(kept))
-            return name, m.start("name"), end
+            start = m.start("name") + len(" ".join(words[:lead])) + (1 if lead else 0)
+            return name, start, start + len(" ".join(kept))
     return None
 
 

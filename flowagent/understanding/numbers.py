@@ -68,7 +68,7 @@ _ONE_THE_AFTER = wordset(
 # Digits glued to letters are codes, not numbers ("LS11", "5AB"), except before a unit
 # ("3bed", "2pm", "2k") or an ordinal suffix ("14th").
 _TOKEN = re.compile(
-    r"(?<![a-z0-9])(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?(?:st|nd|rd|th)?)(?![a-z0-9])"
+    r"(?<![a-z0-9_@])(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?(?:st|nd|rd|th)?)(?![a-z0-9_])"
     r"|(?<![a-z0-9])\d+(?:\.\d+)?(?=(?:bed|beds|bedroom|bedrooms|pm|am|k|p)\b)"
     r"|[a-z]++(?:'[a-z]+)?(?![0-9])"
     r"|[a-z0-9]+"
@@ -320,7 +320,11 @@ def _idiom_one(toks: list[tuple[str, int, int]], i: int) -> bool:
     if nxt in _ONE_IDIOM_AFTER:
         return True
     prev = toks[i - 1][0] if i > 0 else ""
-    return prev == "the" and nxt in _ONE_THE_AFTER
+    if prev != "the":
+        return False
+    # "the one on the left"; a bare "the one" is a choice, not a count ("just the one" is 1)
+    before = toks[i - 2][0] if i > 1 else ""
+    return nxt in _ONE_THE_AFTER or (not nxt and before not in ("just", "only"))
 
 
 _LEAD_INS = re.compile(

@@ -328,9 +328,16 @@ def _code_like(token: str) -> bool:
     """A token that can only be part of a code: has a digit or symbol, is one letter, or is a
     spoken digit, letter name or NATO word."""
     w = token.lower()
-    return (any(c.isdigit() or c in "@_-./#" for c in token) or len(token) == 1
+    if w in ("i", "a"):  # the pronoun and the article, not spelt letters
+        return False
+    return (_hard(token) or len(token) == 1
             or w in DIGIT_WORDS or w in TEEN_DIGITS or w in LETTER_NAMES or w in NATO
             or w in _SYMBOL_WORDS)
+
+
+def _hard(token: str) -> bool:
+    """A token only a code has: a digit or a symbol."""
+    return any(c.isdigit() or c in "@_-./#" for c in token)
 
 
 def _code_forms(tokens: list[str], symbols: frozenset[str]) -> list[str]:
@@ -360,13 +367,15 @@ def find_code(text: str, rx: re.Pattern[str]) -> str | None:
     symbols = frozenset(c for c in "@_-./#" if c in rx.pattern)
     tokens = _CODE_TOKEN.findall(text)
     n = len(tokens)
-    best: tuple[int, int, str] | None = None  # (strong, length, value)
+    best: tuple[int, int, int, str] | None = None  # (hard, strong, length, value)
     for i in range(n):
         ordinary = 0
         strong = 0
+        hard = 0
         for j in range(i, min(n, i + 16)):
             if _code_like(tokens[j]):
                 strong += 1
+                hard += _hard(tokens[j])
             else:
                 ordinary += 1
                 if ordinary > 1:
@@ -376,11 +385,11 @@ def find_code(text: str, rx: re.Pattern[str]) -> str | None:
                 continue
             for form in _code_forms(window, symbols):
                 if rx.fullmatch(form):
-                    key = (1 if strong else 0, len(window), form)
-                    if best is None or key[:2] > best[:2]:
+                    key = (hard, strong, len(window), form)
+                    if best is None or key[:3] > best[:3]:
                         best = key
                     break
-    return None if best is None else best[2]
+    return None if best is None else best[3]
 
 
 def _p_text(text: str, opts: SlotOptions, today: date, region: str) -> ParseResult:
