@@ -178,8 +178,9 @@ ROWS = POSITIVES + NEGATIVES
 #: rows the lexical matcher gets wrong (measured; see the module docstring)
 LEXICAL_MISSES: frozenset[str] = frozenset({
     "dental:I can't make it on Thursday",
+    'removals:can I move my booking to another day',
+    "removals:what's the cost of a man and van",
     'dental:I need an appointment with the dentist',
-    "dental:I've got a quick question",
     'dental:are you taking new NHS patients',
     'dental:can I reschedule my appointment',
     'dental:can you fit me in this week',
@@ -192,24 +193,18 @@ LEXICAL_MISSES: frozenset[str] = frozenset({
     'plumber:has my plumber left yet',
     "plumber:my engineer hasn't arrived yet",
     'plumber:what did you just ask',
-    "plumber:where's the plumber, he was due at ten",
     'removals:I booked a move with you last week',
     'removals:I want to change the date of my removal',
     "removals:I'm looking to move next month and want an estimate",
     'removals:are you open bank holidays',
-    'removals:can I move my booking to another day',
     'removals:can we start from scratch',
-    'removals:can you quote me for a move to Leeds',
     'removals:could I get a price for moving a two bed flat',
     'removals:how late are you open',
-    'removals:need a removal firm, what are your prices',
     "removals:that's everything, have a good day",
-    "removals:what's the cost of a man and van",
     'removals:who am I speaking to',
 })
 #: rows the lexical + MiniLM matcher gets wrong
 EMBEDDING_MISSES: frozenset[str] = frozenset({
-    "dental:I can't make it on Thursday",
     'dental:are you taking new NHS patients',
     'dental:can I reschedule my appointment',
     'dental:can you fit me in this week',
@@ -219,14 +214,11 @@ EMBEDDING_MISSES: frozenset[str] = frozenset({
     "dental:it's a repeat prescription",
     'dental:where is the practice',
     'removals:I booked a move with you last week',
-    'removals:can I move my booking to another day',
     'removals:can we start from scratch',
-    'removals:can you quote me for a move to Leeds',
     'removals:go back',
     'removals:my husband deals with the bookings',
     "removals:that's everything, have a good day",
     'removals:the agent has the keys',
-    "removals:what's the cost of a man and van",
     'removals:who am I speaking to',
 })
 
