@@ -90,6 +90,8 @@ MAX_TRANSITIONS_PER_EVENT = 40
 MAX_LLM_TOOL_ROUNDS = 4
 #: intent score at which a handler intent (human/repeat/...) beats a slot value in one answer
 STRONG_HANDLER_MATCH = 0.85
+#: `settings.clarify`: both intents within this of the threshold, and closer than the margin
+CLARIFY_BELOW, CLARIFY_MARGIN = 0.12, 0.1
 
 _DEFAULT_NO_INPUT = "Sorry, I'm having trouble hearing you. Goodbye."
 _DEFAULT_NO_MATCH = "Sorry, I'm having trouble understanding. Goodbye."
@@ -139,7 +141,7 @@ class Engine:
         self._ended = False
         self.record = CallRecord(uuid="", flow=flow.name)
         # listening
-        # ask | collect | slot_confirm | confirm | confirm_fix | llm
+        # ask | collect | slot_confirm | confirm | confirm_fix | llm | clarify
         self._listen: str | None = None
         self._slot: str | None = None  # slot being asked / confirmed
         self._no_input = 0
@@ -150,6 +152,8 @@ class Engine:
         # since), with the spans of words already used: offered to the slots later states
         # collect, so a detail said early is not asked for again.
         self._carry: list[tuple[str, tuple[tuple[int, int], ...]]] = []
+        # "did you mean X or Y?": the two intents offered and what the caller first said
+        self._clarify: tuple[tuple[str, str], str] | None = None
         # pending async work
         self._pending_tool: tuple[int, str, str, str] | None = None  # id, tool, purpose, llm id
         self._pending_llm: tuple[int, str, Any] | None = None  # id, purpose, info
@@ -432,6 +436,7 @@ class Engine:
         self._no_input = 0
         self._no_match = 0
         self._dtmf_buffer = ""
+        self._clarify = None
         self._pending_llm = None  # moving on abandons an answer still being waited for
         self._pending_tool = None
         self.record.states.append(name)
@@ -522,6 +527,8 @@ class Engine:
             self._say_text(self._which_detail(), expect=True)
         elif mode == "llm":
             self._say_text(_LLM_DIDNT_CATCH, static=True, expect=True)
+        elif mode == "clarify" and self._clarify is not None:
+            self._say_clarify()
         else:
             self._arm_no_input()
 
@@ -666,6 +673,8 @@ class Engine:
             self._answer_confirm_fix(text)
         elif mode == "llm":
             self._answer_llm(text)
+        elif mode == "clarify":
+            self._answer_clarify(text)
 
     # -- ask ----------------------------------------------------------------------------------
 
@@ -688,9 +697,80 @@ class Engine:
             self._intent = intent
             self._run_handler(st.handlers[("intent", intent)])
             return
+        if self._ask_which(text, intent):
+            return
+        if intent is not None and self._unsure(text, intent):
+            self._request_extract(text, intents=st.branch_intents, guess=intent)
+            return
         self._resolve_ask(intent, text=text)
 
-    def _resolve_ask(self, intent: str | None, *, text: str | None = None) -> None:
+    def _ask_which(self, text: str, intent: str | None) -> bool:
+        """With `settings.clarify`: when the two best of this question's intents fit almost
+        equally, ask "Did you mean X, or Y?" rather than guess. True when asked."""
+        st = self._state
+        assert st is not None
+        if not self.flow.settings.clarify:
+            return False
+        options = tuple(i for i in st.branch_intents if i not in ("yes", "no"))
+        ranked = nlu.ranked_intents(self.flow, text, options)
+        if len(ranked) < 2 or (intent is not None and intent != ranked[0][0]):
+            return False
+        (first, s1), (second, s2) = ranked[0], ranked[1]
+        floor = nlu.intent_threshold(self.flow) - CLARIFY_BELOW
+        if s2 < floor or s1 - s2 >= CLARIFY_MARGIN:
+            return False
+        self._clarify = ((first, second), text)
+        self._listen = "clarify"
+        self._no_match = 0
+        self.record.add(self._now(), "system", f"did you mean {first} or {second}", self.state)
+        self._say_clarify()
+        return True
+
+    def _say_clarify(self) -> None:
+        assert self._clarify is not None
+        a, b = (self.flow.intent_labels.get(i, i.replace("_", " ")) for i in self._clarify[0])
+        self._say_text(f"Sorry, did you mean {a}, or {b}?", expect=True)
+
+    def _answer_clarify(self, text: str) -> None:
+        assert self._clarify is not None
+        (first, second), said = self._clarify
+        labels = {i: self.flow.intent_labels.get(i, i.replace("_", " ")) for i in (first, second)}
+        picked = nlu.choose_between(text, labels)
+        if picked is None:
+            match = nlu.match_intent(self.flow, text, (first, second))
+            picked = match
+        if picked is None and nlu.yes_no(text) is False:  # neither: ask the question again
+            self._clarify = None
+            self._listen = "ask"
+            st = self._state
+            assert st is not None
+            self._say(st.reprompt or st.ask, expect=True)
+            return
+        if picked is None:
+            name, is_handler = self._handler_intent(text)
+            if is_handler and name:
+                self._clarify = None
+                self._run_handler(self._state.handlers[("intent", name)])  # type: ignore[union-attr]
+                return
+            self._no_match_again()
+            return
+        self._clarify = None
+        self._listen = "ask"
+        self._resolve_ask(picked, text=said)
+
+    def _unsure(self, text: str, intent: str) -> bool:
+        """With `settings.llm_fallback_below`: the intent was found, but with less confidence
+        than the flow asks for, and an LLM can decide instead."""
+        below = self.flow.settings.llm_fallback_below
+        if below <= 0 or not self._llm_fallback_ok():
+            return False
+        st = self._state
+        assert st is not None
+        ranked = dict(nlu.ranked_intents(self.flow, text, st.branch_intents))
+        return ranked.get(intent, 0.0) < below
+
+    def _resolve_ask(self, intent: str | None, *, text: str | None = None,
+                     ask_llm: bool = True) -> None:
         """Take the branch the answer selects; if none does and the parsers found no intent,
         ask the LLM (when allowed) before counting a no-match."""
         st = self._state
@@ -700,7 +780,8 @@ class Engine:
             self._carry = [(text, ())]  # a new task: what it was chosen with comes along
         if self._follow(st, intent, from_answer=True):
             return
-        if text is not None and intent is None and st.branch_intents and self._llm_fallback_ok():
+        if (ask_llm and text is not None and intent is None and st.branch_intents
+                and self._llm_fallback_ok()):
             self._request_extract(text, intents=st.branch_intents)
             return
         self._no_match_again()
@@ -1265,7 +1346,7 @@ class Engine:
         return self.flow.settings.llm_fallback and self.llm_available
 
     def _request_extract(self, text: str, *, slots: tuple[str, ...] = (),
-                         intents: tuple[str, ...] = ()) -> None:
+                         intents: tuple[str, ...] = (), guess: str | None = None) -> None:
         rid = self._next_id()
         if slots:
             props = {
@@ -1293,7 +1374,8 @@ class Engine:
                 f"{i}: {', '.join(self.flow.intents.get(i, ())[:3])}" for i in intents)
             system = ("You classify what a caller said on the phone. Call choose_intent once. "
                       f"Intents with examples — {examples}.")
-        self._pending_llm = (rid, "extract", {"slots": slots, "intents": intents, "text": text})
+        self._pending_llm = (rid, "extract", {"slots": slots, "intents": intents, "text": text,
+                                              "guess": guess})
         self._emit(LlmRequest(
             rid,
             (LlmMessage("system", system), LlmMessage("user", text)),
@@ -1308,8 +1390,10 @@ class Engine:
             if isinstance(tc.arguments, dict):
                 args.update(tc.arguments)
         if info["intents"]:
-            name = args.get("intent") if ev.ok else None
-            self._resolve_ask(name if name in info["intents"] else None)
+            # the LLM decides; if it failed, the words' own best guess (if any) stands
+            name = args.get("intent") if ev.ok else info.get("guess")
+            self._resolve_ask(name if name in info["intents"] else None, text=info["text"],
+                              ask_llm=False)
             return
         results: dict[str, Any] = {}
         if ev.ok:

@@ -160,8 +160,16 @@ _NUMBER_WORDS = wordset(
 _AMOUNT_WORDS = wordset(
     "pounds pound quid euros euro dollars dollar bucks grand pence tenner fiver"
 )
+# Day and month words are values too, unless the flow's examples use them ("are you open on
+# Sunday" keeps its day: weekdays stand for "day" there)
+_DATE_WORDS = wordset(
+    """monday tuesday wednesday thursday friday saturday sunday mondays tuesdays wednesdays
+    thursdays fridays saturdays sundays today tomorrow tonight january february march april
+    june july august september october november december weekend"""
+)
 _ENTITY_GATE = re.compile(
-    r"\d|[£€$@]|.[A-Z]|\b(?:" + "|".join(sorted(_NUMBER_WORDS | _AMOUNT_WORDS)) + r")\b",
+    r"\d|[£€$@]|.[A-Z]|\b(?:" + "|".join(sorted(_NUMBER_WORDS | _AMOUNT_WORDS | _DATE_WORDS))
+    + r")\b",
     re.IGNORECASE,
 )
 # Words written with a capital that are not names ("I", "OK", days and months are meaning)
@@ -172,7 +180,8 @@ _NOT_NAME_CAPS = wordset(
 )
 # Stand-ins for sentence embeddings: one ordinary value per kind, so "pay Sam 30" and "pay
 # Priya 45 pounds" read alike (not "someone": that word means the `human` intent).
-_STAND_INS = {"number": "three", "money": "ten pounds", "name": "John"}
+_STAND_INS = {"number": "three", "money": "ten pounds", "name": "John", "date": "tomorrow"}
+
 # Recall counts more than precision: an utterance that says every key word of an example
 # with a few extra words is still that example. F-beta with beta^2 = 2.
 _BETA2 = 2.0
@@ -345,6 +354,10 @@ class IntentMatcher:
                 per = self._word_intents.setdefault(w, {})
                 per[e.intent] = per.get(e.intent, 0) + 1
         self._vocab = frozenset(self._index)
+        #: the words of the flow's own intents (not the built-ins'): a day said to a flow whose
+        #: examples never name one is a value ("pay Sam on Friday"), not part of the request
+        self._flow_vocab = frozenset(
+            w for e in self._examples if e.intent not in BUILTIN_INTENTS for w in e.content)
         # Spoken forms of the vocabulary: fuzzy matching compares what was said with what the
         # examples say ("qoute" ~ "quote", "mover" ~ "move"), not with the stems.
         self._spoken: dict[str, str] = {}
@@ -593,6 +606,8 @@ class IntentMatcher:
         if any(c.isdigit() for c in w) or w[0] in "£€$@":
             return "money" if w[0] in "£€$" else "number"
         stem = _stem(w)
+        if w in _DATE_WORDS and stem not in self._flow_vocab:
+            return "date"
         if stem in self._vocab:
             return None
         if w in _AMOUNT_WORDS:
