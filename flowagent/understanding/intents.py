@@ -137,6 +137,9 @@ _SYNONYMS: Mapping[str, str] = {
     # (not "scrap" -> "cancel": rarer words are the embedding scorer's job, see
     # tests/local/test_embeddings.py)
     **dict.fromkeys(("cancell",), "cancel"),
+    # changing a booking, in the words callers use for it
+    **dict.fromkeys(("reschedul", "rearrang", "postpon", "amend", "alter"), "chang"),
+    **dict.fromkeys(("estimat", "quotation"), "price"),
     "cheer": "thank",
     **dict.fromkeys(("shut", "clos"), "open"),
     # (not "anyone": "is anyone there?" checks the line, it does not ask for a person; not
