@@ -91,6 +91,8 @@ MAX_TRANSITIONS_PER_EVENT = 40
 MAX_LLM_TOOL_ROUNDS = 4
 #: intent score at which a handler intent (human/repeat/...) beats a slot value in one answer
 STRONG_HANDLER_MATCH = 0.85
+#: `settings.clarify`: both intents within this of the threshold, and closer than the margin
+CLARIFY_BELOW, CLARIFY_MARGIN = 0.12, 0.1
 
 _DEFAULT_NO_INPUT = "Sorry, I'm having trouble hearing you. Goodbye."
 _DEFAULT_NO_MATCH = "Sorry, I'm having trouble understanding. Goodbye."
@@ -140,13 +142,19 @@ class Engine:
         self._ended = False
         self.record = CallRecord(uuid="", flow=flow.name)
         # listening
-        # ask | collect | slot_confirm | confirm | confirm_fix | llm
+        # ask | collect | slot_confirm | confirm | confirm_fix | llm | clarify
         self._listen: str | None = None
         self._slot: str | None = None  # slot being asked / confirmed
         self._no_input = 0
         self._no_match = 0
         self._dtmf_buffer = ""
         self._last_filled: str | None = None
+        # What the caller said in the task in hand (the answer that chose it, the answers
+        # since), with the spans of words already used: offered to the slots later states
+        # collect, so a detail said early is not asked for again.
+        self._carry: list[tuple[str, tuple[tuple[int, int], ...]]] = []
+        # "did you mean X or Y?": the two intents offered and what the caller first said
+        self._clarify: tuple[tuple[str, str], str] | None = None
         # pending async work
         self._pending_tool: tuple[int, str, str, str] | None = None  # id, tool, purpose, llm id
         self._pending_llm: tuple[int, str, Any] | None = None  # id, purpose, info
@@ -212,6 +220,7 @@ class Engine:
         other._context = dict(self._context)
         other._llm_messages = list(self._llm_messages)
         other._llm_queue = list(self._llm_queue)
+        other._carry = list(self._carry)
         other._turn_says = list(self._turn_says)
         other._last_turn_says = list(self._last_turn_says)
         other._out = []
@@ -428,6 +437,7 @@ class Engine:
         self._no_input = 0
         self._no_match = 0
         self._dtmf_buffer = ""
+        self._clarify = None
         self._pending_llm = None  # moving on abandons an answer still being waited for
         self._pending_tool = None
         self.record.states.append(name)
@@ -442,7 +452,11 @@ class Engine:
             self._say(st.ask, expect=True)
         elif kind == "collect":
             self._say(st.say)
-            self._collect_next()
+            carried = self._carry_over()
+            if carried:
+                self._after_fill(carried)
+            else:
+                self._collect_next()
         elif kind == "call":
             self._say(st.say)
             tool = self.flow.tools.get(st.call or "")
@@ -514,6 +528,8 @@ class Engine:
             self._say_text(self._which_detail(), expect=True)
         elif mode == "llm":
             self._say_text(_LLM_DIDNT_CATCH, static=True, expect=True)
+        elif mode == "clarify" and self._clarify is not None:
+            self._say_clarify()
         else:
             self._arm_no_input()
 
@@ -567,6 +583,8 @@ class Engine:
 
     def _run_handler(self, h: Handler) -> None:
         self.record.add(self._now(), "system", f"handler {h.trigger[0]} {h.trigger[1]}", self.state)
+        if h.trigger == ("intent", "cancel"):
+            self._cancel_task()
         if h.say is not None and h.trigger != ("event", "hangup"):
             self._say(h.say)
         if h.go:
@@ -576,6 +594,7 @@ class Engine:
         if do == "repeat":
             self._repeat()
         elif do == "restart":
+            self._carry = []
             self._slots.clear()
             self._vars.clear()
             self.record.slots.clear()
@@ -655,12 +674,17 @@ class Engine:
             self._answer_confirm_fix(text)
         elif mode == "llm":
             self._answer_llm(text)
+        elif mode == "clarify":
+            self._answer_clarify(text)
 
     # -- ask ----------------------------------------------------------------------------------
 
     def _answer_ask(self, text: str) -> None:
         st = self._state
         assert st is not None
+        if self._correct_earlier(text):
+            self._say(st.ask, expect=True)
+            return
         branch_intents = st.branch_intents
         intent: str | None = None
         if any(i in ("yes", "no") for i in branch_intents):
@@ -674,17 +698,91 @@ class Engine:
             self._intent = intent
             self._run_handler(st.handlers[("intent", intent)])
             return
+        if self._ask_which(text, intent):
+            return
+        if intent is not None and self._unsure(text, intent):
+            self._request_extract(text, intents=st.branch_intents, guess=intent)
+            return
         self._resolve_ask(intent, text=text)
 
-    def _resolve_ask(self, intent: str | None, *, text: str | None = None) -> None:
+    def _ask_which(self, text: str, intent: str | None) -> bool:
+        """With `settings.clarify`: when the two best of this question's intents fit almost
+        equally, ask "Did you mean X, or Y?" rather than guess. True when asked."""
+        st = self._state
+        assert st is not None
+        if not self.flow.settings.clarify:
+            return False
+        options = tuple(i for i in st.branch_intents if i not in ("yes", "no"))
+        ranked = nlu.ranked_intents(self.flow, text, options)
+        if len(ranked) < 2 or (intent is not None and intent != ranked[0][0]):
+            return False
+        (first, s1), (second, s2) = ranked[0], ranked[1]
+        floor = nlu.intent_threshold(self.flow) - CLARIFY_BELOW
+        if s2 < floor or s1 - s2 >= CLARIFY_MARGIN:
+            return False
+        self._clarify = ((first, second), text)
+        self._listen = "clarify"
+        self._no_match = 0
+        self.record.add(self._now(), "system", f"did you mean {first} or {second}", self.state)
+        self._say_clarify()
+        return True
+
+    def _say_clarify(self) -> None:
+        assert self._clarify is not None
+        a, b = (self.flow.intent_labels.get(i, i.replace("_", " ")) for i in self._clarify[0])
+        self._say_text(f"Sorry, did you mean {a}, or {b}?", expect=True)
+
+    def _answer_clarify(self, text: str) -> None:
+        assert self._clarify is not None
+        (first, second), said = self._clarify
+        labels = {i: self.flow.intent_labels.get(i, i.replace("_", " ")) for i in (first, second)}
+        picked = nlu.choose_between(text, labels)
+        if picked is None:
+            match = nlu.match_intent(self.flow, text, (first, second))
+            picked = match
+        if picked is None and nlu.yes_no(text) is False:  # neither: ask the question again
+            self._clarify = None
+            self._listen = "ask"
+            st = self._state
+            assert st is not None
+            self._say(st.reprompt or st.ask, expect=True)
+            return
+        if picked is None:
+            name, is_handler = self._handler_intent(text)
+            if is_handler and name:
+                self._clarify = None
+                self._run_handler(self._state.handlers[("intent", name)])  # type: ignore[union-attr]
+                return
+            self._no_match_again()
+            return
+        self._clarify = None
+        self._listen = "ask"
+        self._resolve_ask(picked, text=said)
+
+    def _unsure(self, text: str, intent: str) -> bool:
+        """With `settings.llm_fallback_below`: the intent was found, but with less confidence
+        than the flow asks for, and an LLM can decide instead."""
+        below = self.flow.settings.llm_fallback_below
+        if below <= 0 or not self._llm_fallback_ok():
+            return False
+        st = self._state
+        assert st is not None
+        ranked = dict(nlu.ranked_intents(self.flow, text, st.branch_intents))
+        return ranked.get(intent, 0.0) < below
+
+    def _resolve_ask(self, intent: str | None, *, text: str | None = None,
+                     ask_llm: bool = True) -> None:
         """Take the branch the answer selects; if none does and the parsers found no intent,
         ask the LLM (when allowed) before counting a no-match."""
         st = self._state
         assert st is not None
         self._intent = intent
+        if text is not None:
+            self._carry = [(text, ())]  # a new task: what it was chosen with comes along
         if self._follow(st, intent, from_answer=True):
             return
-        if text is not None and intent is None and st.branch_intents and self._llm_fallback_ok():
+        if (ask_llm and text is not None and intent is None and st.branch_intents
+                and self._llm_fallback_ok()):
             self._request_extract(text, intents=st.branch_intents)
             return
         self._no_match_again()
@@ -732,7 +830,7 @@ class Engine:
         # A clear "speak to a person" / "say that again" wins over slot values (a text slot
         # would take any words); a weak handler match only counts if no slot value was heard.
         handler = nlu.match_intent_scored(self.flow, text, st.handler_intents)
-        if handler is not None and handler[1] >= STRONG_HANDLER_MATCH:
+        if handler is not None and (handler[1] >= STRONG_HANDLER_MATCH or nlu.is_command(text)):
             self._intent = handler[0]
             self._run_handler(st.handlers[("intent", handler[0])])
             return
@@ -742,11 +840,15 @@ class Engine:
             # "no, I said LS12 5AB" changes the earlier answer; it is not also this one
             results = nlu.corrections(self.flow, self.today(), text, self._filled_defs(),
                                       self._slots, self._last_filled)
+        corrected = bool(results)
         if not results:
             results = nlu.extract(self.flow, self.today(), text, self._wanted(), current)
         filled = self._apply(results)
         cur = results.get(current) if current else None
         if filled:
+            if not corrected:
+                self._remember(text, [results[n] for n in filled])
+            self._acknowledge([n for n in filled if n not in st.collect])
             self._after_fill(filled)
             return
         if handler is not None:
@@ -768,9 +870,71 @@ class Engine:
         return f"{nlu.invalid_reason(res)} {self._render(slot.reprompt)}"
 
     def _filled_defs(self) -> dict[str, SlotDef]:
+        """Every filled slot a correction may change: this state's first, then the rest of
+        the call's, most recently filled first."""
         st = self._state
         assert st is not None
-        return {n: self.flow.slots[n] for n in st.collect if self._slots.get(n) is not None}
+        names = [n for n in st.collect if self._slots.get(n) is not None]
+        names += [n for n in reversed(self._slots)
+                  if n not in names and n in self.flow.slots and self._slots[n] is not None]
+        return {n: self.flow.slots[n] for n in names}
+
+    def _carry_over(self) -> list[str]:
+        """Fill this collect state's open slots from what the caller already said in the
+        task (newest first), each word used once. Returns the slots filled."""
+        st = self._state
+        assert st is not None
+        wanted = {n: self.flow.slots[n] for n in st.collect if self._slots.get(n) is None}
+        filled: list[str] = []
+        for i in range(len(self._carry) - 1, -1, -1):
+            if not wanted:
+                break
+            text, used = self._carry[i]
+            results = nlu.extract(self.flow, self.today(), text, wanted, None, used)
+            got = {n: r for n, r in results.items() if r.ok}
+            if not got:
+                continue
+            self._carry[i] = (text, used + tuple(r.span for r in got.values() if r.span))
+            for name in self._apply(got):
+                filled.append(name)
+                wanted.pop(name, None)
+        if filled:
+            self.record.add(self._now(), "system", f"already said: {', '.join(filled)}",
+                            self.state)
+        return filled
+
+    def _remember(self, text: str, used: list[Any]) -> None:
+        """Keep an answer for the states after this one, minus the words it used."""
+        self._carry.append((text, tuple(r.span for r in used if r.span)))
+        del self._carry[:-8]
+
+    def _cancel_task(self) -> None:
+        """The caller cancelled: drop the details of the task in hand. A flow has no task
+        boundaries, so the task is the group of slots the current state collects."""
+        st = self._state
+        self._carry = []
+        for name in (st.collect if st is not None else ()):
+            self._slots.pop(name, None)
+            self.record.slots.pop(name, None)
+
+    def _acknowledge(self, changed: list[str]) -> None:
+        """Say what changed when a correction reached back to an earlier state's slot."""
+        for name in changed:
+            slot = self.flow.slots[name]
+            value = nlu.spoken_value(slot, self._slots.get(name))
+            self._say_text(f"Thanks, I've changed the {name.replace('_', ' ')} to {value}.")
+
+    def _correct_earlier(self, text: str) -> bool:
+        """A correction of any filled slot ("sorry, I meant the 6th") where the state was
+        not asking for one; True when something changed (it has been acknowledged)."""
+        if not self._slots or not nlu.is_correction(text):
+            return False
+        fixed = self._apply(nlu.corrections(self.flow, self.today(), text, self._filled_defs(),
+                                            self._slots, self._last_filled))
+        if not fixed:
+            return False
+        self._acknowledge(fixed)
+        return True
 
     def _apply(self, results: Mapping[str, Any]) -> list[str]:
         filled = []
@@ -782,6 +946,7 @@ class Engine:
 
     def _set_slot(self, name: str, value: Any) -> None:
         self._last_filled = name
+        self._slots.pop(name, None)  # the dict's order is the order slots were last filled
         self._slots[name] = value
         self.record.slots[name] = value
 
@@ -802,6 +967,13 @@ class Engine:
     def _answer_slot_confirm(self, text: str) -> None:
         name = self._slot
         assert name is not None
+        if nlu.is_correction(text):
+            fixed = self._apply(nlu.corrections(self.flow, self.today(), text,
+                                                self._filled_defs(), self._slots, name))
+            if fixed:
+                self._acknowledge([n for n in fixed if n != name])
+                self._ask_slot_confirm(name)
+                return
         yn = nlu.yes_no(text)
         if yn is True:
             self._no_match = 0
@@ -1175,7 +1347,7 @@ class Engine:
         return self.flow.settings.llm_fallback and self.llm_available
 
     def _request_extract(self, text: str, *, slots: tuple[str, ...] = (),
-                         intents: tuple[str, ...] = ()) -> None:
+                         intents: tuple[str, ...] = (), guess: str | None = None) -> None:
         rid = self._next_id()
         if slots:
             props = {
@@ -1203,7 +1375,8 @@ class Engine:
                 f"{i}: {', '.join(self.flow.intents.get(i, ())[:3])}" for i in intents)
             system = ("You classify what a caller said on the phone. Call choose_intent once. "
                       f"Intents with examples — {examples}.")
-        self._pending_llm = (rid, "extract", {"slots": slots, "intents": intents, "text": text})
+        self._pending_llm = (rid, "extract", {"slots": slots, "intents": intents, "text": text,
+                                              "guess": guess})
         self._emit(LlmRequest(
             rid,
             (LlmMessage("system", system), LlmMessage("user", text)),
@@ -1218,8 +1391,10 @@ class Engine:
             if isinstance(tc.arguments, dict):
                 args.update(tc.arguments)
         if info["intents"]:
-            name = args.get("intent") if ev.ok else None
-            self._resolve_ask(name if name in info["intents"] else None)
+            # the LLM decides; if it failed, the words' own best guess (if any) stands
+            name = args.get("intent") if ev.ok else info.get("guess")
+            self._resolve_ask(name if name in info["intents"] else None, text=info["text"],
+                              ask_llm=False)
             return
         results: dict[str, Any] = {}
         if ev.ok:

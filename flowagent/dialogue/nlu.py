@@ -45,6 +45,31 @@ def match_intent_scored(
     return None if m is None else (str(m.name), float(m.score))
 
 
+def ranked_intents(
+    flow: CompiledFlow, text: str, candidates: tuple[str, ...]
+) -> list[tuple[str, float]]:
+    """Every candidate intent with its confidence (0..1), best first, below the threshold
+    too: what "did you mean X or Y?" and the LLM fallback's threshold decide on."""
+    if flow.matcher is None or not candidates:
+        return []
+    return [(str(n), float(v)) for n, v in flow.matcher.ranked(text, candidates)]
+
+
+def intent_threshold(flow: CompiledFlow) -> float:
+    """The confidence at which an intent matches."""
+    return float(flow.matcher.threshold) if flow.matcher is not None else 1.0
+
+
+def choose_between(text: str, options: Mapping[str, str]) -> str | None:
+    """Which of the offered options (intent -> its label) the caller picked: "the second
+    one", "a payment", "add a payee". None when it is neither or unclear."""
+    from flowagent.understanding import choice as C
+
+    choices = {name: (label, name.replace("_", " ")) for name, label in options.items()}
+    m, _ = C.parse_choice(text, choices)
+    return None if m is None else str(m.value)
+
+
 def region(flow: CompiledFlow) -> str:
     """"en-GB" -> "GB" (phone numbers and dates are read with this region's conventions)."""
     return region_of(flow.language)
@@ -68,16 +93,24 @@ def validate_value(flow: CompiledFlow, today: _dt.date, slot: SlotDef, value: An
 
 def extract(
     flow: CompiledFlow, today: _dt.date, text: str, wanted: Mapping[str, SlotDef],
-    current: str | None,
+    current: str | None, exclude: tuple[tuple[int, int], ...] = (),
 ) -> dict[str, ParseResult]:
-    """Every wanted slot found in one utterance (current slot first, for ambiguous answers)."""
+    """Every wanted slot found in one utterance (current slot first, for ambiguous answers).
+    ``exclude``: spans of the words already used for other slots (carried-over utterances)."""
     if not wanted:
         return {}
     from flowagent.understanding import extract as X
 
     specs = {n: s.spec for n, s in wanted.items()}
     return dict(X.extract_slots(text, specs, current=current, today=today,
-                                region=region(flow)))
+                                region=region(flow), exclude=exclude))
+
+
+def is_command(text: str) -> bool:
+    """Is the whole answer a command (cancel, never mind, repeat...) rather than a value?"""
+    from flowagent.understanding import commands as K
+
+    return K.is_command(text)
 
 
 def is_correction(text: str) -> bool:

@@ -119,6 +119,10 @@ class Settings:
     dtmf_terminator: str = "#"
     max_call_s: float = 900.0
     llm_fallback: bool = True
+    #: ask the LLM (when `llm_fallback`) also when the best intent's confidence is below this
+    llm_fallback_below: float = 0.0
+    #: ask "did you mean X or Y?" when two of a question's intents fit almost equally
+    clarify: bool = False
     #: record the call's audio (stereo WAV: caller left, agent right); see runner/recording.py
     recording: bool = False
     #: start the reply (LLM + TTS, held back) on the interim transcript at end of speech
@@ -251,6 +255,8 @@ class CompiledFlow:
     handlers: Mapping[tuple[str, str], Handler]  # global only
     states: Mapping[str, StateDef]
     matcher: Any = field(repr=False, compare=False)  # understanding.intents matcher (or None)
+    #: how to name each intent in "Did you mean ...?" (its `label`, else its name in words)
+    intent_labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def has_llm(self) -> bool:
@@ -316,6 +322,8 @@ def _settings(raw: Mapping[str, Any] | None) -> Settings:
         dtmf_terminator=str(dtmf.get("terminator", d.dtmf_terminator)),
         max_call_s=float(raw.get("max_call_s", d.max_call_s)),
         llm_fallback=bool(raw.get("llm_fallback", d.llm_fallback)),
+        llm_fallback_below=float(raw.get("llm_fallback_below", d.llm_fallback_below)),
+        clarify=bool(raw.get("clarify", d.clarify)),
         recording=bool(raw.get("recording", d.recording)),
         preemptive_generation=bool(
             raw.get("preemptive_generation", d.preemptive_generation)
@@ -551,6 +559,10 @@ def compile_flow(data_or_loaded: Any, *, path: str | Path = "<flow>") -> Compile
         handlers=MappingProxyType(global_handlers),
         states=MappingProxyType(states),
         matcher=matcher,
+        intent_labels=MappingProxyType({
+            str(name): str((spec or {}).get("label") or str(name).replace("_", " "))
+            for name, spec in (data.get("intents") or {}).items()
+        }),
     )
 
 

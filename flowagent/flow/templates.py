@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
+from flowagent.understanding.types import Money
+
 if TYPE_CHECKING:  # Jinja is imported on first use: most validations never need it
     from jinja2 import TemplateSyntaxError, nodes
     from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -95,8 +97,15 @@ def say_date(value: Any, year: bool | None = None) -> str:
     return text
 
 
-def say_money(value: Any, currency: str = "£") -> str:
-    """450 -> '£450', 450.5 -> '£450.50', 1250 -> '£1,250'. Non-numbers are returned unchanged."""
+def say_money(value: Any, currency: str | None = None) -> str:
+    """450 -> '£450', 450.5 -> '£450.50', 1250 -> '£1,250'. Non-numbers are returned unchanged.
+
+    A caller's amount keeps the currency they said (``Money``: '€60'); ``currency`` overrides
+    the sign."""
+    if currency is None:
+        if isinstance(value, Money):
+            return str(value)
+        currency = "£"
     try:
         amount = float(value)
     except (TypeError, ValueError):

@@ -22,11 +22,12 @@ from flowagent.understanding.slots import parse_slot
 from flowagent.understanding.types import ParseResult, SlotSpec
 
 _CUE = re.compile(
-    r"^(?:no|nope|sorry|actually|oops|wait|hang on|hold on|not|wrong|correction|"
+    r"^(?:no|nope|sorry|actually|oops|wait|oh wait|hang on|hold on|not|wrong|correction|"
     r"that's wrong|that's not right|scratch that|my mistake|make that|make it)\b"
     r"|\b(?:i said|i meant|i mean|should be|should have been|instead|rather than|not the|"
     r"change the|change it|change that|change my|update the|it's actually|it was actually|"
-    r"meant to say)\b"
+    r"meant to say|make that|make it)\b"
+    r"|,\s*not\s+[a-z0-9]"
     r"|\b(?:it's|its|it is) [a-z0-9 ]{1,20} not\b"
 )
 _TYPE_WORDS: dict[str, tuple[str, ...]] = {
@@ -100,11 +101,32 @@ def _old_new(t: str) -> tuple[str, str] | None:
         return None
     before, after = t[: m.start()], t[m.end() :]
     bm = re.search(r"\b(?:but|it's|its|it is|,)\s*", after)
-    if _has_value_words(before):
+    if _has_value_words(before) or (_strip_cue(before).strip(" ,.") and not bm):
         return before, after
     if bm:
         return after[bm.end() :], after[: bm.start()]
     return None
+
+
+_CUE_PREFIX = re.compile(
+    r"^(?:(?:no|nope|nah|sorry|oh|wait|actually|oops|hang on|hold on|my mistake|correction|"
+    r"and|so|right|i said|i meant to say|i meant|i mean|meant to say|it should be|"
+    r"it should have been|should be|should have been|it's actually|it was actually|it's|its|"
+    r"it is|make that|make it|change (?:it|that) to|not that(?: one)?|scratch that|"
+    r"that's wrong|that's not right|no no)\b[ ,.:!-]*)+",
+    re.IGNORECASE,
+)
+
+
+def _strip_cue(text: str) -> str:
+    """The words after a correction's lead-in: "sorry, I meant Bob" -> "Bob"."""
+    return _CUE_PREFIX.sub("", text.strip()).strip()
+
+
+def _said_value(res_value: Any, part: str) -> bool:
+    """Does ``part`` name this value ("rob" for "Rob", "jones" for "Sam Jones")?"""
+    words = part.strip(" ,.!?").lower()
+    return bool(words) and _mentions(str(res_value).lower(), words)
 
 
 def _has_value_words(s: str) -> bool:
@@ -148,9 +170,14 @@ def find_corrections(
         holders = [n for n in specs if current_values.get(n) is not None
                    and any(r.ok and r.value == current_values.get(n)
                            and specs[k].type == specs[n].type for k, r in old_found.items())]
+        holders += [n for n in specs if n not in holders and specs[n].type in _WORDY
+                    and current_values.get(n) is not None
+                    and _said_value(current_values[n], old_part)]
         if holders:
             target = holders[0]
-            res = parse_slot(specs[target], new_part, today=today, region=region)
+            new_raw = _raw_part(text, new_part)
+            res = parse_slot(specs[target], _strip_cue(new_raw) or new_raw, today=today,
+                             region=region)
             if res.understood and res.value != current_values.get(target):
                 return {target: res}
 
@@ -161,8 +188,15 @@ def find_corrections(
         if res is not None and res.understood and res.value != current_values.get(target):
             return {target: res}
 
-    cur = last_slot if last_slot in specs else None
+    # A bare answer fills the slot last asked only when it is a number, date, code...: for
+    # names and free text a lead-in must introduce the new words ("no thanks" is no address).
+    cur = last_slot if last_slot in specs and specs[last_slot].type not in _WORDY else None
     found = extract_slots(t, specs, current=cur, today=today, region=region)
+    if not found or all(r.value == current_values.get(n) for n, r in found.items()):
+        # names, free text and codes: the words after the lead-in are the new value
+        worded = _worded_correction(text, specs, current_values, last_slot, today, region)
+        if worded:
+            return worded
     for name, res in found.items():
         if res.value != current_values.get(name):
             out[name] = res
@@ -174,6 +208,48 @@ def find_corrections(
         ):
             return {last_slot: res}
     return out
+
+
+#: slot types whose value is words a caller says as they are (no number or date to find)
+_WORDY = frozenset({"name", "text", "address", "email", "choice"})
+# Lead-ins that introduce a new value, as opposed to a plain "no" ("no thanks", "no I haven't")
+_INTRODUCES = re.compile(
+    r"\b(?:i meant|i mean|i said|meant to say|should be|should have been|make that|make it|"
+    r"it's actually|it was actually|change (?:it|that) to|oh wait|scratch that|my mistake)\b"
+    r"|^(?:sorry|actually|no|nope|oops|wait)\b[ ,.]*(?:it's|its|it is|that's)?\b"
+    r"(?=[ ,.]*(?:@|[a-z0-9]))(?!(?:[ ,.]*(?:thanks|thank you|that's (?:it|all|fine|right)|"
+    r"it's fine|i haven't|i have|i don't|i'm|not|please|problem|worries)\b))"
+)
+
+
+def _raw_part(text: str, cleaned_part: str) -> str:
+    """``cleaned_part`` as the caller wrote it (keeps "@lisa_m" and capitals) when it can be
+    found in ``text``; otherwise the cleaned words."""
+    i = text.lower().find(cleaned_part.strip())
+    if i < 0:
+        return cleaned_part
+    return text[i : i + len(cleaned_part.strip())]
+
+
+def _worded_correction(
+    text: str, specs: Mapping[str, SlotSpec], current_values: Mapping[str, Any],
+    last_slot: str | None, today: date, region: str,
+) -> dict[str, ParseResult]:
+    """"sorry, I meant Bob", "should be Ella", "no, I said @lisa_m": the words after the
+    lead-in, read as the slot last filled, else the first filled slot of a wordy type that
+    takes them as a new value."""
+    if not _INTRODUCES.search(clean(text)):
+        return {}
+    rest = _strip_cue(text)
+    if not rest or rest == text.strip():
+        return {}
+    order = [n for n in ([last_slot] if last_slot in specs else []) + list(specs)
+             if specs[n].type in _WORDY and current_values.get(n) is not None]
+    for name in dict.fromkeys(order):
+        res = parse_slot(specs[name], rest, today=today, region=region)
+        if res.ok and res.value != current_values.get(name):
+            return {name: res}
+    return {}
 
 
 def detect_correction(

@@ -286,7 +286,8 @@ def _span_days(count: str | None, unit: str) -> tuple[int, int]:
     return 0, n
 
 
-def _resolve(kind: str, m: re.Match[str], today: date, prefer: Prefer) -> tuple[date | None, bool]:
+def _resolve(kind: str, m: re.Match[str], today: date, prefer: Prefer,
+             earliest: date | None = None) -> tuple[date | None, bool]:
     g = m.groupdict()
     if kind == "iso":
         return _safe_date(int(g["year"]), int(g["m"]), int(g["d"])), True
@@ -326,7 +327,11 @@ def _resolve(kind: str, m: re.Match[str], today: date, prefer: Prefer) -> tuple[
         rel = g["after"] or g["rel"]
         if rel in ("this week", "next week") and g["rel"] and g["after"]:
             rel = g["after"]
-        return weekday_date(WEEKDAYS[g["weekday"]], today, rel), True
+        value = weekday_date(WEEKDAYS[g["weekday"]], today, rel)
+        if earliest is not None and value < earliest and rel in _PLAIN_WEEKDAY:
+            # "Friday" said on a Friday to a slot that starts tomorrow: next Friday
+            value += timedelta(days=7)
+        return value, True
     if kind == "today":
         return today, True
     if kind == "tomorrow":
@@ -364,8 +369,17 @@ _NEEDS: dict[str, frozenset[str]] = {
 }
 
 
-def find_dates(text: str, today: date, *, prefer: Prefer = "future") -> list[DateMatch]:
-    """Every date our own rules find in cleaned ``text``, left to right, spans not overlapping."""
+#: weekday qualifiers that name the coming day (today included): "Friday", "this Friday"
+_PLAIN_WEEKDAY = frozenset({None, "on", "this", "coming", "this coming"})
+
+
+def find_dates(text: str, today: date, *, prefer: Prefer = "future",
+               earliest: date | None = None) -> list[DateMatch]:
+    """Every date our own rules find in cleaned ``text``, left to right, spans not overlapping.
+
+    ``earliest``: the first date the slot accepts. A plain weekday ("Friday", "this Friday")
+    that would fall before it means the same weekday a week later: said on a Friday to a slot
+    that starts tomorrow, "Friday" is next Friday, not a refused today."""
     present = {k for m in _TRIGGERS.finditer(text) for k, v in m.groupdict().items() if v}
     if not present:
         return []
@@ -378,7 +392,7 @@ def find_dates(text: str, today: date, *, prefer: Prefer = "future") -> list[Dat
             s, e = m.span()
             if s == e or any(s < te and ts < e for ts, te in taken):
                 continue
-            value, explicit = _resolve(kind, m, today, prefer)
+            value, explicit = _resolve(kind, m, today, prefer, earliest)
             if value is None:
                 continue
             # Short month/weekday abbreviations only count inside a fuller pattern.
@@ -439,7 +453,8 @@ _BARE_DAY = re.compile(rf"(?:it's |its |the |on the |on )*{_DAY_ANY}")
 _CHANGE_CUE = re.compile(r"\b(?:no|not|actually|sorry|i mean|i meant|rather|instead)\b")
 
 
-def parse_date(text: str, today: date, *, prefer: Prefer = "future") -> DateMatch | None:
+def parse_date(text: str, today: date, *, prefer: Prefer = "future",
+               earliest: date | None = None) -> DateMatch | None:
     """The date a caller gave as an answer, or None.
 
     When several dates are said with a change of mind between them ("Friday, no, Saturday"),
@@ -447,7 +462,7 @@ def parse_date(text: str, today: date, *, prefer: Prefer = "future") -> DateMatc
     only when it is the whole answer (the question was about a date).
     """
     t = clean(text)
-    found = find_dates(t, today, prefer=prefer)
+    found = find_dates(t, today, prefer=prefer, earliest=earliest)
     if found:
         if len(found) > 1 and _CHANGE_CUE.search(t[found[0].end : found[-1].start]):
             return found[-1]

@@ -14,7 +14,7 @@ other slot used.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import date
 from functools import lru_cache
 from typing import Any
@@ -28,6 +28,7 @@ from flowagent.understanding.slots import (
     _range,
     _text_checks,
     date_bounds,
+    money_value,
     parse_slot,
 )
 from flowagent.understanding.types import ParseResult, SlotSpec
@@ -115,9 +116,13 @@ def extract_slots(
     current: str | None = None,
     today: date | None = None,
     region: str = "GB",
+    exclude: Sequence[tuple[int, int]] = (),
 ) -> dict[str, ParseResult]:
     """Every wanted slot this utterance gives a value for (understood results only: ``ok``, or
     understood-but-invalid so the engine can say why). Spans index into ``normalise.clean(text)``.
+
+    ``exclude``: spans of words already used for other slots (an utterance carried over to a
+    later state must not give the same words twice).
     """
     if today is None:
         today = date.today()
@@ -129,7 +134,7 @@ def extract_slots(
     for name, spec in specs.items():
         by_type.setdefault(spec.type, []).append(name)
     results: dict[str, ParseResult] = {}
-    used: list[tuple[int, int]] = []
+    used: list[tuple[int, int]] = list(exclude)
 
     def run(typ: str, cands: list[tuple[tuple[int, int], ParseResult]]) -> None:
         _assign_in_order(cands, by_type[typ], t, results, used, current)
@@ -152,9 +157,12 @@ def extract_slots(
     if "money" in by_type:
         first = specs[by_type["money"][0]].options
         run("money", [
-            ((m.start, m.end), _range(m.value, first, (m.start, m.end))
-             or ParseResult.success(m.value, (m.start, m.end)))
-            for m in money.find_money(t) if m.explicit or current in by_type["money"]
+            ((m.start, m.end), _range(cash, first, (m.start, m.end))
+             or ParseResult.success(cash, (m.start, m.end)))
+            for m in money.find_money(t)
+            if m.explicit or current in by_type["money"]
+            or (current is None and _bare_amount_ok(by_type, m.value))
+            for cash in (money_value(m.value, m.currency, region),)
         ])
     time_found = times.find_times(t) if "time" in by_type else []
     if time_found:
@@ -162,8 +170,8 @@ def extract_slots(
                      for m in time_found if not m.part_of_day])
     if "date" in by_type:
         opts = specs[by_type["date"][0]].options
-        _, _, prefer = date_bounds(opts, today)
-        found = dates.find_dates(t, today, prefer=prefer)  # type: ignore[arg-type]
+        lo, _, prefer = date_bounds(opts, today)
+        found = dates.find_dates(t, today, prefer=prefer, earliest=lo)  # type: ignore[arg-type]
         run("date", [((d.start, d.end), _check_date(d.value, opts, today, (d.start, d.end)))
                      for d in found])
     if time_found:
@@ -185,8 +193,9 @@ def extract_slots(
                 c = found_c[0]
                 results[slot] = ParseResult.success(c.value, (c.start, c.end))
                 used.append((c.start, c.end))
+    caps = names.capitalised_words(text) if "name" in by_type else frozenset()
     if "name" in by_type:
-        got = names.find_name(t)
+        got = names.find_name(t, caps)
         if got and _free((got[1], got[2]), used):
             slot = current if current in by_type["name"] else by_type["name"][0]
             if slot not in results:
@@ -196,7 +205,12 @@ def extract_slots(
     if current in specs and current not in results:
         rest = _mask(t, used)
         if rest.strip(" ,.!?"):
-            res = parse_slot(specs[current], rest, today=today, region=region)
+            if specs[current].type == "name":
+                v = names.parse_name(rest, caps=caps)
+                res = (ParseResult.no_match("no name heard") if v is None
+                       else _text_checks(v, specs[current].options, None))
+            else:
+                res = parse_slot(specs[current], rest, today=today, region=region)
             if not res.understood and used and specs[current].type in ("name", "address"):
                 # "Sarah, and it's a three bed": the answer is the phrase the others left alone.
                 for chunk in re.split(r",|\.|\band\b|\bbut\b", rest):
@@ -207,6 +221,13 @@ def extract_slots(
             if res.understood:
                 results[current] = res
     return results
+
+
+def _bare_amount_ok(by_type: Mapping[str, list[str]], value: float) -> bool:
+    """A number said without a currency ("pay Sam 30") is an amount when the one money slot
+    is the only number wanted (nothing else it could count) and it is not tiny."""
+    return (len(by_type["money"]) == 1 and value >= 2
+            and not any(t in by_type for t in ("integer", "number", "date", "time", "phone")))
 
 
 def _mask(text: str, used: list[tuple[int, int]]) -> str:

@@ -54,7 +54,7 @@ from typing import Protocol, runtime_checkable
 
 from rapidfuzz import fuzz, process
 
-from flowagent.understanding.normalise import STOP_WORDS, clean, words
+from flowagent.understanding.normalise import STOP_WORDS, clean, words, wordset
 from flowagent.understanding.yes_no import parse_yes_no
 
 BUILTIN_INTENTS: Mapping[str, tuple[str, ...]] = {
@@ -80,12 +80,20 @@ BUILTIN_INTENTS: Mapping[str, tuple[str, ...]] = {
         "goodbye", "bye", "that's all thanks", "nothing else", "thanks bye", "bye bye",
         "see you", "cheers bye", "that's everything", "I'm done", "have a nice day",
     ),
+    # Live only where a flow answers it (a handler for `cancel`): the engine then drops the
+    # details of the task in hand (docs/flow-format.md, "Cancelling a task").
+    "cancel": (
+        "cancel", "cancel that", "cancel it", "never mind", "forget it", "forget about it",
+        "scrap that", "stop", "don't worry about it", "I've changed my mind",
+        "I don't want to do this any more", "leave it", "take me back to the main menu",
+        "go back to the menu", "forget the whole thing",
+    ),
 }
 
 DEFAULT_THRESHOLD = 0.72
 #: Intents whose usual handler throws the call's progress away (start again, hang up). They
 #: need a higher bar: see ``IntentMatcher(strict=...)``.
-DESTRUCTIVE_INTENTS: frozenset[str] = frozenset({"restart", "goodbye"})
+DESTRUCTIVE_INTENTS: frozenset[str] = frozenset({"restart", "goodbye", "cancel"})
 # How far above its own threshold a scorer's raw score must be (as a share of the way to 1.0)
 # to match a strict intent on its own: MiniLM's 0.5 becomes 0.7, so "go back" (0.63 to
 # "go back to the beginning") and "thanks" (0.55 to "thanks bye") are not destructive matches.
@@ -129,6 +137,9 @@ _SYNONYMS: Mapping[str, str] = {
     # (not "scrap" -> "cancel": rarer words are the embedding scorer's job, see
     # tests/local/test_embeddings.py)
     **dict.fromkeys(("cancell",), "cancel"),
+    # changing a booking, in the words callers use for it
+    **dict.fromkeys(("reschedul", "rearrang", "postpon", "amend", "alter"), "chang"),
+    **dict.fromkeys(("estimat", "quotation"), "price"),
     "cheer": "thank",
     **dict.fromkeys(("shut", "clos"), "open"),
     # (not "anyone": "is anyone there?" checks the line, it does not ask for a person; not
@@ -138,6 +149,42 @@ _SYNONYMS: Mapping[str, str] = {
                      "sunday", "weekend", "weekday"), "day"),
 }
 _FUZZY_WORD = 80
+# An intent short of the threshold by at most this much still matches when it leads every
+# other intent by ``_CLEAR_LEAD`` (never for strict intents).
+_CLEAR_LEAD_BELOW, _CLEAR_LEAD = 0.1, 0.3
+# Entity masking (``IntentMatcher.mask_entities``): one cheap test decides whether a text can
+# hold a value at all (a digit, a currency sign, a capital after the first letter, a number
+# word); most answers skip the rest.
+_NUMBER_WORDS = wordset(
+    """two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen
+    sixteen seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety
+    hundred thousand million"""
+)
+_AMOUNT_WORDS = wordset(
+    "pounds pound quid euros euro dollars dollar bucks grand pence tenner fiver"
+)
+# Day and month words are values too, unless the flow's examples use them ("are you open on
+# Sunday" keeps its day: weekdays stand for "day" there)
+_DATE_WORDS = wordset(
+    """monday tuesday wednesday thursday friday saturday sunday mondays tuesdays wednesdays
+    thursdays fridays saturdays sundays today tomorrow tonight january february march april
+    june july august september october november december weekend"""
+)
+_ENTITY_GATE = re.compile(
+    r"\d|[£€$@]|.[A-Z]|\b(?:" + "|".join(sorted(_NUMBER_WORDS | _AMOUNT_WORDS | _DATE_WORDS))
+    + r")\b",
+    re.IGNORECASE,
+)
+# Words written with a capital that are not names ("I", "OK", days and months are meaning)
+_NOT_NAME_CAPS = wordset(
+    """i i'm i'd i've i'll ok okay hi hello yes no yeah mr mrs ms dr monday tuesday wednesday
+    thursday friday saturday sunday january february march april may june july august
+    september october november december christmas easter"""
+)
+# Stand-ins for sentence embeddings: one ordinary value per kind, so "pay Sam 30" and "pay
+# Priya 45 pounds" read alike (not "someone": that word means the `human` intent).
+_STAND_INS = {"number": "three", "money": "ten pounds", "name": "John", "date": "tomorrow"}
+
 # Recall counts more than precision: an utterance that says every key word of an example
 # with a few extra words is still that example. F-beta with beta^2 = 2.
 _BETA2 = 2.0
@@ -154,8 +201,17 @@ class Scorer(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class IntentMatch:
+    """The chosen intent, its score (the confidence, 0..1), and the intent that came second
+    with its score, so a flow can ask "did you mean X or Y?" when the two are close."""
+
     name: str
     score: float
+    runner_up: str | None = None
+    runner_up_score: float = 0.0
+
+    @property
+    def margin(self) -> float:
+        return self.score - self.runner_up_score
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,13 +274,26 @@ def _content(ws: list[str]) -> list[str]:
     return list(dict.fromkeys(w for w in stems if w not in _INTENT_STOP))
 
 
-def _prepare(intent: str, example: str) -> _Example:
+def _prepare(intent: str, example: str, idf: Mapping[str, float] | None = None) -> _Example:
+    idf = idf or {}
     ws = _tokens(example)
     content = frozenset(_content(ws))
     context = frozenset(w for w in ws if _stem(w) not in content) if len(content) == 1 else ()
-    return _Example(intent, content, sum(_weight(w) for w in content),
-                    sum(_miss(w) for w in content), any(w in _NEGATORS for w in ws),
+    return _Example(intent, content, sum(_weight(w) * idf.get(w, 1.0) for w in content),
+                    sum(_miss(w) * idf.get(w, 1.0) for w in content),
+                    any(w in _NEGATORS for w in ws),
                     sum(1 for w in content if _weight(w) == 1.0), frozenset(context))
+
+
+def _idf(contents: Sequence[tuple[str, frozenset[str]]]) -> dict[str, float]:
+    """How well each word separates intents: 1 for a word only one intent's examples use,
+    1/sqrt(n) for a word n intents share ("show" in "show me my balance" and "show me my
+    recent payments" counts 0.71), so shared words decide less."""
+    uses: dict[str, set[str]] = {}
+    for intent, words_ in contents:
+        for w in words_:
+            uses.setdefault(w, set()).add(intent)
+    return {w: 1.0 / len(v) ** 0.35 for w, v in uses.items() if len(v) > 1}
 
 
 def name_example(name: str) -> str | None:
@@ -273,7 +342,10 @@ class IntentMatcher:
                 said = name_example(str(name))
                 if said is not None and name not in BUILTIN_INTENTS and said not in lexical[name]:
                     lexical[name].append(said)
-        self._examples = [_prepare(k, e) for k, v in lexical.items() for e in v]
+        pre = [(k, frozenset(_content(_tokens(e)))) for k, v in lexical.items() for e in v]
+        #: word -> weight below 1 for words several intents share (see `_idf`)
+        self._idf: dict[str, float] = _idf(pre)
+        self._examples = [_prepare(k, e, self._idf) for k, v in lexical.items() for e in v]
         self._examples = [e for e in self._examples if e.content]
         # Inverted index word -> examples: only examples sharing a word with the text are scored.
         self._index: dict[str, list[int]] = {}
@@ -285,6 +357,10 @@ class IntentMatcher:
                 per = self._word_intents.setdefault(w, {})
                 per[e.intent] = per.get(e.intent, 0) + 1
         self._vocab = frozenset(self._index)
+        #: the words of the flow's own intents (not the built-ins'): a day said to a flow whose
+        #: examples never name one is a value ("pay Sam on Friday"), not part of the request
+        self._flow_vocab = frozenset(
+            w for e in self._examples if e.intent not in BUILTIN_INTENTS for w in e.content)
         # Spoken forms of the vocabulary: fuzzy matching compares what was said with what the
         # examples say ("qoute" ~ "quote", "mover" ~ "move"), not with the stems.
         self._spoken: dict[str, str] = {}
@@ -302,6 +378,10 @@ class IntentMatcher:
         }
         self._fuzzy_cache: dict[str, frozenset[str]] = {}
         self.scorers: list[Scorer] = list(scorers)
+        #: what a scorer compares a text with: the examples, and the intent's name in words
+        self._scored_examples: dict[str, tuple[str, ...]] = {
+            k: tuple(lexical[k]) for k in merged
+        }
 
     def add_scorer(self, scorer: Scorer) -> None:
         """Plug in another scorer (e.g. embeddings) after construction."""
@@ -399,7 +479,9 @@ class IntentMatcher:
             return {}
         content = list(said)
         match = {t: self._near(t, w) for t, w in said.items()}
-        weight = {t: _weight(t) for t in content}
+        idf = self._idf
+        weight = {t: _weight(t) * min((idf.get(w, 1.0) for w in match[t]), default=1.0)
+                  for t in content}
         n_text = sum(weight.values())
         examples, index = self._examples, self._index
         # One pass over the index: weight of each touched example's words the text has
@@ -408,11 +490,12 @@ class IntentMatcher:
         covered: dict[int, float] = {}
         strong: dict[int, int] = {}
         for w in frozenset().union(*match.values()):
-            ww, wm = _weight(w), _miss(w)
+            base = _weight(w)
+            ww, wm = base * idf.get(w, 1.0), _miss(w) * idf.get(w, 1.0)
             for i in index[w]:
                 found[i] = found.get(i, 0.0) + ww
                 covered[i] = covered.get(i, 0.0) + wm
-                if ww == 1.0:
+                if base == 1.0:
                     strong[i] = strong.get(i, 0) + 1
         explained: dict[int, float] = {}
         for t in content:
@@ -464,7 +547,7 @@ class IntentMatcher:
         word must recur in two of the intent's examples ("price"), so a stray verb ("say
         Friday", "when can you start") does not trigger an intent.
         """
-        strong = [t for t in content if weight[t] == 1.0]
+        strong = [t for t in content if _weight(t) == 1.0]
         if not strong or not all(match[t] for t in strong):
             return None
         intents: set[str] | None = None
@@ -476,7 +559,7 @@ class IntentMatcher:
         assert intents is not None
         used = len(strong)
         for t in content:
-            if weight[t] == 1.0 or not match[t]:
+            if _weight(t) == 1.0 or not match[t]:
                 continue
             these = intents & {n for w in match[t] for n in self._word_intents[w]}
             if these:
@@ -496,11 +579,59 @@ class IntentMatcher:
         """Score of every (allowed) intent for ``text``: for debugging and ``flowagent chat``."""
         return self._scores(text, allowed)[0]
 
+    def mask_entities(self, text: str) -> tuple[str, str]:
+        """``text`` without the values in it, for matching: numbers, amounts, codes and names
+        written with a capital, unless the flow's examples use the word ("pay Sam 30" ->
+        "pay"). Returns (masked, generic): ``generic`` puts a plain stand-in where each value
+        was ("pay someone some money"), for sentence embeddings, which read whole phrases."""
+        if not _ENTITY_GATE.search(text):
+            return text, text
+        kept: list[str] = []
+        generic: list[str] = []
+        for tok in text.split():
+            kind = self._entity_kind(tok)
+            if kind is None:
+                kept.append(tok)
+                generic.append(tok)
+                continue
+            tail = tok[-1] if tok[-1] in ",.?!" else ""
+            stand_in = _STAND_INS[kind] + tail
+            if not generic or generic[-1].rstrip(",.?!") != _STAND_INS[kind]:
+                generic.append(stand_in)
+            if tail:
+                kept.append(tail)
+        return " ".join(kept), " ".join(generic)
+
+    def _entity_kind(self, tok: str) -> str | None:
+        w = tok.strip(",.?!;:'\"()").lower()
+        if not w:
+            return None
+        if any(c.isdigit() for c in w) or w[0] in "£€$@":
+            return "money" if w[0] in "£€$" else "number"
+        stem = _stem(w)
+        if w in _DATE_WORDS and stem not in self._flow_vocab:
+            return "date"
+        if stem in self._vocab:
+            return None
+        if w in _AMOUNT_WORDS:
+            return "money"
+        if w in _NUMBER_WORDS:
+            return "number"
+        core = tok.strip(",.?!;:'\"()")
+        if core[:1].isupper() and w not in _NOT_NAME_CAPS and w not in _INTENT_STOP \
+                and w not in STOP_WORDS and stem not in _WEAK_STEMS:
+            return "name"
+        return None
+
     def _scores(
         self, text: str, allowed: Collection[str] | None,
     ) -> tuple[dict[str, float], int]:
         """``scores`` and the number of words said (``match`` needs both)."""
+        text, generic = self.mask_entities(text)
         t = clean(text)
+        # a scorer is asked only when words other than the values are left ("Jane Smith" alone
+        # is an answer, not a request)
+        score_text = generic if t.strip(" ,.?!") else ""
         ws = words(t)
         tokens = words(_PHRASE_RE.sub(_phrase, t)) if _PHRASE_RE.search(t) else ws
         content = self._words(tokens)
@@ -537,7 +668,7 @@ class IntentMatcher:
                 continue
             for scorer in self.scorers:
                 try:
-                    raw = float(scorer.score(text, self.examples[name]))
+                    raw = float(scorer.score(score_text, self._scored_examples[name]))
                 except Exception:  # a broken optional scorer must not break the call
                     continue
                 best = max(best, self._rescale(scorer, raw, name in self.strict))
@@ -559,15 +690,33 @@ class IntentMatcher:
             allowed = candidates
         if not text or not text.strip():
             return None
+        ranked = self.ranked(text, allowed)
+        if not ranked:
+            return None
+        (best_name, best), (second, second_score) = ranked[0], (
+            ranked[1] if len(ranked) > 1 else (None, 0.0))
+        if best < self.threshold and not (
+            # clearly ahead of every other intent, though short of the threshold: the
+            # embeddings' paraphrases land here ("I can't make it on Thursday")
+            best_name not in self.strict and best_name not in BUILTIN_INTENTS
+            and best >= self.threshold - _CLEAR_LEAD_BELOW * (1 - self.threshold) / (
+                1 - DEFAULT_THRESHOLD)
+            and best - second_score >= _CLEAR_LEAD
+        ):
+            return None
+        return IntentMatch(best_name, round(best, 4), second, round(second_score, 4))
+
+    def ranked(self, text: str, allowed: Collection[str] | None = None
+               ) -> list[tuple[str, float]]:
+        """Every allowed intent with its score, best first (ties: the order of ``allowed``)."""
+        if not text or not text.strip():
+            return []
         scored, n_words = self._scores(text, allowed)
-        best_name: str | None = None
-        best = 0.0
         long_text = n_words > 3
-        for name, s in scored.items():
+        out = []
+        for i, (name, s) in enumerate(scored.items()):
             if long_text and name in ("yes", "no"):
                 s *= 0.97  # a sentence that also names something specific is about that thing
-            if s > best + 1e-9:
-                best_name, best = name, s
-        if best_name is None or best < self.threshold:
-            return None
-        return IntentMatch(best_name, round(best, 4))
+            out.append((-s, i, name))
+        out.sort()
+        return [(name, -neg) for neg, _, name in out]

@@ -1,5 +1,8 @@
-"""Amounts of money in pounds: "£450", "450 pounds", "450 quid", "four hundred and fifty
-pounds", "£1,200.50", "two grand", "2k", "twelve pounds fifty" -> float pounds.
+"""Amounts of money: "£450", "450 pounds", "450 quid", "four hundred and fifty pounds",
+"£1,200.50", "two grand", "2k", "twelve pounds fifty", "60 euros", "$20", "fifty bucks".
+
+Each amount keeps its currency (``MoneyMatch.currency``: GBP, EUR, USD); an amount said
+without one is in the flow's own currency (``default``, from the flow's region).
 """
 
 from __future__ import annotations
@@ -10,9 +13,19 @@ from dataclasses import dataclass
 from flowagent.understanding.normalise import clean
 from flowagent.understanding.numbers import find_numbers
 
-_CURRENCY_AFTER = re.compile(r"^\s*(?P<unit>pounds?|quid|gbp|grand|k|sterling|pence|p)\b")
-_POUND_SIGN = re.compile(r"£\s*$")
+_CURRENCY_AFTER = re.compile(
+    r"^\s*(?P<unit>pounds?|quid|gbp|grand|k|sterling|pence|p|euros?|eur|dollars?|bucks|usd|"
+    r"cents?)\b"
+)
+_SIGN = re.compile(r"[£€$]\s*$")
+_SIGN_CURRENCY = {"£": "GBP", "€": "EUR", "$": "USD"}
+_UNIT_CURRENCY = {
+    "euro": "EUR", "euros": "EUR", "eur": "EUR", "dollar": "USD", "dollars": "USD",
+    "bucks": "USD", "usd": "USD",
+}
 _A_GRAND = re.compile(r"\ba grand\b")
+_TENNERS = {"fiver": 5.0, "tenner": 10.0, "pony": 25.0}
+_A_TENNER = re.compile(r"\ban? (?P<w>fiver|tenner|pony)\b")
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,23 +34,29 @@ class MoneyMatch:
     start: int
     end: int
     explicit: bool  # had £, pounds, quid, grand...
+    currency: str = ""  # GBP, EUR, USD; "" = not said (the flow's own currency)
 
 
 def find_money(text: str) -> list[MoneyMatch]:
     """Amounts in cleaned ``text``; ``explicit`` ones carry a currency word or sign."""
     nums = [n for n in find_numbers(text, homophones=False) if not n.ordinal]
     out: list[MoneyMatch] = [
-        MoneyMatch(1000.0, m.start(), m.end(), True) for m in _A_GRAND.finditer(text)
+        MoneyMatch(1000.0, m.start(), m.end(), True, "GBP") for m in _A_GRAND.finditer(text)
     ]
+    for m in _A_TENNER.finditer(text):
+        out.append(MoneyMatch(_TENNERS[m.group("w")], m.start(), m.end(), True, "GBP"))
     skip: set[int] = set()
     for idx, n in enumerate(nums):
         if idx in skip:
             continue
         value = float(n.value)
         start, end = n.start, n.end
-        explicit = bool(_POUND_SIGN.search(text[max(0, start - 2) : start]))
-        if explicit:
-            start = text.rfind("£", 0, start)
+        sign = _SIGN.search(text[max(0, start - 2) : start])
+        explicit = sign is not None
+        currency = ""
+        if sign is not None:
+            currency = _SIGN_CURRENCY[sign.group().strip()]
+            start = max(text.rfind(c, 0, start) for c in _SIGN_CURRENCY)
         m = _CURRENCY_AFTER.match(text[end:])
         if m:
             unit = m.group("unit")
@@ -45,10 +64,14 @@ def find_money(text: str) -> list[MoneyMatch]:
             end += m.end()
             if unit in ("grand", "k"):
                 value *= 1000
-            elif unit in ("pence", "p"):
+            elif unit in ("pence", "p", "cent", "cents"):
                 value /= 100
+            if unit in _UNIT_CURRENCY:
+                currency = _UNIT_CURRENCY[unit]
+            elif unit in ("pence", "p", "pound", "pounds", "quid", "gbp", "sterling"):
+                currency = "GBP"
             # "twelve pounds fifty", "£12 and 50p"
-            if unit.startswith("pound") or unit == "quid":
+            if unit.startswith(("pound", "euro", "dollar")) or unit in ("quid", "bucks"):
                 rest = re.match(r"^\s*(?:and\s+)?", text[end:])
                 if idx + 1 < len(nums) and rest and nums[idx + 1].start == end + rest.end():
                     cents = nums[idx + 1]
@@ -57,7 +80,7 @@ def find_money(text: str) -> list[MoneyMatch]:
                         value += cents.value / 100
                         end = cents.end + (after.end() if after else 0)
                         skip.add(idx + 1)
-        out.append(MoneyMatch(round(value, 2), start, end, explicit))
+        out.append(MoneyMatch(round(value, 2), start, end, explicit, currency))
     out.sort(key=lambda m: m.start)
     return out
 

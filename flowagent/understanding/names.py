@@ -2,6 +2,13 @@
 "Sarah Jones", "Dave", "Sarah", "Mr O'Brien". Fillers and lead-ins are stripped, the result is
 title-cased (keeping O'Brien, McDonald, Smith-Jones), and answers that are clearly not names
 ("I don't know", "why", "no") are rejected.
+
+The value, not the sentence: carrier words around a name are not part of it ("to Dave",
+"right, pay it to Ana", "the payment's for Chloe", "my friend Lucy", "put it under Mrs
+O'Neill" -> "Dave", "Ana", "Chloe", "Lucy", "Mrs O'Neill"). When the whole answer is not a
+name, the name is the run of one to three name-like words that the carrier words leave; with
+capitals in the text (typed chat, or a recogniser that capitalises names) only capitalised
+words count. A command ("cancel that", "never mind") is never a name.
 """
 
 from __future__ import annotations
@@ -29,6 +36,29 @@ _NOT_NAMES = wordset(
     bedroom bedrooms house flat move moving postcode date today tomorrow sure maybe"""
 )
 _NAME_WORD = re.compile(r"^[a-z][a-z'-]*$")
+# Words around a name in an answer that are never part of it: verbs of paying and sending,
+# people's roles, politeness, commands. A name is looked for among the words left.
+_CARRIER = wordset(
+    """pay paid paying send sending sent give transfer put under for to from called named
+    name name's names is it it's its that's the a an my our his her their your payment
+    payment's money cash friend mate pal buddy landlord landlady brother sister mum mom dad
+    mother father son daughter wife husband partner boyfriend girlfriend boss builder plumber
+    cleaner neighbour colleague uncle auntie aunt cousin nan gran grandma grandad please
+    thanks thank cheers right okay ok alright yes yeah no erm er um hmm so well oh and but
+    also just actually sorry meant mean said should be make wait hang hold on one sec moment
+    minute same last time thing one's order account person people someone somebody cancel
+    never mind forget scrap stop leave back menu start again repeat what who how back him her
+    them he she they we us me i i'm im you as at in on of with by about than like if or all
+    any some there here this that these those then now later soon today tomorrow up down out
+    off over not don't do does did can could would will was were are be been have has had
+    get got go going gone come coming see know think sure fine good great lovely much many
+    more less other another new old mobile number phone email address postcode code details
+    bank card bill account amount pounds quid euros dollars lot bit little big small"""
+)
+_COMMAND = re.compile(
+    r"\b(?:cancel|never ?mind|forget (?:it|that|about it)|scrap (?:it|that)|stop|"
+    r"start (?:again|over)|go back|speak to|talk to|repeat|say that again)\b"
+)
 _TITLES = {"mr": "Mr", "mrs": "Mrs", "ms": "Ms", "miss": "Miss", "dr": "Dr", "doctor": "Dr"}
 
 
@@ -49,9 +79,66 @@ def _title_word(w: str) -> str:
     return re.sub(r"'S$", "'s", s)
 
 
-def parse_name(text: str, *, max_words: int = 4) -> str | None:
-    """A caller's name from an answer, title-cased; None if it does not look like a name."""
+def capitalised_words(text: str) -> frozenset[str]:
+    """Lower-cased words written with a capital in ``text`` (not "I"): a hint of names when
+    the text has casing (typed, or a recogniser that capitalises names). Empty when the text
+    is all lower case (no hint either way)."""
+    out = set()
+    for m in _CAPS.finditer(text):
+        w = m.group().lower().replace("\u2019", "'")
+        if w not in ("i", "i'm", "i'd", "i've", "i'll"):
+            out.add(w)
+    return frozenset(out)
+
+
+_CAPS = re.compile(r"(?<![\w'@])[A-Z][A-Za-z'\u2019-]*")
+
+
+def parse_name(text: str, *, max_words: int = 4, caps: frozenset[str] | None = None
+               ) -> str | None:
+    """A caller's name from an answer, title-cased; None if it does not look like a name.
+
+    ``caps``: words written with a capital in the caller's own text (default: read from
+    ``text``), preferred when the name has to be picked out of carrier words."""
+    if caps is None:
+        caps = capitalised_words(text)
     t = clean(text)
+    if _COMMAND.search(t):
+        return None
+    whole = _parse_whole(t, max_words)
+    if whole is not None and not any(
+        w.lower() in _CARRIER and w.lower() not in _TITLES for w in whole.split()
+    ):
+        return whole
+    return _name_among_carriers(t, caps)
+
+
+def _name_among_carriers(t: str, caps: frozenset[str]) -> str | None:
+    """The one run of 1-3 name-like words left when carrier words are set aside: "right, pay
+    it to Ana" -> "Ana". None when there is none or more than one."""
+    ws = re.findall(r"[\w'@-]+|[^\w\s]", t)
+    runs: list[list[str]] = []
+    cur: list[str] = []
+    for w in ws:
+        ok = (bool(_NAME_WORD.match(w)) and w not in _CARRIER and w not in _NOT_NAMES
+              and not is_number_word(w)) or (w in _TITLES)
+        if ok and caps and w not in caps and w not in _TITLES:
+            ok = False
+        if ok:
+            cur.append(w)
+        elif cur:
+            runs.append(cur)
+            cur = []
+    if cur:
+        runs.append(cur)
+    runs = [r for r in runs if not all(w in _TITLES for w in r)]
+    if len(runs) != 1 or len(runs[0]) > 3:
+        return None
+    return " ".join(_title_word(w) for w in runs[0])
+
+
+def _parse_whole(t: str, max_words: int) -> str | None:
+    """The whole answer as a name once lead-ins and trailers are stripped, else None."""
     t = _LEAD.sub("", t)
     t = _TRAIL.sub("", t)
     t = t.replace(".", " ").replace(",", " ")
@@ -74,20 +161,51 @@ def parse_name(text: str, *, max_words: int = 4) -> str | None:
 
 _CUE = re.compile(
     r"\b(?:my name is|my name's|name's|this is|i'm|i am|it's|call me)\s+"
-    r"(?P<name>[a-z][a-z'-]*(?:\s+[a-z][a-z'-]*)?)"
+    r"(?P<name>[a-z][a-z'-]*(?:\s+[a-z][a-z'-]*){0,2})"
 )
 
 
-def find_name(text: str) -> tuple[str, int, int] | None:
+_WEAK_CUE = re.compile(r"\b(?:to|for|called|named|pay|paying|under|payee)\s+(?P<name>[a-z])")
+
+
+def find_name(text: str, caps: frozenset[str] = frozenset()) -> tuple[str, int, int] | None:
     """A name introduced by a cue inside a longer utterance ("hi, my name is Sarah, I need...").
 
     Only cue phrases count, so a name is never guessed from arbitrary words; the second word is
-    kept only if it also reads as a name.
+    kept only if it also reads as a name. With ``caps`` (the caller's words written with a
+    capital, see :func:`capitalised_words`) a name after "to", "for", "pay", "called" counts
+    too, when it is written with a capital ("pay Sam 30", "some money to Priya").
     """
+    found = _find_cued(text)
+    if found is not None or not caps:
+        return found
+    for m in _WEAK_CUE.finditer(text):
+        # "pay my mate Kev": carrier words may stand between the cue and the name
+        kept: list[tuple[str, int, int]] = []
+        for w in re.finditer(r"[a-z][a-z'-]*", text[m.start("name"):]):
+            word = w.group()
+            named = (word in caps and word not in _CARRIER and word not in _NOT_NAMES
+                     and not is_number_word(word))
+            if named and len(kept) < 2:
+                kept.append((word, m.start("name") + w.start(), m.start("name") + w.end()))
+                continue
+            if kept or word not in _CARRIER or w.start() > 24:
+                break
+        if kept:
+            return " ".join(_title_word(w) for w, _, _ in kept), kept[0][1], kept[-1][2]
+    return None
+
+
+def _find_cued(text: str) -> tuple[str, int, int] | None:
     for m in _CUE.finditer(text):
         words = m.group("name").split()
+        lead = 0
+        while lead < len(words) - 1 and words[lead] in ("for", "to", "under", "called"):
+            lead += 1  # "it's for Anna"
         kept: list[str] = []
-        for w in words:
+        for w in words[lead:]:
+            if w in _CARRIER and w not in _TITLES:
+                break
             if w in _NOT_NAMES or w in ("looking", "calling", "ringing", "moving", "trying"):
                 break
             kept.append(w)
@@ -96,8 +214,8 @@ def find_name(text: str) -> tuple[str, int, int] | None:
             if weak_cue and not _looks_like_name_after_im(kept[0]):
                 continue
             name = " ".join(_title_word(w) for w in kept)
-            end = m.start("name") + len(" ".join(kept))
-            return name, m.start("name"), end
+            start = m.start("name") + len(" ".join(words[:lead])) + (1 if lead else 0)
+            return name, start, start + len(" ".join(kept))
     return None
 
 

@@ -55,10 +55,20 @@ COUNT_NOUNS: frozenset[str] = wordset(
 # "one" is a pronoun after these words ("this one", "no one", "the other one").
 _ONE_PRONOUN_BEFORE = wordset("this that which any each every no other another last")
 
+# "one" in idioms that name no number: "one moment", "one sec", "one of those", "the one on
+# the left", "the one with the ham". ("just the one" still is 1.)
+_ONE_IDIOM_AFTER = wordset(
+    """moment mo sec secs second seconds minute min tick jiffy of"""
+)
+_ONE_THE_AFTER = wordset(
+    """on in at with that which who where from near you i we they he she there here by
+    for like"""
+)
+
 # Digits glued to letters are codes, not numbers ("LS11", "5AB"), except before a unit
 # ("3bed", "2pm", "2k") or an ordinal suffix ("14th").
 _TOKEN = re.compile(
-    r"(?<![a-z0-9])(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?(?:st|nd|rd|th)?)(?![a-z0-9])"
+    r"(?<![a-z0-9_@])(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?(?:st|nd|rd|th)?)(?![a-z0-9_])"
     r"|(?<![a-z0-9])\d+(?:\.\d+)?(?=(?:bed|beds|bedroom|bedrooms|pm|am|k|p)\b)"
     r"|[a-z]++(?:'[a-z]+)?(?![0-9])"
     r"|[a-z0-9]+"
@@ -282,6 +292,9 @@ def find_numbers(text: str, *, homophones: bool = True) -> list[NumberMatch]:
     i = 0
     n = len(toks)
     while i < n:
+        if toks[i][0] == "one" and _idiom_one(toks, i):
+            i += 1
+            continue
         got = _parse_at(toks, i)
         if got is not None:
             got = _hundreds_style(text, toks, got[0], got[1]) or got
@@ -299,6 +312,19 @@ def find_numbers(text: str, *, homophones: bool = True) -> list[NumberMatch]:
             out.append(NumberMatch(HOMOPHONES[w], toks[i][1], toks[i][2], homophone=True))
         i += 1
     return out
+
+
+def _idiom_one(toks: list[tuple[str, int, int]], i: int) -> bool:
+    """Is the "one" at token ``i`` part of an idiom rather than a number ("one moment")?"""
+    nxt = toks[i + 1][0] if i + 1 < len(toks) else ""
+    if nxt in _ONE_IDIOM_AFTER:
+        return True
+    prev = toks[i - 1][0] if i > 0 else ""
+    if prev != "the":
+        return False
+    # "the one on the left"; a bare "the one" is a choice, not a count ("just the one" is 1)
+    before = toks[i - 2][0] if i > 1 else ""
+    return nxt in _ONE_THE_AFTER or (not nxt and before not in ("just", "only"))
 
 
 _LEAD_INS = re.compile(

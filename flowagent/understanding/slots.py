@@ -33,9 +33,16 @@ from flowagent.understanding import (
     times,
     yes_no,
 )
+from flowagent.understanding.commands import is_command
 from flowagent.understanding.normalise import clean
 from flowagent.understanding.spoken import DIGIT_WORDS, LETTER_NAMES, NATO, TEEN_DIGITS
-from flowagent.understanding.types import ParseResult, SlotOptions, SlotSpec
+from flowagent.understanding.types import (
+    REGION_CURRENCY,
+    Money,
+    ParseResult,
+    SlotOptions,
+    SlotSpec,
+)
 
 OptionsLike = SlotOptions | Mapping[str, Any] | None
 BAD_PHONE = "that is not a valid phone number"
@@ -131,6 +138,9 @@ def validate_value(
                 if not num.is_integer():
                     return ParseResult.rejected(num, "that is not a whole number")
                 return _range(num, opts, None) or ParseResult.success(int(num))
+            if slot_type == "money":
+                cash = money_value(num, "", region)
+                return _range(cash, opts, None) or ParseResult.success(cash)
             return _range(num, opts, None) or ParseResult.success(float(num))
         if slot_type == "yes_no":
             if isinstance(value, bool):
@@ -198,12 +208,18 @@ def _p_number(text: str, opts: SlotOptions, today: date, region: str) -> ParseRe
     return _range(v, opts, span) or ParseResult.success(v, span)
 
 
+def money_value(amount: float, currency: str, region: str) -> Money:
+    """An amount in the currency said, else the region's own (en-GB: pounds)."""
+    return Money(amount, currency or REGION_CURRENCY.get(region.upper(), "GBP"))
+
+
 def _p_money(text: str, opts: SlotOptions, today: date, region: str) -> ParseResult:
     m = money.parse_money(text)
     if m is None:
         return ParseResult.no_match("no amount heard")
     span = (m.start, m.end)
-    return _range(m.value, opts, span) or ParseResult.success(m.value, span)
+    value = money_value(m.value, m.currency, region)
+    return _range(value, opts, span) or ParseResult.success(value, span)
 
 
 def _p_yes_no(text: str, opts: SlotOptions, today: date, region: str) -> ParseResult:
@@ -223,8 +239,8 @@ def _p_choice(text: str, opts: SlotOptions, today: date, region: str) -> ParseRe
 
 
 def _p_date(text: str, opts: SlotOptions, today: date, region: str) -> ParseResult:
-    _, _, prefer = date_bounds(opts, today)
-    m = dates.parse_date(text, today, prefer=prefer)  # type: ignore[arg-type]
+    lo, _, prefer = date_bounds(opts, today)
+    m = dates.parse_date(text, today, prefer=prefer, earliest=lo)  # type: ignore[arg-type]
     if m is None:
         return ParseResult.no_match("no date heard")
     return _check_date(m.value, opts, today, (m.start, m.end))
@@ -278,32 +294,131 @@ def _p_address(text: str, opts: SlotOptions, today: date, region: str) -> ParseR
 
 def _spelled(text: str) -> str:
     """Letters and digits spoken one by one ("A B C one two") -> "ABC12"."""
-    out = []
-    for w in re.findall(r"[a-z0-9]+", clean(text)):
-        if w in DIGIT_WORDS and w not in ("o",):
-            out.append(DIGIT_WORDS[w])
-        elif w in TEEN_DIGITS:
-            out.append(TEEN_DIGITS[w])
-        elif w in LETTER_NAMES:
-            out.append(LETTER_NAMES[w])
-        elif w in NATO:
-            out.append(NATO[w])
+    return "".join(_spell_token(w) for w in re.findall(r"[a-z0-9]+", clean(text))).upper()
+
+
+def _spell_token(w: str) -> str:
+    if w in DIGIT_WORDS and w not in ("o",):
+        return DIGIT_WORDS[w]
+    if w in TEEN_DIGITS:
+        return TEEN_DIGITS[w]
+    if w in LETTER_NAMES:
+        return LETTER_NAMES[w]
+    if w in NATO:
+        return NATO[w]
+    return w
+
+
+# Symbols said as words in handles and codes ("at ben underscore 22" -> "@ben_22"); used only
+# when the slot's pattern allows the symbol.
+_SYMBOL_WORDS = {"at": "@", "underscore": "_", "dash": "-", "hyphen": "-", "dot": ".",
+                 "hash": "#", "slash": "/"}
+_TEXT_LEAD = re.compile(
+    r"^(?:(?:yes|yeah|yep|ok|okay|right|so|well|oh|um|erm|it's|it is|its|that's|that is|"
+    r"it's for|it's with|for|with|the company is|the company's|they're called|it's called|"
+    r"called)\b[ ,.:]*)+",
+    re.IGNORECASE,
+)
+_TEXT_TRAIL = re.compile(r"[ ,.]*\b(?:please|thanks|thank you|cheers|i think)\b[ ,.!]*$|[ ,.!?]+$",
+                         re.IGNORECASE)
+_CODE_TOKEN = re.compile(r"[^\s,;!?]+")
+
+
+def _code_like(token: str) -> bool:
+    """A token that can only be part of a code: has a digit or symbol, is one letter, or is a
+    spoken digit, letter name or NATO word."""
+    w = token.lower()
+    if w in ("i", "a"):  # the pronoun and the article, not spelt letters
+        return False
+    return (_hard(token) or len(token) == 1
+            or w in DIGIT_WORDS or w in TEEN_DIGITS or w in LETTER_NAMES or w in NATO
+            or w in _SYMBOL_WORDS)
+
+
+def _hard(token: str) -> bool:
+    """A token only a code has: a digit or a symbol."""
+    return any(c.isdigit() or c in "@_-./#" for c in token)
+
+
+def _code_forms(tokens: list[str], symbols: frozenset[str]) -> list[str]:
+    parts = []
+    for tok in tokens:
+        w = tok.lower().strip(".")
+        if w in _SYMBOL_WORDS and _SYMBOL_WORDS[w] in symbols:
+            parts.append(_SYMBOL_WORDS[w])
+        elif w in DIGIT_WORDS or w in TEEN_DIGITS or w in LETTER_NAMES or w in NATO:
+            parts.append(_spell_token(w) if len(tokens) > 1 or not w.isalpha() or len(w) == 1
+                         else tok)
         else:
-            out.append(w)
-    return "".join(out).upper()
+            parts.append(tok.strip(".") if tok.endswith(".") else tok)
+    joined = "".join(parts)
+    return list(dict.fromkeys((joined, joined.upper(), joined.lower())))
+
+
+def find_code(text: str, rx: re.Pattern[str]) -> str | None:
+    """The code in an answer that ``rx`` accepts, read from the right words: "yeah it's FB
+    654321 and my internet's down" -> "FB654321", "at ben underscore 22" -> "@ben_22".
+
+    Runs of words are tried longest first; a run may hold at most one ordinary word ("pizza
+    ten" -> "PIZZA10") and must hold something only a code has (a digit, a symbol, a spelt
+    letter) unless it is the whole answer, so "her handle is @amy_lou" is "@amy_lou", never
+    "her".
+    """
+    symbols = frozenset(c for c in "@_-./#" if c in rx.pattern)
+    tokens = _CODE_TOKEN.findall(text)
+    n = len(tokens)
+    best: tuple[int, int, int, str] | None = None  # (hard, strong, length, value)
+    for i in range(n):
+        ordinary = 0
+        strong = 0
+        hard = 0
+        for j in range(i, min(n, i + 16)):
+            if _code_like(tokens[j]):
+                strong += 1
+                hard += _hard(tokens[j])
+            else:
+                ordinary += 1
+                if ordinary > 1:
+                    break
+            window = tokens[i : j + 1]
+            if not strong and len(window) != n:
+                continue
+            for form in _code_forms(window, symbols):
+                if rx.fullmatch(form):
+                    key = (hard, strong, len(window), form)
+                    if best is None or key[:3] > best[:3]:
+                        best = key
+                    break
+    return None if best is None else best[3]
 
 
 def _p_text(text: str, opts: SlotOptions, today: date, region: str) -> ParseResult:
     raw = text.strip()
     if not raw:
         return ParseResult.no_match("nothing said")
+    if is_command(raw):
+        return ParseResult.no_match("a command, not a value")
     if opts.pattern and (rx := _regex(opts.pattern)) is not None:
         # ASR splits codes into words; try the forms a caller could have meant.
-        for cand in (raw, raw.upper(), re.sub(r"[\s.-]", "", raw.upper()), _spelled(raw)):
+        for cand in (raw, raw.upper(), re.sub(r"[\s.-]", "", raw.upper())):
             if rx.fullmatch(cand):
                 return _text_checks(cand, opts, None)
-        return ParseResult.rejected(raw, "that is not in the expected format")
-    return _text_checks(raw, opts, None)
+        stripped = _TEXT_TRAIL.sub("", _TEXT_LEAD.sub("", raw))
+        for source in dict.fromkeys((stripped, raw)):
+            code = find_code(source, rx)
+            if code is not None:
+                return _text_checks(code, opts, None)
+        if all(_code_like(t) for t in _CODE_TOKEN.findall(raw)):
+            spelled = _spelled(raw)
+            if rx.fullmatch(spelled):
+                return _text_checks(spelled, opts, None)
+        said = _CODE_TOKEN.findall(stripped)
+        codeish = [t for t in said if _code_like(t)]
+        if len(said) <= 2 or len(codeish) >= 2 or any(any(c.isdigit() for c in t) for t in codeish):
+            return ParseResult.rejected(raw, "that is not in the expected format")
+        return ParseResult.no_match("no code heard")
+    value = _TEXT_TRAIL.sub("", _TEXT_LEAD.sub("", raw)).strip() or raw
+    return _text_checks(value, opts, None)
 
 
 _PARSERS: dict[str, Callable[[str, SlotOptions, date, str], ParseResult]] = {
@@ -375,6 +490,8 @@ def parse_dtmf(
         if not re.fullmatch(r"\d+(?:\*\d+)?", d):
             return ParseResult.no_match("not a number")
         f = float(d.replace("*", "."))
+        if slot_type == "money":
+            f = money_value(f, "", region)
         return _range(f, opts, None) or ParseResult.success(f)
     if slot_type == "yes_no":
         b = yes_no.dtmf_yes_no(d)

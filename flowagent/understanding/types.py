@@ -72,6 +72,64 @@ class ParseResult:
         return cls(value=None, ok=False, understood=False, reason=reason, span=None)
 
 
+#: Currency codes a money value can carry, with the sign a caller sees and the word they hear.
+CURRENCY_SIGNS: Mapping[str, str] = {"GBP": "£", "EUR": "€", "USD": "$"}
+CURRENCY_WORDS: Mapping[str, tuple[str, str]] = {
+    "GBP": ("pound", "pounds"), "EUR": ("euro", "euros"), "USD": ("dollar", "dollars"),
+}
+#: The currency a bare amount is in, by the flow's region ("en-GB" -> GB).
+REGION_CURRENCY: Mapping[str, str] = {
+    "GB": "GBP", "UK": "GBP", "US": "USD", "IE": "EUR", "DE": "EUR", "FR": "EUR", "ES": "EUR",
+    "IT": "EUR", "NL": "EUR", "BE": "EUR", "AT": "EUR", "PT": "EUR", "FI": "EUR",
+}
+
+
+class Money(float):
+    """An amount of money that keeps its currency: ``Money(50, "GBP")``.
+
+    It is a float, so templates compare and add it, tools send it as a JSON number and older
+    flows keep working; printed (``{{ slots.amount }}``, a read-back) it says itself the way a
+    person would write it for a voice to read: "£50", "£12.50", "€60", never "50.0".
+    """
+
+    __slots__ = ("currency",)
+    currency: str
+
+    def __new__(cls, amount: float, currency: str = "GBP") -> Money:
+        self = super().__new__(cls, amount)
+        self.currency = currency
+        return self
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Money, (float(self), self.currency))
+
+    def __copy__(self) -> Money:
+        return self
+
+    def __deepcopy__(self, memo: Any) -> Money:
+        return self
+
+    def __str__(self) -> str:
+        return format_money(float(self), self.currency)
+
+    def __repr__(self) -> str:
+        return f"Money({float(self)!r}, {self.currency!r})"
+
+    def __format__(self, spec: str) -> str:
+        return str(self) if not spec else format(float(self), spec)
+
+
+def format_money(amount: float, currency: str = "GBP") -> str:
+    """50 -> "£50", 12.5 -> "£12.50", 1250 -> "£1,250"; unknown codes as "50 CHF"."""
+    sign = "minus " if amount < 0 else ""
+    pence = round(abs(amount) * 100)
+    whole = f"{pence // 100:,}" if pence % 100 == 0 else f"{pence // 100:,}.{pence % 100:02d}"
+    symbol = CURRENCY_SIGNS.get(currency)
+    if symbol is None:
+        return f"{sign}{whole} {currency}"
+    return f"{sign}{symbol}{whole}"
+
+
 _OPTION_KEYS = ("min", "max", "pattern", "choices", "min_length", "max_length", "dtmf")
 
 

@@ -175,60 +175,75 @@ NEGATIVES: list[Row] = [
 
 ROWS = POSITIVES + NEGATIVES
 
-#: rows the lexical matcher gets wrong (measured; see the module docstring)
-LEXICAL_MISSES: frozenset[str] = frozenset({
-    "dental:I can't make it on Thursday",
-    'dental:I need an appointment with the dentist',
-    "dental:I've got a quick question",
-    'dental:are you taking new NHS patients',
-    'dental:can I reschedule my appointment',
-    'dental:can you fit me in this week',
-    'dental:could I book my son in for a check-up',
-    'dental:do you do Invisalign',
-    'dental:how much does a filling cost',
-    "dental:it's a repeat prescription",
-    'dental:put me through to reception',
-    'dental:where is the practice',
-    'plumber:has my plumber left yet',
-    "plumber:my engineer hasn't arrived yet",
-    'plumber:what did you just ask',
-    "plumber:where's the plumber, he was due at ten",
-    'removals:I booked a move with you last week',
-    'removals:I want to change the date of my removal',
-    "removals:I'm looking to move next month and want an estimate",
-    'removals:are you open bank holidays',
-    'removals:can I move my booking to another day',
-    'removals:can we start from scratch',
-    'removals:can you quote me for a move to Leeds',
-    'removals:could I get a price for moving a two bed flat',
-    'removals:how late are you open',
-    'removals:need a removal firm, what are your prices',
-    "removals:that's everything, have a good day",
-    "removals:what's the cost of a man and van",
-    'removals:who am I speaking to',
-})
-#: rows the lexical + MiniLM matcher gets wrong
-EMBEDDING_MISSES: frozenset[str] = frozenset({
-    "dental:I can't make it on Thursday",
-    'dental:are you taking new NHS patients',
-    'dental:can I reschedule my appointment',
-    'dental:can you fit me in this week',
-    'dental:could I book my son in for a check-up',
-    'dental:do you do Invisalign',
-    'dental:how much does a filling cost',
-    "dental:it's a repeat prescription",
-    'dental:where is the practice',
-    'removals:I booked a move with you last week',
-    'removals:can I move my booking to another day',
-    'removals:can we start from scratch',
-    'removals:can you quote me for a move to Leeds',
-    'removals:go back',
-    'removals:my husband deals with the bookings',
-    "removals:that's everything, have a good day",
-    'removals:the agent has the keys',
-    "removals:what's the cost of a man and van",
-    'removals:who am I speaking to',
-})
+# Rows the matcher gets wrong, each with why (measured; see the module docstring). Issue 19
+# turned 10 of the 49 strict xfails into passes (entity masking, shared-word weights, the
+# intent's name for the embeddings, a clear lead below the threshold, "reschedule"/"estimate"
+# synonyms); these remain.
+_PARA = "a paraphrase in words no example of the flow has; the MiniLM scorer is the tool for it"
+_SHARED = (
+    "its key words ('move', 'book') are in both quote and existing_booking examples, "
+    "the tense that tells them apart is stemmed away"
+)
+_STRICT = (
+    "a destructive intent needs every key word of one of its examples (precision over "
+    "recall by design: a false restart or hang-up throws the call away)"
+)
+_ONEWORD = (
+    "a one-word example ('repeat', 'speak') inside an answer about something else "
+    "still scores; a no-match would be right"
+)
+_DILUTE = (
+    "the right intent leads, but the extra words (values masked, the rest not) keep "
+    "it under the threshold and short of a 0.3 lead"
+)
+
+#: rows the lexical matcher gets wrong -> why
+LEXICAL_MISSES: dict[str, str] = {
+    "removals:can I move my booking to another day": _SHARED,
+    "removals:what's the cost of a man and van": _PARA + " ('man and van')",
+    "dental:I need an appointment with the dentist": (
+        _DILUTE + "; 'appointment' is in book and change_booking"),
+    "dental:are you taking new NHS patients": _PARA,
+    "dental:can you fit me in this week": _PARA,
+    "dental:could I book my son in for a check-up": _DILUTE,
+    "dental:do you do Invisalign": _PARA,
+    "dental:how much does a filling cost": _DILUTE,
+    "dental:it's a repeat prescription": _ONEWORD,
+    "dental:put me through to reception": _PARA + " ('reception')",
+    "dental:where is the practice": _DILUTE,
+    "plumber:has my plumber left yet": _DILUTE,
+    "plumber:my engineer hasn't arrived yet": _DILUTE + "; 'hasn't' halves the score",
+    "plumber:what did you just ask": _DILUTE,
+    "removals:I booked a move with you last week": _SHARED,
+    "removals:I want to change the date of my removal": _DILUTE,
+    "removals:I'm looking to move next month and want an estimate": _DILUTE,
+    "removals:are you open bank holidays": _DILUTE,
+    "removals:can we start from scratch": _STRICT,
+    "removals:could I get a price for moving a two bed flat": _DILUTE,
+    "removals:how late are you open": _DILUTE,
+    "removals:that's everything, have a good day": _STRICT,
+    "removals:who am I speaking to": _ONEWORD,
+}
+#: rows the lexical + MiniLM matcher gets wrong -> why
+EMBEDDING_MISSES: dict[str, str] = {
+    "dental:are you taking new NHS patients": _PARA + "; MiniLM puts it nearer book",
+    "dental:can I reschedule my appointment": ("book 0.86 and change_booking 0.83 both fit; a flow "
+                                               "with `clarify: true` asks which"),
+    "dental:can you fit me in this week": _PARA + "; MiniLM is under its own threshold",
+    "dental:could I book my son in for a check-up": (
+        "question and book both fit (0.71 / 0.66): too close to pick; `clarify` asks"),
+    "dental:do you do Invisalign": _PARA + "; MiniLM is under its own threshold",
+    "dental:how much does a filling cost": _PARA + "; MiniLM is under its own threshold",
+    "dental:it's a repeat prescription": _ONEWORD,
+    "dental:where is the practice": _PARA + "; MiniLM is under its own threshold",
+    "removals:I booked a move with you last week": _SHARED + "; MiniLM ties them",
+    "removals:can we start from scratch": _STRICT,
+    "removals:go back": "MiniLM reads it as repeat (0.75): harmless, the question is asked again",
+    "removals:my husband deals with the bookings": "MiniLM scores it near 'it's about my booking'",
+    "removals:that's everything, have a good day": _STRICT,
+    "removals:the agent has the keys": "MiniLM scores it near 'speak to an agent'",
+    "removals:who am I speaking to": _ONEWORD,
+}
 
 
 def _intents(flow: str) -> dict[str, list[str]]:
@@ -282,10 +297,10 @@ def figures(embeddings: bool) -> dict[str, float]:
     }
 
 
-def _params(misses: frozenset[str]) -> list[object]:
+def _params(misses: dict[str, str]) -> list[object]:
     return [
         pytest.param(row, id=f"{row[0]}:{row[1]}:{row[2]}",
-                     marks=[pytest.mark.xfail(strict=True, reason="known miss")]
+                     marks=[pytest.mark.xfail(strict=True, reason=misses[f"{row[0]}:{row[2]}"])]
                      if f"{row[0]}:{row[2]}" in misses else [])
         for row in ROWS
     ]
@@ -310,10 +325,11 @@ def test_set_is_big_and_covers_every_intent() -> None:
 
 def test_lexical_figures() -> None:
     # measured 2026-11-23: precision 45/49 = 0.918, recall 42/69 = 0.609
+    # after issue 19: precision 51/55 = 0.927, recall 48/69 = 0.696
     f = figures(embeddings=False)
     assert f["destructive_false_positives"] == 0, f
-    assert f["precision"] >= 0.91, f
-    assert f["recall"] >= 0.60, f
+    assert f["precision"] >= 0.92, f
+    assert f["recall"] >= 0.69, f
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from flowagent.understanding.slots import invalid_message, parse_dtmf, parse_slot, validate_value
-from flowagent.understanding.types import ParseResult, SlotOptions, SlotSpec
+from flowagent.understanding.types import Money, ParseResult, SlotOptions, SlotSpec
 
 TODAY = date(2026, 11, 23)
 BEDROOMS = {"type": "integer", "min": 1, "max": 10}
@@ -22,8 +22,8 @@ OK = [
     ("integer", "one", BEDROOMS, 1),
     ("number", "two and a half", {}, 2.5),
     ("number", "3", {}, 3.0),
-    ("money", "£450", {"min": 50}, 450.0),
-    ("money", "four hundred and fifty pounds", {}, 450.0),
+    ("money", "£450", {"min": 50}, Money(450.0, "GBP")),
+    ("money", "four hundred and fifty pounds", {}, Money(450.0, "GBP")),
     ("yes_no", "yeah go ahead", {}, True),
     ("yes_no", "no thanks", {}, False),
     ("choice", "it's a flat", SIZES, "small"),
@@ -55,6 +55,8 @@ def test_understood_and_valid(typ: str, text: str, opts: dict[str, Any], expecte
     assert r.ok and r.understood and not r.invalid, r
     assert r.value == expected
     assert type(r.value) is type(expected)
+    if isinstance(expected, Money):
+        assert r.value.currency == expected.currency
 
 
 INVALID = [

@@ -16,7 +16,7 @@ from typing import Any
 from flowagent.flow.loader import LoadedFlow, Mark, PathT
 from flowagent.flow.report import Finding, Severity
 
-BUILTIN_INTENTS = ("yes", "no", "human", "repeat", "restart", "goodbye")
+BUILTIN_INTENTS = ("yes", "no", "human", "repeat", "restart", "goodbye", "cancel")
 BUILTIN_TOOLS = ("transfer", "hangup", "send_dtmf")
 ACTION_KEYS = ("ask", "collect", "call", "llm", "transfer", "end")
 LISTENING_ACTIONS = ("ask", "collect", "llm")

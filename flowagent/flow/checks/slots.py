@@ -148,3 +148,45 @@ def check_intents(ctx: CheckContext) -> None:
                          "Keep it in one intent only.")
             else:
                 seen[key] = name
+    _check_examples_understood(ctx)
+
+
+def _check_examples_understood(ctx: CheckContext) -> None:
+    """Each example, said by a caller, should come out as its own intent: an example the
+    matcher reads as nothing ("that's it": only small words) or as another intent teaches
+    nothing and misleads the author."""
+    intents: dict[str, list[str]] = {}
+    where: dict[tuple[str, str], int] = {}
+    for name, intent in ctx.items("intents"):
+        examples = intent.get("examples")
+        if not isinstance(examples, list):
+            continue
+        for i, ex in enumerate(examples):
+            if isinstance(ex, str) and ex.strip():
+                intents.setdefault(name, []).append(ex)
+                where.setdefault((name, ex), i)
+    if not intents:
+        return
+    from flowagent.understanding.intents import IntentMatcher
+
+    matcher = IntentMatcher(intents)
+    for name, examples in intents.items():
+        for ex in examples:
+            ranked = matcher.ranked(ex)
+            scores = dict(ranked)
+            own = scores.get(name, 0.0)
+            best, best_score = ranked[0] if ranked else (name, own)
+            path = ("intents", name, "examples", where[(name, ex)])
+            if best != name and best_score > own + 1e-9:
+                ctx.warn("example-not-understood", path,
+                         f"The example \"{ex}\" of intent `{name}` is understood as `{best}` "
+                         "instead, so callers who say it go the wrong way.",
+                         f"Reword it with the words that make it `{name}`, or move it to "
+                         f"`{best}` if that is what it means.")
+            elif own < matcher.threshold:
+                ctx.warn("example-not-understood", path,
+                         f"The example \"{ex}\" of intent `{name}` is not understood as "
+                         f"`{name}` (only {own:.2f} of the {matcher.threshold:.2f} needed): its "
+                         "words are too common to tell intents apart.",
+                         "Use the words a caller would stress, e.g. \"I'm finished, thanks\" "
+                         "rather than \"that's it\".")
