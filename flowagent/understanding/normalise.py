@@ -51,21 +51,9 @@ def words(text: str) -> list[str]:
     return _WORD.findall(text)
 
 
-def word_spans(text: str) -> list[tuple[str, int, int]]:
-    """Words of already-cleaned text with their character spans."""
-    return [(m.group(), m.start(), m.end()) for m in _WORD.finditer(text)]
-
-
 def strip_punctuation(text: str) -> str:
     """Words joined by single spaces: for phrase lookups that must ignore commas and dots."""
     return " ".join(words(text))
-
-
-def content_words(text: str) -> list[str]:
-    """Words that carry meaning (stop words removed); falls back to all words if none are left."""
-    ws = words(text)
-    kept = [w for w in ws if w not in STOP_WORDS]
-    return kept or ws
 
 
 def overlaps(a: tuple[int, int], b: tuple[int, int]) -> bool:
