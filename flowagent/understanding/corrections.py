@@ -181,17 +181,19 @@ def find_corrections(
             if res.understood and res.value != current_values.get(target):
                 return {target: res}
 
-    target = named_slot(t, specs)
-    if target is not None:
-        res = extract_slots(t, {target: specs[target]}, current=target, today=today,
-                            region=region).get(target)
-        if res is not None and res.understood and res.value != current_values.get(target):
-            return {target: res}
+    named = named_slot(t, specs)
+    if named is not None:
+        named_res = extract_slots(t, {named: specs[named]}, current=named, today=today,
+                                  region=region).get(named)
+        if (named_res is not None and named_res.understood
+                and named_res.value != current_values.get(named)):
+            return {named: named_res}
 
     # A bare answer fills the slot last asked only when it is a number, date, code...: for
     # names and free text a lead-in must introduce the new words ("no thanks" is no address).
-    cur = last_slot if last_slot in specs and specs[last_slot].type not in _WORDY else None
-    found = extract_slots(t, specs, current=cur, today=today, region=region)
+    asked = (last_slot if last_slot is not None and last_slot in specs
+             and specs[last_slot].type not in _WORDY else None)
+    found = extract_slots(t, specs, current=asked, today=today, region=region)
     if not found or all(r.value == current_values.get(n) for n, r in found.items()):
         # names, free text and codes: the words after the lead-in are the new value
         worded = _worded_correction(text, specs, current_values, last_slot, today, region)
@@ -243,7 +245,8 @@ def _worded_correction(
     rest = _strip_cue(text)
     if not rest or rest == text.strip():
         return {}
-    order = [n for n in ([last_slot] if last_slot in specs else []) + list(specs)
+    first = [last_slot] if last_slot is not None and last_slot in specs else []
+    order = [n for n in first + list(specs)
              if specs[n].type in _WORDY and current_values.get(n) is not None]
     for name in dict.fromkeys(order):
         res = parse_slot(specs[name], rest, today=today, region=region)

@@ -292,10 +292,10 @@ def _resolve(kind: str, m: re.Match[str], today: date, prefer: Prefer,
     if kind == "iso":
         return _safe_date(int(g["year"]), int(g["m"]), int(g["d"])), True
     if kind == "numeric":
-        day, month = int(g["d"]), int(g["m"])
+        dom, month = int(g["d"]), int(g["m"])
         if not (1 <= month <= 12):
             return None, True
-        return _day_month(day, month, _year_of(g.get("year"), today), today, prefer), True
+        return _day_month(dom, month, _year_of(g.get("year"), today), today, prefer), True
     if kind in ("day_month", "month_day"):
         day = _DAY_ALL.get(g["day"])
         if day is None:

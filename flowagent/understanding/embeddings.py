@@ -43,7 +43,7 @@ class MiniLM:
     def __init__(self, model_path: Path | None = None, vocab_path: Path | None = None,
                  max_tokens: int = 128) -> None:
         import onnxruntime as ort
-        from tokenizers.implementations import BertWordPieceTokenizer
+        from tokenizers import BertWordPieceTokenizer
 
         if model_path is None or vocab_path is None:
             from flowagent.model_files import minilm_files
@@ -215,11 +215,11 @@ class EmbeddingScorer:
     def embed(self, text: str) -> np.ndarray:
         key = self._key(text)
         with self._lock:
-            vec = self._texts.get(key)
-            if vec is not None:
+            cached = self._texts.get(key)
+            if cached is not None:
                 self._texts.move_to_end(key)
-                return vec
-        vec = self.model.encode([key])[0]
+                return cached
+        vec: np.ndarray = self.model.encode([key])[0]
         with self._lock:
             self._texts[key] = vec
             while len(self._texts) > self._texts_size:

@@ -179,8 +179,8 @@ def extract_slots(
         parts = [m for m in time_found if m.part_of_day and "time" in by_type]
         for slot in by_type["time"]:
             if slot not in results and parts:
-                m = parts.pop(0)
-                results[slot] = ParseResult.success(m.value, (m.start, m.end))
+                tm = parts.pop(0)
+                results[slot] = ParseResult.success(tm.value, (tm.start, tm.end))
     _counts(t, specs, by_type, results, used, current)
     if "choice" in by_type:
         for slot in by_type["choice"]:

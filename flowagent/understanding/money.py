@@ -57,11 +57,11 @@ def find_money(text: str) -> list[MoneyMatch]:
         if sign is not None:
             currency = _SIGN_CURRENCY[sign.group().strip()]
             start = max(text.rfind(c, 0, start) for c in _SIGN_CURRENCY)
-        m = _CURRENCY_AFTER.match(text[end:])
-        if m:
-            unit = m.group("unit")
+        cur = _CURRENCY_AFTER.match(text[end:])
+        if cur:
+            unit = cur.group("unit")
             explicit = True
-            end += m.end()
+            end += cur.end()
             if unit in ("grand", "k"):
                 value *= 1000
             elif unit in ("pence", "p", "cent", "cents"):

@@ -134,7 +134,7 @@ def is_number_word(w: str) -> bool:
 def _parse_at(toks: list[tuple[str, int, int]], i: int) -> tuple[NumberMatch, int] | None:
     """Read the longest number starting at token ``i``; returns it and the next token index."""
     n = len(toks)
-    total = 0
+    total: int | float = 0
     current: int | float = 0
     last: str | None = None
     j = i
@@ -179,22 +179,22 @@ def _parse_at(toks: list[tuple[str, int, int]], i: int) -> tuple[NumberMatch, in
         kind = _kind(w)
         if kind is None:
             break
-        k, val, is_ord = kind
-        if k == "digit":
+        kname, val, is_ord = kind
+        if kname == "digit":
             if last is not None:
                 break
             current = val
-        elif k == "unit":
+        elif kname == "unit":
             if last not in (None, "tens", "scale"):
                 break
             if w == "one" and last is None and j > 0 and toks[j - 1][0] in _ONE_PRONOUN_BEFORE:
                 break
             current += val
-        elif k in ("teen", "tens"):
+        elif kname in ("teen", "tens"):
             if last not in (None, "scale"):
                 break
             current += val
-        elif k == "scale":
+        elif kname == "scale":
             if last not in ("unit", "teen", "tens", "digit", "a"):
                 break
             if val == 100:
@@ -202,18 +202,18 @@ def _parse_at(toks: list[tuple[str, int, int]], i: int) -> tuple[NumberMatch, in
             else:
                 total = (total + (current or 1)) * int(val)
                 current = 0
-        elif k == "dozen":
+        elif kname == "dozen":
             if last not in ("unit", "a", "digit"):
                 break
             current = (current or 1) * 12
-        spoken = spoken or k != "digit"
-        last = k
+        spoken = spoken or kname != "digit"
+        last = kname
         j += 1
         end_j = j
         if is_ord:
             ordinal = True
             break
-        if k == "dozen":
+        if kname == "dozen":
             break
     if end_j == i or last == "a":
         return None

@@ -9,6 +9,7 @@ Parts of the day: morning 09:00, lunchtime 12:00, afternoon 14:00, evening/tonig
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from flowagent.understanding.normalise import clean
@@ -32,8 +33,8 @@ _PARTS: dict[str, str] = {
 }
 
 
-def _alt(words: object) -> str:
-    return "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))  # type: ignore[arg-type]
+def _alt(words: Iterable[str]) -> str:
+    return "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
 
 
 _H = rf"(?P<h>{_alt(_HOURS)})"
@@ -116,7 +117,7 @@ def _resolve(kind: str, m: re.Match[str]) -> tuple[str | None, bool]:
     if kind == "h_m_words":
         return _apply(_HOURS[g["h"]], _MINUTE_WORDS[g["m2"]], ampm), False
     if kind == "h_ampm":
-        return _apply(_HOURS[g["h"]], 0, ampm.strip()), False
+        return _apply(_HOURS[g["h"]], 0, (ampm or "").strip()), False
     if kind == "noon":
         return ("00:00" if g["w"] == "midnight" else "12:00"), False
     if kind == "at_h":
