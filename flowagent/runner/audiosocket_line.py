@@ -58,6 +58,7 @@ class AudioSocketLine:
         self.closed = False
         self.protocol_error: ProtocolError | None = None
         self._hooks: LineHooks | None = None
+        self._sink: Callable[[bytes], None] | None = None  # hooks.on_audio, read once
         self._parser = FrameParser()
         self._early: list[Frame] = []  # frames that arrived before `start()`
         self._got_uuid = asyncio.Event()
@@ -142,6 +143,7 @@ class AudioSocketLine:
     def start(self, hooks: LineHooks) -> None:
         """From now on frames go to `hooks`: first those that came early, then live ones."""
         self._hooks = hooks
+        self._sink = hooks.on_audio
         early, self._early = self._early, []
         for f in early:
             if self.closed:
@@ -228,9 +230,9 @@ class AudioSocketLine:
             pcm, self._odd = pcm[:-1], pcm[-1:]
             if not pcm:
                 return
-        hooks = self._hooks
-        if hooks is not None:
-            hooks.on_audio(pcm)
+        sink = self._sink
+        if sink is not None:
+            sink(pcm)
 
     def _switch_rate(self, kind: Kind) -> None:
         """The caller's audio kind sets our rate (Dial(AudioSocket/...) may use 16 kHz+)."""

@@ -10,6 +10,7 @@ flows and call code run on either, and a new transport is one module.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Protocol
 
 from flowagent.runner.audio_recording import CallRecorder
@@ -27,8 +28,11 @@ class LineError(Exception):
 class LineHooks(Protocol):
     """What the line tells its owner (the call)."""
 
-    def on_audio(self, pcm: bytes) -> None:
-        """One inbound audio frame at the call's rate (even length). Runs for every frame."""
+    @property
+    def on_audio(self) -> Callable[[bytes], None]:
+        """Where each inbound audio frame goes (at the call's rate, even length). Read once by
+        the line and then called for every frame: a call may hand over its listener's own
+        method, so a frame costs no forwarding call."""
 
     def on_dtmf(self, digit: str) -> None: ...
 

@@ -276,7 +276,7 @@ class Listener:
 
     def _on_vad(self, p: float, ms: int) -> None:
         hooks = self.hooks
-        signal = self.turns.update(p, ms, playing=hooks.agent_audible())
+        signal = self.turns.update(p, ms, hooks.agent_audible())
         if signal is None:
             return
         if signal is TurnSignal.BARGE_IN:

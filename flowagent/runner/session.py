@@ -24,6 +24,7 @@ import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from flowagent.dialogue import actions as act
@@ -266,8 +267,9 @@ class PipelineCall:
 
     # -- LineHooks ------------------------------------------------------------------------------
 
-    def on_audio(self, pcm: bytes) -> None:
-        self.listener.on_audio(pcm)
+    @property
+    def on_audio(self) -> Callable[[bytes], None]:
+        return self.listener.on_audio  # every inbound frame: straight to the listener
 
     def on_dtmf(self, digit: str) -> None:
         self.tasks.cancel_timer("no_input")
@@ -308,7 +310,8 @@ class PipelineCall:
     # -- ListenerHooks --------------------------------------------------------------------------
 
     def agent_audible(self) -> bool:
-        return not self._cut and self._out_playing()
+        out = self.line.out  # read for every VAD result: no helper calls
+        return not self._cut and out is not None and out.playing
 
     def may_interrupt(self) -> bool:
         return self._barge_in and self.speaker.interruptible_now() and not self.life.finishing

@@ -37,6 +37,7 @@ import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from flowagent import audio
@@ -229,7 +230,11 @@ class StsCall:
 
     # -- caller -> provider (LineHooks) ---------------------------------------------------------
 
-    def on_audio(self, pcm: bytes) -> None:
+    @property
+    def on_audio(self) -> Callable[[bytes], None]:
+        return self._caller_audio
+
+    def _caller_audio(self, pcm: bytes) -> None:
         if self._sts is None or self._dead or self.life.finishing:
             return  # once we are ending the call, the model hears no more
         ep = self._endpointer

@@ -98,7 +98,7 @@ class TurnTaker:
         self.in_speech = False
         self.speech_ms = 0
 
-    def update(self, p: float, ms: int, *, playing: bool) -> TurnSignal | None:
+    def update(self, p: float, ms: int, playing: bool) -> TurnSignal | None:
         r = self.rules
         if p >= (r.barge_in_threshold if playing else r.threshold):
             self.speech_ms += ms

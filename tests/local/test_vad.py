@@ -32,7 +32,7 @@ async def events(vad: Any, x: np.ndarray, *, playing: bool = False,
     taker = TurnTaker(rules or RULES)
     out = []
     for i, frame in enumerate(frames(to_pcm(x))):
-        signal = taker.update(await stream.probability(frame), 20, playing=playing)
+        signal = taker.update(await stream.probability(frame), 20, playing)
         if signal is None:
             continue
         if signal is TurnSignal.END_OF_TURN:

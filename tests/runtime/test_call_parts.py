@@ -44,7 +44,7 @@ def run_rule(rules: TurnRules, probs: list[float], playing: bool = False) -> lis
     taker = TurnTaker(rules)
     out = []
     for i, p in enumerate(probs):
-        s = taker.update(p, 20, playing=playing)
+        s = taker.update(p, 20, playing)
         if s is None:
             continue
         out.append(f"{s.value}@{(i + 1) * 20}")
