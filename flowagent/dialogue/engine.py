@@ -855,7 +855,7 @@ class Engine:
             self._intent = handler[0]
             self._run_handler(st.handlers[("intent", handler[0])])
             return
-        if cur is not None and cur.invalid:
+        if cur is not None and current is not None and cur.invalid:
             self._no_match_again(invalid=self._invalid_text(self.flow.slots[current], cur))
             return
         if self._llm_fallback_ok():

@@ -48,7 +48,7 @@ import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import yaml
@@ -90,7 +90,7 @@ def resolve_python_tool(ref: str) -> PythonTool:
     func = getattr(module, func_name, None)
     if not callable(func):
         raise LookupError(f"The module {mod_name!r} has no function called {func_name!r}.")
-    return func
+    return cast(PythonTool, func)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -265,7 +265,7 @@ class CompiledFlow:
     def context_for(self, did: str = "") -> dict[str, Any]:
         """Static context for a call to `did`: `data` with the `by_number` entry laid over.
         Numbers match however they are written (`by_number` keys are E.164 from compile time)."""
-        ctx = _thaw(self.context_data)
+        ctx: dict[str, Any] = _thaw(self.context_data)
         did = to_e164(did, region_of(self.language)) if did else ""
         if did and did in self.by_number:
             ctx.update(_thaw(self.by_number[did]))
@@ -434,7 +434,7 @@ def _next(raw: Any) -> tuple[Branch, ...]:
 _KINDS = ("ask", "collect", "call", "llm", "transfer", "end")
 
 
-def _state(name: str, raw: Mapping[str, Any], global_handlers: Mapping) -> StateDef:
+def _state(name: str, raw: Mapping[str, Any], global_handlers: Mapping[Any, Any]) -> StateDef:
     kind = next((k for k in _KINDS if k in raw and raw[k] is not None and raw[k] is not False),
                 "say")
     merged = dict(global_handlers)
@@ -525,9 +525,10 @@ def compile_flow(data_or_loaded: Any, *, path: str | Path = "<flow>") -> Compile
     ctx = data.get("context") or {}
     fetch_raw = ctx.get("fetch")
     fetch = None
-    if fetch_raw:
+    fetch_url = url_template(fetch_raw["url"]) if fetch_raw else None
+    if fetch_raw and fetch_url is not None:
         fetch = ContextFetch(
-            url=url_template(fetch_raw["url"]),
+            url=fetch_url,
             headers=tuple(
                 (str(k), template(v)) for k, v in (fetch_raw.get("headers") or {}).items()
             ),

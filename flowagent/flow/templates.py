@@ -233,7 +233,8 @@ def render(template_str: str, ctx: Mapping[str, Any]) -> str:
     Raises jinja2 errors (syntax/security/undefined-operation) to the caller."""
     if "{" not in template_str:
         return template_str  # plain text: nothing to render (most prompts)
-    return _template(template_str).render(dict(ctx))
+    text: str = _template(template_str).render(dict(ctx))
+    return text
 
 
 _SINGLE = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\{\{|\}\}).)*)\}\}\s*$", re.DOTALL)
@@ -459,7 +460,8 @@ def _chains(node: nodes.Node, bound: frozenset[str]) -> Iterator[str]:
                 first = chain[-1]
                 if isinstance(first, nodes.Getattr):
                     yield f"{cur.name}.{first.attr}"
-                elif isinstance(first.arg, nodes.Const) and isinstance(first.arg.value, str):
+                elif (isinstance(first, nodes.Getitem) and isinstance(first.arg, nodes.Const)
+                      and isinstance(first.arg.value, str)):
                     yield f"{cur.name}.{first.arg.value}"
                 else:
                     yield cur.name

@@ -14,7 +14,7 @@ quietly grow beyond what is checked).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -97,7 +97,8 @@ class SubsetValidator:
         for part in ref[2:].split("/"):
             node = node[part]
         self._refs[ref] = node
-        return node
+        found: dict[str, Any] = node
+        return found
 
     def iter_errors(self, instance: Any) -> Iterator[SchemaError]:
         yield from self._validate(instance, self.root, ())
@@ -126,9 +127,11 @@ class SubsetValidator:
                 yield SchemaError("minLength", schema["minLength"], inst, path, schema,
                                   f"{inst!r} is too short", ("minLength",))
         if isinstance(inst, int | float) and not isinstance(inst, bool):
-            for kw, bad in (("minimum", lambda v, b: v < b), ("maximum", lambda v, b: v > b),
-                            ("exclusiveMinimum", lambda v, b: v <= b),
-                            ("exclusiveMaximum", lambda v, b: v >= b)):
+            checks: tuple[tuple[str, Callable[[Any, Any], bool]], ...] = (
+                ("minimum", lambda v, b: v < b), ("maximum", lambda v, b: v > b),
+                ("exclusiveMinimum", lambda v, b: v <= b),
+                ("exclusiveMaximum", lambda v, b: v >= b))
+            for kw, bad in checks:
                 if kw in schema and bad(inst, schema[kw]):
                     yield SchemaError(kw, schema[kw], inst, path, schema,
                                       f"{inst!r} is out of range ({kw} {schema[kw]})", (kw,))

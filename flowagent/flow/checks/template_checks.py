@@ -44,7 +44,8 @@ def _templates(ctx: CheckContext) -> Iterator[tuple[PathT, str, str | None]]:
         llm = st.get("llm")
         if isinstance(llm, dict) and isinstance(llm.get("instructions"), str):
             yield ("states", name, "llm", "instructions"), llm["instructions"], None
-        for i, h in enumerate(st.get("handlers") if isinstance(st.get("handlers"), list) else []):
+        handlers = st.get("handlers")
+        for i, h in enumerate(handlers if isinstance(handlers, list) else []):
             if isinstance(h, dict) and isinstance(h.get("say"), str):
                 yield ("states", name, "handlers", i, "say"), h["say"], None
     for name, slot in ctx.items("slots"):

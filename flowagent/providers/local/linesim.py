@@ -47,7 +47,8 @@ def noise(n: int, rng: np.random.Generator, kind: str = "pink") -> np.ndarray:
         freqs = np.fft.rfftfreq(n)
         freqs[0] = freqs[1]
         white = np.fft.irfft(spectrum / np.sqrt(freqs), n)
-    return (white / (np.sqrt(np.mean(white**2)) + 1e-12)).astype(np.float32)
+    out: np.ndarray = (white / (np.sqrt(np.mean(white**2)) + 1e-12)).astype(np.float32)
+    return out
 
 
 def add_noise(samples: np.ndarray, sample_rate: int, snr_db: float, rng: np.random.Generator,
@@ -56,7 +57,8 @@ def add_noise(samples: np.ndarray, sample_rate: int, snr_db: float, rng: np.rand
     level = level_rms if level_rms is not None else active_rms(samples, sample_rate)
     n = telephone_band(noise(samples.size, rng, kind), sample_rate)
     n = n / (np.sqrt(np.mean(n.astype(np.float64) ** 2)) + 1e-12)
-    return (samples + n * level * 10 ** (-snr_db / 20.0)).astype(np.float32)
+    out: np.ndarray = (samples + n * level * 10 ** (-snr_db / 20.0)).astype(np.float32)
+    return out
 
 
 _SMALL = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",

@@ -61,7 +61,8 @@ def to_pcm16(audio: np.ndarray, src_rate: int, dst_rate: int) -> bytes:
         import soxr
 
         audio = soxr.resample(audio.astype(np.float32), src_rate, dst_rate, quality="HQ")
-    return (np.clip(audio, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+    pcm: bytes = (np.clip(audio, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+    return pcm
 
 
 #: loaded voices, shared by every PiperTts (and so every flow and call) in the process:

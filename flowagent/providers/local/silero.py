@@ -39,6 +39,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -235,7 +236,7 @@ class SileroBatcher:
             slot = self._free.pop()
             work = self._loop.run_in_executor(self._executor, self._run_layers, rows, states,
                                               rate, slot)
-            work.add_done_callback(lambda f, b=batch, k=slot: self._finish(b, k, f))
+            work.add_done_callback(partial(self._finish, batch, slot))
 
     def _run_layers(self, rows: list[list[bytes]], states: np.ndarray, rate: int,
                     slot: int) -> tuple[list[list[float]], np.ndarray]:

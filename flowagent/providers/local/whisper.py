@@ -246,7 +246,7 @@ class WhisperEngine:
             await wake.wait()
             wake.clear()
             while self._pending:
-                batch = []
+                batch: list[tuple[np.ndarray, asyncio.Future[tuple[str, float]]]] = []
                 while self._pending and len(batch) < max(1, self.options.max_batch):
                     audio, future = self._pending.popleft()
                     if not future.done():  # a call that hung up meanwhile is skipped
