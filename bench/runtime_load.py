@@ -80,14 +80,14 @@ async def serve(flow: Path, keepalive_ms: int) -> None:
     from aiohttp import web
 
     from flowagent.server.audiosocket_server import AudioSocketServer
-    from flowagent.server.call_store import CallStore
     from flowagent.server.control_api import RUNTIME_KEY, create_app, start_api
     from flowagent.server.runtime import FlowSet, ProviderPool, Runtime, RuntimeConfig, tune_gc
+    from flowagent.server.store_sqlite import SqliteStore
 
     os.environ.setdefault("FLOWAGENT_API_TOKEN", "bench")
     flows = FlowSet(ProviderPool())
     flows.load(flow)
-    store = CallStore(":memory:")
+    store = SqliteStore(":memory:")
     rt = Runtime(flows, store, config=RuntimeConfig(keepalive_ms=keepalive_ms))
     tune_gc()
     server = AudioSocketServer(rt, "127.0.0.1", 0, reload_interval_s=0)

@@ -88,6 +88,16 @@ def serve(
     ),
     http: str = typer.Option("127.0.0.1:8080", "--http", help="HOST:PORT for the control API."),
     db: Path = typer.Option(Path("flowagent.db"), "--db", help="SQLite file for call records."),
+    store: str | None = typer.Option(
+        None, "--store",
+        help="Where call records go: a SQLite file, or postgresql://USER:PASSWORD@HOST/DB shared"
+        " by several nodes (default: $FLOWAGENT_DATABASE_URL, else --db).",
+    ),
+    node_id: str | None = typer.Option(
+        None, "--node-id",
+        help="This node's name among those sharing the store (default: $FLOWAGENT_NODE_ID,"
+        " else HOSTNAME:AUDIOSOCKET_PORT).",
+    ),
     reload_interval: float = typer.Option(
         2.0, "--reload-interval",
         help="Seconds between checks for changed flow files (0: only on SIGHUP).",
@@ -121,7 +131,8 @@ def serve(
     from flowagent.commands import serve as cmd
 
     raise typer.Exit(cmd.run(flow_or_routes, audiosocket=audiosocket, http=http, db=db,
-                             reload_interval_s=reload_interval, prompt_cache=prompt_cache,
+                             store=store, node_id=node_id, reload_interval_s=reload_interval,
+                             prompt_cache=prompt_cache,
                              prompt_cache_mb=prompt_cache_mb, warm=warm,
                              record_audio=record_audio, retention_days=retention_days))
 
@@ -151,14 +162,26 @@ def call(
 @app.command()
 def calls(
     uuid: str | None = typer.Argument(None, help="Show one call in full."),
-    db: Path = typer.Option(Path("flowagent.db"), "--db", help="SQLite file of call records."),
+    store: str | None = typer.Option(
+        None, "--store", "--db",
+        help="The call-record store: a SQLite file or a postgresql:// URL (default:"
+        " $FLOWAGENT_DATABASE_URL, else flowagent.db).",
+    ),
     limit: int = typer.Option(20, "--limit", "-n"),
     json_out: bool = typer.Option(False, "--json"),
+    nodes: bool = typer.Option(False, "--nodes", help="List the nodes sharing the store."),
 ) -> None:
-    """List call records, or show one."""
+    """List call records of every node (those in progress first), or show one."""
     from flowagent.commands import calls as cmd
 
-    raise typer.Exit(cmd.run(uuid=uuid, db=db, limit=limit, json_out=json_out))
+    raise typer.Exit(cmd.run(uuid=uuid, store=store or _default_store(), limit=limit,
+                             json_out=json_out, nodes=nodes))
+
+
+def _default_store() -> str:
+    import os
+
+    return os.environ.get("FLOWAGENT_DATABASE_URL", "").strip() or "flowagent.db"
 
 
 @app.command()

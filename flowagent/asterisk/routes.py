@@ -149,7 +149,7 @@ def _register_route(state: Any, token: str | None) -> tuple[str, str, Any]:
             reg = parse_call_registration(request.headers.get("Content-Type", ""), body)
         except ValueError as exc:
             return web.json_response({"error": str(exc)}, status=400)
-        state.register_call(reg.uuid, dict(reg.metadata))
+        await state.register_call(reg.uuid, dict(reg.metadata))
         reply: dict[str, Any] = {"uuid": reg.uuid, "status": "registered"}
         flows = getattr(state, "flows", None)
         if flows is not None and callable(getattr(flows, "pick", None)):

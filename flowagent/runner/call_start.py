@@ -43,10 +43,14 @@ async def run_call(line: CallLine, services: CallServices) -> None:
         if not uuid:
             life.end_reason = "connection closed before the UUID frame"
             return
-        life.uuid = uuid
+        opened = life.open(uuid)  # the call's record exists (and is written) from here on
         # every log line of this call (and of the tasks it starts) carries the call UUID
         log_ctx = flog.call_context(uuid)
         log_ctx.__enter__()
+        if not opened:  # this UUID is in progress here already: refused, with its own record
+            log.warning("call %s refused: a call with this UUID is already in progress", uuid)
+            life.hang_up()
+            return
         if line.closed:  # a malformed frame came in the same read as the UUID
             return
         await _set_up(life)
@@ -87,7 +91,7 @@ async def _set_up(life: CallLifecycle) -> None:
     """Metadata, `call_initiated`, the flow, the call's rate, recording and context."""
     rt = life.services
     line = life.line
-    metadata = rt.take_pending(life.uuid) or {}
+    metadata = await rt.take_pending(life.uuid) or {}  # may wait briefly (shared store)
     caller = _pick(metadata, "caller", "from", "callerid", "caller_id", "ani")
     did = _pick(metadata, "did", "to", "dnid", "exten", "called", "dialed_number")
     channel = _pick(metadata, "channel")

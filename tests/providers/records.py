@@ -7,10 +7,10 @@ import asyncio
 import time
 from typing import Any
 
-from flowagent.server.call_store import CallStore
+from flowagent.server.store_sqlite import SqliteStore
 
 
-async def wait_record(store: CallStore, uuid: str, timeout_s: float = 10) -> dict[str, Any]:
+async def wait_record(store: SqliteStore, uuid: str, timeout_s: float = 10) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         rec = await store.get(uuid)

@@ -15,9 +15,9 @@ import pytest
 
 from flowagent.asterisk.caller import AudioSocketCaller
 from flowagent.server.audiosocket_server import AudioSocketServer
-from flowagent.server.call_store import CallStore
 from flowagent.server.control_api import create_app, start_api
 from flowagent.server.runtime import FlowSet, ProviderPool, Runtime, RuntimeConfig
+from flowagent.server.store_sqlite import SqliteStore
 from flowagent.server.webhooks import WebhookConfig, Webhooks
 
 FLOWS = Path(__file__).parent / "flows"
@@ -29,7 +29,7 @@ class Harness:
     rt: Runtime
     server: AudioSocketServer
     http_port: int
-    store: CallStore
+    store: SqliteStore
 
     @property
     def port(self) -> int:
@@ -78,7 +78,7 @@ HarnessFactory = Callable[..., Any]
 async def harness(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[HarnessFactory]:
     """`h = await harness(flow_path, webhook_url=..., config=...)` (torn down after the test)."""
     monkeypatch.setenv("FLOWAGENT_API_TOKEN", TOKEN)
-    made: list[tuple[AudioSocketServer, Any, CallStore]] = []
+    made: list[tuple[AudioSocketServer, Any, SqliteStore]] = []
 
     async def make(
         flow: Path | str = FLOWS / "basic.yaml",
@@ -91,7 +91,7 @@ async def harness(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncItera
         config = config or RuntimeConfig()
         flows = FlowSet(ProviderPool(), config.provider_overrides)
         flows.load(Path(flow))
-        store = CallStore(tmp_path / f"calls{len(made)}.db")
+        store = SqliteStore(tmp_path / f"calls{len(made)}.db")
         hooks = Webhooks(WebhookConfig(url=webhook_url, secret=webhook_secret, timeout_s=2,
                                        retries=1, backoff_s=0.05))
         rt = Runtime(flows, store, config=config, webhooks=hooks)
@@ -106,4 +106,4 @@ async def harness(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncItera
         with contextlib.suppress(Exception):
             await server.close()
         await runner.cleanup()
-        store.close()
+        await store.close()
