@@ -196,6 +196,30 @@ def graph(
     raise typer.Exit(cmd.run(flow, output_format=format, output=output))
 
 
+deploy_app = typer.Typer(help="Running several nodes: the load balancer's configuration.")
+app.add_typer(deploy_app, name="deploy")
+
+
+@deploy_app.command("haproxy")
+def deploy_haproxy(
+    node: list[str] = typer.Option(
+        ..., "--node", help="A serve node: [NAME=]HOST:AUDIOSOCKET_PORT:HTTP_PORT (repeat)."),
+    listen: str = typer.Option("0.0.0.0:9099", "--listen",
+                               help="Where HAProxy takes AudioSocket connections."),
+    check_interval_ms: int = typer.Option(1000, "--check-interval-ms",
+                                          help="How often each node's /healthz is checked."),
+    fall: int = typer.Option(2, "--fall", help="Failed checks before a node gets no calls."),
+    rise: int = typer.Option(2, "--rise", help="Passed checks before it gets calls again."),
+    stats_socket: str = typer.Option("", "--stats-socket",
+                                     help="An HAProxy admin socket path (optional)."),
+) -> None:
+    """Print an HAProxy config spreading AudioSocket calls over several serve nodes."""
+    from flowagent.commands import deploy as cmd
+
+    raise typer.Exit(cmd.run(node, listen=listen, check_ms=check_interval_ms, fall=fall,
+                             rise=rise, stats=stats_socket))
+
+
 asterisk_app = typer.Typer(help="Asterisk integration: dialplan, modules, systemd.")
 app.add_typer(asterisk_app, name="asterisk")
 
@@ -208,7 +232,8 @@ def asterisk_config(
     did: str = typer.Option("_X.", help="Number (or pattern) that reaches the agent."),
     flow: str = typer.Option("removals", help="Flow name for this number."),
     part: str = typer.Option(
-        "all", help="all, modules, extensions, agi, agi-script, wideband, manager, systemd"
+        "all", help="all, modules, extensions, agi, agi-script, wideband, manager, systemd,"
+        " systemd-nodes"
     ),
     http_host: str = typer.Option("", help="Control API host as Asterisk reaches it "
                                   "(default: --host)."),

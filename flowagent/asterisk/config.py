@@ -25,6 +25,7 @@ PARTS: dict[str, tuple[str, str, str]] = {
     "wideband": ("extensions_wideband.conf", "ini", "/etc/asterisk/extensions.conf"),
     "manager": ("manager.conf", "ini", "/etc/asterisk/manager.conf"),
     "systemd": ("flowagent.service", "ini", "/etc/systemd/system/flowagent.service"),
+    "systemd-nodes": ("flowagent@.service", "ini", "/etc/systemd/system/flowagent@.service"),
 }
 #: what `--part all` prints, in the order an admin applies them
 ALL_PARTS = ("modules", "extensions", "agi", "agi-script", "wideband", "manager", "systemd")

@@ -45,7 +45,7 @@ def run(*, uuid: str | None, store: str | Path, limit: int, json_out: bool,
 
 async def _run(con: Console, uuid: str | None, url: str, limit: int, json_out: bool,
                nodes: bool) -> int:
-    from flowagent.server.call_store import open_store
+    from flowagent.server.stores import open_store
 
     store = await open_store(url)
     try:

@@ -185,7 +185,8 @@ async def _serve(con: Console, source: Path, as_host: str, as_port: int, http_ho
                  prompts: PromptSettings | None = None,
                  recording: tuple[bool, float] = (False, 0.0),
                  cluster: ClusterSettings | None = None) -> int:
-    from flowagent.server.call_store import StoreUnavailable, display_url, open_store
+    from flowagent.server.call_store import StoreUnavailable, display_url
+    from flowagent.server.stores import open_store
 
     cluster = cluster or cluster_settings(None, db, None, as_port)
     try:  # an unreachable database stops start-up here, with one sentence

@@ -1,4 +1,4 @@
-"""The call-record store: what every backend offers, and `open_store(url)` to pick one.
+"""The call-record store: what every backend offers, and the rows they keep.
 
 Two backends share one schema (`store_schema.py`, versioned migrations applied at start-up):
 SQLite (`store_sqlite.py`), the embedded default — a file beside the server; and PostgreSQL
@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 #: row states of a call
@@ -186,27 +185,3 @@ def is_postgres_url(url: str) -> bool:
 def display_url(url: str) -> str:
     """A store URL fit to print: the password replaced by ***."""
     return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
-
-
-async def open_store(url: str | Path, *, timeout_s: float = 5.0, pool_size: int = 10,
-                     migrate: bool = True) -> StoreBackend:
-    """The store at `url`: a `postgresql://` URL, else a SQLite file path. Migrations are
-    applied (unless `migrate=False`). Raises `StoreUnavailable` with one plain sentence when
-    the database cannot be reached or used."""
-    text = str(url)
-    store: StoreBackend
-    if is_postgres_url(text):
-        from flowagent.server.store_postgres import PostgresStore
-
-        store = await PostgresStore.connect(text, timeout_s=timeout_s, pool_size=pool_size)
-    else:
-        from flowagent.server.store_sqlite import SqliteStore
-
-        store = SqliteStore(text, timeout_s=timeout_s)
-    if migrate:
-        try:
-            await store.migrate()
-        except BaseException:
-            await store.close()
-            raise
-    return store

@@ -14,7 +14,7 @@ async def wait_record(store: SqliteStore, uuid: str, timeout_s: float = 10) -> d
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         rec = await store.get(uuid)
-        if rec is not None:
+        if rec is not None and not rec.get("live"):  # a call in progress has a live snapshot
             return rec
         await asyncio.sleep(0.05)
     raise AssertionError(f"no record for {uuid}")

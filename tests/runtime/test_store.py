@@ -18,10 +18,10 @@ from flowagent.server.call_store import (
     NodeInfo,
     OutboxEvent,
     StoreUnavailable,
-    open_store,
 )
 from flowagent.server.metrics import Metrics
 from flowagent.server.record_writer import RecordWriter
+from flowagent.server.stores import open_store
 
 
 def rec(uuid: str, started: float, **kw: Any) -> dict[str, Any]:
