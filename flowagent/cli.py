@@ -212,12 +212,14 @@ def deploy_haproxy(
     rise: int = typer.Option(2, "--rise", help="Passed checks before it gets calls again."),
     stats_socket: str = typer.Option("", "--stats-socket",
                                      help="An HAProxy admin socket path (optional)."),
+    maxconn: int = typer.Option(20000, "--maxconn",
+                                help="Most calls at once (HAProxy needs twice as many files)."),
 ) -> None:
     """Print an HAProxy config spreading AudioSocket calls over several serve nodes."""
     from flowagent.commands import deploy as cmd
 
     raise typer.Exit(cmd.run(node, listen=listen, check_ms=check_interval_ms, fall=fall,
-                             rise=rise, stats=stats_socket))
+                             rise=rise, stats=stats_socket, maxconn=maxconn))
 
 
 asterisk_app = typer.Typer(help="Asterisk integration: dialplan, modules, systemd.")

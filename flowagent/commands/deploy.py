@@ -75,10 +75,10 @@ def render(nodes: list[str], *, listen: str = "0.0.0.0:9099", check_ms: int = 10
 
 
 def run(nodes: list[str], *, listen: str, check_ms: int, fall: int, rise: int,
-        stats: str = "") -> int:
+        stats: str = "", maxconn: int = 20000) -> int:
     try:
         text = render(nodes, listen=listen, check_ms=check_ms, fall=fall, rise=rise,
-                      stats=stats)
+                      stats=stats, maxconn=maxconn)
     except ValueError as exc:
         Console(stderr=True).print(f"[red]{escape(str(exc))}[/red]")
         return 2

@@ -153,8 +153,10 @@ class ClusterSettings:
     node_id: str
     heartbeat_s: float
     lost_after_s: float
-    #: records the store could not take at shutdown are kept here for the next start
-    spill: Path
+    #: records the store could not take at shutdown are kept in the first of these that can
+    #: be written (beside --db, else the working directory: a full disk under the database
+    #: must not take them too), and queued again at the next start
+    spill: tuple[Path, ...]
 
 
 def cluster_settings(store: str | None, db: Path, node_id: str | None,
@@ -177,7 +179,8 @@ def cluster_settings(store: str | None, db: Path, node_id: str | None,
     state_dir = db.expanduser().parent
     return ClusterSettings(where, node, env_seconds("FLOWAGENT_HEARTBEAT_S", HEARTBEAT_S),
                            env_seconds("FLOWAGENT_NODE_LOST_AFTER_S", LOST_AFTER_S),
-                           state_dir / f"unwritten-records-{safe}.jsonl")
+                           tuple(dict.fromkeys(d.resolve() / f"unwritten-records-{safe}.jsonl"
+                                               for d in (state_dir, Path.cwd()))))
 
 
 async def _serve(con: Console, source: Path, as_host: str, as_port: int, http_host: str,
@@ -266,10 +269,11 @@ async def _serve_with_store(con: Console, source: Path, as_host: str, as_port: i
     config.heartbeat_s = cluster.heartbeat_s
     config.node_lost_after_s = cluster.lost_after_s
     rt = Runtime(flows, store, webhooks=hooks, config=config, node_id=cluster.node_id)
-    replayed = rt.records.load_spill(cluster.spill)
-    if replayed:
-        con.print(f"{replayed} call record(s) the last run could not write are queued again"
-                  f" from {cluster.spill}")
+    for spilled in cluster.spill:
+        replayed = rt.records.load_spill(spilled)
+        if replayed:
+            con.print(f"{replayed} call record(s) the last run could not write are queued"
+                      f" again from {spilled}")
     from flowagent.runner import audio_recording as rec
 
     # start-up repair of recordings a killed process left, then the retention sweep (daily)
@@ -333,7 +337,7 @@ async def _serve_with_store(con: Console, source: Path, as_host: str, as_port: i
     return _stopped(con, rt, server.unwritten, cluster.spill)
 
 
-def _stopped(con: Console, rt: Any, unwritten: int, spill: Path) -> int:
+def _stopped(con: Console, rt: Any, unwritten: int, spill: tuple[Path, ...]) -> int:
     """The last line says what happened to the records (and webhooks); exit 0 only when every
     call record reached the store."""
     outbox = ""
@@ -344,14 +348,19 @@ def _stopped(con: Console, rt: Any, unwritten: int, spill: Path) -> int:
         con.print("Stopped; all call records written." + outbox)
         return 0
     reason = rt.records.last_error or "the store did not answer"
-    try:
-        rt.records.spill(spill)
-    except OSError as exc:
-        con.print(f"[red]Stopped; {unwritten} call record(s) could NOT be written ({reason}),"
-                  f" nor kept in {spill} ({exc.strerror or exc}): they are lost.[/red]")
+    failures: list[str] = []
+    for path in spill:
+        try:
+            rt.records.spill(path)
+        except OSError as exc:
+            failures.append(f"{path}: {exc.strerror or exc}")
+            continue
+        con.print(f"[yellow]Stopped; {unwritten} call record(s) could not be written to the"
+                  f" store ({reason}). They are kept in {path} and written at the next"
+                  " start.[/yellow]")
         return 1
-    con.print(f"[yellow]Stopped; {unwritten} call record(s) could not be written to the store"
-              f" ({reason}). They are kept in {spill} and written at the next start.[/yellow]")
+    con.print(f"[red]Stopped; {unwritten} call record(s) could NOT be written ({reason}), nor"
+              f" kept on disk ({'; '.join(failures)}): they are lost.[/red]")
     return 1
 
 

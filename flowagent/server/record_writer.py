@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -57,7 +58,7 @@ class RecordWriter:
         self.last_error = ""
         self._failing_since: float | None = None
         self._last_log = 0.0
-        self._spill_file: Path | None = None
+        self._spill_files: list[Path] = []
 
     # -- handing records over (never blocks, never raises) ---------------------------------------
 
@@ -142,11 +143,12 @@ class RecordWriter:
             self._gauge()
             if events and self.on_events_written is not None:
                 self.on_events_written()
-            if not self._calls and self._spill_file is not None:
-                with contextlib.suppress(OSError):
-                    self._spill_file.unlink()
-                log.info("records left by the last run (%s) are written", self._spill_file)
-                self._spill_file = None
+            if not self._calls and self._spill_files:
+                for done in self._spill_files:
+                    with contextlib.suppress(OSError):
+                        done.unlink()
+                    log.info("records left by the last run (%s) are written", done)
+                self._spill_files = []
 
     def _failed(self, exc: BaseException, rows: int) -> None:
         self.failures += 1
@@ -199,9 +201,17 @@ class RecordWriter:
         lines += [json.dumps({"event": {"key": e.key, "uuid": e.uuid, "type": e.type,
                                         "body": e.body.decode()}}) for e in self._events]
         path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a", encoding="utf-8") as f:
-            f.write("\n".join(lines) + "\n")
-            f.flush()
+        data = ("\n".join(lines) + "\n").encode()
+        try:
+            with path.open("ab") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError:
+            with contextlib.suppress(OSError):  # never leave half a spill behind
+                if path.stat().st_size == 0:
+                    path.unlink()
+            raise
         return len(self._calls)
 
     def load_spill(self, path: Path) -> int:
@@ -227,5 +237,5 @@ class RecordWriter:
             elif "event" in item:
                 e = item["event"]
                 self.add_event(OutboxEvent(e["key"], e["uuid"], e["type"], e["body"].encode()))
-        self._spill_file = path
+        self._spill_files.append(path)
         return n
