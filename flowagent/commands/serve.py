@@ -211,6 +211,7 @@ async def _serve_with_store(con: Console, source: Path, as_host: str, as_port: i
                             cluster: ClusterSettings, store: Any) -> int:
     from flowagent.runner.prompt_cache import cache_from_settings
     from flowagent.server.audiosocket_server import AudioSocketServer
+    from flowagent.server.call_store import StoreUnavailable
     from flowagent.server.control_api import create_app, ensure_token, start_api
     from flowagent.server.runtime import (
         FlowLoadError,
@@ -296,6 +297,10 @@ async def _serve_with_store(con: Console, source: Path, as_host: str, as_port: i
                                reload_interval_s=reload_interval_s)
     try:
         await server.start()
+    except StoreUnavailable as exc:
+        con.print(f"[red]Cannot serve:[/red] {escape(str(exc))}")
+        await _close_ami(ami)
+        return 1
     except OSError as exc:
         con.print(f"[red]Cannot listen for AudioSocket on {as_host}:{as_port}: "
                   f"{escape(exc.strerror or str(exc))}[/red]")

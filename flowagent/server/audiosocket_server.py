@@ -83,7 +83,11 @@ class AudioSocketServer:
         )
         self._address = self._server.sockets[0].getsockname()[:2]
         # before the first call: this node's leftovers closed, heart-beat and outbox started
-        await self.rt.start(audiosocket=f"{self._address[0]}:{self._address[1]}")
+        try:
+            await self.rt.start(audiosocket=f"{self._address[0]}:{self._address[1]}")
+        except BaseException:
+            self._server.close()
+            raise
         if self.reload_interval_s > 0:
             self._reloader = loop.create_task(self._reload_loop())
         if self.prewarm:

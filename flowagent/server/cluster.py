@@ -70,8 +70,9 @@ class NodeKeeper:
     async def recover(self) -> list[dict[str, Any]]:
         """At start-up, before any call: close the calls this node's previous run left live,
         then say this node is up."""
-        lost = await self.store.mark_lost(self.lost_after_s, own_node=self.node.node_id,
-                                          event=self._event)
+        lost = await self.store.mark_lost(
+            self.lost_after_s, own_node=self.node.node_id,
+            event=self._event if self.call_ended is not None else None)
         if lost:
             log.warning("%d call(s) left in progress by this node's previous run are closed"
                         " as node_lost (their records keep what was written)", len(lost))

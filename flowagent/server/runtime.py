@@ -29,7 +29,7 @@ from flowagent.runner.native_player import make_player
 from flowagent.runner.player import Player
 from flowagent.runner.served_flow import FlowEntry, Providers
 from flowagent.runner.services import RuntimeConfig
-from flowagent.server.call_store import NodeInfo, OutboxEvent, StoreBackend
+from flowagent.server.call_store import NodeInfo, OutboxEvent, StoreBackend, StoreUnavailable
 from flowagent.server.cluster import NodeKeeper
 from flowagent.server.metrics import Metrics
 from flowagent.server.record_writer import RecordWriter
@@ -371,7 +371,12 @@ class Runtime:
             accepting=lambda: self.accepting,
             call_ended=self._call_ended_event if self.webhooks.enabled else None,
             heartbeat_s=cfg.heartbeat_s, lost_after_s=cfg.node_lost_after_s)
-        await self.keeper.recover()
+        try:
+            await self.keeper.recover()
+        except Exception as exc:
+            self._started = False
+            raise StoreUnavailable(f"The call-record store {self.store.where} failed at"
+                                   f" start-up: {exc or exc.__class__.__name__}.") from exc
         self.keeper.start()
         if self.webhooks.delivery is not None:
             self.webhooks.delivery.start()

@@ -201,8 +201,8 @@ class PostgresStore:
                                       last_seen if last_seen is not None else updated_at)
                     row = CallRow(call_id, str(rec.get("uuid", "")), node, NODE_LOST, rec)
                     await con.execute(_UPSERT, *row.columns())
-                    if event is not None:
-                        e: OutboxEvent = event(rec)
+                    e: OutboxEvent | None = event(rec) if event is not None else None
+                    if e is not None:
                         await con.execute(_OUTBOX_ADD, e.key, e.uuid, e.type, e.body.decode())
                     out.append(rec)
                 if node != own_node:

@@ -10,6 +10,7 @@ writes. A failing write (a full disk) raises to the caller — the record writer
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 import time
@@ -97,7 +98,7 @@ class SqliteStore:
                 c.execute("INSERT INTO schema_migrations VALUES (?, ?)", (m.version, time.time()))
             c.execute("COMMIT")
         except BaseException:
-            c.execute("ROLLBACK")
+            _rollback(c)
             raise
         return LATEST
 
@@ -121,7 +122,7 @@ class SqliteStore:
                     " DO NOTHING", events)
             c.execute("COMMIT")
         except BaseException:
-            c.execute("ROLLBACK")
+            _rollback(c)
             raise
 
     async def get(self, uuid: str) -> dict[str, Any] | None:
@@ -167,7 +168,7 @@ class SqliteStore:
                       (uuid, meta))
             c.execute("COMMIT")
         except BaseException:
-            c.execute("ROLLBACK")
+            _rollback(c)
             raise
 
     async def take_pending(self, uuid: str) -> dict[str, Any] | None:
@@ -228,8 +229,8 @@ class SqliteStore:
                                       last_seen if last_seen is not None else updated_at)
                     row = CallRow(call_id, str(rec.get("uuid", "")), node, NODE_LOST, rec)
                     c.execute(_UPSERT, row.columns())
-                    if event is not None:
-                        e: OutboxEvent = event(rec)
+                    e: OutboxEvent | None = event(rec) if event is not None else None
+                    if e is not None:
                         c.execute("INSERT INTO webhook_outbox (event_key, uuid, type, body,"
                                   f" created_at, next_at) VALUES (?,?,?,?,{_NOW},{_NOW})"
                                   " ON CONFLICT (event_key) DO NOTHING",
@@ -240,7 +241,7 @@ class SqliteStore:
                               " status <> 'stopped'", (node,))
             c.execute("COMMIT")
         except BaseException:
-            c.execute("ROLLBACK")
+            _rollback(c)
             raise
         return out
 
@@ -262,7 +263,7 @@ class SqliteStore:
                           " WHERE id = ?", [(node, lease_s, r[0]) for r in rows])
             c.execute("COMMIT")
         except BaseException:
-            c.execute("ROLLBACK")
+            _rollback(c)
             raise
         return [OutboxEvent(key=r[1], uuid=r[2], type=r[3], body=r[4].encode(), id=r[0],
                             attempts=r[5]) for r in rows]
@@ -280,7 +281,7 @@ class SqliteStore:
             c.execute(f"DELETE FROM webhook_outbox WHERE delivered_at < {_NOW} - 86400")
             c.execute("COMMIT")
         except BaseException:
-            c.execute("ROLLBACK")
+            _rollback(c)
             raise
 
     async def outbox_retry(self, event_id: int, delay_s: float, error: str,
@@ -318,3 +319,11 @@ def _with_row(row: tuple[Any, ...]) -> dict[str, Any]:
         rec["status"] = LIVE
         rec["live"] = True
     return rec
+
+
+def _rollback(c: sqlite3.Connection) -> None:
+    """Undo a failed transaction, unless SQLite already has (a full disk during COMMIT rolls
+    back by itself): the error worth reporting is the first one, not "no transaction"."""
+    if c.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            c.execute("ROLLBACK")

@@ -285,15 +285,16 @@ class Played:
 
 
 async def play_call(port: int, *, uuid: str | None = None, think_s: float = 0.0,
-                    timeout_s: float = 30) -> Played:
+                    hold_s: float = 0.0, timeout_s: float = 30) -> Played:
     """One caller through AudioSocket: hears the greeting, says two things (by audio), hears
-    the goodbye and the agent's hang-up."""
+    the goodbye and the agent's hang-up. `think_s` before each turn; `hold_s` more before the
+    second (the flow's no-input timeout is 8 s)."""
     c = AudioSocketCaller("127.0.0.1", port, call_uuid=uuid, keep_frames=False)
     played = Played(c.uuid)
     try:
         await c.connect()
         spoke = 0.0
-        for _ in range(2):
+        for turn in range(2):
             if not await c.wait_agent_quiet(0.25, timeout_s=timeout_s, after=spoke):
                 played.error = "the agent never finished speaking"
                 return played
@@ -302,8 +303,8 @@ async def play_call(port: int, *, uuid: str | None = None, think_s: float = 0.0,
             played.heard_agent = True
             if spoke:
                 played.answered_at.append(c.last_agent_speech)
-            if think_s:
-                await asyncio.sleep(think_s)
+            if think_s or (turn and hold_s):
+                await asyncio.sleep(think_s + (hold_s if turn else 0.0))
             spoke = time.monotonic()
             await c.say_audio(SPEECH)
         await asyncio.wait_for(c.closed.wait(), timeout_s)
