@@ -87,6 +87,13 @@ class OutboxEvent:
     attempts: int = 0
 
 
+#: (type names: a store class has a method called `list`, which hides the builtin there)
+Records = list[dict[str, Any]]
+CallRows = list[CallRow]
+OutboxEvents = list[OutboxEvent]
+Ids = list[int]
+
+
 @dataclass(slots=True)
 class NodeInfo:
     node_id: str
@@ -134,7 +141,7 @@ class StoreBackend(Protocol):
     async def migrate(self) -> int:
         """Bring the schema up to date; returns the version."""
 
-    async def write_calls(self, rows: list[CallRow], outbox: list[OutboxEvent]) -> None:
+    async def write_calls(self, rows: CallRows, outbox: OutboxEvents) -> None:
         """Upsert call rows (by call_id) and add outbox events (by key, first write wins), in
         one transaction. A live row never overwrites an ended or node_lost one."""
 
@@ -142,7 +149,7 @@ class StoreBackend(Protocol):
         """The record of a call by UUID (or a unique prefix of at least 4 characters): a live
         call first, else the latest. Live records carry `"status": "live"` and `"node"`."""
 
-    async def list(self, limit: int = 20, status: str | None = None) -> list[dict[str, Any]]:
+    async def list(self, limit: int = 20, status: str | None = None) -> Records:
         """Call summaries (`SUMMARY_KEYS`), newest first; `status` filters (live, ended...)."""
 
     async def count(self) -> int: ...
@@ -155,19 +162,19 @@ class StoreBackend(Protocol):
 
     async def heartbeat(self, node: NodeInfo) -> None: ...
 
-    async def nodes(self) -> list[dict[str, Any]]: ...
+    async def nodes(self) -> Records: ...
 
     async def mark_lost(self, lost_after_s: float, own_node: str = "",
-                        event: Any = None) -> list[dict[str, Any]]:
+                        event: Any = None) -> Records:
         """Close the live calls of nodes silent for `lost_after_s` (and, with `own_node`, this
         node's calls left by its previous run) as `node_lost`; returns their records. With
         `event` (record -> OutboxEvent), their `call_ended` webhooks go into the outbox in the
         same transaction."""
 
-    async def outbox_claim(self, node: str, limit: int, lease_s: float) -> list[OutboxEvent]:
+    async def outbox_claim(self, node: str, limit: int, lease_s: float) -> OutboxEvents:
         """Events due for delivery, leased to `node` for `lease_s` (others skip them)."""
 
-    async def outbox_delivered(self, ids: list[int]) -> None: ...
+    async def outbox_delivered(self, ids: Ids) -> None: ...
 
     async def outbox_retry(self, event_id: int, delay_s: float, error: str,
                            give_up: bool = False) -> None: ...

@@ -24,8 +24,12 @@ from flowagent.server.call_store import (
     NODE_LOST,
     SUMMARY_KEYS,
     CallRow,
+    CallRows,
+    Ids,
     NodeInfo,
     OutboxEvent,
+    OutboxEvents,
+    Records,
     StoreUnavailable,
     display_url,
     like_prefix,
@@ -102,7 +106,7 @@ class PostgresStore:
 
     # -- calls -----------------------------------------------------------------------------------
 
-    async def write_calls(self, rows: list[CallRow], outbox: list[OutboxEvent]) -> None:
+    async def write_calls(self, rows: CallRows, outbox: OutboxEvents) -> None:
         async with self._acquire() as con, con.transaction():
             if rows:
                 await con.executemany(_UPSERT, [r.columns() for r in rows])
@@ -129,7 +133,7 @@ class PostgresStore:
             rec["live"] = True
         return rec
 
-    async def list(self, limit: int = 20, status: str | None = None) -> list[dict[str, Any]]:
+    async def list(self, limit: int = 20, status: str | None = None) -> Records:
         sql = f"SELECT {', '.join(SUMMARY_KEYS)} FROM calls"
         async with self._acquire() as con:
             if status:
@@ -174,7 +178,7 @@ class PostgresStore:
                 " THEN excluded.started_at ELSE nodes.started_at END",
                 n.node_id, n.status, n.audiosocket, n.http, n.active_calls, json.dumps(n.extra))
 
-    async def nodes(self) -> list[dict[str, Any]]:
+    async def nodes(self) -> Records:
         async with self._acquire() as con:
             rows = await con.fetch(
                 "SELECT node_id, status, audiosocket, http, active_calls, started_at,"
@@ -183,8 +187,8 @@ class PostgresStore:
         return [dict(r) for r in rows]
 
     async def mark_lost(self, lost_after_s: float, own_node: str = "",
-                        event: Any = None) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
+                        event: Any = None) -> Records:
+        out: Records = []
         async with self._acquire() as con, con.transaction():
             lost: dict[str, float | None] = {
                 r[0]: r[1] for r in await con.fetch(
@@ -212,7 +216,7 @@ class PostgresStore:
 
     # -- webhook outbox --------------------------------------------------------------------------
 
-    async def outbox_claim(self, node: str, limit: int, lease_s: float) -> list[OutboxEvent]:
+    async def outbox_claim(self, node: str, limit: int, lease_s: float) -> OutboxEvents:
         async with self._acquire() as con:
             rows = await con.fetch(
                 f"UPDATE webhook_outbox SET claimed_by = $1, claimed_until = {_NOW} + $2"
@@ -224,7 +228,7 @@ class PostgresStore:
         return [OutboxEvent(key=r[1], uuid=r[2], type=r[3], body=r[4].encode(), id=r[0],
                             attempts=r[5]) for r in rows]
 
-    async def outbox_delivered(self, ids: list[int]) -> None:
+    async def outbox_delivered(self, ids: Ids) -> None:
         async with self._acquire() as con, con.transaction():
             await con.execute(f"UPDATE webhook_outbox SET delivered_at = {_NOW}, attempts ="
                               " attempts + 1, claimed_until = NULL WHERE id = ANY($1::bigint[])",

@@ -14,6 +14,7 @@ import contextlib
 import json
 import sqlite3
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,8 +24,12 @@ from flowagent.server.call_store import (
     NODE_LOST,
     SUMMARY_KEYS,
     CallRow,
+    CallRows,
+    Ids,
     NodeInfo,
     OutboxEvent,
+    OutboxEvents,
+    Records,
     StoreUnavailable,
     like_prefix,
     lost_record,
@@ -104,11 +109,11 @@ class SqliteStore:
 
     # -- calls -----------------------------------------------------------------------------------
 
-    async def write_calls(self, rows: list[CallRow], outbox: list[OutboxEvent]) -> None:
+    async def write_calls(self, rows: CallRows, outbox: OutboxEvents) -> None:
         await self._run(self._write, [r.columns() for r in rows],
                         [(e.key, e.uuid, e.type, e.body.decode()) for e in outbox])
 
-    def _write(self, rows: list[tuple[Any, ...]], events: list[tuple[str, str, str, str]]
+    def _write(self, rows: Sequence[tuple[Any, ...]], events: Sequence[tuple[str, str, str, str]]
                ) -> None:
         c = self._conn
         c.execute("BEGIN IMMEDIATE")
@@ -139,10 +144,10 @@ class SqliteStore:
                 (like_prefix(uuid),)).fetchone()
         return None if row is None else _with_row(row)
 
-    async def list(self, limit: int = 20, status: str | None = None) -> list[dict[str, Any]]:
+    async def list(self, limit: int = 20, status: str | None = None) -> Records:
         return await self._run(self._list, limit, status)  # type: ignore[no-any-return]
 
-    def _list(self, limit: int, status: str | None) -> list[dict[str, Any]]:
+    def _list(self, limit: int, status: str | None) -> Records:
         where, args = ("WHERE status = ?", (status,)) if status else ("", ())
         rows = self._conn.execute(
             f"SELECT {', '.join(SUMMARY_KEYS)} FROM calls {where} ORDER BY started_at DESC"
@@ -195,10 +200,10 @@ class SqliteStore:
             " excluded.started_at ELSE nodes.started_at END",
             (n.node_id, n.status, n.audiosocket, n.http, n.active_calls, json.dumps(n.extra)))
 
-    async def nodes(self) -> list[dict[str, Any]]:
+    async def nodes(self) -> Records:
         return await self._run(self._nodes)  # type: ignore[no-any-return]
 
-    def _nodes(self) -> list[dict[str, Any]]:
+    def _nodes(self) -> Records:
         keys = ("node_id", "status", "audiosocket", "http", "active_calls", "started_at",
                 "heartbeat_at", "seconds_since_heartbeat")
         rows = self._conn.execute(
@@ -207,11 +212,11 @@ class SqliteStore:
         return [dict(zip(keys, r, strict=True)) for r in rows]
 
     async def mark_lost(self, lost_after_s: float, own_node: str = "",
-                        event: Any = None) -> list[dict[str, Any]]:
+                        event: Any = None) -> Records:
         return await self._run(self._mark_lost, lost_after_s, own_node, event)  # type: ignore
 
     def _mark_lost(self, lost_after_s: float, own_node: str, event: Any
-                   ) -> list[dict[str, Any]]:
+                   ) -> Records:
         c = self._conn
         c.execute("BEGIN IMMEDIATE")
         try:
@@ -220,7 +225,7 @@ class SqliteStore:
                 f" heartbeat_at < {_NOW} - ?", (lost_after_s,)).fetchall())
             if own_node:  # this node's previous run left these: it cannot be running them
                 lost[own_node] = None
-            out: list[dict[str, Any]] = []
+            out: Records = []
             for node, last_seen in lost.items():
                 rows = c.execute("SELECT call_id, record, updated_at FROM calls WHERE status ="
                                  " ? AND node = ?", (LIVE, node)).fetchall()
@@ -247,10 +252,10 @@ class SqliteStore:
 
     # -- webhook outbox --------------------------------------------------------------------------
 
-    async def outbox_claim(self, node: str, limit: int, lease_s: float) -> list[OutboxEvent]:
+    async def outbox_claim(self, node: str, limit: int, lease_s: float) -> OutboxEvents:
         return await self._run(self._claim, node, limit, lease_s)  # type: ignore[no-any-return]
 
-    def _claim(self, node: str, limit: int, lease_s: float) -> list[OutboxEvent]:
+    def _claim(self, node: str, limit: int, lease_s: float) -> OutboxEvents:
         c = self._conn
         c.execute("BEGIN IMMEDIATE")
         try:
@@ -268,10 +273,10 @@ class SqliteStore:
         return [OutboxEvent(key=r[1], uuid=r[2], type=r[3], body=r[4].encode(), id=r[0],
                             attempts=r[5]) for r in rows]
 
-    async def outbox_delivered(self, ids: list[int]) -> None:
+    async def outbox_delivered(self, ids: Ids) -> None:
         await self._run(self._delivered, ids)
 
-    def _delivered(self, ids: list[int]) -> None:
+    def _delivered(self, ids: Ids) -> None:
         c = self._conn
         c.execute("BEGIN IMMEDIATE")
         try:
