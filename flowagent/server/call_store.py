@@ -50,6 +50,13 @@ class CallRow:
     node: str
     status: str
     record: dict[str, Any]
+    #: the record as JSON, once encoded (the record writer encodes in small slices between
+    #: other work, so a large batch never holds the event loop)
+    text: str = ""
+
+    def encode(self) -> None:
+        if not self.text:
+            self.text = json.dumps(self.record, default=str)
 
     @property
     def turns(self) -> int:
@@ -62,7 +69,7 @@ class CallRow:
         return (self.call_id, self.uuid, self.node, self.status, str(r.get("flow") or ""),
                 str(r.get("caller") or ""), str(r.get("did") or ""), _num(r.get("started_at")),
                 _num(r.get("ended_at")), _num(r.get("duration_s")), str(r.get("outcome") or ""),
-                self.turns, json.dumps(r, default=str))
+                self.turns, self.text or json.dumps(r, default=str))
 
 
 def _num(value: Any) -> float | None:
@@ -104,10 +111,14 @@ class NodeInfo:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def lost_record(record: dict[str, Any], node: str, last_seen: float | None) -> dict[str, Any]:
+def lost_record(record: dict[str, Any], node: str, last_seen: float | None,
+                call_id: str = "") -> dict[str, Any]:
     """A live call's last written record, closed because its node stopped heart-beating: it
     keeps every turn that was written; the ending says what happened."""
     d = dict(record)
+    d.setdefault("node", node)
+    if call_id:
+        d.setdefault("call_id", call_id)
     d["outcome"] = NODE_LOST
     d["end_reason"] = (f"node {node} stopped heart-beating; the record keeps what was written"
                        " before it was lost")

@@ -18,6 +18,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -66,6 +67,8 @@ class NodeKeeper:
         self._task: asyncio.Task[None] | None = None
         self.beats = 0
         self.failures = 0
+        #: since when this node's heart-beats have succeeded without a gap (monotonic)
+        self._writing_since: float | None = None
 
     async def recover(self) -> list[dict[str, Any]]:
         """At start-up, before any call: close the calls this node's previous run left live,
@@ -97,6 +100,13 @@ class NodeKeeper:
             await asyncio.sleep(self.heartbeat_s)
             try:
                 await self.beat()
+                now = time.monotonic()
+                if self._writing_since is None:
+                    self._writing_since = now
+                # judge others only after writing our own beats for a whole silence period:
+                # when the database comes back, the others need that long to beat again too
+                if now - self._writing_since < self.lost_after_s:
+                    continue
                 lost = await self.store.mark_lost(
                     self.lost_after_s,
                     event=self._event if self.call_ended is not None else None)
@@ -104,6 +114,7 @@ class NodeKeeper:
                 raise
             except Exception as exc:  # the store is away: calls go on, records are queued
                 self.failures += 1
+                self._writing_since = None
                 log.debug("heart-beat failed: %s", exc)
                 continue
             if lost:

@@ -202,7 +202,8 @@ class PostgresStore:
                     " node = $2 FOR UPDATE SKIP LOCKED", LIVE, node)
                 for call_id, text, updated_at in rows:
                     rec = lost_record(json.loads(text), node,
-                                      last_seen if last_seen is not None else updated_at)
+                                      last_seen if last_seen is not None else updated_at,
+                                      call_id)
                     row = CallRow(call_id, str(rec.get("uuid", "")), node, NODE_LOST, rec)
                     await con.execute(_UPSERT, *row.columns())
                     e: OutboxEvent | None = event(rec) if event is not None else None

@@ -231,7 +231,8 @@ class SqliteStore:
                                  " ? AND node = ?", (LIVE, node)).fetchall()
                 for call_id, text, updated_at in rows:
                     rec = lost_record(json.loads(text), node,
-                                      last_seen if last_seen is not None else updated_at)
+                                      last_seen if last_seen is not None else updated_at,
+                                      call_id)
                     row = CallRow(call_id, str(rec.get("uuid", "")), node, NODE_LOST, rec)
                     c.execute(_UPSERT, row.columns())
                     e: OutboxEvent | None = event(rec) if event is not None else None

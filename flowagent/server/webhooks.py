@@ -268,10 +268,12 @@ class OutboxDelivery:
         self.metrics = metrics
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._busy = False
+        self._stopped = False
         self.last_error = ""
 
     def poke(self) -> None:
+        if self._stopped:
+            return
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(),
                                                                 name="webhook-outbox")
@@ -298,19 +300,15 @@ class OutboxDelivery:
     async def deliver_due(self) -> int:
         """One batch: claim, send, settle. Returns how many events were claimed."""
         cfg = self.hooks.config
-        self._busy = True
-        try:
-            events = await self.store.outbox_claim(self.node, self.BATCH, cfg.lease_s)
-            if not events:
-                return 0
-            gate = asyncio.Semaphore(self.PARALLEL)
-            results = await asyncio.gather(*(self._send(e, gate) for e in events))
-            done = [e.id for e, ok in zip(events, results, strict=True) if ok]
-            if done:
-                await self.store.outbox_delivered(done)
-            return len(events)
-        finally:
-            self._busy = False
+        events = await self.store.outbox_claim(self.node, self.BATCH, cfg.lease_s)
+        if not events:
+            return 0
+        gate = asyncio.Semaphore(self.PARALLEL)
+        results = await asyncio.gather(*(self._send(e, gate) for e in events))
+        done = [e.id for e, ok in zip(events, results, strict=True) if ok]
+        if done:
+            await self.store.outbox_delivered(done)
+        return len(events)
 
     async def _send(self, event: OutboxEvent, gate: asyncio.Semaphore) -> bool:
         cfg = self.hooks.config
@@ -345,6 +343,7 @@ class OutboxDelivery:
                     break
 
     async def stop(self) -> None:
+        self._stopped = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -172,3 +172,61 @@ async def test_webhooks_go_through_the_outbox_with_idempotency_keys(harness: Any
 
 async def _pending_zero(h: Any) -> bool:
     return await h.store.outbox_pending() == 0
+
+
+async def test_the_web_records_page_lists_every_nodes_calls(store_url: str) -> None:
+    """/ui's call list reads the shared store: another node's call in progress is listed
+    first, and says where it runs."""
+    from flowagent.server.call_store import CallRow
+    from flowagent.server.stores import open_store
+    from flowagent.web import pages
+    from flowagent.web.record_pages import StoreRecords
+
+    store = await open_store(store_url)
+    try:
+        await store.write_calls([
+            CallRow("c1", "u-done", "node-a", "ended", {"uuid": "u-done", "started_at": 2.0,
+                                                        "outcome": "completed"}),
+            CallRow("c2", "u-live", "node-b", "live", {"uuid": "u-live", "started_at": 1.0}),
+        ], [])
+        rows = await StoreRecords(store).search()
+        assert [r["uuid"] for r in rows] == ["u-live", "u-done"]
+        html = pages.records_page("/ui", rows, "", "", "")
+        assert "in progress on node-b" in html and "completed" in html
+    finally:
+        await store.close()
+
+
+async def test_every_connection_with_a_uuid_gets_exactly_one_record(harness: Any,
+                                                                    store_url: str) -> None:
+    """Ten connections at once with the same (nil) UUID, then five more one after another:
+    fifteen records, none overwritten — the first of the ten ran, the other nine were refused,
+    the five later ones ran (the earlier call had ended)."""
+    h = await harness(store=store_url)
+    nil = "00000000-0000-0000-0000-000000000000"
+    first = [AudioSocketCaller("127.0.0.1", h.port, call_uuid=nil) for _ in range(10)]
+    for c in first:
+        await c.connect()
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.5)
+    for c in first:
+        await c.hangup()
+    for _ in range(5):
+        c = AudioSocketCaller("127.0.0.1", h.port, call_uuid=nil)
+        await c.connect()
+        assert await c.wait_agent_quiet(0.2, timeout_s=10)
+        await c.hangup()
+
+        async def ended() -> bool:
+            return not h.rt.claimed
+
+        await until(ended, 5, "the call to end")
+
+    async def fifteen() -> Any:
+        rows = await h.store.list(50)
+        return rows if len(rows) == 15 and all(r["status"] == "ended" for r in rows) else None
+
+    rows = await until(fifteen, 10, "fifteen records")
+    outcomes = sorted(r["outcome"] for r in rows)
+    assert outcomes.count("refused") == 9 and outcomes.count("hangup_by_caller") == 6
+    assert len({r["call_id"] for r in rows}) == 15
