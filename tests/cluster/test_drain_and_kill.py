@@ -110,3 +110,22 @@ def test_the_printed_haproxy_config_is_valid_and_checks_healthz(tmp_path: Path) 
                       (["x=bad host:1:2"], "letters, digits"), ([], "at least one")):
         with pytest.raises(ValueError, match=says):
             render(bad)
+
+
+async def test_serve_refuses_to_start_when_the_database_is_unreachable(tmp_path: Path) -> None:
+    from .conftest import CLI, FLOW, free_port
+
+    port = free_port()  # nothing listens there
+    t = time.monotonic()
+    proc = await asyncio.create_subprocess_exec(
+        *CLI, "serve", str(FLOW), "--audiosocket", f"127.0.0.1:{free_port()}", "--http",
+        f"127.0.0.1:{free_port()}", "--store",
+        f"postgresql://flowagent:s3cret@127.0.0.1:{port}/calls",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=node_env(""),
+        cwd=str(tmp_path))
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    text = " ".join(out.decode().split())
+    assert proc.returncode == 1, text
+    assert "Cannot serve: The PostgreSQL database postgresql://flowagent:***@127.0.0.1" in text
+    assert "cannot be reached" in text and "s3cret" not in text
+    assert time.monotonic() - t < 30
