@@ -154,6 +154,24 @@ async def nodes(tmp_path: Path) -> AsyncIterator[Any]:
             await n.proc.wait()
 
 
+@pytest.fixture
+async def solo(tmp_path: Path) -> AsyncIterator[Any]:
+    """`solo(*args)` -> one node named "solo" (not started) with extra serve args, always
+    killed after the test, whatever happened."""
+    made: list[Node] = []
+
+    def make(*args: str) -> Node:
+        node = Node("solo", tmp_path, free_port(), free_port(), args=args, env=node_env(""))
+        made.append(node)
+        return node
+
+    yield make
+    for n in made:
+        if n.proc is not None and n.proc.returncode is None:
+            n.proc.kill()
+            await n.proc.wait()
+
+
 # -- HAProxy -------------------------------------------------------------------------------------
 
 @dataclass

@@ -16,7 +16,7 @@ import pytest
 from flowagent.commands.deploy import render
 from flowagent.server.stores import open_store
 
-from .conftest import Node, node_env, play_call
+from .conftest import node_env, play_call
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 
@@ -53,11 +53,12 @@ async def test_sigterm_drains_a_node_behind_the_balancer(pg_cluster: Any, nodes:
         await store.close()
 
 
-async def test_a_single_node_killed_mid_call_keeps_its_turns(tmp_path: Path) -> None:
+async def test_a_single_node_killed_mid_call_keeps_its_turns(tmp_path: Path,
+                                                               solo: Any) -> None:
     """SIGKILL with calls running, one node, SQLite: the restarted node closes them as
     node_lost, each with the turns it had written."""
     db = tmp_path / "calls.db"
-    node = Node("solo", tmp_path, *_ports(), args=("--db", str(db)), env=node_env(""))
+    node = solo("--db", str(db))
     await node.start()
     calls = [asyncio.ensure_future(play_call(node.as_port, hold_s=6)) for _ in range(10)]
     store = await open_store(db)
@@ -83,12 +84,6 @@ async def test_a_single_node_killed_mid_call_keeps_its_turns(tmp_path: Path) -> 
         assert await node.stop() == 0
     finally:
         await store.close()
-
-
-def _ports() -> tuple[int, int]:
-    from .conftest import free_port
-
-    return free_port(), free_port()
 
 
 def test_the_printed_haproxy_config_is_valid_and_checks_healthz(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ import pytest
 
 from flowagent.server.stores import open_store
 
-from .conftest import Node, free_port, node_env, play_call
+from .conftest import Node, play_call
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 
@@ -52,10 +52,9 @@ def queued(metrics: str) -> int:
 
 
 async def test_a_full_disk_queues_records_and_the_exit_tells_the_truth(
-        tmp_path: Path, small_disk: Path) -> None:
+        tmp_path: Path, small_disk: Path, solo: Any) -> None:
     db = small_disk / "calls.db"
-    node = Node("solo", tmp_path, free_port(), free_port(), args=("--db", str(db)),
-                env=node_env(""))
+    node = solo("--db", str(db))
     await node.start()
     filler = fill(small_disk)
     played = await asyncio.gather(*(play_call(node.as_port) for _ in range(3)))
