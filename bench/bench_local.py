@@ -87,14 +87,14 @@ def load_set() -> list[dict[str, Any]]:
 async def session_round(n: int, entries: list[dict[str, Any]], flow: Path) -> dict[str, Any]:
     from flowagent.asterisk.caller import AudioSocketCaller
     from flowagent.server.audiosocket_server import AudioSocketServer
-    from flowagent.server.call_store import CallStore
     from flowagent.server.runtime import FlowSet, ProviderPool, Runtime, RuntimeConfig
+    from flowagent.server.store_sqlite import SqliteStore
 
     tmp = Path(tempfile.mkdtemp())
     config = RuntimeConfig(provider_timeout_s=10.0)
     flows = FlowSet(ProviderPool(), config.provider_overrides)
     flows.load(flow)
-    store = CallStore(tmp / "calls.db")
+    store = SqliteStore(tmp / "calls.db")
     rt = Runtime(flows, store, config=config)
     server = AudioSocketServer(rt, "127.0.0.1", 0, reload_interval_s=0)
     await server.start()
@@ -138,7 +138,7 @@ async def session_round(n: int, entries: list[dict[str, Any]], flow: Path) -> di
                 await c.close()
         with contextlib.suppress(Exception):
             await server.close()
-        store.close()
+        await store.close()
 
 
 def summarize_session(result: dict[str, Any]) -> str:

@@ -80,15 +80,20 @@ async def serve(flow: Path, keepalive_ms: int) -> None:
     from aiohttp import web
 
     from flowagent.server.audiosocket_server import AudioSocketServer
-    from flowagent.server.call_store import CallStore
     from flowagent.server.control_api import RUNTIME_KEY, create_app, start_api
     from flowagent.server.runtime import FlowSet, ProviderPool, Runtime, RuntimeConfig, tune_gc
+    from flowagent.server.stores import open_store
 
     os.environ.setdefault("FLOWAGENT_API_TOKEN", "bench")
     flows = FlowSet(ProviderPool())
     flows.load(flow)
-    store = CallStore(":memory:")
-    rt = Runtime(flows, store, config=RuntimeConfig(keepalive_ms=keepalive_ms))
+    # the call-record store: in memory unless BENCH_STORE names a file or postgresql:// URL
+    # (bench/bench_store.py compares them)
+    store = await open_store(os.environ.get("BENCH_STORE", ":memory:"))
+    config = RuntimeConfig(keepalive_ms=keepalive_ms)
+    if os.environ.get("BENCH_CHECKPOINT_S"):  # bench_store.py: records written only at the end
+        config.checkpoint_s = float(os.environ["BENCH_CHECKPOINT_S"])
+    rt = Runtime(flows, store, config=config)
     tune_gc()
     server = AudioSocketServer(rt, "127.0.0.1", 0, reload_interval_s=0)
     await server.start()
@@ -114,6 +119,9 @@ async def serve(flow: Path, keepalive_ms: int) -> None:
             "streams": r.player.active,
             "barge_ins": r.metrics.barge_ins_total,
             "errors": dict(r.metrics.errors),
+            "store_rows": r.metrics.store_rows, "store_writes": r.metrics.store_writes,
+            "store_failures": r.metrics.store_write_failures,
+            "store_queue": r.records.pending,
             "underruns": r.metrics.underruns + sum(
                 s.line.out.underruns for s in list(r.sessions.values())
                 if s.line.out is not None),
@@ -142,6 +150,7 @@ async def serve(flow: Path, keepalive_ms: int) -> None:
     await stop.wait()
     await server.close()
     await runner.cleanup()
+    await store.close()
 
 
 def vad_work() -> dict[str, int]:

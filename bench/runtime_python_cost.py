@@ -53,12 +53,12 @@ class FakeTransport:
 async def run(calls: int, seconds: float) -> dict[str, Any]:
     from flowagent.runner.audiosocket_line import AudioSocketLine
     from flowagent.runner.call_start import run_call
-    from flowagent.server.call_store import CallStore
     from flowagent.server.runtime import FlowSet, ProviderPool, Runtime, RuntimeConfig, tune_gc
+    from flowagent.server.store_sqlite import SqliteStore
 
     flows = FlowSet(ProviderPool())
     flows.load(ROOT / "bench" / "flows" / "runtime_turns.yaml")
-    rt = Runtime(flows, CallStore(":memory:"), config=RuntimeConfig(keepalive_ms=0))
+    rt = Runtime(flows, SqliteStore(":memory:"), config=RuntimeConfig(keepalive_ms=0))
     tune_gc()
     silence = encode(Kind.SLIN_8K, bytes(320))
     tone = audio.tone(300, 300, 8000, amplitude=0.4)

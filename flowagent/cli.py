@@ -138,6 +138,16 @@ def serve(
     http: str = typer.Option("127.0.0.1:8080", "--http", envvar="FLOWAGENT_HTTP",
                              help="HOST:PORT for the control API and the web view."),
     db: Path = typer.Option(Path("flowagent.db"), "--db", help="SQLite file for call records."),
+    store: str | None = typer.Option(
+        None, "--store",
+        help="Where call records go: a SQLite file, or postgresql://USER:PASSWORD@HOST/DB shared"
+        " by several nodes (default: $FLOWAGENT_DATABASE_URL, else --db).",
+    ),
+    node_id: str | None = typer.Option(
+        None, "--node-id",
+        help="This node's name among those sharing the store (default: $FLOWAGENT_NODE_ID,"
+        " else HOSTNAME:AUDIOSOCKET_PORT).",
+    ),
     reload_interval: float = typer.Option(
         2.0, "--reload-interval",
         help="Seconds between checks for changed flow files (0: only on SIGHUP).",
@@ -171,7 +181,8 @@ def serve(
     from flowagent.commands import serve as cmd
 
     raise typer.Exit(cmd.run(flow_or_routes, audiosocket=audiosocket, http=http, db=db,
-                             reload_interval_s=reload_interval, prompt_cache=prompt_cache,
+                             store=store, node_id=node_id, reload_interval_s=reload_interval,
+                             prompt_cache=prompt_cache,
                              prompt_cache_mb=prompt_cache_mb, warm=warm,
                              record_audio=record_audio, retention_days=retention_days))
 
@@ -226,14 +237,26 @@ def demo(
 @app.command(cls=FlagCommand)
 def calls(
     uuid: str | None = typer.Argument(None, help="Show one call in full."),
-    db: Path = typer.Option(Path("flowagent.db"), "--db", help="SQLite file of call records."),
+    store: str | None = typer.Option(
+        None, "--store", "--db",
+        help="The call-record store: a SQLite file or a postgresql:// URL (default:"
+        " $FLOWAGENT_DATABASE_URL, else flowagent.db).",
+    ),
     limit: int = typer.Option(20, "--limit", "-n"),
     json_out: bool = typer.Option(False, "--json"),
+    nodes: bool = typer.Option(False, "--nodes", help="List the nodes sharing the store."),
 ) -> None:
-    """List call records, or show one."""
+    """List call records of every node (those in progress first), or show one."""
     from flowagent.commands import calls as cmd
 
-    raise typer.Exit(cmd.run(uuid=uuid, db=db, limit=limit, json_out=json_out))
+    raise typer.Exit(cmd.run(uuid=uuid, store=store or _default_store(), limit=limit,
+                             json_out=json_out, nodes=nodes))
+
+
+def _default_store() -> str:
+    import os
+
+    return os.environ.get("FLOWAGENT_DATABASE_URL", "").strip() or "flowagent.db"
 
 
 @app.command(cls=FlagCommand)
@@ -246,6 +269,33 @@ def graph(
     from flowagent.commands import graph as cmd
 
     raise typer.Exit(cmd.run(flow, output_format=format, output=output))
+
+
+deploy_app = typer.Typer(help="Running several nodes: the load balancer's configuration.",
+                         cls=FlagGroup)
+app.add_typer(deploy_app, name="deploy")
+
+
+@deploy_app.command("haproxy")
+def deploy_haproxy(
+    node: list[str] = typer.Option(
+        ..., "--node", help="A serve node: [NAME=]HOST:AUDIOSOCKET_PORT:HTTP_PORT (repeat)."),
+    listen: str = typer.Option("0.0.0.0:9099", "--listen",
+                               help="Where HAProxy takes AudioSocket connections."),
+    check_interval_ms: int = typer.Option(1000, "--check-interval-ms",
+                                          help="How often each node's /healthz is checked."),
+    fall: int = typer.Option(2, "--fall", help="Failed checks before a node gets no calls."),
+    rise: int = typer.Option(2, "--rise", help="Passed checks before it gets calls again."),
+    stats_socket: str = typer.Option("", "--stats-socket",
+                                     help="An HAProxy admin socket path (optional)."),
+    maxconn: int = typer.Option(20000, "--maxconn",
+                                help="Most calls at once (HAProxy needs twice as many files)."),
+) -> None:
+    """Print an HAProxy config spreading AudioSocket calls over several serve nodes."""
+    from flowagent.commands import deploy as cmd
+
+    raise typer.Exit(cmd.run(node, listen=listen, check_ms=check_interval_ms, fall=fall,
+                             rise=rise, stats=stats_socket, maxconn=maxconn))
 
 
 asterisk_app = typer.Typer(help="Asterisk integration: dialplan, modules, systemd.",
@@ -264,8 +314,8 @@ def asterisk_config(
     part: str = typer.Option(
         "all", help="all, websocket (chan_websocket: modules, chan_websocket.conf, "
         "websocket_client.conf, dialplan), modules, extensions, agi, agi-script, wideband, "
-        "manager, systemd, websocket-modules, websocket-channel, websocket-client, "
-        "websocket-dialplan"
+        "manager, systemd, systemd-nodes, websocket-modules, websocket-channel, "
+        "websocket-client, websocket-dialplan"
     ),
     http_host: str = typer.Option("", help="Control API host as Asterisk reaches it "
                                   "(default: --host)."),

@@ -90,3 +90,29 @@ async def pricing_api(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[list[dic
     async with serve_app(app) as url:
         monkeypatch.setenv("REMOVALS_API_URL", url)
         yield seen
+
+
+# -- PostgreSQL: one real cluster for the session, a fresh database per test ----------------------
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Any:
+    """A real PostgreSQL server (tests/pg_cluster.py), started once for the test session."""
+    import warnings
+
+    import pg_cluster as pg
+
+    if pg.UNAVAILABLE:
+        warnings.warn(f"PostgreSQL tests SKIPPED: {pg.UNAVAILABLE}", stacklevel=1)
+        pytest.skip(f"PostgreSQL tests cannot run here: {pg.UNAVAILABLE}")
+    cluster = pg.start_cluster()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
+    """The call-record store each test of the store suite runs against: a SQLite file, then a
+    fresh database on the session's PostgreSQL server."""
+    if request.param == "sqlite":
+        return str(tmp_path / "calls.db")
+    return str(request.getfixturevalue("pg_cluster").new_database())

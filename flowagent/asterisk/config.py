@@ -33,6 +33,7 @@ PARTS: dict[str, tuple[str, str, str]] = {
     "websocket-channel": ("chan_websocket.conf", "ini", "/etc/asterisk/chan_websocket.conf"),
     "websocket-client": ("websocket_client.conf", "ini", "/etc/asterisk/websocket_client.conf"),
     "websocket-dialplan": ("extensions_websocket.conf", "ini", "/etc/asterisk/extensions.conf"),
+    "systemd-nodes": ("flowagent@.service", "ini", "/etc/systemd/system/flowagent@.service"),
 }
 #: what `--part all` prints, in the order an admin applies them (the AudioSocket set-up)
 ALL_PARTS = ("modules", "extensions", "agi", "agi-script", "wideband", "manager", "systemd")

@@ -154,9 +154,9 @@ def _register_route(state: Any, token: str | None) -> tuple[str, str, Any]:
         if metadata.pop("reply", "") == "text":
             # the CURL() dialplan sees only the body: one word it cannot mistake for an error
             # (a 401's JSON body is not empty, so "any answer" would pass a wrong token)
-            state.register_call(reg.uuid, metadata)
+            await state.register_call(reg.uuid, metadata)
             return web.Response(text="registered", content_type="text/plain")
-        state.register_call(reg.uuid, metadata)
+        await state.register_call(reg.uuid, metadata)
         reply: dict[str, Any] = {"uuid": reg.uuid, "status": "registered"}
         flows = getattr(state, "flows", None)
         if flows is not None and callable(getattr(flows, "pick", None)):

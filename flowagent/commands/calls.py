@@ -1,7 +1,13 @@
-"""`flowagent calls [UUID]`: list call records from the SQLite store, or show one in full."""
+"""`flowagent calls [UUID]`: list call records from the store, or show one in full.
+
+The store is a SQLite file (`--store flowagent.db`, the default) or the PostgreSQL database
+several nodes share (`--store postgresql://...` or `FLOWAGENT_DATABASE_URL`): the list then
+holds every node's calls, those in progress first (`--nodes` lists the nodes themselves).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 from pathlib import Path
@@ -18,43 +24,78 @@ def _when(ts: Any) -> str:
     return dt.datetime.fromtimestamp(float(ts)).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def run(*, uuid: str | None, db: Path, limit: int, json_out: bool) -> int:
+def run(*, uuid: str | None, store: str | Path, limit: int, json_out: bool,
+        nodes: bool = False) -> int:
+    """List (or show) call records of every node sharing the store: live calls first, as
+    their last written snapshots, then finished ones."""
+    from flowagent.server.call_store import StoreUnavailable, is_postgres_url
+
     con = Console()
-    if not db.exists():
+    text = str(store)
+    if not is_postgres_url(text) and not Path(text).exists():
         # nothing recorded yet is not an error for a listing (the README's first-hour path
         # runs `flowagent calls` before any call); asking for one call that cannot be there is
-        con.print(f"No call records in {escape(str(db))} yet: `flowagent serve` writes them "
-                  "there as calls are made (--db chooses the file).")
+        con.print(f"No call records in {escape(text)} yet: `flowagent serve` writes them there "
+                  "as calls are made (--store chooses the file or database).")
         return 1 if uuid else 0
-    from flowagent.server.call_store import CallStore
-
-    store = CallStore(db)
     try:
+        return asyncio.run(_run(con, uuid, text, limit, json_out, nodes))
+    except StoreUnavailable as exc:
+        con.print(f"[red]{escape(str(exc))}[/red]")
+        return 2
+
+
+async def _run(con: Console, uuid: str | None, url: str, limit: int, json_out: bool,
+               nodes: bool) -> int:
+    from flowagent.server.stores import open_store
+
+    store = await open_store(url)
+    try:
+        if nodes:
+            rows = await store.nodes()
+            if json_out:
+                print(json.dumps(rows, indent=2, default=str))
+                return 0
+            table = Table(title=f"Nodes sharing {store.where}")
+            for col in ("node", "status", "audiosocket", "calls", "last heart-beat"):
+                table.add_column(col)
+            for n in rows:
+                ago = n.get("seconds_since_heartbeat")
+                table.add_row(n["node_id"], n["status"], n["audiosocket"],
+                              str(n["active_calls"]), "" if ago is None else f"{ago:.1f} s ago")
+            con.print(table)
+            return 0
         if uuid:
-            rec = store.get_sync(uuid)
+            rec = await store.get(uuid)
             if rec is None:
-                con.print(f"[red]No call {escape(uuid)} in {escape(str(db))}.[/red]")
+                con.print(f"[red]No call {escape(uuid)} in {escape(store.where)}.[/red]")
                 return 1
             if json_out:
                 print(json.dumps(rec, indent=2, default=str))
             else:
                 _show(con, rec)
             return 0
-        rows = store.list_sync(limit)
+        live = await store.list(1000, status="live")
+        rows = live + [r for r in await store.list(limit + len(live)) if r["status"] != "live"
+                       ][:limit]
         if json_out:
             print(json.dumps(rows, indent=2, default=str))
             return 0
-        table = Table(title=f"Calls in {db}")
-        for col in ("started", "uuid", "flow", "caller", "did", "secs", "turns", "outcome"):
+        table = Table(title=f"Calls in {store.where}")
+        several = len({r["node"] for r in rows}) > 1
+        cols = ["started", "uuid", "flow", "caller", "did", "secs", "turns", "outcome"]
+        for col in (["node", *cols] if several else cols):
             table.add_column(col)
         for r in rows:
-            table.add_row(_when(r["started_at"]), r["uuid"], r["flow"], r["caller"], r["did"],
-                          f"{r['duration_s']:.1f}" if r["duration_s"] is not None else "",
-                          str(r["turns"]), r["outcome"])
+            outcome = "[bold]live[/bold]" if r["status"] == "live" else escape(r["outcome"])
+            cells = [_when(r["started_at"]), r["uuid"], r["flow"], r["caller"], r["did"],
+                     f"{r['duration_s']:.1f}" if r["duration_s"] is not None else "",
+                     str(r["turns"]), outcome]
+            table.add_row(*([r["node"], *cells] if several else cells))
         con.print(table)
         return 0
     finally:
-        store.close()
+        await store.close()
 
 
 def _show(con: Console, rec: dict[str, Any]) -> None:

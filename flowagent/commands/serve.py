@@ -111,7 +111,8 @@ def prompt_settings(db: Path, directory: str | None = None, max_mb: float | None
 
 
 def run(flow_or_routes: Path, *, audiosocket: str, http: str, db: Path,
-        reload_interval_s: float = 2.0, prompt_cache: str | None = None,
+        store: str | None = None, node_id: str | None = None, reload_interval_s: float = 2.0,
+        prompt_cache: str | None = None,
         prompt_cache_mb: float | None = None, warm: str | None = None,
         record_audio: bool | None = None, retention_days: float | None = None) -> int:
     from flowagent.logging import setup_logging
@@ -125,6 +126,7 @@ def run(flow_or_routes: Path, *, audiosocket: str, http: str, db: Path,
         from flowagent.runner.audio_recording import serve_options
 
         recording = serve_options(record_audio, retention_days)  # (all calls?, retention days)
+        cluster = cluster_settings(store, db, node_id, as_port)
     except ValueError as exc:
         con.print(f"[red]{escape(str(exc))}[/red]")
         return 2
@@ -138,20 +140,80 @@ def run(flow_or_routes: Path, *, audiosocket: str, http: str, db: Path,
         with asyncio.Runner(loop_factory=new_event_loop) as runner:
             return runner.run(
                 _serve(con, flow_or_routes, as_host, as_port, http_host, http_port, db,
-                       max(0.0, reload_interval_s), prompts, recording)
+                       max(0.0, reload_interval_s), prompts, recording, cluster)
             )
     except KeyboardInterrupt:
         return 0
 
 
+@dataclass
+class ClusterSettings:
+    """Where records go and who this node is among those sharing the store."""
+
+    store: str
+    node_id: str
+    heartbeat_s: float
+    lost_after_s: float
+    #: records the store could not take at shutdown are kept in the first of these that can
+    #: be written (beside --db, else the working directory: a full disk under the database
+    #: must not take them too), and queued again at the next start
+    spill: tuple[Path, ...]
+
+
+def cluster_settings(store: str | None, db: Path, node_id: str | None,
+                     as_port: int) -> ClusterSettings:
+    """`--store`, else FLOWAGENT_DATABASE_URL, else `--db`; `--node-id`, else
+    FLOWAGENT_NODE_ID, else host:port. FLOWAGENT_HEARTBEAT_S / FLOWAGENT_NODE_LOST_AFTER_S
+    tune the heart-beat (defaults 2 s and 10 s)."""
+    from flowagent.server.cluster import (
+        HEARTBEAT_S,
+        LOST_AFTER_S,
+        default_node_id,
+        env_seconds,
+    )
+
+    where = (store or os.environ.get("FLOWAGENT_DATABASE_URL", "") or str(db)).strip()
+    node = (node_id or "").strip() or default_node_id(as_port)
+    if not all(c.isalnum() or c in "-_.:@" for c in node):
+        raise ValueError(f"--node-id may use letters, digits and - _ . : @ (got {node!r}).")
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in node)
+    state_dir = db.expanduser().parent
+    return ClusterSettings(where, node, env_seconds("FLOWAGENT_HEARTBEAT_S", HEARTBEAT_S),
+                           env_seconds("FLOWAGENT_NODE_LOST_AFTER_S", LOST_AFTER_S),
+                           tuple(dict.fromkeys(d.resolve() / f"unwritten-records-{safe}.jsonl"
+                                               for d in (state_dir, Path.cwd()))))
+
+
 async def _serve(con: Console, source: Path, as_host: str, as_port: int, http_host: str,
                  http_port: int, db: Path, reload_interval_s: float = 2.0,
                  prompts: PromptSettings | None = None,
-                 recording: tuple[bool, float] = (False, 0.0)) -> int:
+                 recording: tuple[bool, float] = (False, 0.0),
+                 cluster: ClusterSettings | None = None) -> int:
+    from flowagent.server.call_store import StoreUnavailable, display_url
+    from flowagent.server.stores import open_store
+
+    cluster = cluster or cluster_settings(None, db, None, as_port)
+    try:  # an unreachable database stops start-up here, with one sentence
+        with con.status(f"Opening the call-record store {display_url(cluster.store)}..."):
+            store = await open_store(cluster.store)
+    except StoreUnavailable as exc:
+        con.print(f"[red]Cannot serve:[/red] {escape(str(exc))}")
+        return 1
+    try:
+        return await _serve_with_store(con, source, as_host, as_port, http_host, http_port, db,
+                                       reload_interval_s, prompts, recording, cluster, store)
+    finally:
+        await store.close()
+
+
+async def _serve_with_store(con: Console, source: Path, as_host: str, as_port: int,
+                            http_host: str, http_port: int, db: Path, reload_interval_s: float,
+                            prompts: PromptSettings | None, recording: tuple[bool, float],
+                            cluster: ClusterSettings, store: Any) -> int:
     from flowagent.runner.prompt_cache import cache_from_settings
     from flowagent.runner.services import RuntimeConfig
     from flowagent.server.audiosocket_server import AudioSocketServer
-    from flowagent.server.call_store import CallStore
+    from flowagent.server.call_store import StoreUnavailable
     from flowagent.server.control_api import create_app, ensure_token, start_api
     from flowagent.server.runtime import (
         FlowLoadError,
@@ -212,9 +274,15 @@ async def _serve(con: Console, source: Path, as_host: str, as_port: int, http_ho
         timeout_s=float(os.environ.get("WEBHOOK_TIMEOUT", "3000")) / 1000,
         retries=int(os.environ.get("WEBHOOK_RETRY", "2")),
     ))
-    store = CallStore(db)
     config.record_audio = recording[0]  # flows may still opt in with settings.recording
-    rt = Runtime(flows, store, webhooks=hooks, config=config)
+    config.heartbeat_s = cluster.heartbeat_s
+    config.node_lost_after_s = cluster.lost_after_s
+    rt = Runtime(flows, store, webhooks=hooks, config=config, node_id=cluster.node_id)
+    for spilled in cluster.spill:
+        replayed = rt.records.load_spill(spilled)
+        if replayed:
+            con.print(f"{replayed} call record(s) the last run could not write are queued"
+                      f" again from {spilled}")
     from flowagent.runner import audio_recording as rec
 
     # start-up repair of recordings a killed process left, then the retention sweep (daily)
@@ -237,6 +305,10 @@ async def _serve(con: Console, source: Path, as_host: str, as_port: int, http_ho
                                reload_interval_s=reload_interval_s)
     try:
         await server.start()
+    except StoreUnavailable as exc:
+        con.print(f"[red]Cannot serve:[/red] {escape(str(exc))}")
+        await _close_ami(ami)
+        return 1
     except OSError as exc:
         con.print(f"[red]Cannot listen for AudioSocket on {as_host}:{as_port}: "
                   f"{escape(exc.strerror or str(exc))}[/red]")
@@ -257,7 +329,8 @@ async def _serve(con: Console, source: Path, as_host: str, as_port: int, http_ho
                   f"{escape(exc.strerror or str(exc))}[/red]")
         return 1
 
-    _summary(con, rt, server.address, (http_host, bound_http), db, token, generated, subapps)
+    _summary(con, rt, server.address, (http_host, bound_http), store.where, token, generated,
+             subapps)
     _prompt_summary(con, flows.prompt_disk, prompts, warm_stats)
 
     stop = asyncio.Event()
@@ -273,10 +346,35 @@ async def _serve(con: Console, source: Path, as_host: str, as_port: int, http_ho
     await server.close()
     await runner.cleanup()
     await _close_ami(ami)
-    store.close()
     sweeper.cancel()
-    con.print("Stopped; all call records written.")
-    return 0
+    return _stopped(con, rt, server.unwritten, cluster.spill)
+
+
+def _stopped(con: Console, rt: Any, unwritten: int, spill: tuple[Path, ...]) -> int:
+    """The last line says what happened to the records (and webhooks); exit 0 only when every
+    call record reached the store."""
+    outbox = ""
+    delivery = rt.webhooks.delivery
+    if delivery is not None and delivery.last_error:
+        outbox = " Webhook events not yet delivered stay in the store's outbox for any node."
+    if unwritten == 0:
+        con.print("Stopped; all call records written." + outbox)
+        return 0
+    reason = rt.records.last_error or "the store did not answer"
+    failures: list[str] = []
+    for path in spill:
+        try:
+            rt.records.spill(path)
+        except OSError as exc:
+            failures.append(f"{path}: {exc.strerror or exc}")
+            continue
+        con.print(f"[yellow]Stopped; {unwritten} call record(s) could not be written to the"
+                  f" store ({reason}). They are kept in {path} and written at the next"
+                  " start.[/yellow]")
+        return 1
+    con.print(f"[red]Stopped; {unwritten} call record(s) could NOT be written ({reason}), nor"
+              f" kept on disk ({'; '.join(failures)}): they are lost.[/red]")
+    return 1
 
 
 def preflight(source: Path, audiosocket: tuple[str, int], http: tuple[str, int]) -> str | None:
@@ -462,7 +560,7 @@ def audiosocket_line(host: str, port: int) -> str:
 
 
 def _summary(con: Console, rt: object, as_addr: tuple[str, int], http_addr: tuple[str, int],
-             db: Path, token: str, generated: bool, subapps: dict[str, Any]) -> None:
+             db: str, token: str, generated: bool, subapps: dict[str, Any]) -> None:
     from flowagent.server.runtime import Runtime
 
     assert isinstance(rt, Runtime)
@@ -482,7 +580,8 @@ def _summary(con: Console, rt: object, as_addr: tuple[str, int], http_addr: tupl
     con.print(table)
     con.print(f"AudioSocket: [bold]{as_addr[0]}:{as_addr[1]}[/bold]   "
               f"HTTP API: [bold]http://{http_addr[0]}:{http_addr[1]}[/bold]")
-    con.print(f"Call records: {db}   Webhooks: {rt.webhooks.config.url or 'off'}")
+    con.print(f"Call records: {db}   Node: {rt.node_id}   Webhooks:"
+              f" {rt.webhooks.config.url or 'off'}")
     if generated:
         con.print(f"API token (set FLOWAGENT_API_TOKEN to choose one): [bold]{token}[/bold]")
     if subapps:

@@ -160,6 +160,12 @@ class CallRecord:
         return d
 
 
+def call_ended_key(call_id: str) -> str:
+    """The idempotency key of a call's `call_ended` webhook: the same whichever node sends it
+    (the call's own node at the end, or another that closed it as `node_lost`)."""
+    return f"{call_id}:call_ended"
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}

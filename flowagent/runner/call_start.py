@@ -43,10 +43,14 @@ async def run_call(line: Line, services: CallServices) -> None:
         if not uuid:
             life.end_reason = "connection closed before the UUID frame"
             return
-        life.uuid = uuid
+        opened = life.open(uuid)  # the call's record exists (and is written) from here on
         # every log line of this call (and of the tasks it starts) carries the call UUID
         log_ctx = flog.call_context(uuid)
         log_ctx.__enter__()
+        if not opened:  # this UUID is in progress here already: refused, with its own record
+            log.warning("call %s refused: a call with this UUID is already in progress", uuid)
+            life.hang_up()
+            return
         if line.closed:  # a malformed frame came in the same read as the UUID
             return
         await _set_up(life)
@@ -87,20 +91,25 @@ async def _set_up(life: CallLifecycle) -> None:
     """Metadata, `call_initiated`, the flow, the call's rate, recording and context."""
     rt = life.services
     line = life.line
-    metadata = rt.take_pending(life.uuid) or {}
-    caller = _pick(metadata, "caller", "from", "callerid", "caller_id", "ani")
-    did = _pick(metadata, "did", "to", "dnid", "exten", "called", "dialed_number")
-    channel = _pick(metadata, "channel")
-    # the webhook's answer and the first audio frame (~0.5 s after the UUID on real Asterisk)
-    # are awaited together: a slow receiver costs the caller nothing it was not waiting for
-    webhook = asyncio.ensure_future(_call_initiated(life, caller, did, metadata))
+    # the first audio frame comes ~0.5 s after the UUID on real Asterisk: the POST /call
+    # metadata (which may wait briefly for a shared store) and the webhook's answer are awaited
+    # while it is on its way, so neither costs the caller anything it was not waiting for
+    rate = asyncio.ensure_future(line.wait_for_rate(rt.config.first_audio_timeout_s))
+    webhook: asyncio.Future[dict[str, Any]] | None = None
     try:
-        await line.wait_for_rate(rt.config.first_audio_timeout_s)
+        metadata = await rt.take_pending(life.uuid) or {}
+        caller = _pick(metadata, "caller", "from", "callerid", "caller_id", "ani")
+        did = _pick(metadata, "did", "to", "dnid", "exten", "called", "dialed_number")
+        channel = _pick(metadata, "channel")
+        webhook = asyncio.ensure_future(_call_initiated(life, caller, did, metadata))
+        await rate
         if line.closed:
             return  # the caller was gone before their first audio frame
         override = await webhook
     finally:
-        webhook.cancel()
+        rate.cancel()
+        if webhook is not None:
+            webhook.cancel()
     # flow choice: call_initiated webhook, else the `flow` metadata key (POST /call, the AGI
     # script's FLOWAGENT_FLOW), else the DID route, else the default flow
     wanted = str(override.get("flow", "") or "") or _pick(metadata, "flow", "FLOWAGENT_FLOW")

@@ -6,6 +6,14 @@ server shutdown). So the ending is not spread over the call kinds: `CallLifecycl
 ended the call and why, ends it from our side when the flow says so (after our last words have
 played, by an AMI redirect or the socket path for a transfer), and `finish()` always runs: it
 stops every task, lets the call kind settle its engine, and writes the record.
+
+Records are written as the call goes, not only at its end: a row when the UUID arrives
+(`open()`), then a snapshot whenever the record changed (checked every `checkpoint_s`, and at
+once when a part calls `checkpoint()`), then the final record. They go to the process's record
+writer, which never blocks a call; a node killed mid-call leaves its last snapshot, which the
+other nodes (or this one, restarted) close as `node_lost`. Each connection's record has its
+own `call_id`, so a repeated UUID never overwrites another call's record; a UUID already in
+progress on this node is refused (the refusal is recorded too).
 """
 
 from __future__ import annotations
@@ -13,10 +21,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid as uuidlib
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from flowagent.dialogue.call_record import CallRecord
+from flowagent.dialogue.call_record import CallRecord, call_ended_key
 from flowagent.dialogue.events import CallInfo
 from flowagent.runner.call_tasks import CallTasks
 from flowagent.runner.line import Line
@@ -50,6 +59,11 @@ class CallLifecycle:
         self.t0 = time.monotonic()
         self.started_at = time.time()  # wall clock: the record's start
         self.uuid = ""
+        #: this connection's own record id (the UUID comes from outside and may repeat)
+        self.call_id = uuidlib.uuid4().hex
+        self.refused = False
+        self._claimed = False
+        self._shape: tuple[Any, ...] = ()
         self.entry: FlowEntry | None = None
         self.info: CallInfo | None = None
         self.call: CallKind | None = None
@@ -82,6 +96,72 @@ class CallLifecycle:
         self.services.metrics.error("internal")
         if self.on_task_failure is not None:
             self.on_task_failure(f"internal error: {exc!r}")
+
+    # -- the record as the call goes -----------------------------------------------------------
+
+    def open(self, uuid: str) -> bool:
+        """The UUID frame arrived: from now on this connection has a record (its row is
+        written at once). False when a call with this UUID is in progress on this node: this
+        connection is refused, with its own record saying so."""
+        self.uuid = uuid
+        if not self.services.claim_uuid(uuid):
+            self.refused = True
+            self.hangup_by = "agent"
+            self.end_reason = "refused: a call with this UUID is already in progress"
+            return False
+        self._claimed = True
+        self.checkpoint()
+        self._arm_checkpoint()
+        return True
+
+    def _arm_checkpoint(self) -> None:
+        def tick() -> None:
+            self.checkpoint()
+            self._arm_checkpoint()
+
+        self.tasks.timer("record_checkpoint", self.services.config.checkpoint_s, tick)
+
+    def checkpoint(self) -> None:
+        """Write the record of the call in progress if it changed since the last write
+        (cheap when it did not: a few lengths are compared)."""
+        if not self._claimed or self.closed:
+            return
+        shape = self._record_shape()
+        if shape == self._shape:
+            return
+        self._shape = shape
+        try:
+            snapshot = self._snapshot()
+        except Exception:  # a record that cannot be serialised now is written at the end
+            log.exception("call %s: record snapshot failed", self.uuid)
+            return
+        self.services.records.write(self.call_id, snapshot, live=True)
+
+    def _record_shape(self) -> tuple[Any, ...]:
+        call = self.call
+        rec = call.record if call is not None else None
+        if call is None or rec is None:
+            return (self.entry is not None, self.info is not None)
+        t = rec.transcript
+        return (len(t), t[-1].heard if t else None, len(rec.tool_calls),
+                sum(1 for c in rec.tool_calls if c.ok is None), len(rec.states), len(rec.errors),
+                len(rec.slots), len(rec.vars), len(call.turns), rec.outcome)
+
+    def _snapshot(self) -> dict[str, Any]:
+        """The record so far, without ending anything."""
+        call = self.call
+        rec = call.record if call is not None else None
+        d = (rec or CallRecord(uuid=self.uuid, flow=self.entry.name if self.entry else "")
+             ).to_dict()
+        d["started_at"] = self.started_at
+        if self.info is not None:
+            d["caller"] = d.get("caller") or self.info.caller
+            d["did"] = d.get("did") or self.info.did
+            d["channel"] = d.get("channel") or self.info.channel
+        d["latency"] = [dict(row) for row in call.turns] if call is not None else []
+        d["call_id"] = self.call_id
+        d["node"] = self.services.node_id
+        return d
 
     # -- who ended the call ---------------------------------------------------------------------
 
@@ -179,16 +259,15 @@ class CallLifecycle:
         line.close()
         record = self._record_dict(ended_at)
         if record is not None:
-            try:
-                await rt.store.save(record)
-            except Exception:
-                log.exception("call %s: record could not be written", self.uuid)
-                rt.metrics.error("store")
+            # queued, never awaited: a failing store keeps it and retries (record_writer.py)
+            rt.records.write(self.call_id, record, live=False)
             rt.remember(record)
             rt.metrics.outcomes[record.get("outcome") or "unknown"] += 1
-            rt.webhooks.emit(self.uuid, "call_ended", record)
+            rt.webhooks.emit(self.uuid, "call_ended", record, key=call_ended_key(self.call_id))
         if call is not None and rt.sessions.get(self.uuid) is call:
             del rt.sessions[self.uuid]
+        if self._claimed:
+            rt.release_uuid(self.uuid)
 
     def _record_dict(self, ended_at: float) -> dict[str, Any] | None:
         if not self.uuid:
@@ -209,7 +288,7 @@ class CallLifecycle:
             rec.errors.append(self.end_reason)
         outcome = {"caller": "hangup_by_caller", "error": "error"}.get(self.hangup_by,
                                                                      "completed")
-        rec.finish(outcome, self.end_reason)
+        rec.finish("refused" if self.refused else outcome, self.end_reason)
         if not rec.end_reason:  # the engine knew the outcome (a hang-up), we know why
             rec.end_reason = self.end_reason
         # the call lasted from the socket's opening to its closing, whatever the flow did
@@ -218,4 +297,6 @@ class CallLifecycle:
         d = rec.to_dict()
         d["hangup_by"] = self.hangup_by or "caller"
         d["latency"] = call.turns if call is not None else []
+        d["call_id"] = self.call_id
+        d["node"] = self.services.node_id
         return d

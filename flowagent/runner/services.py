@@ -38,6 +38,17 @@ class RuntimeConfig:
     keepalive_ms: int = 500
     #: how long `POST /call` metadata waits for its AudioSocket connection
     pending_ttl_s: float = 300.0
+    #: with a shared store: how long a new connection waits for its `POST /call` metadata
+    #: when the POST (on another node) is still in flight
+    pending_wait_s: float = 0.3
+    #: the longest a call-path store round trip (POST /call metadata) may take
+    store_timeout_s: float = 2.0
+    #: a call in progress has its record written when it changed, at most this often (a
+    #: node killed mid-call loses at most this much beyond the turn in progress)
+    checkpoint_s: float = 0.5
+    #: node heart-beat period, and the silence after which a node's calls are `node_lost`
+    heartbeat_s: float = 2.0
+    node_lost_after_s: float = 10.0
     #: finished records kept in memory for `GET /calls/{uuid}` (older ones come from the store)
     recent_records: int = 1000
     #: override every flow's providers (e.g. {"asr": {"name": "fake"}}), used by tests/benches
@@ -76,16 +87,24 @@ class WebhookSender(Protocol):
     @property
     def enabled(self) -> bool: ...
 
-    def emit(self, uuid: str, type_: str, payload: dict[str, Any] | None = None) -> None: ...
+    def emit(self, uuid: str, type_: str, payload: dict[str, Any] | None = None,
+             key: str = "") -> None:
+        """Queue an event; `key` is its idempotency key (made up when empty)."""
 
     async def call_initiated(self, uuid: str, payload: dict[str, Any]) -> dict[str, Any]: ...
 
 
 class RecordStore(Protocol):
     @property
-    def path(self) -> Any: ...
+    def path(self) -> str | None:
+        """The SQLite file (recordings go beside it), else None."""
 
-    async def save(self, record: dict[str, Any]) -> None: ...
+
+class RecordSink(Protocol):
+    """Where a call hands its record (`server.record_writer.RecordWriter`): never blocks, never
+    raises; a failing store keeps it queued and retries."""
+
+    def write(self, call_id: str, record: dict[str, Any], *, live: bool) -> None: ...
 
 
 class FlowSource(Protocol):
@@ -143,6 +162,12 @@ class CallServices(Protocol):
     def store(self) -> RecordStore: ...
 
     @property
+    def records(self) -> RecordSink: ...
+
+    @property
+    def node_id(self) -> str: ...
+
+    @property
     def flows(self) -> FlowSource: ...
 
     @property
@@ -155,6 +180,12 @@ class CallServices(Protocol):
     def sessions(self) -> MutableMapping[str, Any]:
         """uuid -> `LiveCall` of every call in progress."""
 
-    def take_pending(self, uuid: str) -> dict[str, Any] | None: ...
+    async def take_pending(self, uuid: str) -> dict[str, Any] | None:
+        """`POST /call` metadata for this UUID (waited for briefly with a shared store)."""
+
+    def claim_uuid(self, uuid: str) -> bool:
+        """False when a call with this UUID is already in progress here."""
+
+    def release_uuid(self, uuid: str) -> None: ...
 
     def remember(self, record: dict[str, Any]) -> None: ...

@@ -66,6 +66,7 @@ class AudioSocketServer:
         self._reload_lock = asyncio.Lock()
         self._jobs: set[asyncio.Task[Any]] = set()  # SIGHUP reloads
         self._prewarm_task: asyncio.Task[None] | None = None
+        self.unwritten = 0
 
     @property
     def address(self) -> tuple[str, int]:
@@ -81,6 +82,12 @@ class AudioSocketServer:
             lambda: _CallProtocol(self), self.host, self.port, reuse_address=True, backlog=4096,
         )
         self._address = self._server.sockets[0].getsockname()[:2]
+        # before the first call: this node's leftovers closed, heart-beat and outbox started
+        try:
+            await self.rt.start(audiosocket=f"{self._address[0]}:{self._address[1]}")
+        except BaseException:
+            self._server.close()
+            raise
         if self.reload_interval_s > 0:
             self._reloader = loop.create_task(self._reload_loop())
         if self.prewarm:
@@ -173,7 +180,8 @@ class AudioSocketServer:
                 t.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=5)
-        await self.rt.webhooks.drain(5.0)
+        await self.rt.records.flush(5.0)  # the outbox events are in the store...
+        await self.rt.webhooks.drain(5.0)  # ...and what is due goes out now
 
     async def close(self) -> None:
         """Stop at once: cancel calls (their records are still written), stop the clock."""
@@ -193,6 +201,8 @@ class AudioSocketServer:
         if self._calls:
             await asyncio.wait(list(self._calls), timeout=5)
         await self.rt.player.stop()
+        #: call records still unwritten when the server stopped (serve spills and reports them)
+        self.unwritten = await self.rt.stop()
         await self.rt.webhooks.close()
         from flowagent.dialogue.tools import close_shared_session
 

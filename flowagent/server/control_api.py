@@ -4,9 +4,14 @@ Routes:
 - `POST /call` `{"uuid": ..., "payload": {...}}` (AVR) or `{"uuid", "metadata": {...}}`: call
   metadata (caller, did, channel, anything else) waits for the AudioSocket connection with that
   UUID and reaches templates as `call.caller`, `call.did`, `call.metadata`.
-- `GET /healthz` (no auth), `GET /metrics` (Prometheus text).
-- `GET /calls` (live calls + recent records), `GET /calls/{uuid}` (live snapshot or the stored
-  record; `transfer_target` tells the dialplan where to send the caller after AudioSocket()).
+- `GET /healthz` (no auth): 200 `{"status": "ok"}` while the node takes calls, 503
+  `{"status": "draining"}` once SIGTERM stopped it taking new ones (a load balancer's health
+  check sends new calls elsewhere). `GET /metrics` (Prometheus text, with a `node` label).
+- `GET /calls` (live calls of every node sharing the store + recent records), `GET /calls/{uuid}`
+  (a live snapshot — this node's, or another node's last written one — else the latest stored
+  record; a finished call never hides a live one with the same UUID; `transfer_target` tells
+  the dialplan where to send the caller after AudioSocket()). `GET /nodes`: the nodes sharing
+  the store, their status and last heart-beat.
 - `GET /calls/{uuid}/recording`: the call's audio as a stereo WAV (caller left, agent right)
   when it was recorded (`serve --record-audio` or the flow's `settings.recording`).
 - `POST /calls/{uuid}/inject` `{"text": ..., "dtmf": ...}`: text injection — as if the caller
@@ -105,15 +110,15 @@ async def post_call(request: web.Request) -> web.Response:
         meta = {k: v for k, v in data.items() if k != "uuid"}
     if not isinstance(meta, dict):
         return web.json_response({"error": "payload/metadata must be an object"}, status=400)
-    rt.register_call(uuid, meta)
+    await rt.register_call(uuid, meta)
     return web.json_response({"uuid": uuid, "status": "registered"})
 
 
 async def healthz(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME_KEY]
-    return web.json_response(
-        {"status": "ok" if rt.accepting else "draining", "active_calls": len(rt.sessions)}
-    )
+    body = {"status": "ok" if rt.accepting else "draining", "active_calls": len(rt.sessions),
+            "node": rt.node_id, "store_queue": rt.records.pending}
+    return web.json_response(body, status=200 if rt.accepting else 503)
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -134,25 +139,40 @@ async def list_calls(request: web.Request) -> web.Response:
     except ValueError:
         limit = 50
     live = [
-        {"uuid": s.uuid, "live": True, "state": s.state,
+        {"uuid": s.uuid, "live": True, "state": s.state, "node": rt.node_id,
          "flow": s.entry.name if s.entry else "", "caller": s.info.caller if s.info else "",
          "did": s.info.did if s.info else ""}
         for s in list(rt.sessions.values())
     ]
-    finished = await rt.store.list(limit)
+    try:
+        # other nodes' calls in progress, as their last written snapshots
+        live += [{**row, "live": True} for row in await rt.store.list(1000, status="live")
+                 if row["node"] != rt.node_id]
+        finished = [row for row in await rt.store.list(limit + len(live))
+                    if row["status"] != "live"][:limit]
+    except Exception as exc:
+        rt.metrics.error("store")
+        return web.json_response({"live": live, "calls": [],
+                                  "error": f"the call-record store failed: {exc}"}, status=503)
     return web.json_response({"live": live, "calls": finished})
 
 
 async def get_call(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME_KEY]
     uuid = request.match_info["uuid"].lower()
-    session = rt.sessions.get(uuid)
-    if session is not None:
-        return web.json_response(session.live_dict(), dumps=_dumps)
-    record = rt.recent.get(uuid) or await rt.store.get(uuid)
+    record = await rt.find_call(uuid)
     if record is None:
         return web.json_response({"error": f"no call {uuid}"}, status=404)
     return web.json_response(record, dumps=_dumps)
+
+
+async def list_nodes(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME_KEY]
+    try:
+        nodes = await rt.store.nodes()
+    except Exception as exc:
+        return web.json_response({"error": f"the call-record store failed: {exc}"}, status=503)
+    return web.json_response({"node": rt.node_id, "nodes": nodes})
 
 
 async def inject(request: web.Request) -> web.Response:
@@ -217,6 +237,7 @@ def create_app(
         web.get("/healthz", healthz),
         web.get("/metrics", metrics),
         web.get("/calls", list_calls),
+        web.get("/nodes", list_nodes),
         web.get("/calls/{uuid}", get_call),
         web.get("/calls/{uuid}/recording", get_recording),
         web.post("/calls/{uuid}/inject", inject),

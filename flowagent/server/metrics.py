@@ -65,6 +65,19 @@ class Metrics:
         self.frames_sent = 0
         self.frames_received = 0
         self.underruns = 0
+        #: the record writer (server/record_writer.py): call records queued and not yet
+        #: written, webhook events queued for the outbox, transactions, rows, failed writes
+        self.store_queue = 0
+        self.store_events_queue = 0
+        self.store_writes = 0
+        self.store_rows = 0
+        self.store_write_failures = 0
+        #: the webhook outbox: events delivered, retried, given up
+        self.webhooks_delivered = 0
+        self.webhooks_retried = 0
+        self.webhooks_given_up = 0
+        #: this node's id (serve --node-id): every sample carries it as a `node` label
+        self.node = ""
 
     def error(self, kind: str) -> None:
         self.errors[kind] += 1
@@ -85,6 +98,24 @@ class Metrics:
                self.frames_received)
         simple("flowagent_underruns_total", "counter",
                "Frames sent as silence while audio was still being made.", self.underruns)
+        simple("flowagent_store_queue", "gauge",
+               "Call records waiting to be written to the store (> 0 for long: the database"
+               " is failing; they are retried).", self.store_queue)
+        simple("flowagent_store_events_queue", "gauge",
+               "Webhook events waiting to be written to the outbox.", self.store_events_queue)
+        simple("flowagent_store_writes_total", "counter", "Store transactions written.",
+               self.store_writes)
+        simple("flowagent_store_rows_total", "counter", "Call record rows written.",
+               self.store_rows)
+        simple("flowagent_store_write_failures_total", "counter",
+               "Store writes that failed (and were retried).", self.store_write_failures)
+        simple("flowagent_webhooks_delivered_total", "counter", "Webhook events delivered.",
+               self.webhooks_delivered)
+        simple("flowagent_webhooks_retried_total", "counter",
+               "Webhook deliveries that failed and were scheduled again.", self.webhooks_retried)
+        simple("flowagent_webhooks_given_up_total", "counter",
+               "Webhook events given up (rejected by the receiver or out of attempts).",
+               self.webhooks_given_up)
         lines += ["# HELP flowagent_errors_total Errors by kind.",
                   "# TYPE flowagent_errors_total counter"]
         for kind, n in sorted(self.errors.items()):
@@ -109,4 +140,18 @@ class Metrics:
                       "# TYPE flowagent_vad_windows_total counter"]
             for result, n in silero.window_counts().items():
                 lines.append(f'flowagent_vad_windows_total{{result="{result}"}} {n}')
+        if self.node:
+            lines = [_with_node(line, self.node) for line in lines]
         return "\n".join(lines) + "\n"
+
+
+def _with_node(line: str, node: str) -> str:
+    """A sample line with a `node` label added (comment lines unchanged)."""
+    if line.startswith("#"):
+        return line
+    label = f'node="{_esc(node)}"'
+    name, sep, rest = line.partition("{")
+    if sep:
+        return f"{name}{{{label},{rest}"
+    name, _, value = line.partition(" ")
+    return f"{name}{{{label}}} {value}"

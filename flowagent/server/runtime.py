@@ -11,6 +11,7 @@ same options (one Silero session for all calls; per-call state lives in the stre
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -22,14 +23,17 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from flowagent.dialogue.call_record import call_ended_key
 from flowagent.phone_numbers import region_of, to_e164
 from flowagent.providers import registry
 from flowagent.runner.native_player import make_player
 from flowagent.runner.player import Player
 from flowagent.runner.served_flow import FlowEntry, Providers
 from flowagent.runner.services import RuntimeConfig
-from flowagent.server.call_store import CallStore
+from flowagent.server.call_store import NodeInfo, OutboxEvent, StoreBackend, StoreUnavailable
+from flowagent.server.cluster import NodeKeeper
 from flowagent.server.metrics import Metrics
+from flowagent.server.record_writer import RecordWriter
 from flowagent.server.webhooks import Webhooks
 
 if TYPE_CHECKING:
@@ -322,12 +326,13 @@ class Runtime:
     def __init__(
         self,
         flows: FlowSet,
-        store: CallStore,
+        store: StoreBackend,
         *,
         config: RuntimeConfig | None = None,
         webhooks: Webhooks | None = None,
         player: Player | None = None,
         metrics: Metrics | None = None,
+        node_id: str = "",
     ) -> None:
         self.flows = flows
         self.store = store
@@ -336,30 +341,152 @@ class Runtime:
         # the native media loop unless FLOWAGENT_MEDIA=python or not built (native_player.py)
         self.player: Any = player or make_player()
         self.metrics = metrics or Metrics()
+        #: this process among the nodes sharing the store (a label on every metric when set)
+        self.node_id = node_id or "local"
+        if node_id:
+            self.metrics.node = node_id
+        #: every record goes to the store through this queue (record_writer.py)
+        self.records = RecordWriter(store, self.node_id, self.metrics)
+        self.webhooks.attach(self.records, store, self.node_id, self.metrics)
+        self.keeper: NodeKeeper | None = None
         self.pending: dict[str, PendingCall] = {}
         #: uuid -> the calls in progress (for the control API and the live view)
         self.sessions: dict[str, LiveCall] = {}
+        #: UUIDs of this node's connections from their UUID frame to their record
+        self.claimed: set[str] = set()
         self.recent: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.accepting = True
         self.started_at = time.time()
         self.api_token = os.environ.get("FLOWAGENT_API_TOKEN", "")
         #: `flowagent.asterisk.transfer.Transferer` (set by serve): AMI redirect or socket path
         self.transferer: Any = None
+        self._started = False
 
-    def register_call(self, uuid: str, metadata: dict[str, Any]) -> None:
-        """`POST /call`: metadata waits here for the AudioSocket connection with this UUID."""
+    # -- start and stop (the AudioSocket server calls these) -------------------------------------
+
+    async def start(self, audiosocket: str = "", http: str = "") -> None:
+        """Before the first call: close what this node's previous run left live, start the
+        heart-beat (and the sweep of silent nodes) and the webhook outbox."""
+        if self._started:
+            return
+        self._started = True
+        cfg = self.config
+        node = NodeInfo(self.node_id, audiosocket=audiosocket, http=http)
+        self.keeper = NodeKeeper(
+            self.store, node, active_calls=lambda: len(self.claimed),
+            accepting=lambda: self.accepting,
+            call_ended=self._call_ended_event if self.webhooks.enabled else None,
+            heartbeat_s=cfg.heartbeat_s, lost_after_s=cfg.node_lost_after_s)
+        try:
+            await self.keeper.recover()
+        except Exception as exc:
+            self._started = False
+            raise StoreUnavailable(f"The call-record store {self.store.where} failed at"
+                                   f" start-up: {exc or exc.__class__.__name__}.") from exc
+        self.keeper.start()
+        if self.webhooks.delivery is not None:
+            self.webhooks.delivery.start()
+
+    def _call_ended_event(self, record: dict[str, Any]) -> OutboxEvent:
+        return self.webhooks.event(str(record.get("uuid", "")), "call_ended", record,
+                                   key=call_ended_key(str(record.get("call_id", ""))))
+
+    async def stop(self, flush_s: float = 10.0) -> int:
+        """After the last call: write what is queued (at most `flush_s`), say this node
+        stopped. Returns how many call records are still unwritten."""
+        left = await self.records.flush(flush_s)
+        if self.keeper is not None:
+            await self.keeper.stop("stopped" if left == 0 else "lost")
+            self.keeper = None
+        await self.records.close()
+        return left
+
+    # -- POST /call metadata ---------------------------------------------------------------------
+
+    async def register_call(self, uuid: str, metadata: dict[str, Any]) -> None:
+        """`POST /call`: metadata waits for the AudioSocket connection with this UUID — in the
+        shared store when there is one (the connection may land on another node), else (or
+        when the store fails) in this process."""
+        key = uuid.lower()
+        if self.store.shared:
+            try:
+                await asyncio.wait_for(
+                    self.store.put_pending(key, metadata, self.config.pending_ttl_s),
+                    self.config.store_timeout_s)
+                return
+            except Exception as exc:
+                self.metrics.error("store")
+                log.warning("POST /call metadata for %s kept on this node only: the store"
+                            " failed (%s)", uuid, exc)
         now = time.monotonic()
         ttl = self.config.pending_ttl_s
         for k in [k for k, p in self.pending.items() if now - p.at > ttl]:
             del self.pending[k]
-        self.pending[uuid.lower()] = PendingCall(metadata, now)
+        self.pending[key] = PendingCall(metadata, now)
 
-    def take_pending(self, uuid: str) -> dict[str, Any] | None:
-        p = self.pending.pop(uuid.lower(), None)
-        return None if p is None else p.metadata
+    async def take_pending(self, uuid: str) -> dict[str, Any] | None:
+        """The `POST /call` metadata of this UUID: this node's, else the shared store's — where
+        it is waited for up to `pending_wait_s` (the POST may still be in flight on another
+        node)."""
+        key = uuid.lower()
+        p = self.pending.pop(key, None)
+        if p is not None or not self.store.shared:
+            return None if p is None else p.metadata
+        deadline = time.monotonic() + self.config.pending_wait_s
+        while True:
+            try:
+                meta = await asyncio.wait_for(self.store.take_pending(key),
+                                              self.config.store_timeout_s)
+            except Exception as exc:
+                self.metrics.error("store")
+                log.warning("POST /call metadata not read: the store failed (%s)", exc)
+                return None
+            if meta is not None:
+                return meta
+            if time.monotonic() >= deadline:
+                return None
+            await asyncio.sleep(0.05)
+
+    # -- one record per connection ---------------------------------------------------------------
+
+    def claim_uuid(self, uuid: str) -> bool:
+        """A connection sent this UUID: False when a call with it is already in progress on
+        this node (the newcomer is refused, under its own record)."""
+        if uuid in self.claimed:
+            return False
+        self.claimed.add(uuid)
+        return True
+
+    def release_uuid(self, uuid: str) -> None:
+        self.claimed.discard(uuid)
 
     def remember(self, record: dict[str, Any]) -> None:
         self.recent[record["uuid"]] = record
         self.recent.move_to_end(record["uuid"])
         while len(self.recent) > self.config.recent_records:
             self.recent.popitem(last=False)
+
+    async def find_call(self, uuid: str) -> dict[str, Any] | None:
+        """A call by UUID for the API, wherever it runs: this node's live call, else a live
+        call of another node (from the store), else the latest finished record. A finished
+        call never hides a live one with the same UUID."""
+        session = self.sessions.get(uuid)
+        if session is not None:
+            return session.live_dict()
+        try:
+            stored = await self.store.get(uuid)
+        except Exception as exc:
+            self.metrics.error("store")
+            log.warning("call %s not read from the store: %s", uuid, exc)
+            stored = None
+        recent = self.recent.get(uuid)
+        if stored is not None and stored.get("live"):
+            if stored.get("node") != self.node_id:
+                return stored
+            # ours, ended here, its final record not written yet
+            return recent or stored
+        if recent is not None and (stored is None or (recent.get("started_at") or 0)
+                                   >= (stored.get("started_at") or 0)):
+            return recent
+        return stored
+

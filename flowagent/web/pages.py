@@ -250,7 +250,7 @@ def records_page(
     trs = "".join(
         f'<tr><td><a href="{prefix}/records/{esc(r.get("uuid"))}">'
         f"{esc(when(r.get('started_at')))}</a></td><td>{esc(r.get('caller'))}</td>"
-        f"<td>{esc(r.get('flow'))}</td><td>{esc(r.get('outcome'))}</td>"
+        f"<td>{esc(r.get('flow'))}</td><td>{esc(_outcome(r))}</td>"
         f"<td>{esc(round(r['duration_s'], 1) if r.get('duration_s') is not None else '')}</td>"
         "</tr>"
         for r in rows
@@ -266,11 +266,20 @@ def records_page(
 <button type="submit">Search</button>
 </form>
 <p>{len(rows)} call{"" if len(rows) == 1 else "s"} found.</p>
-<div class="table-scroll"><table class="records"><caption class="sr-only">Finished calls
-</caption><thead><tr><th scope="col">Started</th><th scope="col">Caller</th>
+<div class="table-scroll"><table class="records"><caption class="sr-only">Calls of every
+node sharing the record store, those in progress first</caption>
+<thead><tr><th scope="col">Started</th><th scope="col">Caller</th>
 <th scope="col">Flow</th><th scope="col">Outcome</th><th scope="col">Seconds</th></tr></thead>
 <tbody>{trs}</tbody></table></div>"""
     return layout(prefix, "Call records", body, data={"page": "records", "prefix": prefix})
+
+
+def _outcome(row: dict[str, Any]) -> str:
+    """A listed call's outcome; a call in progress (on any node sharing the store) says so."""
+    if row.get("status") == "live":
+        node = row.get("node")
+        return "in progress" + (f" on {node}" if node else "")
+    return str(row.get("outcome") or "")
 
 
 def record_page(prefix: str, record: dict[str, Any], has_audio: bool) -> str:

@@ -91,6 +91,8 @@ class StoreRecords(_Recordings):
                 await self.store.search(caller=caller, day=day, outcome=outcome, limit=limit)
             )
         rows = await self.store.list(SCAN_LIMIT)
+        # calls in progress on any node first, then the latest finished ones
+        rows.sort(key=lambda r: r.get("status") != "live")
         return [r for r in rows if matches(r, caller, day, outcome)][:limit]
 
     async def get(self, uuid: str) -> dict[str, Any] | None:

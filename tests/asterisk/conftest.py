@@ -12,9 +12,9 @@ import pytest
 
 from flowagent.asterisk.routes import add_routes
 from flowagent.server.audiosocket_server import AudioSocketServer
-from flowagent.server.call_store import CallStore
 from flowagent.server.control_api import create_app, start_api
 from flowagent.server.runtime import FlowSet, ProviderPool, Runtime, RuntimeConfig
+from flowagent.server.store_sqlite import SqliteStore
 
 from .live_runtime import FLOW, TOKEN, Live
 
@@ -27,7 +27,7 @@ async def live(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator
     monkeypatch.setenv("FLOWAGENT_API_TOKEN", TOKEN)
     flows = FlowSet(ProviderPool())
     flows.load(FLOW)
-    store = CallStore(tmp_path / "calls.db")
+    store = SqliteStore(tmp_path / "calls.db")
     rt = Runtime(flows, store, config=RuntimeConfig())
     server = AudioSocketServer(rt, "127.0.0.1", 0, reload_interval_s=0)
     await server.start()
@@ -38,4 +38,4 @@ async def live(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator
     with contextlib.suppress(Exception):
         await server.close()
     await runner.cleanup()
-    store.close()
+    await store.close()

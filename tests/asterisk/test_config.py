@@ -197,3 +197,26 @@ def test_check_says_what_to_add_where(tmp_path: Path) -> None:
                              "--check", str(mods), "--check", str(good)],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1 and "nothing to change" in result.stdout
+
+
+def test_the_node_template_unit_runs_one_node_per_instance(tmp_path: Path) -> None:
+    """`--part systemd-nodes`: flowagent@N.service, its ports from node-N.env, its own node id
+    and state directory; systemd itself accepts the file where systemd-analyze exists."""
+    import shutil
+
+    unit = render("systemd-nodes", SETTINGS)
+    assert "--audiosocket ${FLOWAGENT_AUDIOSOCKET} --http ${FLOWAGENT_HTTP}" in unit
+    assert "--node-id %H-%i" in unit and "--db /var/lib/flowagent/node-%i/flowagent.db" in unit
+    assert re.search(r"^EnvironmentFile=/etc/flowagent/node-%i\.env$", unit, re.M)
+    assert re.search(r"^KillSignal=SIGTERM$", unit, re.M)  # SIGTERM drains
+    tool = shutil.which("systemd-analyze")
+    if tool is None:
+        return
+    path = tmp_path / "flowagent@.service"
+    path.write_text(unit, encoding="utf-8")
+    out = subprocess.run([tool, "verify", str(path)], capture_output=True, text=True,
+                         timeout=60)
+    # the only complaint allowed: the venv of the example settings is not on this machine
+    complaints = [line for line in (out.stdout + out.stderr).splitlines()
+                  if line.strip() and "is not executable" not in line]
+    assert not complaints, complaints

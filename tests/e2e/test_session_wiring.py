@@ -26,9 +26,9 @@ from flowagent.asterisk.caller import AudioSocketCaller
 from flowagent.asterisk.routes import add_routes
 from flowagent.asterisk.transfer import Transferer
 from flowagent.server.audiosocket_server import AudioSocketServer
-from flowagent.server.call_store import CallStore
 from flowagent.server.control_api import create_app, start_api
 from flowagent.server.runtime import FlowSet, ProviderPool, Runtime
+from flowagent.server.store_sqlite import SqliteStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "asterisk"))
 from fake_ami import FakeAmi
@@ -67,12 +67,12 @@ class Live:
 @pytest.fixture
 async def live(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Any]:
     monkeypatch.setenv("FLOWAGENT_API_TOKEN", TOKEN)
-    made: list[tuple[AudioSocketServer, Any, CallStore]] = []
+    made: list[tuple[AudioSocketServer, Any, SqliteStore]] = []
 
     async def make(flow: Path) -> Live:
         flows = FlowSet(ProviderPool())
         flows.load(flow)
-        store = CallStore(tmp_path / f"calls{len(made)}.db")
+        store = SqliteStore(tmp_path / f"calls{len(made)}.db")
         rt = Runtime(flows, store)
         server = AudioSocketServer(rt, "127.0.0.1", 0, reload_interval_s=0)
         await server.start()
@@ -87,7 +87,7 @@ async def live(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator
         with contextlib.suppress(Exception):
             await server.close()
         await runner.cleanup()
-        store.close()
+        await store.close()
 
 
 async def test_transfer_with_ami_redirects_the_channel_after_the_reason_is_spoken(

@@ -125,9 +125,9 @@ class Live:
 @pytest.fixture
 async def live(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Live]:
     from flowagent.server.audiosocket_server import AudioSocketServer
-    from flowagent.server.call_store import CallStore
     from flowagent.server.control_api import create_app, start_api
     from flowagent.server.runtime import FlowSet, ProviderPool, Runtime
+    from flowagent.server.store_sqlite import SqliteStore
     from flowagent.web.mount import ui_for_runtime
 
     monkeypatch.setenv("FLOWAGENT_API_TOKEN", LIVE_TOKEN)
@@ -136,7 +136,7 @@ async def live(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator
     flow.write_text(text.replace("\nstart: greet\n", "\nstart: greet\n" + FAKE_PROVIDERS, 1))
     flows = FlowSet(ProviderPool())
     flows.load(flow)
-    store = CallStore(tmp_path / "calls.db")
+    store = SqliteStore(tmp_path / "calls.db")
     rt = Runtime(flows, store)
     server = AudioSocketServer(rt, "127.0.0.1", 0)
     await server.start()
@@ -148,4 +148,4 @@ async def live(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator
         with contextlib.suppress(Exception):
             await server.close()
         await runner.cleanup()
-        store.close()
+        await store.close()

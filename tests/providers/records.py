@@ -7,14 +7,14 @@ import asyncio
 import time
 from typing import Any
 
-from flowagent.server.call_store import CallStore
+from flowagent.server.store_sqlite import SqliteStore
 
 
-async def wait_record(store: CallStore, uuid: str, timeout_s: float = 10) -> dict[str, Any]:
+async def wait_record(store: SqliteStore, uuid: str, timeout_s: float = 10) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         rec = await store.get(uuid)
-        if rec is not None:
+        if rec is not None and not rec.get("live"):  # a call in progress has a live snapshot
             return rec
         await asyncio.sleep(0.05)
     raise AssertionError(f"no record for {uuid}")

@@ -12,9 +12,9 @@ from typing import Any
 
 from flowagent.asterisk.caller import AudioSocketCaller
 from flowagent.server.audiosocket_server import AudioSocketServer
-from flowagent.server.call_store import CallStore
 from flowagent.server.control_api import create_app, start_api
 from flowagent.server.runtime import FlowSet, ProviderPool, Runtime, RuntimeConfig
+from flowagent.server.store_sqlite import SqliteStore
 from flowagent.server.webhooks import WebhookConfig, Webhooks
 
 
@@ -22,7 +22,7 @@ from flowagent.server.webhooks import WebhookConfig, Webhooks
 class Served:
     rt: Runtime
     server: AudioSocketServer
-    store: CallStore
+    store: SqliteStore
     http_port: int | None = None  # with `api=True`
 
     def caller(self) -> AudioSocketCaller:
@@ -35,7 +35,7 @@ async def serve_flow(flow: Path, overrides: dict[str, Any], tmp: Path, *,
                      api: bool = False) -> AsyncIterator[Served]:
     flows = FlowSet(ProviderPool(), overrides)
     flows.load(flow)
-    store = CallStore(tmp / "calls.db")
+    store = SqliteStore(tmp / "calls.db")
     hooks = webhooks or Webhooks(WebhookConfig(url=""))
     rt = Runtime(flows, store, config=config or RuntimeConfig(), webhooks=hooks)
     server = AudioSocketServer(rt, "127.0.0.1", 0, reload_interval_s=0)
@@ -53,7 +53,7 @@ async def serve_flow(flow: Path, overrides: dict[str, Any], tmp: Path, *,
             await runner.cleanup()
         with contextlib.suppress(Exception):
             await hooks.close()
-        store.close()
+        await store.close()
         for kind in ("asr", "tts", "llm"):
             inst = getattr(flows.default.providers, kind, None) if flows.default else None
             if inst is not None and hasattr(inst, "close"):

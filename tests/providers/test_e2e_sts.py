@@ -24,7 +24,7 @@ import pytest
 
 from flowagent import audio
 from flowagent.asterisk.caller import AudioSocketCaller
-from flowagent.server.call_store import CallStore
+from flowagent.server.store_sqlite import SqliteStore
 from providers.fakes import FakeOpenAIRealtime
 from providers.records import wait_record
 from providers.serving import serve_flow, speech_runs
@@ -38,7 +38,7 @@ GREETING = "Hello, you're through to Swift Removals. How can I help?"
 
 @contextlib.asynccontextmanager
 async def serve(fake: FakeOpenAIRealtime, tmp: Path, flow: Path = FLOW
-                ) -> AsyncIterator[tuple[Any, CallStore]]:
+                ) -> AsyncIterator[tuple[Any, SqliteStore]]:
     overrides = {"sts": {"name": "openai-realtime",
                          "options": {"api_key": fake.api_key, "url": fake.url}}}
     async with serve_flow(flow, overrides, tmp) as served:

@@ -27,8 +27,8 @@ from flowagent.providers.base import StsEvent
 from flowagent.providers.openai_realtime import OpenAIRealtimeSts
 from flowagent.providers.sts_url import check_sts_url
 from flowagent.server.audiosocket_server import AudioSocketServer
-from flowagent.server.call_store import CallStore
 from flowagent.server.runtime import Runtime, RuntimeConfig
+from flowagent.server.store_sqlite import SqliteStore
 from flowagent.server.webhooks import WebhookConfig, Webhooks
 from flowagent.web.hub import LiveHub
 from flowagent.web.watch import RuntimeWatcher
@@ -46,7 +46,7 @@ DEAD_URL = "ws://127.0.0.1:9/v1/realtime"  # the discard port: nothing listens t
 
 
 class Served:
-    def __init__(self, rt: Runtime, server: AudioSocketServer, store: CallStore,
+    def __init__(self, rt: Runtime, server: AudioSocketServer, store: SqliteStore,
                  http_port: int) -> None:
         self.rt, self.server, self.store, self.http_port = rt, server, store, http_port
 

@@ -16,9 +16,10 @@ import pytest
 from flowagent.asterisk.caller import AudioSocketCaller
 from flowagent.asterisk.routes import add_routes
 from flowagent.server.audiosocket_server import AudioSocketServer
-from flowagent.server.call_store import CallStore
+from flowagent.server.call_store import StoreBackend
 from flowagent.server.control_api import create_app, start_api
 from flowagent.server.runtime import FlowSet, ProviderPool, Runtime, RuntimeConfig
+from flowagent.server.stores import open_store
 from flowagent.server.webhooks import WebhookConfig, Webhooks
 
 FLOWS = Path(__file__).parent / "flows"
@@ -30,7 +31,7 @@ class Harness:
     rt: Runtime
     server: AudioSocketServer
     http_port: int
-    store: CallStore
+    store: StoreBackend
 
     @property
     def port(self) -> int:
@@ -58,14 +59,17 @@ class Harness:
         assert status == 200, body
 
     async def record(self, uuid: str) -> dict[str, Any] | None:
-        return await self.store.get(uuid)
+        """The call's final record (None while it is in progress: its row is a live
+        snapshot until the call ends)."""
+        rec = await self.store.get(uuid)
+        return None if rec is None or rec.get("live") else rec
 
     async def wait_record(self, uuid: str, timeout_s: float = 10) -> dict[str, Any]:
         """The call's record, polled (it is written when the session finishes, a moment after
         the socket closes)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            rec = await self.store.get(uuid)
+            rec = await self.record(uuid)
             if rec is not None:
                 return rec
             await asyncio.sleep(0.05)
@@ -79,7 +83,7 @@ HarnessFactory = Callable[..., Any]
 async def harness(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[HarnessFactory]:
     """`h = await harness(flow_path, webhook_url=..., config=...)` (torn down after the test)."""
     monkeypatch.setenv("FLOWAGENT_API_TOKEN", TOKEN)
-    made: list[tuple[AudioSocketServer, Any, CallStore]] = []
+    made: list[tuple[AudioSocketServer, Any, StoreBackend]] = []
 
     async def make(
         flow: Path | str = FLOWS / "basic.yaml",
@@ -88,25 +92,28 @@ async def harness(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncItera
         webhook_secret: str = "",
         config: RuntimeConfig | None = None,
         reload_interval_s: float = 0,
+        store: str = "",
+        node_id: str = "",
     ) -> Harness:
+        """`store`: a SQLite path or postgresql:// URL (default: a new SQLite file)."""
         config = config or RuntimeConfig()
         flows = FlowSet(ProviderPool(), config.provider_overrides)
         flows.load(Path(flow))
-        store = CallStore(tmp_path / f"calls{len(made)}.db")
+        records = await open_store(store or tmp_path / f"calls{len(made)}.db")
         hooks = Webhooks(WebhookConfig(url=webhook_url, secret=webhook_secret, timeout_s=2,
-                                       retries=1, backoff_s=0.05))
-        rt = Runtime(flows, store, config=config, webhooks=hooks)
+                                       retries=1, backoff_s=0.05, poll_s=0.2))
+        rt = Runtime(flows, records, config=config, webhooks=hooks, node_id=node_id)
         server = AudioSocketServer(rt, "127.0.0.1", 0, reload_interval_s=reload_interval_s)
         await server.start()
         app = create_app(rt)
         add_routes(app, rt)  # what serve adds: the Asterisk dialplan's routes
         runner, http_port = await start_api(app, "127.0.0.1", 0)
-        made.append((server, runner, store))
-        return Harness(rt, server, http_port, store)
+        made.append((server, runner, records))
+        return Harness(rt, server, http_port, records)
 
     yield make
     for server, runner, store in made:
         with contextlib.suppress(Exception):
             await server.close()
         await runner.cleanup()
-        store.close()
+        await store.close()

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from flowagent.asterisk.audiosocket import Kind, encode, encode_uuid
 from flowagent.asterisk.caller import AudioSocketCaller
 from flowagent.server.audiosocket_server import AudioSocketServer
-from flowagent.server.call_store import CallStore
 from flowagent.server.runtime import FlowSet, ProviderPool, Runtime, RuntimeConfig
+from flowagent.server.store_sqlite import SqliteStore
 
 pytestmark = pytest.mark.timeout(120)
 FLOWS = Path(__file__).parent / "flows"
@@ -29,15 +29,15 @@ def server_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int,
     thread.start()
     flows = FlowSet(ProviderPool())
     flows.load(FLOWS / "basic.yaml")
-    rt = Runtime(flows, CallStore(tmp_path_factory.mktemp("fuzz") / "calls.db"),
+    rt = Runtime(flows, SqliteStore(tmp_path_factory.mktemp("fuzz") / "calls.db"),
                  config=RuntimeConfig())
     server = AudioSocketServer(rt, "127.0.0.1", 0, reload_interval_s=0)
     asyncio.run_coroutine_threadsafe(server.start(), loop).result(10)
     yield server.address[1], rt
     asyncio.run_coroutine_threadsafe(server.close(), loop).result(10)
+    asyncio.run_coroutine_threadsafe(rt.store.close(), loop).result(10)
     loop.call_soon_threadsafe(loop.stop)
     thread.join(5)
-    rt.store.close()
 
 
 async def _scenario(port: int, garbage: bytes, with_uuid: bool) -> None:

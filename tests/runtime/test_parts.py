@@ -1,16 +1,14 @@
-"""Fake providers, clause chunking, the SQLite store and webhook signatures."""
+"""Fake providers, clause chunking and webhook signatures (the store: test_store.py)."""
 
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import pytest
 
 from flowagent.providers import registry
 from flowagent.providers.base import LlmMessage, ProviderError
 from flowagent.providers.chunking import Chunker, chunk_stream
-from flowagent.server.call_store import CallStore
 from flowagent.server.webhooks import sign, verify
 
 
@@ -82,40 +80,7 @@ async def test_failing_fake_llm_raises_a_provider_error() -> None:
             pass
 
 
-async def test_call_store_round_trip(tmp_path: Path) -> None:
-    store = CallStore(tmp_path / "calls.db")
-    rec = {"uuid": "abc-1", "flow": "F", "started_at": 1.0, "outcome": "completed",
-           "transcript": [{"who": "caller", "text": "hi"}]}
-    await store.save(rec)
-    await store.save({**rec, "uuid": "abc-2", "started_at": 2.0})
-    assert (await store.get("abc-1")) == rec
-    assert (await store.get("abc-2"))["uuid"] == "abc-2"
-    rows = await store.list(10)
-    assert [r["uuid"] for r in rows] == ["abc-2", "abc-1"] and rows[0]["turns"] == 1
-    store.close()
-
-
 def test_webhook_signature_verifies_only_the_same_body() -> None:
     sig = sign("k", b'{"a":1}')
     assert sig.startswith("sha256=") and verify("k", b'{"a":1}', sig)
     assert not verify("k", b'{"a":2}', sig) and not verify("j", b'{"a":1}', sig)
-
-
-def test_calls_command_lists_and_shows_records(tmp_path: Path, capsys: pytest.CaptureFixture[str]
-                                               ) -> None:
-    import json
-
-    from flowagent.commands import calls
-
-    store = CallStore(tmp_path / "c.db")
-    store.save_sync({"uuid": "1234-abcd", "flow": "F", "started_at": 1.0, "duration_s": 2.0,
-                     "outcome": "completed", "transcript": [
-                         {"at": 0.0, "who": "agent", "text": "Hello", "state": "s",
-                          "heard": "He"}]})
-    store.close()
-    assert calls.run(uuid=None, db=tmp_path / "c.db", limit=5, json_out=True) == 0
-    assert json.loads(capsys.readouterr().out)[0]["uuid"] == "1234-abcd"
-    assert calls.run(uuid="1234", db=tmp_path / "c.db", limit=5, json_out=False) == 0
-    out = capsys.readouterr().out
-    assert "Hello" in out and "heard: He" in out
-    assert calls.run(uuid="nope", db=tmp_path / "c.db", limit=5, json_out=False) == 1

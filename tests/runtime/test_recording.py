@@ -381,8 +381,8 @@ async def test_speech_to_speech_calls_are_recorded_too(tmp_path: Path) -> None:
 
     from flowagent.asterisk.caller import AudioSocketCaller
     from flowagent.server.audiosocket_server import AudioSocketServer
-    from flowagent.server.call_store import CallStore
     from flowagent.server.runtime import FlowSet, ProviderPool, Runtime
+    from flowagent.server.store_sqlite import SqliteStore
     from flowagent.server.webhooks import WebhookConfig, Webhooks
 
     flow = STS_FLOW
@@ -394,7 +394,7 @@ async def test_speech_to_speech_calls_are_recorded_too(tmp_path: Path) -> None:
                              "options": {"api_key": fake.api_key, "url": fake.url}}}
         flows = FlowSet(ProviderPool(), overrides)
         flows.load(flow)
-        store = CallStore(tmp_path / "calls.db")
+        store = SqliteStore(tmp_path / "calls.db")
         rt = Runtime(flows, store, config=RuntimeConfig(record_audio=True),
                      webhooks=Webhooks(WebhookConfig(url="")))
         server = AudioSocketServer(rt, "127.0.0.1", 0, reload_interval_s=0)
@@ -408,12 +408,12 @@ async def test_speech_to_speech_calls_are_recorded_too(tmp_path: Path) -> None:
             await c.hangup()
             deadline = time.monotonic() + 10
             rec = None
-            while rec is None and time.monotonic() < deadline:
+            while (rec is None or rec.get("live")) and time.monotonic() < deadline:
                 rec = await store.get(c.uuid)
                 await asyncio.sleep(0.05)
         finally:
             await server.close()
-            store.close()
+            await store.close()
     assert rec is not None and rec["recording"]["path"] == f"recordings/{c.uuid}.wav"
     caller, agent, w = read_stereo(tmp_path / rec["recording"]["path"])
     assert w.getnchannels() == 2
