@@ -146,3 +146,29 @@ def test_batched_decoding_gives_the_same_words_as_one_by_one(whisper: Any,
     assert [t for t, _ in together] == [t for t, _ in alone]
     for (_, a), (_, b) in zip(together, alone, strict=True):
         assert abs(a - b) < 0.02
+
+
+@pytest.mark.parametrize("rate", [16000, 48000])
+async def test_the_stream_hears_wideband_calls(whisper: Any, speech_set: list, rate: int) -> None:
+    """A call at 16 or 48 kHz (AudioSocket kinds 0x12, 0x16) is recognised as well as at 8 kHz:
+    the stream takes its audio at the call's rate, in that rate's 20 ms frames."""
+    import soxr
+    from localhelpers import to_float, to_pcm
+
+    entry = next(e for e in speech_set if e["file"] == "speak_person.wav")
+    pcm = to_pcm(soxr.resample(to_float(entry["pcm"]), 8000, rate))
+    stream = await whisper.open_stream(rate, "en-GB")
+    for frame in frames(pcm, rate):
+        await stream.send_audio(frame)
+    await stream.flush()
+    received: list[Any] = []
+
+    async def read() -> None:
+        async for t in stream.transcripts():
+            received.append(t)
+
+    reader = asyncio.create_task(read())
+    await asyncio.sleep(0)
+    await stream.close()
+    await asyncio.wait_for(reader, 20)
+    assert len(received) == 1 and "speak to a person" in received[0].text.lower()
