@@ -40,6 +40,7 @@ from flowagent.asterisk.transfer import (
     TransferStore,
     parse_target,
 )
+from flowagent.http_body import read_capped
 
 log = logging.getLogger("flowagent.asterisk.routes")
 
@@ -145,7 +146,11 @@ def _register_route(state: Any, token: str | None) -> tuple[str, str, Any]:
     async def register(request: web.Request) -> web.Response:
         if not _authorised(request, token):
             return web.json_response({"error": "missing or wrong API token"}, status=401)
-        body = await request.content.read(MAX_BODY + 1)
+        try:
+            body = await read_capped(request, MAX_BODY)
+        except web.HTTPRequestEntityTooLarge:
+            return web.json_response({"error": "The call registration is larger than 64 KiB."},
+                                     status=413)
         try:
             reg = parse_call_registration(request.headers.get("Content-Type", ""), body)
         except ValueError as exc:

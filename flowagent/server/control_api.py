@@ -34,15 +34,19 @@ import asyncio
 import hmac
 import json
 import secrets
+import uuid as uuidlib
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from aiohttp import web
 
+from flowagent.http_body import read_capped
 from flowagent.server.runtime import Runtime
 
 RUNTIME_KEY: web.AppKey[Runtime] = web.AppKey("flowagent_runtime", Runtime)
 MAX_BODY = 256 * 1024
+#: JSON nested deeper than this is refused before parsing (no caller's metadata needs it)
+MAX_DEPTH = 64
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -77,18 +81,31 @@ def _auth_middleware(public_prefixes: tuple[str, ...]) -> Any:
     return auth
 
 
+def _bad_request(message: str) -> web.HTTPBadRequest:
+    return web.HTTPBadRequest(text=json.dumps({"error": message}),
+                              content_type="application/json")
+
+
 async def _json_body(request: web.Request) -> dict[str, Any]:
-    if request.content_length is not None and request.content_length > MAX_BODY:
-        raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY, actual_size=request.content_length)
-    raw = await request.content.read(MAX_BODY + 1)
-    if len(raw) > MAX_BODY:
-        raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY, actual_size=len(raw))
+    """The request's JSON object. Refused (one sentence, 4xx): another content type, a body
+    that is not UTF-8 (UTF-16 and friends), nesting deeper than anyone writes, over MAX_BODY."""
+    raw = await read_capped(request, MAX_BODY)
+    ctype = request.content_type  # "application/octet-stream" when the header is missing
+    if raw and not (ctype == "application/json" or ctype.endswith("+json")):
+        raise web.HTTPUnsupportedMediaType(
+            text=json.dumps({"error": f"send JSON with Content-Type: application/json (got "
+                                      f"{ctype})"}), content_type="application/json")
     try:
-        data = json.loads(raw or b"{}")
-    except ValueError:
-        raise web.HTTPBadRequest(
-            text=json.dumps({"error": "the body is not JSON"}), content_type="application/json"
-        ) from None
+        text = raw.decode("utf-8") if raw else "{}"
+    except UnicodeDecodeError:
+        raise _bad_request("the body is not UTF-8 text") from None
+    if text.startswith("\ufeff") or _too_deep(text):
+        raise _bad_request("the body is not plain JSON (a byte-order mark, or nested deeper "
+                           f"than {MAX_DEPTH} levels)")
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        raise _bad_request("the body is not JSON") from None
     if not isinstance(data, dict):
         raise web.HTTPBadRequest(
             text=json.dumps({"error": "the body must be a JSON object"}),
@@ -97,12 +114,32 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
     return data
 
 
+def _too_deep(text: str) -> bool:
+    """Whether brackets nest deeper than MAX_DEPTH (checked before parsing: json.loads would
+    recurse once per level)."""
+    depth = 0
+    for ch in text:
+        if ch in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                return True
+        elif ch in "]}":
+            depth -= 1
+    return False
+
+
 async def post_call(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME_KEY]
     data = await _json_body(request)
-    uuid = str(data.get("uuid") or "").strip()
-    if not uuid:
+    raw_uuid = str(data.get("uuid") or "").strip()
+    if not raw_uuid:
         return web.json_response({"error": "uuid is required"}, status=400)
+    try:  # the AudioSocket UUID frame carries 16 bytes: nothing else can ever match
+        uuid = str(uuidlib.UUID(raw_uuid[:64]))
+    except ValueError:
+        return web.json_response({"error": f"uuid {raw_uuid[:40]!r}... is not a UUID"
+                                  if len(raw_uuid) > 40 else f"uuid {raw_uuid!r} is not a UUID"},
+                                 status=400)
     meta = data.get("payload")
     if meta is None:
         meta = data.get("metadata")
