@@ -105,7 +105,12 @@ async def _set_up(life: CallLifecycle) -> None:
         await rate
         if line.closed:
             return  # the caller was gone before their first audio frame
-        override = await webhook
+        try:
+            override = await asyncio.wait_for(asyncio.shield(webhook),
+                                              rt.config.call_initiated_grace_s)
+        except TimeoutError:  # the receiver is slow: the call starts without its answer
+            rt.metrics.error("webhook")
+            override = {}
     finally:
         rate.cancel()
         if webhook is not None:

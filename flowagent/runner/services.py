@@ -30,8 +30,12 @@ class RuntimeConfig:
     #: how long the first audio frame may take after the UUID (it tells the call's sample rate;
     #: real Asterisk sends it ~0.5 s after the UUID). Nothing is spoken before it arrives.
     first_audio_timeout_s: float = 3.0
-    #: how long `call_initiated` may delay the start of a call
+    #: longest wait for the `call_initiated` answer (a flow or sts_url override)...
     call_initiated_timeout_s: float = 1.0
+    #: ...but no longer than this after the call's first audio frame (~0.5 s after the UUID on
+    #: real Asterisk): the answer is awaited while that frame is on its way, so a slow or dead
+    #: receiver costs a call at most this much
+    call_initiated_grace_s: float = 0.1
     #: longest wait for our last words to play out before a hang-up is forced
     hangup_grace_s: float = 60.0
     #: when idle, send one silence frame this often (AudioSocket gives up after 2 s of nothing)

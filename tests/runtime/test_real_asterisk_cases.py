@@ -103,3 +103,33 @@ async def test_a_caller_gone_right_after_the_uuid_is_a_caller_hang_up(
     assert rec["hangup_by"] == "caller" and rec["outcome"] == "hangup_by_caller", rec
     assert rec["end_reason"] == "caller hung up"
     assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == []
+
+
+async def test_a_slow_webhook_receiver_does_not_delay_the_greeting(harness: Any) -> None:
+    """The receiver takes 2 s to answer call_initiated: the greeting still starts right after
+    the caller's first audio frame (0.5 s after the UUID, as real Asterisk sends it)."""
+    import asyncio
+    import time
+
+    from aiohttp import web
+    from loopback import serve_app
+
+    async def hook(request: web.Request) -> web.Response:
+        body = await request.json()
+        if body["type"] == "call_initiated":
+            await asyncio.sleep(2.0)
+            return web.json_response({"flow": "Cough"})
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    async with serve_app(app) as url:
+        h = await harness(FLOWS / "routes.yaml", webhook_url=f"{url}/hook")
+        c = h.caller(first_audio_after_s=0.5)
+        t0 = time.monotonic()
+        await c.connect()
+        started = await c.wait_agent_started(0, timeout_s=5)
+        await c.hangup()
+        rec = await h.wait_record(c.uuid)
+    assert started - t0 < 0.5 + 0.1 + 0.25, started - t0
+    assert rec["flow"] == "Runtime Test"  # the late answer was not waited for
