@@ -50,6 +50,8 @@ class CallTool:
     request: dict[str, Any]
     timeout_s: float = 5.0
     retries: int = 0
+    #: the largest answer read (settings.tool_response_limit_kb); a bigger one fails the tool
+    max_response_bytes: int = 1024 * 1024
 
 
 

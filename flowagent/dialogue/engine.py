@@ -1204,7 +1204,8 @@ class Engine:
         self.record.tool_calls.append(ToolCallRecord(
             cid, tool.name, redact_request(request), self.state, self._now()))
         self._pending_tool = (cid, tool.name, purpose, llm_call_id) if purpose != "hangup" else None
-        self._emit(CallTool(cid, tool.name, request, tool.timeout_s, tool.retries))
+        self._emit(CallTool(cid, tool.name, request, tool.timeout_s, tool.retries,
+                            self.flow.settings.tool_response_limit_kb * 1024))
 
     def _check_tool(self, tool: ToolDef, args: dict[str, Any]) -> str:
         missing = [s for s in tool.needs if self._slots.get(s) is None]

@@ -381,7 +381,8 @@ class StsDialogue:
         self.record.tool_calls.append(ToolCallRecord(
             cid, tool.name, redact_request(request), self.state, self.now()))
         self._pending[cid] = (tool, tc.id)
-        return CallTool(cid, tool.name, request, tool.timeout_s, tool.retries)
+        return CallTool(cid, tool.name, request, tool.timeout_s, tool.retries,
+                        self.flow.settings.tool_response_limit_kb * 1024)
 
     def _request(self, tool: ToolDef, args: dict[str, Any]) -> dict[str, Any]:
         ctx = self.ctx(args=args)
@@ -448,7 +449,8 @@ class StsDialogue:
             request = self._request(tool, {})
             self.record.tool_calls.append(ToolCallRecord(
                 self._ids, tool.name, redact_request(request), self.state, self.now()))
-            return [CallTool(self._ids, tool.name, request, tool.timeout_s, tool.retries)]
+            return [CallTool(self._ids, tool.name, request, tool.timeout_s, tool.retries,
+                             self.flow.settings.tool_response_limit_kb * 1024)]
         return []
 
 

@@ -127,7 +127,8 @@ async def resolve_context(
         "url": fetch.url.render(tctx),
         "headers": {k: v.render(tctx) for k, v in fetch.headers},
     }
-    result = await run_tool(runner, CallTool(0, "context", request, fetch.timeout_s, 0))
+    result = await run_tool(runner, CallTool(0, "context", request, fetch.timeout_s, 0,
+                                                   flow.settings.tool_response_limit_kb * 1024))
     if result.ok and isinstance(result.data, dict):
         ctx.update(result.data)
     return ctx

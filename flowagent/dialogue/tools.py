@@ -252,11 +252,18 @@ class ToolRunner:
             kwargs["json"] = body
         elif body is not None and isinstance(body, dict):
             kwargs["params"] = {k: _param(v) for k, v in body.items()}
+        status = 0
         try:
             async with session.request(method, url, **kwargs) as resp:
-                raw = await resp.read()
                 status = resp.status
                 reason = resp.reason or ""
+                raw = await read_limited(resp, action.max_response_bytes)
+        except ResponseTooLarge as exc:
+            raise _Final(
+                f"The {action.tool} tool's answer was larger than {exc.limit // 1024} KB "
+                "(settings.tool_response_limit_kb), so it was not read.",
+                status,
+            ) from None
         except TimeoutError:
             raise _Retryable(
                 f"The {action.tool} tool did not answer within {action.timeout_s:g} seconds"
@@ -299,6 +306,30 @@ class _Final(Exception):
         self.message = message
         self.status = status
         self.data = data
+
+
+class ResponseTooLarge(Exception):
+    """An HTTP answer passed its size cap; `limit` is the cap in bytes."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"answer larger than {limit} bytes")
+        self.limit = limit
+
+
+async def read_limited(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The whole body of `resp`, read in chunks; raises ResponseTooLarge as soon as it passes
+    `limit` bytes (or at once when Content-Length says it will), so a huge answer is never held
+    in memory — aiohttp's `read()` would keep all of it."""
+    if resp.content_length is not None and resp.content_length > limit:
+        raise ResponseTooLarge(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_chunked(65536):
+        size += len(chunk)
+        if size > limit:
+            raise ResponseTooLarge(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _param(value: Any) -> str:

@@ -127,6 +127,8 @@ class Settings:
     recording: bool = False
     #: start the reply (LLM + TTS, held back) on the interim transcript at end of speech
     preemptive_generation: bool = True
+    #: the largest tool answer read, in KB; a bigger one is a tool failure (never held whole)
+    tool_response_limit_kb: int = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,6 +330,7 @@ def _settings(raw: Mapping[str, Any] | None) -> Settings:
         preemptive_generation=bool(
             raw.get("preemptive_generation", d.preemptive_generation)
         ),
+        tool_response_limit_kb=int(raw.get("tool_response_limit_kb", d.tool_response_limit_kb)),
     )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from typing import Any
 
@@ -19,6 +20,7 @@ import aiohttp
 
 from flowagent import logging as flog
 from flowagent.dialogue.events import CallInfo
+from flowagent.dialogue.tools import read_limited, shared_session
 from flowagent.phone_numbers import region_of, to_e164
 from flowagent.runner import audio_recording
 from flowagent.runner.lifecycle import CallLifecycle
@@ -163,11 +165,12 @@ async def _resolve_context(life: CallLifecycle, entry: FlowEntry, caller: str, d
     try:
         url = fetch.url.render(tctx)
         headers = {k: t.render(tctx) for k, t in fetch.headers}
-        async with aiohttp.ClientSession() as http, http.get(
+        limit = compiled.settings.tool_response_limit_kb * 1024
+        async with shared_session().get(
             url, headers=headers, timeout=aiohttp.ClientTimeout(total=fetch.timeout_s)
         ) as resp:
             resp.raise_for_status()
-            data = await resp.json(content_type=None)
+            data = json.loads(await read_limited(resp, limit))
         if isinstance(data, dict):
             ctx.update(data)
     except Exception as exc:  # a context API fault must not stop the call
