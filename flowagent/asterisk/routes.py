@@ -139,6 +139,10 @@ def _routes(state: Any, token: str | None, default_context: str,
     return routes
 
 
+def _retry_later(status: int) -> dict[str, str]:
+    return {"Retry-After": "5"} if status == 503 else {}
+
+
 def _register_route(state: Any, token: str | None) -> tuple[str, str, Any]:
     """`POST /asterisk/call`: the dialplan's CURL() registration (form-encoded or JSON), handed
     to `state.register_call(uuid, metadata)` exactly like `POST /call` does."""
@@ -156,12 +160,16 @@ def _register_route(state: Any, token: str | None) -> tuple[str, str, Any]:
         except ValueError as exc:
             return web.json_response({"error": str(exc)}, status=400)
         metadata = dict(reg.metadata)
-        if metadata.pop("reply", "") == "text":
+        as_text = metadata.pop("reply", "") == "text"
+        try:
+            await state.register_call(reg.uuid, metadata)
+        except RegistrationRefused as exc:
+            return web.json_response({"error": exc.message}, status=exc.status,
+                                     headers=_retry_later(exc.status))
+        if as_text:
             # the CURL() dialplan sees only the body: one word it cannot mistake for an error
             # (a 401's JSON body is not empty, so "any answer" would pass a wrong token)
-            await state.register_call(reg.uuid, metadata)
             return web.Response(text="registered", content_type="text/plain")
-        await state.register_call(reg.uuid, metadata)
         reply: dict[str, Any] = {"uuid": reg.uuid, "status": "registered"}
         flows = getattr(state, "flows", None)
         if flows is not None and callable(getattr(flows, "pick", None)):
@@ -222,6 +230,16 @@ async def lookup_reason(state: Any, call_uuid: str) -> str:
     reason = " ".join("".join(ch if ch.isprintable() and ch not in ",;|" else " "
                               for ch in reason).split())
     return reason[:120]
+
+
+class RegistrationRefused(Exception):
+    """`register_call` would not hold this registration: `status` is the HTTP answer (413: too
+    large, 503: full) and `message` one plain sentence for whoever sent it."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,6 +42,11 @@ class RuntimeConfig:
     keepalive_ms: int = 500
     #: how long `POST /call` metadata waits for its AudioSocket connection
     pending_ttl_s: float = 300.0
+    #: registrations held at once waiting for their connection (more are refused, 503)...
+    pending_max_calls: int = 10_000
+    #: ...and their metadata's total JSON size; one registration's metadata at most this (413)
+    pending_max_bytes: int = 32 * 1024 * 1024
+    call_metadata_max_bytes: int = 32 * 1024
     #: with a shared store: how long a new connection waits for its `POST /call` metadata
     #: when the POST (on another node) is still in flight
     pending_wait_s: float = 0.3

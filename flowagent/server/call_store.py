@@ -165,8 +165,10 @@ class StoreBackend(Protocol):
 
     async def count(self) -> int: ...
 
-    async def put_pending(self, uuid: str, metadata: dict[str, Any], ttl_s: float) -> None:
-        """`POST /call` metadata; older entries than `ttl_s` are swept."""
+    async def put_pending(self, uuid: str, metadata: dict[str, Any], ttl_s: float,
+                          max_count: int) -> bool:
+        """`POST /call` metadata; older entries than `ttl_s` are swept. False (nothing stored)
+        when `max_count` others are already waiting."""
 
     async def take_pending(self, uuid: str) -> dict[str, Any] | None:
         """The metadata for this UUID, removed (only one connection takes it)."""

@@ -40,6 +40,7 @@ from typing import Any
 
 from aiohttp import web
 
+from flowagent.asterisk.routes import RegistrationRefused
 from flowagent.http_body import read_capped
 from flowagent.server.runtime import Runtime
 
@@ -147,7 +148,11 @@ async def post_call(request: web.Request) -> web.Response:
         meta = {k: v for k, v in data.items() if k != "uuid"}
     if not isinstance(meta, dict):
         return web.json_response({"error": "payload/metadata must be an object"}, status=400)
-    await rt.register_call(uuid, meta)
+    try:
+        await rt.register_call(uuid, meta)
+    except RegistrationRefused as exc:
+        return web.json_response({"error": exc.message}, status=exc.status,
+                                 headers={"Retry-After": "5"} if exc.status == 503 else {})
     return web.json_response({"uuid": uuid, "status": "registered"})
 
 

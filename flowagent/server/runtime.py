@@ -17,12 +17,12 @@ import logging
 import os
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from flowagent.asterisk.routes import RegistrationRefused
 from flowagent.dialogue.call_record import call_ended_key
 from flowagent.phone_numbers import region_of, to_e164
 from flowagent.providers import registry
@@ -33,6 +33,7 @@ from flowagent.runner.services import RuntimeConfig
 from flowagent.server.call_store import NodeInfo, OutboxEvent, StoreBackend, StoreUnavailable
 from flowagent.server.cluster import NodeKeeper
 from flowagent.server.metrics import Metrics
+from flowagent.server.pending_calls import PendingCalls
 from flowagent.server.record_writer import RecordWriter
 from flowagent.server.webhooks import Webhooks
 
@@ -314,12 +315,6 @@ def _maybe_routes(path: Path) -> dict[str, Any] | None:
     return None
 
 
-@dataclass
-class PendingCall:
-    metadata: dict[str, Any]
-    at: float
-
-
 class Runtime:
     """Process-wide state shared by the AudioSocket server, the sessions and the control API."""
 
@@ -349,7 +344,11 @@ class Runtime:
         self.records = RecordWriter(store, self.node_id, self.metrics)
         self.webhooks.attach(self.records, store, self.node_id, self.metrics)
         self.keeper: NodeKeeper | None = None
-        self.pending: dict[str, PendingCall] = {}
+        #: `POST /call` registrations waiting for their connection (capped: pending_calls.py)
+        self.pending = PendingCalls(
+            ttl_s=self.config.pending_ttl_s, max_count=self.config.pending_max_calls,
+            max_bytes=self.config.pending_max_bytes,
+            max_metadata_bytes=self.config.call_metadata_max_bytes, clock=time.monotonic)
         #: uuid -> the calls in progress (for the control API and the live view)
         self.sessions: dict[str, LiveCall] = {}
         #: UUIDs of this node's connections from their UUID frame to their record
@@ -408,30 +407,42 @@ class Runtime:
         shared store when there is one (the connection may land on another node), else (or
         when the store fails) in this process."""
         key = uuid.lower()
-        if self.store.shared:
-            try:
-                await asyncio.wait_for(
-                    self.store.put_pending(key, metadata, self.config.pending_ttl_s),
-                    self.config.store_timeout_s)
+        try:
+            if self.store.shared and await self._put_shared(key, metadata):
                 return
-            except Exception as exc:
-                self.metrics.error("store")
-                log.warning("POST /call metadata for %s kept on this node only: the store"
-                            " failed (%s)", uuid, exc)
-        now = time.monotonic()
-        ttl = self.config.pending_ttl_s
-        for k in [k for k, p in self.pending.items() if now - p.at > ttl]:
-            del self.pending[k]
-        self.pending[key] = PendingCall(metadata, now)
+            self.pending.put(key, metadata)
+        except RegistrationRefused:
+            self.metrics.error("registration_refused")
+            raise
+
+    async def _put_shared(self, key: str, metadata: dict[str, Any]) -> bool:
+        """Into the shared store (True), or False when it failed (kept on this node then).
+        Raises RegistrationRefused when the registration is too large or the store is full."""
+        cfg = self.config
+        self.pending.check_size(metadata)
+        try:
+            held = await asyncio.wait_for(
+                self.store.put_pending(key, metadata, cfg.pending_ttl_s, cfg.pending_max_calls),
+                cfg.store_timeout_s)
+        except Exception as exc:
+            self.metrics.error("store")
+            log.warning("POST /call metadata for %s kept on this node only: the store"
+                        " failed (%s)", key, exc)
+            return False
+        if not held:
+            raise RegistrationRefused(
+                503, f"{cfg.pending_max_calls} calls are registered and not connected yet, the "
+                     "most the store holds; try again when some have connected or expired.")
+        return True
 
     async def take_pending(self, uuid: str) -> dict[str, Any] | None:
         """The `POST /call` metadata of this UUID: this node's, else the shared store's — where
         it is waited for up to `pending_wait_s` (the POST may still be in flight on another
         node)."""
         key = uuid.lower()
-        p = self.pending.pop(key, None)
-        if p is not None or not self.store.shared:
-            return None if p is None else p.metadata
+        mine = self.pending.take(key)
+        if mine is not None or not self.store.shared:
+            return mine
         deadline = time.monotonic() + self.config.pending_wait_s
         while True:
             try:

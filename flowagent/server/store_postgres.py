@@ -150,13 +150,21 @@ class PostgresStore:
 
     # -- POST /call metadata -------------------------------------------------------------------
 
-    async def put_pending(self, uuid: str, metadata: dict[str, Any], ttl_s: float) -> None:
+    async def put_pending(self, uuid: str, metadata: dict[str, Any], ttl_s: float,
+                          max_count: int) -> bool:
+        # the count is per transaction: nodes registering at the same instant may pass the
+        # cap by a few, never by an unbounded number
         async with self._acquire() as con, con.transaction():
             await con.execute(f"DELETE FROM pending_calls WHERE created_at < {_NOW} - $1", ttl_s)
+            others = await con.fetchval(
+                "SELECT count(*) FROM pending_calls WHERE uuid != $1", uuid)
+            if others >= max_count:
+                return False
             await con.execute(
                 f"INSERT INTO pending_calls VALUES ($1, $2, {_NOW}) ON CONFLICT (uuid) DO"
                 " UPDATE SET metadata = excluded.metadata, created_at = excluded.created_at",
                 uuid, json.dumps(metadata, default=str))
+            return True
 
     async def take_pending(self, uuid: str) -> dict[str, Any] | None:
         async with self._acquire() as con:

@@ -160,18 +160,26 @@ class SqliteStore:
 
     # -- POST /call metadata -------------------------------------------------------------------
 
-    async def put_pending(self, uuid: str, metadata: dict[str, Any], ttl_s: float) -> None:
-        await self._run(self._put_pending, uuid, json.dumps(metadata, default=str), ttl_s)
+    async def put_pending(self, uuid: str, metadata: dict[str, Any], ttl_s: float,
+                          max_count: int) -> bool:
+        return bool(await self._run(self._put_pending, uuid,
+                                    json.dumps(metadata, default=str), ttl_s, max_count))
 
-    def _put_pending(self, uuid: str, meta: str, ttl_s: float) -> None:
+    def _put_pending(self, uuid: str, meta: str, ttl_s: float, max_count: int) -> bool:
         c = self._conn
         c.execute("BEGIN IMMEDIATE")
         try:
             c.execute(f"DELETE FROM pending_calls WHERE created_at < {_NOW} - ?", (ttl_s,))
+            (others,) = c.execute("SELECT count(*) FROM pending_calls WHERE uuid != ?",
+                                  (uuid,)).fetchone()
+            if others >= max_count:
+                c.execute("COMMIT")
+                return False
             c.execute(f"INSERT INTO pending_calls VALUES (?, ?, {_NOW}) ON CONFLICT (uuid) DO"
                       " UPDATE SET metadata = excluded.metadata, created_at = excluded.created_at",
                       (uuid, meta))
             c.execute("COMMIT")
+            return True
         except BaseException:
             _rollback(c)
             raise

@@ -36,7 +36,7 @@ async def test_bodies_the_api_refuses_with_a_sentence(harness: Any) -> None:
     huge = json.dumps({"uuid": "a" * 250_000}).encode()
     status, text = await post(h, huge, "application/json")
     assert status == 400 and "not a UUID" in json.loads(text)["error"] and len(text) < 200
-    assert h.rt.pending == {}  # nothing registered by any of those
+    assert len(h.rt.pending) == 0  # nothing registered by any of those
     status, text = await post(h, ok_json.encode(), "application/json")
     assert status == 200 and CALL in h.rt.pending
 

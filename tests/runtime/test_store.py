@@ -93,14 +93,31 @@ async def test_lookup_by_prefix_is_literal(store_url: str) -> None:
 async def test_post_call_metadata_is_taken_once(store_url: str) -> None:
     store = await open_store(store_url)
     try:
-        await store.put_pending("u-1", {"caller": "+441", "nested": {"a": 1}}, ttl_s=300)
+        await store.put_pending("u-1", {"caller": "+441", "nested": {"a": 1}}, ttl_s=300,
+                                max_count=10)
         assert await store.take_pending("u-1") == {"caller": "+441", "nested": {"a": 1}}
         assert await store.take_pending("u-1") is None
-        await store.put_pending("old", {"x": 1}, ttl_s=300)
+        await store.put_pending("old", {"x": 1}, ttl_s=300, max_count=10)
         await asyncio.sleep(0.05)
-        await store.put_pending("new", {"x": 2}, ttl_s=0.01)  # sweeps entries older than 10 ms
+        # sweeps entries older than 10 ms
+        await store.put_pending("new", {"x": 2}, ttl_s=0.01, max_count=10)
         assert await store.take_pending("old") is None
         assert await store.take_pending("new") == {"x": 2}
+    finally:
+        await store.close()
+
+
+async def test_the_shared_store_holds_at_most_max_count_registrations(store_url: str) -> None:
+    store = await open_store(store_url)
+    try:
+        for i in range(3):
+            assert await store.put_pending(f"u-{i}", {"i": i}, ttl_s=300, max_count=3)
+        assert not await store.put_pending("u-3", {"i": 3}, ttl_s=300, max_count=3)
+        assert await store.take_pending("u-3") is None  # refused: not stored
+        # registering a held UUID again replaces it (not a new one)
+        assert await store.put_pending("u-0", {"i": "again"}, ttl_s=300, max_count=3)
+        assert await store.take_pending("u-0") == {"i": "again"}
+        assert await store.put_pending("u-3", {"i": 3}, ttl_s=300, max_count=3)  # room again
     finally:
         await store.close()
 
