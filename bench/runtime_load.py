@@ -133,6 +133,21 @@ async def serve(flow: Path, keepalive_ms: int) -> None:
         }
         return web.json_response(body)
 
+    async def objects(request: web.Request) -> web.Response:
+        """Live objects by type (bench_soak.py diffs two of these to find what grows) and the
+        sizes of the runtime's own collections."""
+        import collections
+        import gc
+
+        r = request.app[RUNTIME_KEY]
+        counts = collections.Counter(type(o).__qualname__ for o in gc.get_objects())
+        return web.json_response({
+            "types": dict(counts.most_common(300)),
+            "sizes": {"sessions": len(r.sessions), "recent": len(r.recent),
+                      "claimed": len(r.claimed), "pending": len(r.pending),
+                      "tasks": len(asyncio.all_tasks())},
+            "rss_kb": rss_kb()})
+
     async def reset(request: web.Request) -> web.Response:
         r = request.app[RUNTIME_KEY]
         r.player.tick_log.clear()
@@ -142,6 +157,7 @@ async def serve(flow: Path, keepalive_ms: int) -> None:
         return web.json_response({"ok": True})
 
     app = create_app(rt, extra_routes=[web.get("/bench/stats", stats),
+                                       web.get("/bench/objects", objects),
                                        web.post("/bench/reset", reset)])
     runner, http_port = await start_api(app, "127.0.0.1", 0)
     print(f"READY {server.address[1]} {http_port}", flush=True)
