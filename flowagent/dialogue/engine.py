@@ -77,14 +77,18 @@ from flowagent.dialogue.events import (
     UserUtterance,
 )
 from flowagent.dialogue.llm_tools import BUILTIN_TOOL_SPECS
+from flowagent.dialogue.steps import assign
+from flowagent.dialogue.steps.faults import FlowFault, short_error
 from flowagent.flow.compiler import (
     CompiledFlow,
+    Expression,
     Handler,
     SlotDef,
     StateDef,
     Template,
     ToolDef,
 )
+from flowagent.flow.expressions import ExpressionError
 from flowagent.providers.base import LlmMessage, LlmToolCall, LlmToolSpec
 
 MAX_TRANSITIONS_PER_EVENT = 40
@@ -158,6 +162,8 @@ class Engine:
         # pending async work
         self._pending_tool: tuple[int, str, str, str] | None = None  # id, tool, purpose, llm id
         self._pending_llm: tuple[int, str, Any] | None = None  # id, purpose, info
+        # a handler waiting for its tool (it speaks after), and what was being listened for
+        self._pending_handler: tuple[Handler, str | None] | None = None
         self._llm_messages: list[LlmMessage] = []
         self._llm_turns = 0
         self._llm_tool_rounds = 0
@@ -242,6 +248,8 @@ class Engine:
         self._in_error = False
         try:
             self._dispatch(event)
+        except FlowFault as fault:
+            self._fault(fault)
         except _LoopOverflow:
             self._error("the flow moved between states too many times without hearing the caller")
         except TemplateError as exc:  # e.g. arithmetic on a value a tool did not return
@@ -313,6 +321,7 @@ class Engine:
             uuid=call.uuid, flow=self.flow.name, caller=call.caller, did=call.did,
             channel=call.channel,
         )
+        self._vars = self.flow.initial_vars()
         self._emit(StartTimer("max_duration", self.flow.settings.max_call_s))
         self._enter(self.flow.start)
 
@@ -415,7 +424,74 @@ class Engine:
     def _render(self, tpl: Template, **extra: Any) -> str:
         if tpl.static:
             return tpl.source
-        return tpl.render(self._ctx(**extra))
+        try:
+            return tpl.render(self._ctx(**extra))
+        except Exception as exc:  # named, so the author can find it (steps/faults.py)
+            raise FlowFault("template", self.state, self._template_where(tpl), tpl.source,
+                            short_error(exc)) from None
+
+    def _template_where(self, tpl: Template) -> str:
+        """Which key of the flow a failing template is (looked up only on failure)."""
+        st = self._state
+        if st is not None:
+            for key in ("say", "ask", "reprompt", "confirm", "transfer", "reason"):
+                if getattr(st, key) is tpl:
+                    return f"state `{st.name}`, {key}"
+            if st.llm is not None and st.llm.instructions is tpl:
+                return f"state `{st.name}`, llm instructions"
+            for h in st.handlers.values():
+                if h.say is tpl:
+                    return f"the {h.trigger[1]} handler, say"
+        for slot in self.flow.slots.values():
+            for key in ("prompt", "reprompt", "invalid"):
+                if getattr(slot, key) is tpl:
+                    return f"slot `{slot.name}`, {key}"
+        return f"state `{self.state}`"
+
+    def _value(self, expr: Expression, where: str, ctx: Mapping[str, Any] | None = None) -> Any:
+        """Work out a format-2 expression; a failure is named (FlowFault), never silent."""
+        try:
+            return expr(self._ctx() if ctx is None else ctx)
+        except ExpressionError as exc:
+            raise FlowFault("expression", self.state, where, expr.source, str(exc)) from None
+
+    def _holds(self, expr: Expression, where: str, ctx: Mapping[str, Any] | None = None
+               ) -> bool:
+        """A condition. Format 1 keeps its old rule (an error is false); format 2 names it."""
+        if self.flow.version < 2:
+            return expr.test(self._ctx() if ctx is None else ctx)
+        return bool(self._value(expr, where, ctx))
+
+    def _assign(self, clears: tuple[tuple[str, str], ...],
+                sets: tuple[tuple[str, str, Expression], ...], where: str) -> None:
+        """`clear` then `set` (format 2), before anything is said."""
+        if not clears and not sets:
+            return
+        try:
+            changed = assign.apply(clears, sets, self._slots, self._vars, self._ctx,
+                                   self._checked_slot_value, self.flow.initial_vars)
+        except assign.AssignError as exc:
+            raise FlowFault("expression", self.state, f"{where}, set {exc.target}", exc.source,
+                            exc.error) from None
+        for name in changed:
+            if name in self._slots:
+                self.record.slots[name] = self._slots[name]
+            else:
+                self.record.slots.pop(name, None)
+        self.record.vars = dict(self._vars)
+
+    def _checked_slot_value(self, name: str, value: Any) -> Any:
+        """A value `set` into a slot, checked like an answer (raises ValueError)."""
+        slot = self.flow.slots.get(name)
+        if slot is None:
+            raise ValueError(f"there is no slot called {name}")
+        if value is None or slot.list or slot.choices_from is not None:
+            return value
+        res = nlu.validate_value(self.flow, self.today(), slot, value)
+        if not res.ok:
+            raise ValueError(f"{value!r} is not a valid {slot.type} for slot {name}"
+                             + (f": {res.reason}" if res.reason else ""))
+        return res.value
 
     def today(self) -> _dt.date:
         return self._today or _dt.date.today()
@@ -440,8 +516,10 @@ class Engine:
         self._clarify = None
         self._pending_llm = None  # moving on abandons an answer still being waited for
         self._pending_tool = None
+        self._pending_handler = None
         self.record.states.append(name)
         self._emit(StateEntered(name))
+        self._assign(st.clear, st.set, f"state `{name}`")
         kind = st.kind
         if kind == "say":
             self._say(st.say)
@@ -491,13 +569,13 @@ class Engine:
                 ) -> bool:
         """Take the first branch of `st.next` that holds. Returns False if none does."""
         ctx = None
-        for b in st.next:
+        for i, b in enumerate(st.next):
             if b.intent is not None and b.intent != intent:
                 continue
             if b.when is not None:
                 if ctx is None:
                     ctx = self._ctx()
-                if not b.when.test(ctx):
+                if not self._holds(b.when, f"state `{st.name}`, branch {i + 1}", ctx):
                     continue
             self._enter(b.go)
             return True
@@ -585,6 +663,19 @@ class Engine:
         self.record.add(self._now(), "system", f"handler {h.trigger[0]} {h.trigger[1]}", self.state)
         if h.trigger == ("intent", "cancel"):
             self._cancel_task()
+        tool = self.flow.tools.get(h.call) if h.call else None
+        if tool is not None and h.trigger != ("event", "hangup"):
+            # a side question: the tool runs first, so what the handler says can use it
+            self._pending_handler = (h, self._listen)
+            self._listen = None
+            self._emit(StopNoInputTimer())
+            self._call_tool(tool, purpose="handler", args={})
+            return
+        self._finish_handler(h)
+
+    def _finish_handler(self, h: Handler) -> None:
+        """A handler after its tool (if any): clear/set, say, then go or do."""
+        self._assign(h.clear, h.set, f"the {h.trigger[1]} handler")
         if h.say is not None and h.trigger != ("event", "hangup"):
             self._say(h.say)
         if h.go:
@@ -596,7 +687,7 @@ class Engine:
         elif do == "restart":
             self._carry = []
             self._slots.clear()
-            self._vars.clear()
+            self._vars = self.flow.initial_vars()
             self.record.slots.clear()
             self._result = None
             self._enter(self.flow.start)
@@ -657,8 +748,7 @@ class Engine:
             name, is_handler = self._handler_intent(text)
             if is_handler and name:
                 self._intent = name
-                self._pending_tool = None
-                self._pending_llm = None
+                self._drop_pending()
                 self._run_handler(self._state.handlers[("intent", name)])  # type: ignore[union-attr]
             return
         mode = self._listen
@@ -855,7 +945,7 @@ class Engine:
             self._intent = handler[0]
             self._run_handler(st.handlers[("intent", handler[0])])
             return
-        if cur is not None and cur.invalid:
+        if cur is not None and current is not None and cur.invalid:
             self._no_match_again(invalid=self._invalid_text(self.flow.slots[current], cur))
             return
         if self._llm_fallback_ok():
@@ -1162,8 +1252,7 @@ class Engine:
     def _on_timer(self, ev: TimerExpired) -> None:
         if ev.name == "max_duration":
             self._begin_turn()
-            self._pending_tool = None
-            self._pending_llm = None
+            self._drop_pending()
             self.record.add(self._now(ev), "system", "maximum call length reached", self.state)
             self._event_handler("max_duration", _DEFAULT_MAX_DURATION)
         elif ev.name == "dtmf":
@@ -1266,6 +1355,24 @@ class Engine:
         if purpose == "llm":
             self._llm_tool_answer(llm_id, ev.data if ev.ok else {"error": ev.error})
             return
+        if purpose == "handler" and self._pending_handler is not None:
+            h, listen = self._pending_handler
+            self._pending_handler = None
+            self._listen = listen
+            if ev.ok:
+                self._finish_handler(h)
+                return
+            self.record.errors.append(ev.error)
+            self.record.add(self._now(), "system", f"tool failed: {ev.error}", self.state)
+            if tool is not None and tool.on_failure:
+                self._enter(tool.on_failure)
+                return
+            fail = self._handler("event", "tool_failure")
+            if fail is not None:
+                self._run_handler(fail)
+            else:
+                self._question()  # carry on with what was being asked
+            return
         if ev.ok:
             self._follow(self._state)  # type: ignore[arg-type]
         else:
@@ -1310,8 +1417,7 @@ class Engine:
         (or loops), the call ends."""
         self.record.errors.append(reason)
         self.record.add(self._now(), "system", f"error: {reason}", self.state)
-        self._pending_tool = None
-        self._pending_llm = None
+        self._drop_pending()
         if self._ended:
             return
         if self._in_error or self._state is None:
@@ -1332,6 +1438,21 @@ class Engine:
                 self._end("error", reason)
         except Exception:
             self._hard_end()
+
+    def _drop_pending(self) -> None:
+        """Forget the tool/LLM answer being waited for; a handler waiting for its tool gives
+        back what was being listened for, so "carry on" still knows what to ask."""
+        self._pending_tool = None
+        self._pending_llm = None
+        if self._pending_handler is not None:
+            self._listen = self._pending_handler[1]
+            self._pending_handler = None
+
+    def _fault(self, fault: FlowFault) -> None:
+        """A template, expression or loop failed: say so by name (action, record, log) and
+        take the flow's own error path."""
+        self._emit(fault.problem())
+        self._error(fault.sentence())
 
     def _hard_end(self) -> None:
         if self._ended:

@@ -94,9 +94,26 @@ class Expression:
             return False
 
 
-def expression(src: Any) -> Expression:
+def expression(src: Any, *, v2: bool = False) -> Expression:
+    """A condition or value. Format 1 reads it with Jinja (as it always has); format 2 with
+    flowagent's own evaluator (`flow/expressions.py`: arithmetic, lists, named errors)."""
+    if isinstance(src, bool):
+        src = "true" if src else "false"
     text = str(src)
+    if v2:
+        from flowagent.flow.expressions import compile_expression
+
+        return Expression(text, compile_expression(text))
     return Expression(text, T.compile_expression(text))
+
+
+def value_expression(src: Any) -> Expression:
+    """A format-2 value: text is an expression; a number, true/false, list or record written
+    in YAML is that value (copied for each use, so one call never changes another's)."""
+    if isinstance(src, str):
+        return expression(src, v2=True)
+    frozen = _freeze(src)
+    return Expression(repr(src), lambda ctx: _thaw(frozen))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -140,6 +157,14 @@ class SlotDef:
     dtmf: bool
     options: SlotOptions
     spec: SlotSpec  # what understanding.* parsers take
+    #: format 2: the slot holds a list (a choice list takes every choice named)
+    list: bool = False
+    #: format 2: the answer is kept only when this holds (`value` is the new answer)
+    valid_when: Expression | None = None
+    #: format 2: the options of a choice slot, worked out on the call (a list)
+    choices_from: Expression | None = None
+    #: format 2: how each run-time option is said (`item`)
+    choice_label: Template | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +202,9 @@ class Handler:
     say: Template | None
     go: str | None
     do: str | None  # repeat | restart | continue | hangup
-    call: str | None  # tool (hangup handlers)
+    call: str | None  # a tool run first (its answer is in `result` when the handler speaks)
+    clear: tuple[tuple[str, str], ...] = ()  # format 2: (slots|vars, name) to forget
+    set: tuple[tuple[str, str, Expression], ...] = ()  # format 2: (slots|vars, name, value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +241,9 @@ class StateDef:
     outcome: str = ""
     barge_in: bool | None = None
     no_input_timeout_s: float | None = None
+    #: format 2: forget these on entry, then work these out (before `say`)
+    clear: tuple[tuple[str, str], ...] = ()
+    set: tuple[tuple[str, str, Expression], ...] = ()
 
     #: intents the `next` branches name, in order (computed once at compile time)
     branch_intents: tuple[str, ...] = ()
@@ -257,6 +287,14 @@ class CompiledFlow:
     matcher: Any = field(repr=False, compare=False)  # understanding.intents matcher (or None)
     #: how to name each intent in "Did you mean ...?" (its `label`, else its name in words)
     intent_labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    #: the flow format the file is written in (1 or 2)
+    version: int = 1
+    #: format 2: declared variables and their starting values
+    vars: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+    def initial_vars(self) -> dict[str, Any]:
+        """A fresh copy of the starting values of `vars:` (each call gets its own)."""
+        return {str(k): _thaw(v) for k, v in self.vars.items()}
 
     @property
     def has_llm(self) -> bool:
@@ -265,7 +303,7 @@ class CompiledFlow:
     def context_for(self, did: str = "") -> dict[str, Any]:
         """Static context for a call to `did`: `data` with the `by_number` entry laid over.
         Numbers match however they are written (`by_number` keys are E.164 from compile time)."""
-        ctx = _thaw(self.context_data)
+        ctx: dict[str, Any] = _thaw(self.context_data)
         did = to_e164(did, region_of(self.language)) if did else ""
         if did and did in self.by_number:
             ctx.update(_thaw(self.by_number[did]))
@@ -331,10 +369,11 @@ def _settings(raw: Mapping[str, Any] | None) -> Settings:
     )
 
 
-def _slot(name: str, raw: Mapping[str, Any]) -> SlotDef:
+def _slot(name: str, raw: Mapping[str, Any], v2: bool = False) -> SlotDef:
     prompt = template(raw.get("prompt", ""))
     options = SlotOptions.from_dict(raw)
     typ = str(raw.get("type", "text"))
+    valid_when, choices_from = raw.get("valid_when"), raw.get("choices_from")
     return SlotDef(
         name=name,
         type=typ,
@@ -345,6 +384,10 @@ def _slot(name: str, raw: Mapping[str, Any]) -> SlotDef:
         dtmf=bool(raw.get("dtmf", False)),
         options=options,
         spec=SlotSpec(type=typ, options=options),
+        list=bool(raw.get("list", False)),
+        valid_when=expression(valid_when, v2=v2) if valid_when is not None else None,
+        choices_from=expression(choices_from, v2=v2) if choices_from is not None else None,
+        choice_label=maybe_template(raw.get("choice_label")),
     )
 
 
@@ -359,7 +402,7 @@ def _templated(value: Any) -> Any:
     return value
 
 
-def _tool(name: str, raw: Mapping[str, Any]) -> ToolDef:
+def _tool(name: str, raw: Mapping[str, Any], v2: bool = False) -> ToolDef:
     method = str(raw.get("method", "GET")).upper()
     idempotent = bool(raw.get("idempotent", False)) or method in _IDEMPOTENT_METHODS
     args = {
@@ -383,10 +426,24 @@ def _tool(name: str, raw: Mapping[str, Any]) -> ToolDef:
         timeout_s=float(raw.get("timeout_s", 5)),
         retries=int(raw.get("retries", 0)) if idempotent else 0,
         idempotent=idempotent,
-        save=tuple((str(k), expression(v)) for k, v in (raw.get("save") or {}).items()),
+        save=tuple((str(k), expression(v, v2=v2)) for k, v in (raw.get("save") or {}).items()),
         on_failure=raw.get("on_failure"),
         python=raw.get("python"),
     )
+
+
+def _assignments(raw: Mapping[str, Any]
+                 ) -> tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str, Expression], ...]]:
+    """`clear: [slots.x]` and `set: {vars.y: expr}` as (scope, name) pairs."""
+    clears = []
+    for item in raw.get("clear") or ():
+        scope, _, name = str(item).partition(".")
+        clears.append((scope, name))
+    sets = []
+    for key, value in (raw.get("set") or {}).items():
+        scope, _, name = str(key).partition(".")
+        sets.append((scope, name, value_expression(value)))
+    return tuple(clears), tuple(sets)
 
 
 def _handler(raw: Mapping[str, Any]) -> Handler:
@@ -396,12 +453,15 @@ def _handler(raw: Mapping[str, Any]) -> Handler:
         trigger = ("dtmf", str(raw["dtmf"]))
     else:
         trigger = ("event", str(raw.get("event")))
+    clears, sets = _assignments(raw)
     return Handler(
         trigger=trigger,
         say=maybe_template(raw.get("say")),
         go=raw.get("go"),
         do=raw.get("do"),
         call=raw.get("call"),
+        clear=clears,
+        set=sets,
     )
 
 
@@ -413,7 +473,7 @@ def _handlers(items: Any) -> dict[tuple[str, str], Handler]:
     return out
 
 
-def _next(raw: Any) -> tuple[Branch, ...]:
+def _next(raw: Any, v2: bool = False) -> tuple[Branch, ...]:
     if raw is None:
         return ()
     if isinstance(raw, str):
@@ -425,7 +485,7 @@ def _next(raw: Any) -> tuple[Branch, ...]:
             Branch(
                 go=str(b["go"]),
                 intent=b.get("intent"),
-                when=expression(when) if when is not None else None,
+                when=expression(when, v2=v2) if when is not None else None,
             )
         )
     return tuple(out)
@@ -434,7 +494,8 @@ def _next(raw: Any) -> tuple[Branch, ...]:
 _KINDS = ("ask", "collect", "call", "llm", "transfer", "end")
 
 
-def _state(name: str, raw: Mapping[str, Any], global_handlers: Mapping) -> StateDef:
+def _state(name: str, raw: Mapping[str, Any],
+           global_handlers: Mapping[tuple[str, str], Handler], v2: bool = False) -> StateDef:
     kind = next((k for k in _KINDS if k in raw and raw[k] is not None and raw[k] is not False),
                 "say")
     merged = dict(global_handlers)
@@ -446,13 +507,14 @@ def _state(name: str, raw: Mapping[str, Any], global_handlers: Mapping) -> State
             instructions=template(lraw.get("instructions", "")),
             tools=tuple(str(t) for t in lraw.get("tools") or ()),
             max_turns=int(lraw.get("max_turns", 6)),
-            until=expression(lraw["until"]) if lraw.get("until") else None,
+            until=expression(lraw["until"], v2=v2) if lraw.get("until") else None,
         )
     collect = raw.get("collect") or ()
     if isinstance(collect, str):
         collect = (collect,)
     barge = raw.get("barge_in")
-    branches = _next(raw.get("next"))
+    branches = _next(raw.get("next"), v2)
+    clears, sets = _assignments(raw)
     return StateDef(
         name=name,
         kind=kind,
@@ -475,6 +537,8 @@ def _state(name: str, raw: Mapping[str, Any], global_handlers: Mapping) -> State
         no_input_timeout_s=(
             float(raw["no_input_timeout_s"]) if raw.get("no_input_timeout_s") is not None else None
         ),
+        clear=clears,
+        set=sets,
     )
 
 
@@ -527,14 +591,15 @@ def compile_flow(data_or_loaded: Any, *, path: str | Path = "<flow>") -> Compile
     fetch = None
     if fetch_raw:
         fetch = ContextFetch(
-            url=url_template(fetch_raw["url"]),
+            url=url_template(fetch_raw["url"]) or template(""),
             headers=tuple(
                 (str(k), template(v)) for k, v in (fetch_raw.get("headers") or {}).items()
             ),
             timeout_s=float(fetch_raw.get("timeout_s", 2)),
         )
     matcher = _build_matcher(_intents(data.get("intents")), data)
-    states = {str(n): _state(str(n), raw or {}, global_handlers)
+    v2 = data.get("flowagent") == 2
+    states = {str(n): _state(str(n), raw or {}, global_handlers, v2)
               for n, raw in (data.get("states") or {}).items()}
     language = str(data.get("language", "en-GB") or "en-GB")
     return CompiledFlow(
@@ -550,11 +615,12 @@ def compile_flow(data_or_loaded: Any, *, path: str | Path = "<flow>") -> Compile
                            for k, v in (ctx.get("by_number") or {}).items()}),
         context_fetch=fetch,
         slots=MappingProxyType(
-            {str(n): _slot(str(n), raw or {}) for n, raw in (data.get("slots") or {}).items()}
+            {str(n): _slot(str(n), raw or {}, v2) for n, raw in (data.get("slots") or {}).items()}
         ),
         intents=MappingProxyType(dict(matcher.examples)),
         tools=MappingProxyType(
-            {str(n): _tool(str(n), raw or {}) for n, raw in (data.get("tools") or {}).items()}
+            {str(n): _tool(str(n), raw or {}, v2)
+             for n, raw in (data.get("tools") or {}).items()}
         ),
         handlers=MappingProxyType(global_handlers),
         states=MappingProxyType(states),
@@ -563,6 +629,8 @@ def compile_flow(data_or_loaded: Any, *, path: str | Path = "<flow>") -> Compile
             str(name): str((spec or {}).get("label") or str(name).replace("_", " "))
             for name, spec in (data.get("intents") or {}).items()
         }),
+        version=2 if v2 else 1,
+        vars=_freeze(data.get("vars") or {}),
     )
 
 

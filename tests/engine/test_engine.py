@@ -12,6 +12,7 @@ from engine_helpers import ROOT, TODAY, ScriptedLlm, flow_from_yaml
 from flowagent.dialogue.actions import (
     CallTool,
     EndCall,
+    FlowProblem,
     LlmRequest,
     Say,
     StartNoInputTimer,
@@ -635,7 +636,12 @@ async def test_a_failing_template_takes_the_error_path_not_a_crash() -> None:
     eng = Engine(flow)
     actions = eng.start(CALL)
     assert [a.text for a in actions if isinstance(a, Say)] == ["Sorry about that."]
-    assert eng.ended and any("template in state 'a' failed" in e for e in eng.record.errors)
+    # the state, the key, the template and the error are named (record and action)
+    assert eng.ended and any(e.startswith("template error in state `a`, say: ")
+                             and "slots.n * 2" in e for e in eng.record.errors), eng.record.errors
+    problems = [a for a in actions if isinstance(a, FlowProblem)]
+    assert len(problems) == 1 and problems[0].where == "state `a`, say"
+    assert "{{ slots.n * 2 }}" in problems[0].source and problems[0].error
 
 
 async def test_llm_tool_arguments_are_checked_and_disallowed_tools_refused() -> None:

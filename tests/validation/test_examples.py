@@ -80,7 +80,7 @@ def test_schema_enums_match_the_spec() -> None:
     defs = load_schema()["$defs"]
     assert defs["slot"]["properties"]["type"]["enum"] == [
         "text", "integer", "number", "yes_no", "choice", "date", "time", "phone", "email",
-        "uk_postcode", "address", "name", "money"]
+        "uk_postcode", "address", "name", "money", "digits"]
     assert defs["tool"]["properties"]["method"]["enum"] == ["GET", "POST", "PUT", "PATCH",
                                                               "DELETE"]
     assert defs["handler"]["properties"]["event"]["enum"] == [

@@ -22,19 +22,39 @@ ACTION_KEYS = ("ask", "collect", "call", "llm", "transfer", "end")
 LISTENING_ACTIONS = ("ask", "collect", "llm")
 
 
+def is_typo_of(word: str, candidate: str) -> bool:
+    """Could `word` be `candidate` mistyped? Only a slip counts: a few letters out of place
+    for its length (one in four), never a different number (`time_1` is not `time_2`) and
+    never a different word (`first_time` is not `second_time`, `not_urgent` is not
+    `urgent`): a suggestion that means something else would send the call the wrong way."""
+    a, b = word.lower().replace(" ", "_"), candidate.lower().replace(" ", "_")
+    if a == b:
+        return True
+    if re.sub(r"\d+", "", a) == re.sub(r"\d+", "", b):
+        return False
+    short, long_ = sorted((a, b), key=len)
+    if long_.startswith(short) and len(long_) - len(short) <= 2 and len(short) >= 2:
+        return True  # `goto` for `go`, `nexts` for `next`
+    from rapidfuzz.distance import OSA
+
+    return OSA.distance(a, b) <= max(1, min(len(a), len(b)) // 4)
+
+
 def did_you_mean(word: Any, candidates: Iterable[str]) -> str | None:
-    """The closest candidate to a misspelt name, or None."""
+    """The closest candidate to a misspelt name, or None when none is a plausible typo."""
     if not isinstance(word, str):
         return None
     cands = [c for c in candidates if isinstance(c, str)]
     lower = {c.lower(): c for c in cands}
     if word.lower() in lower and lower[word.lower()] != word:
         return lower[word.lower()]
-    close = difflib.get_close_matches(word, cands, n=1, cutoff=0.6)
-    if not close:
-        close = difflib.get_close_matches(word.lower(), list(lower), n=1, cutoff=0.6)
-        close = [lower[c] for c in close]
-    return close[0] if close else None
+    close = difflib.get_close_matches(word, cands, n=3, cutoff=0.6)
+    close += [lower[c] for c in difflib.get_close_matches(word.lower(), list(lower), n=3,
+                                                          cutoff=0.6)]
+    for cand in close:
+        if is_typo_of(word, cand):
+            return cand
+    return None
 
 
 def suggestion_for(word: Any, candidates: Iterable[str], fallback: str | None = None
