@@ -933,6 +933,7 @@ class Engine:
         corrected = bool(results)
         if not results:
             results = nlu.extract(self.flow, self.today(), text, self._wanted(), current)
+        results = self._guarded(results)
         filled = self._apply(results)
         cur = results.get(current) if current else None
         if filled:
@@ -955,7 +956,7 @@ class Engine:
 
     def _invalid_text(self, slot: SlotDef, res: Any) -> str:
         """The slot's `invalid` message, else a short reason followed by the reprompt."""
-        if slot.invalid is not None:
+        if slot.invalid is not None and not nlu.needs_year(res):
             return self._render(slot.invalid)
         return f"{nlu.invalid_reason(res)} {self._render(slot.reprompt)}"
 
@@ -1026,10 +1027,28 @@ class Engine:
         self._acknowledge(fixed)
         return True
 
+    def _guarded(self, results: Mapping[str, Any]) -> dict[str, Any]:
+        """Answers the slot's `valid_when` refuses become invalid ones (format 2)."""
+        out = dict(results)
+        for name, res in results.items():
+            slot = self.flow.slots.get(name)
+            if slot is not None and slot.valid_when is not None and getattr(res, "ok", False) \
+                    and not self._passes(slot, res.value):
+                out[name] = nlu.guard_failed(res.value)
+        return out
+
+    def _passes(self, slot: SlotDef, value: Any) -> bool:
+        assert slot.valid_when is not None
+        return self._holds(slot.valid_when, f"slot `{slot.name}`, valid_when",
+                           self._ctx(value=value))
+
     def _apply(self, results: Mapping[str, Any]) -> list[str]:
         filled = []
         for name, res in results.items():
             if name in self.flow.slots and getattr(res, "ok", False):
+                slot = self.flow.slots[name]
+                if slot.valid_when is not None and not self._passes(slot, res.value):
+                    continue
                 self._set_slot(name, res.value)
                 filled.append(name)
         return filled
@@ -1198,7 +1217,8 @@ class Engine:
     def _dtmf_single(self, digit: str, slot: SlotDef | None) -> None:
         mode = self._listen
         if slot is not None:
-            res = nlu.dtmf_value(self.flow, self.today(), slot, digit)
+            res = self._guarded({slot.name: nlu.dtmf_value(self.flow, self.today(), slot,
+                                                           digit)})[slot.name]
             if res.ok:
                 self._set_slot(slot.name, res.value)
                 self._after_fill([slot.name])
@@ -1235,7 +1255,8 @@ class Engine:
             return
         if slot is None:
             return
-        res = nlu.dtmf_value(self.flow, self.today(), slot, digits)
+        res = self._guarded({slot.name: nlu.dtmf_value(self.flow, self.today(), slot,
+                                                       digits)})[slot.name]
         if res.ok:
             self._set_slot(slot.name, res.value)
             self._after_fill([slot.name])

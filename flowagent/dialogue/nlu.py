@@ -163,6 +163,18 @@ def dtmf_entry_full(slot: SlotDef, digits: str) -> bool:
     return False
 
 
+def needs_year(res: ParseResult) -> bool:
+    """A date of birth said without its year: ask for the year, not the slot's `invalid`."""
+    from flowagent.understanding.slots import NEED_YEAR
+
+    return res.reason == NEED_YEAR
+
+
+def guard_failed(value: Any) -> ParseResult:
+    """An answer the slot's `valid_when` refused (it reads like any invalid answer)."""
+    return ParseResult.rejected(value, "that doesn't fit with the other details")
+
+
 def invalid_reason(res: ParseResult) -> str:
     """A short spoken reason for an understood-but-invalid answer ("that date is in the past")."""
     reason = (res.reason or "").strip().rstrip(".")

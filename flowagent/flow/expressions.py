@@ -59,7 +59,12 @@ Fn = Callable[[Ctx], Any]
 
 class ExpressionError(Exception):
     """An expression that cannot be read (at compile time) or worked out (at run time).
-    The message is one plain sentence fragment, without a full stop."""
+    The message is one plain sentence fragment, without a full stop; `hint` says what to
+    write instead, when we know."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,12 +110,12 @@ def parse(src: str) -> nodes.Expr:
     return node
 
 
-def syntax_error(src: str) -> str | None:
+def syntax_error(src: str) -> ExpressionError | None:
     """Why `src` cannot be compiled (parse errors and disallowed constructs), or None."""
     try:
         compile_expression(src)
     except ExpressionError as exc:
-        return str(exc)
+        return exc
     return None
 
 
@@ -459,9 +464,12 @@ def _compile(node: nodes.Node) -> Fn:
         return _test(node)
     if isinstance(node, N.Call):
         target = describe(node.node)
+        name = target.rsplit(".", 1)[-1]
+        as_filter = _CALL_AS_FILTER.get(name, name if name in FILTERS else "")
         raise ExpressionError(
-            f"`{target}(...)` calls something, which expressions cannot do; use a filter "
-            f"instead, e.g. `value | round`")
+            f"`{target}(...)` calls a function, which expressions cannot do",
+            f"Write it as a filter: `x | {as_filter}`." if as_filter else
+            "Functions are written as filters, e.g. `x | length`.")
     raise ExpressionError(f"this expression uses something flow expressions do not have "
                           f"({type(node).__name__})")
 
@@ -513,6 +521,11 @@ def _slice(node: nodes.Getitem) -> Fn:
     return get
 
 
+#: what authors try to call, and the filter that does it
+_CALL_AS_FILTER = {"len": "length", "str": "string", "sorted": "sort", "lower": "lower",
+                   "upper": "upper", "strip": "trim", "startswith": "starts_with",
+                   "endswith": "ends_with", "set": "unique"}
+
 _OPS: Mapping[str, str] = {"Add": "+", "Sub": "-", "Mul": "*", "Div": "/", "FloorDiv": "//",
                            "Mod": "%", "Pow": "**"}
 _VERB = {"+": "add", "-": "subtract", "*": "multiply", "/": "divide", "//": "divide",
@@ -530,7 +543,8 @@ def _binary(node: nodes.BinExpr) -> Fn:
         a, b = left(ctx), right(ctx)
         if _is_number(a) and _is_number(b):
             if op in ("/", "//", "%") and b == 0:
-                raise ExpressionError(f"cannot divide by zero ({rw} is 0)")
+                raise ExpressionError("cannot divide by zero" + (
+                    "" if rw.replace(".", "").isdigit() else f" ({rw} is 0)"))
             out = {"+": lambda: a + b, "-": lambda: a - b, "*": lambda: a * b,
                    "/": lambda: a / b, "//": lambda: a // b, "%": lambda: a % b}[op]()
             return _checked(out)
@@ -538,11 +552,6 @@ def _binary(node: nodes.BinExpr) -> Fn:
             return _checked(a + b)
         if op == "+" and isinstance(a, list | tuple) and isinstance(b, list | tuple):
             return _checked([*a, *b])
-        if op == "*" and isinstance(a, str | list) and isinstance(b, int) \
-                and not isinstance(b, bool):
-            if len(a) * max(b, 0) > (MAX_TEXT if isinstance(a, str) else MAX_ITEMS):
-                raise ExpressionError("the result would be too long")
-            return a * b
         if a is None or b is None:
             empty = lw if a is None else rw
             raise ExpressionError(f"cannot work out `{lw} {op} {rw}`: {empty} is empty")
@@ -602,8 +611,9 @@ def _filter(node: nodes.Filter) -> Fn:
     name = node.name
     if name not in FILTERS:
         close = difflib.get_close_matches(name, sorted(FILTERS), n=1, cutoff=0.6)
-        raise ExpressionError(f"there is no filter called `{name}`"
-                              + (f" (did you mean `{close[0]}`?)" if close else ""))
+        raise ExpressionError(f"there is no filter called `{name}`",
+                              f"Did you mean `{close[0]}`?" if close else
+                              "Filters are " + ", ".join(sorted(FILTERS)) + ".")
     assert node.node is not None
     target = _compile(node.node)
     args, kwargs = _args(node)
@@ -645,3 +655,138 @@ def filters_used(src: str) -> list[str]:
     from jinja2 import nodes as N
 
     return [n.name for n in parse(src).find_all(N.Filter)]
+
+
+# ---------------------------------------------------------------------------------------------
+# types, where they can be known (for the validator)
+# ---------------------------------------------------------------------------------------------
+
+#: what a filter needs and gives: (input kinds it accepts or None for any, output kind)
+_FILTER_TYPES: Mapping[str, tuple[frozenset[str] | None, str | None]] = {
+    "upper": (None, "text"), "lower": (None, "text"), "title": (None, "text"),
+    "capitalize": (None, "text"), "trim": (None, "text"), "replace": (None, "text"),
+    "string": (None, "text"), "starts_with": (None, "bool"), "ends_with": (None, "bool"),
+    "round": (frozenset({"number"}), "number"), "int": (None, "number"),
+    "float": (None, "number"), "abs": (frozenset({"number"}), "number"),
+    "length": (frozenset({"text", "list", "record"}), "number"),
+    "count": (frozenset({"text", "list", "record"}), "number"),
+    "sum": (frozenset({"list"}), "number"), "min": (frozenset({"list"}), None),
+    "max": (frozenset({"list"}), None), "join": (frozenset({"list"}), "text"),
+    "sort": (frozenset({"list"}), "list"), "unique": (frozenset({"list"}), "list"),
+    "first": (frozenset({"list", "text"}), None), "last": (frozenset({"list", "text"}), None),
+    "list": (frozenset({"list", "text"}), "list"), "without": (frozenset({"list"}), "list"),
+    "default": (None, None), "d": (None, None),
+    "say_date": (None, "text"), "say_money": (None, "text"), "say_phone": (None, "text"),
+    "say_postcode": (None, "text"), "say_time": (None, "text"), "say_digits": (None, "text"),
+    "say_list": (None, "text"),
+}
+_WORDS = {"number": "a number", "text": "text", "bool": "yes/no", "list": "a list",
+          "record": "a record"}
+
+
+def type_problems(src: str, type_of: Callable[[str], str | None]) -> list[tuple[str, str]]:
+    """Mistakes of kind an expression makes whatever the call brings, as (plain sentence,
+    text to point at): adding text to a number, `sum` of something that is not a list...
+
+    `type_of("slots.x")` gives what a name holds — "number", "text", "bool", "list",
+    "record" — or None when it cannot be known (a tool's answer). Unknown stays quiet."""
+    try:
+        node = parse(src)
+    except ExpressionError:
+        return []
+    out: list[tuple[str, str]] = []
+    _infer(node, type_of, out)
+    return out
+
+
+def _infer(node: nodes.Node, type_of: Callable[[str], str | None],
+           out: list[tuple[str, str]]) -> str | None:
+    from jinja2 import nodes as N
+
+    if isinstance(node, N.Const):
+        v = node.value
+        return ("bool" if isinstance(v, bool) else "number" if _is_number(v)
+                else "text" if isinstance(v, str) else None)
+    if isinstance(node, N.List | N.Tuple):
+        for item in node.items:
+            _infer(item, type_of, out)
+        return "list"
+    if isinstance(node, N.Dict):
+        for pair in node.items:
+            _infer(pair.value, type_of, out)
+        return "record"
+    if isinstance(node, N.Name | N.Getattr):
+        name = describe(node)
+        parts = name.split(".")
+        return type_of(".".join(parts[:2])) if len(parts) <= 2 else None
+    if isinstance(node, N.Getitem):
+        _infer(node.node, type_of, out)
+        _infer(node.arg, type_of, out)
+        return None
+    if isinstance(node, N.And | N.Or):
+        _infer(node.left, type_of, out)
+        _infer(node.right, type_of, out)
+        return None
+    if isinstance(node, N.Not | N.Test):
+        _infer(node.node, type_of, out)
+        return "bool"
+    if isinstance(node, N.Neg | N.Pos):
+        t = _infer(node.node, type_of, out)
+        if t not in (None, "number"):
+            out.append((f"`{describe(node.node)}` is {_WORDS[t]}, so it cannot be made "
+                        "negative", describe(node.node)))
+        return "number"
+    if isinstance(node, N.Concat):
+        for n in node.nodes:
+            _infer(n, type_of, out)
+        return "text"
+    if isinstance(node, N.CondExpr):
+        _infer(node.test, type_of, out)
+        a = _infer(node.expr1, type_of, out)
+        b = _infer(node.expr2, type_of, out) if node.expr2 is not None else None
+        return a if a == b else None
+    if isinstance(node, N.BinExpr):
+        a, b = _infer(node.left, type_of, out), _infer(node.right, type_of, out)
+        op = _OPS.get(type(node).__name__, "?")
+        if a is None or b is None:
+            return "number" if op in ("-", "/", "//", "%") else None
+        if a == b == "number":
+            return "number"
+        if op == "+" and a == b and a in ("text", "list"):
+            return a
+        left, right = describe(node.left), describe(node.right)
+        verb = _VERB.get(op, "combine")
+        out.append((f"`{left} {op} {right}` would {verb} {_WORDS[a]} and {_WORDS[b]}"
+                    + (" (to join text, use `~`)" if op == "+" and "text" in (a, b) else
+                       "; only numbers can be " + ("multiplied" if op == "*" else
+                                                   "subtracted" if op == "-" else "divided")
+                       if op != "+" else ""),
+                    left if left != "(...)" else op))
+        return None
+    if isinstance(node, N.Compare):
+        a = _infer(node.expr, type_of, out)
+        left = describe(node.expr)
+        for operand in node.ops:
+            b = _infer(operand.expr, type_of, out)
+            ordered = operand.op in ("lt", "lteq", "gt", "gteq")
+            if ordered and a is not None and b is not None and not (
+                    a == b and a in ("number", "text")):
+                out.append((f"`{left}` ({_WORDS[a]}) cannot be compared with "
+                            f"`{describe(operand.expr)}` ({_WORDS[b]}) by size", left))
+            if operand.op in ("in", "notin") and b in ("number", "bool"):
+                out.append((f"`in` looks inside text or a list, but `{describe(operand.expr)}` "
+                            f"is {_WORDS[b]}", describe(operand.expr)))
+            a, left = b, describe(operand.expr)
+        return "bool"
+    if isinstance(node, N.Filter):
+        t = _infer(node.node, type_of, out) if node.node is not None else None
+        for arg in node.args:
+            _infer(arg, type_of, out)
+        accepts, gives = _FILTER_TYPES.get(node.name, (None, None))
+        if accepts is not None and t is not None and t not in accepts:
+            out.append((f"`{node.name}` needs "
+                        + " or ".join(_WORDS[k] for k in sorted(accepts))
+                        + f", but `{describe(node.node) if node.node else '...'}` is {_WORDS[t]}",
+                        node.name))
+        return gives
+    return None

@@ -138,7 +138,15 @@ def run_checks(report: FileReport, loaded: LoadedFlow, *, check_env: bool = True
                environ: Mapping[str, str] | None = None) -> None:
     """All checks on a loaded flow, appending to `report`. Each group is isolated, so one failing
     unexpectedly still leaves the others' findings."""
-    from flowagent.flow.checks import graph, providers, references, slots, structure
+    from flowagent.flow.checks import (
+        graph,
+        providers,
+        references,
+        slots,
+        structure,
+        values,
+        version,
+    )
     from flowagent.flow.checks import template_checks as templates
     from flowagent.flow.checks.context import CheckContext, describe
 
@@ -151,7 +159,9 @@ def run_checks(report: FileReport, loaded: LoadedFlow, *, check_env: bool = True
                 "one of them would be used.", "Remove or rename one of them.")
     steps = (
         structure.check_structure,
+        version.check_version,
         references.check_references,
+        values.check_values,
         graph.check_graph,
         slots.check_slots,
         slots.check_intents,

@@ -93,6 +93,10 @@ def _range(value: float, opts: SlotOptions, span: tuple[int, int] | None) -> Par
     return None
 
 
+#: the reason a date without a year is refused by a slot whose dates are all before this year
+NEED_YEAR = "I need the year as well"
+
+
 def date_bounds(opts: SlotOptions, today: date) -> tuple[date | None, date | None, str]:
     """(earliest, latest, preferred direction) for a date slot; see the module docstring."""
     lo = dates.resolve_bound(opts.min, today)
@@ -168,10 +172,14 @@ def validate_value(
 
 
 def _check_date(
-    d: date, opts: SlotOptions, today: date, span: tuple[int, int] | None
+    d: date, opts: SlotOptions, today: date, span: tuple[int, int] | None,
+    year_said: bool = True,
 ) -> ParseResult:
     lo, hi, _ = date_bounds(opts, today)
     iso = d.isoformat()
+    if hi is not None and hi.year < today.year and not year_said:
+        # a date of birth: "the 12th of June" cannot be guessed into some year
+        return ParseResult.rejected(iso, NEED_YEAR, span)
     if lo is not None and d < lo:
         if lo == today and opts.min is None:
             reason = "that date is in the past"
@@ -243,7 +251,7 @@ def _p_date(text: str, opts: SlotOptions, today: date, region: str) -> ParseResu
     m = dates.parse_date(text, today, prefer=prefer, earliest=lo)  # type: ignore[arg-type]
     if m is None:
         return ParseResult.no_match("no date heard")
-    return _check_date(m.value, opts, today, (m.start, m.end))
+    return _check_date(m.value, opts, today, (m.start, m.end), year_said=m.year_said)
 
 
 def _p_time(text: str, opts: SlotOptions, today: date, region: str) -> ParseResult:

@@ -37,7 +37,10 @@ def is_typo_of(word: str, candidate: str) -> bool:
         return True  # `goto` for `go`, `nexts` for `next`
     from rapidfuzz.distance import OSA
 
-    return OSA.distance(a, b) <= max(1, min(len(a), len(b)) // 4)
+    distance = OSA.distance(a, b)
+    if distance == 2 and min(len(a), len(b)) >= 4 and a[0] == b[0]:
+        return True  # `trys` for `tries`
+    return distance <= max(1, min(len(a), len(b)) // 4)
 
 
 def did_you_mean(word: Any, candidates: Iterable[str]) -> str | None:
@@ -125,6 +128,8 @@ class CheckContext:
         self.check_env = check_env
         self.environ = environ
         self.findings: list[Finding] = []
+        #: values sub-flows called from this flow give back (filled in by the sub-flow check)
+        self.returned_vars: set[str] = set()
         self._seen: set[tuple[str, int, int, str]] = set()
         self._line_starts = [0, *(m.end() for m in re.finditer("\n", self.text))]
 
