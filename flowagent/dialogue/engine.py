@@ -77,8 +77,9 @@ from flowagent.dialogue.events import (
     UserUtterance,
 )
 from flowagent.dialogue.llm_tools import BUILTIN_TOOL_SPECS
-from flowagent.dialogue.steps import assign
+from flowagent.dialogue.steps import assign, lists
 from flowagent.dialogue.steps.faults import FlowFault, short_error
+from flowagent.dialogue.steps.offers import Offer, default_label
 from flowagent.flow.compiler import (
     CompiledFlow,
     Expression,
@@ -381,12 +382,47 @@ class Engine:
         if expect:
             self._arm_no_input()
 
-    def _say(self, tpl: Template | None, *, expect: bool = False) -> None:
+    def _say(self, tpl: Template | None, *, expect: bool = False, **extra: Any) -> None:
         if tpl is None:
             if expect:
                 self._arm_no_input()
             return
-        self._say_text(self._render(tpl), static=tpl.static, expect=expect)
+        self._say_text(self._render(tpl, **extra), static=tpl.static, expect=expect)
+
+    def _say_slot(self, slot: SlotDef, tpl: Template) -> None:
+        """A slot's prompt or reprompt; options from a tool are said through `choices`."""
+        self._say(tpl, expect=True, **self._slot_extra(slot))
+
+    def _spoken(self, slot: SlotDef, value: Any) -> str:
+        """A slot's value read back: an option from a tool as it was offered."""
+        if slot.choices_from is not None and value is not None:
+            if slot.choice_label is not None:
+                return self._render(slot.choice_label, item=value)
+            return default_label(value)
+        return nlu.spoken_value(slot, value)
+
+    def _slot_extra(self, slot: SlotDef) -> dict[str, Any]:
+        if slot.choices_from is None:
+            return {}
+        return {"choices": self._offer(slot).spoken}
+
+    def _offer(self, slot: SlotDef) -> Offer:
+        """The options of a `choices_from` slot now, with how each is said."""
+        assert slot.choices_from is not None
+        where = f"slot `{slot.name}`, choices_from"
+        items = self._value(slot.choices_from, where)
+        if items is None:
+            items = []
+        if not isinstance(items, list | tuple):
+            raise FlowFault("expression", self.state, where, slot.choices_from.source,
+                            f"the options must be a list, but this gives {type(items).__name__}")
+        labels = []
+        for item in items:
+            if slot.choice_label is not None:
+                labels.append(self._render(slot.choice_label, item=item))
+            else:
+                labels.append(default_label(item))
+        return Offer(tuple(items), tuple(labels))
 
     def _arm_no_input(self) -> None:
         st = self._state
@@ -596,7 +632,10 @@ class Engine:
         if mode == "ask":
             self._say(st.reprompt or st.ask, expect=True)
         elif mode == "collect" and self._slot:
-            self._say(self.flow.slots[self._slot].reprompt, expect=True)
+            slot = self.flow.slots[self._slot]
+            self._say_slot(slot, slot.reprompt)
+        elif mode == "repeat" and st.repeat is not None:
+            self._say(st.repeat.ask, expect=True)
         elif mode == "slot_confirm" and self._slot:
             self._ask_slot_confirm(self._slot, again=True)
         elif mode == "confirm":
@@ -766,6 +805,8 @@ class Engine:
             self._answer_llm(text)
         elif mode == "clarify":
             self._answer_clarify(text)
+        elif mode == "repeat":
+            self._answer_repeat(text)
 
     # -- ask ----------------------------------------------------------------------------------
 
@@ -889,7 +930,12 @@ class Engine:
                     self._no_match = 0
                     self._no_input = 0
                 self._slot = name
-                self._say(self.flow.slots[name].prompt, expect=True)
+                slot = self.flow.slots[name]
+                if slot.choices_from is not None and not self._offer(slot).items:
+                    self.record.add(self._now(), "system", f"no options for {name}", self.state)
+                    self._event_handler("no_match", _DEFAULT_NO_MATCH)
+                    return
+                self._say_slot(slot, slot.prompt)
                 return
         self._slot = None
         if st.confirm is not None:
@@ -899,7 +945,85 @@ class Engine:
             self._say(st.confirm, expect=True)
             return
         self._listen = None
-        self._follow(st)
+        self._collect_done(st)
+
+    def _collect_done(self, st: StateDef) -> None:
+        """Every slot collected (and confirmed): next state, or another round."""
+        if st.repeat is None:
+            self._follow(st)
+            return
+        rep = st.repeat
+        record = lists.round_record(rep, st.collect, self._slots,
+                                    lambda e, w: self._value(e, f"state `{st.name}`, {w}"))
+        try:
+            self._vars[rep.to] = lists.appended(self._vars.get(rep.to), record)
+        except lists.ListFull as exc:
+            raise FlowFault("expression", self.state, f"state `{st.name}`, repeat",
+                            f"vars.{rep.to}", str(exc)) from None
+        for name in st.collect:
+            self._slots.pop(name, None)
+            self.record.slots.pop(name, None)
+        self.record.vars = dict(self._vars)
+        self._carry = []  # this item's words are used up
+        if rep.until is not None and self._holds(rep.until, f"state `{st.name}`, repeat until"):
+            self._follow(st)
+            return
+        self._listen = "repeat"
+        self._no_match = 0
+        self._no_input = 0
+        self._say(rep.ask, expect=True)
+
+    def _answer_repeat(self, text: str) -> None:
+        """"Anything else?": yes, or naming the next item, goes round again; no moves on."""
+        st = self._state
+        assert st is not None and st.repeat is not None
+        handler = nlu.match_intent_scored(self.flow, text, st.handler_intents)
+        if handler is not None and (handler[1] >= STRONG_HANDLER_MATCH or nlu.is_command(text)):
+            self._run_handler(st.handlers[("intent", handler[0])])
+            return
+        # a value of a kind that cannot be mistaken for "yes" ("and a pepperoni")
+        wanted = {n: self.flow.slots[n] for n in st.collect
+                  if self.flow.slots[n].type not in nlu.FREE_TEXT_TYPES}
+        results = self._listify(self._guarded(
+            nlu.extract(self.flow, self.today(), text, wanted, None)), text)
+        filled = self._apply(results)
+        if filled:
+            self._listen = "collect"
+            self._remember(text, [results[n] for n in filled])
+            self._after_fill(filled)
+            return
+        yn = nlu.yes_no(text)
+        if yn is True:
+            self._listen = "collect"
+            self._collect_next()
+            return
+        if yn is False:
+            self._listen = None
+            self._follow(st)
+            return
+        if handler is not None:
+            self._run_handler(st.handlers[("intent", handler[0])])
+            return
+        self._no_match_again()
+
+    def _listify(self, results: Mapping[str, Any], text: str) -> dict[str, Any]:
+        """List slots keep every value one answer gives ("ham and mushrooms")."""
+        out = dict(results)
+        for name, res in results.items():
+            slot = self.flow.slots.get(name)
+            if slot is not None and slot.list and getattr(res, "ok", False):
+                values = nlu.all_choices(slot, text) if slot.type == "choice" else []
+                out[name] = nlu.accepted(values or lists.as_list(res.value), res)
+        return out
+
+    def _match_offer(self, name: str, text: str) -> dict[str, Any]:
+        """A choice from a tool's list: which option the caller named."""
+        slot = self.flow.slots[name]
+        offer = self._offer(slot)
+        index = nlu.match_option(text, offer.items, offer.labels, self.today())
+        if index is None:
+            return {}
+        return {name: nlu.accepted(offer.items[index], None)}
 
     def _wanted(self, *, include_filled: bool = False) -> dict[str, SlotDef]:
         st = self._state
@@ -931,9 +1055,16 @@ class Engine:
             results = nlu.corrections(self.flow, self.today(), text, self._filled_defs(),
                                       self._slots, self._last_filled)
         corrected = bool(results)
+        if not results and current is not None:
+            cur_slot = self.flow.slots[current]
+            if cur_slot.choices_from is not None:
+                results = self._match_offer(current, text)
+            elif cur_slot.list and cur_slot.type == "choice":
+                values = nlu.all_choices(cur_slot, text)
+                results = {current: nlu.accepted(values, None)} if values else {}
         if not results:
             results = nlu.extract(self.flow, self.today(), text, self._wanted(), current)
-        results = self._guarded(results)
+        results = self._listify(self._guarded(results), text)
         filled = self._apply(results)
         cur = results.get(current) if current else None
         if filled:
@@ -956,9 +1087,10 @@ class Engine:
 
     def _invalid_text(self, slot: SlotDef, res: Any) -> str:
         """The slot's `invalid` message, else a short reason followed by the reprompt."""
+        extra = self._slot_extra(slot)
         if slot.invalid is not None and not nlu.needs_year(res):
-            return self._render(slot.invalid)
-        return f"{nlu.invalid_reason(res)} {self._render(slot.reprompt)}"
+            return self._render(slot.invalid, **extra)
+        return f"{nlu.invalid_reason(res)} {self._render(slot.reprompt, **extra)}"
 
     def _filled_defs(self) -> dict[str, SlotDef]:
         """Every filled slot a correction may change: this state's first, then the rest of
@@ -1012,7 +1144,7 @@ class Engine:
         """Say what changed when a correction reached back to an earlier state's slot."""
         for name in changed:
             slot = self.flow.slots[name]
-            value = nlu.spoken_value(slot, self._slots.get(name))
+            value = self._spoken(slot, self._slots.get(name))
             self._say_text(f"Thanks, I've changed the {name.replace('_', ' ')} to {value}.")
 
     def _correct_earlier(self, text: str) -> bool:
@@ -1054,6 +1186,8 @@ class Engine:
         return filled
 
     def _set_slot(self, name: str, value: Any) -> None:
+        if self.flow.slots[name].list:
+            value = lists.as_list(value)
         self._last_filled = name
         self._slots.pop(name, None)  # the dict's order is the order slots were last filled
         self._slots[name] = value
@@ -1069,7 +1203,7 @@ class Engine:
     def _ask_slot_confirm(self, name: str, *, again: bool = False) -> None:
         self._listen = "slot_confirm"
         self._slot = name
-        value = nlu.spoken_value(self.flow.slots[name], self._slots.get(name))
+        value = self._spoken(self.flow.slots[name], self._slots.get(name))
         prefix = "Sorry, was that" if again else "I have"
         self._say_text(f"{prefix} {value}. Is that right?", expect=True)
 
@@ -1101,7 +1235,7 @@ class Engine:
             self.record.slots.pop(name, None)
             self._listen = "collect"
             self._slot = name
-            self._say(self.flow.slots[name].reprompt, expect=True)
+            self._say_slot(self.flow.slots[name], self.flow.slots[name].reprompt)
             return
         name2, is_handler = self._handler_intent(text)
         if is_handler and name2:
@@ -1122,7 +1256,7 @@ class Engine:
         yn = nlu.yes_no(text)
         if yn is True:
             self._listen = None
-            self._follow(self._state)  # type: ignore[arg-type]
+            self._collect_done(self._state)  # type: ignore[arg-type]
             return
         if yn is False:
             self._listen = "confirm_fix"
@@ -1142,7 +1276,7 @@ class Engine:
             return
         if nlu.yes_no(text) is True:  # "actually it's fine"
             self._listen = None
-            self._follow(self._state)  # type: ignore[arg-type]
+            self._collect_done(self._state)  # type: ignore[arg-type]
             return
         defs = self._filled_defs()
         results = nlu.corrections(self.flow, self.today(), text, defs, self._slots,
@@ -1217,15 +1351,21 @@ class Engine:
     def _dtmf_single(self, digit: str, slot: SlotDef | None) -> None:
         mode = self._listen
         if slot is not None:
-            res = self._guarded({slot.name: nlu.dtmf_value(self.flow, self.today(), slot,
-                                                           digit)})[slot.name]
+            if slot.choices_from is not None:
+                offer = self._offer(slot)
+                index = nlu.dtmf_option(digit, len(offer.items))
+                raw = nlu.accepted(offer.items[index], None) if index is not None \
+                    else nlu.not_understood()
+            else:
+                raw = nlu.dtmf_value(self.flow, self.today(), slot, digit)
+            res = self._listify(self._guarded({slot.name: raw}), "")[slot.name]
             if res.ok:
                 self._set_slot(slot.name, res.value)
                 self._after_fill([slot.name])
                 return
             self._no_match_again()
             return
-        if mode in ("confirm", "slot_confirm") and digit in "12":
+        if mode in ("confirm", "slot_confirm", "repeat") and digit in "12":
             self._on_utterance_like("yes" if digit == "1" else "no")
             return
         if mode == "ask" and digit in "12":
@@ -1241,6 +1381,8 @@ class Engine:
             self._answer_confirm(text)
         elif self._listen == "slot_confirm":
             self._answer_slot_confirm(text)
+        elif self._listen == "repeat":
+            self._answer_repeat(text)
 
     def _dtmf_complete(self) -> None:
         digits, self._dtmf_buffer = self._dtmf_buffer, ""

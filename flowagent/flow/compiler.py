@@ -223,6 +223,17 @@ class LlmDef:
 
 
 @dataclass(frozen=True, slots=True)
+class RepeatDef:
+    """`repeat:` on a collect state (format 2): after each round, add a record to a list and
+    ask whether there is anything else."""
+
+    to: str  # the variable (in `vars:`) that collects the records
+    ask: Template
+    add: tuple[tuple[str, Expression], ...] = ()  # empty: every collected slot
+    until: Expression | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class StateDef:
     name: str
     kind: str  # say | ask | collect | call | llm | transfer | end
@@ -244,6 +255,8 @@ class StateDef:
     #: format 2: forget these on entry, then work these out (before `say`)
     clear: tuple[tuple[str, str], ...] = ()
     set: tuple[tuple[str, str, Expression], ...] = ()
+    #: format 2: go round the collect again ("anything else?")
+    repeat: RepeatDef | None = None
 
     #: intents the `next` branches name, in order (computed once at compile time)
     branch_intents: tuple[str, ...] = ()
@@ -515,6 +528,15 @@ def _state(name: str, raw: Mapping[str, Any],
     barge = raw.get("barge_in")
     branches = _next(raw.get("next"), v2)
     clears, sets = _assignments(raw)
+    repeat = None
+    if isinstance(raw.get("repeat"), Mapping):
+        rraw = raw["repeat"]
+        repeat = RepeatDef(
+            to=str(rraw.get("to", "")).removeprefix("vars."),
+            ask=template(rraw.get("ask", "")),
+            add=tuple((str(k), value_expression(v)) for k, v in (rraw.get("add") or {}).items()),
+            until=expression(rraw["until"], v2=True) if rraw.get("until") is not None else None,
+        )
     return StateDef(
         name=name,
         kind=kind,
@@ -539,6 +561,7 @@ def _state(name: str, raw: Mapping[str, Any],
         ),
         clear=clears,
         set=sets,
+        repeat=repeat,
     )
 
 

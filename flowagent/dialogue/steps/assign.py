@@ -1,10 +1,12 @@
 """`clear:` and `set:` (format 2): forget and work out slots and variables.
 
 The engine calls `apply` on entering a state (and when a handler fires) with the call's own
-slot and variable dicts. Order is always clear, then set, one line at a time, each line seeing
-the lines above it — so `set: {vars.count: vars.count + 1, vars.many: vars.count > 3}` reads
-top to bottom like a recipe. A value set into a slot is checked like an answer (by `check_slot`,
-which the engine passes in: the understanding rules live behind `dialogue/nlu.py`).
+slot and variable dicts. Order is always set, then clear: each `set` line sees the lines above
+it — so `set: {vars.count: vars.count + 1, vars.many: vars.count > 3}` reads top to bottom like
+a recipe — and a value can be used before it is forgotten (`set: {vars.basket: "vars.basket |
+without(slots.remove)"}`, `clear: [slots.remove]`). A value set into a slot is checked like
+an answer (by `check_slot`, which the engine passes in: the understanding rules live behind
+`dialogue/nlu.py`).
 """
 
 from __future__ import annotations
@@ -42,12 +44,6 @@ def apply(
     A cleared variable goes back to its starting value in `vars:` (a counter to 0, a basket
     to empty), a cleared slot is empty again."""
     changed: list[str] = []
-    for scope, name in clears:
-        if scope == "slots":
-            if slots.pop(name, None) is not None:
-                changed.append(name)
-        else:
-            vars_[name] = initial_vars().get(name)
     for scope, name, expr in sets:
         target = f"{scope}.{name}"
         try:
@@ -65,4 +61,10 @@ def apply(
             changed.append(name)
         else:
             vars_[name] = value
+    for scope, name in clears:
+        if scope == "slots":
+            if slots.pop(name, None) is not None:
+                changed.append(name)
+        else:
+            vars_[name] = initial_vars().get(name)
     return changed

@@ -15,13 +15,13 @@ OPTION_TYPES: dict[str, tuple[str, ...]] = {
     "max": ("integer", "number", "money", "date"),
     "pattern": ("text", "name", "address"),
     "choices": ("choice",),
-    "min_length": ("text", "name", "address"),
-    "max_length": ("text", "name", "address"),
-    "dtmf": ("integer", "number", "phone", "yes_no", "choice"),
+    "min_length": ("text", "name", "address", "digits"),
+    "max_length": ("text", "name", "address", "digits"),
+    "dtmf": ("integer", "number", "phone", "yes_no", "choice", "digits"),
 }
 
 SLOT_TYPES = ("text", "integer", "number", "yes_no", "choice", "date", "time", "phone", "email",
-              "uk_postcode", "address", "name", "money")
+              "uk_postcode", "address", "name", "money", "digits")
 
 _UNIT_DAYS = {"day": 1, "week": 7, "month": 30, "year": 365}
 _REL_DATE = re.compile(r"^\s*([+-])\s*(\d+)\s*(day|week|month|year)s?\s*$", re.IGNORECASE)
@@ -72,7 +72,9 @@ def check_slots(ctx: CheckContext) -> None:
                           key=True)
         if stype == "choice":
             choices = slot.get("choices")
-            if "choices" not in slot or choices is None or choices == {}:
+            if "choices_from" in slot:
+                pass  # the options come from a list worked out on the call
+            elif "choices" not in slot or choices is None or choices == {}:
                 ctx.error("missing-choices", base,
                           f"Slot `{name}` is a choice, but it does not list its `choices`.",
                           "Add `choices:` with each allowed value, e.g. `small: [studio, flat]`.",
