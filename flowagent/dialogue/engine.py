@@ -79,6 +79,7 @@ from flowagent.dialogue.events import (
 from flowagent.dialogue.llm_tools import BUILTIN_TOOL_SPECS
 from flowagent.dialogue.steps import assign, lists
 from flowagent.dialogue.steps.faults import FlowFault, short_error
+from flowagent.dialogue.steps.frames import Frame, label_of, parameters
 from flowagent.dialogue.steps.offers import Offer, default_label
 from flowagent.flow.compiler import (
     CompiledFlow,
@@ -107,7 +108,7 @@ _LLM_DIDNT_CATCH = "Sorry, I didn't catch that. Could you say it again?"
 _STILL_THERE = "Are you still there?"
 _WHAT_CHANGE = "What needs changing?"
 
-_MULTI_DIGIT_TYPES = frozenset({"phone", "integer", "number", "money"})
+_MULTI_DIGIT_TYPES = frozenset({"phone", "integer", "number", "money", "digits"})
 
 
 class _LoopOverflow(Exception):
@@ -145,6 +146,9 @@ class Engine:
         self._answer = ""
         self._intent: str | None = None
         self._ended = False
+        # sub-flows: the calling flows waiting for a `return`, and the running one's params
+        self._frames: list[Frame] = []
+        self._params: dict[str, Any] = {}
         self.record = CallRecord(uuid="", flow=flow.name)
         # listening
         # ask | collect | slot_confirm | confirm | confirm_fix | llm | clarify
@@ -183,7 +187,12 @@ class Engine:
 
     @property
     def state(self) -> str:
-        return self._state.name if self._state else ""
+        """The current state; inside a sub-flow `verify_caller.ask_dob`."""
+        if self._state is None:
+            return ""
+        if self._frames:
+            return f"{self._frames[-1].label}.{self._state.name}"
+        return self._state.name
 
     @property
     def slots(self) -> dict[str, Any]:
@@ -231,6 +240,8 @@ class Engine:
         other._turn_says = list(self._turn_says)
         other._last_turn_says = list(self._last_turn_says)
         other._out = []
+        other._frames = [f.copied() for f in self._frames]
+        other._params = dict(self._params)
         rec = copy.copy(self.record)
         rec.transcript = list(rec.transcript)
         rec.tool_calls = list(rec.tool_calls)
@@ -348,8 +359,16 @@ class Engine:
         self._sync_record()
 
     def _sync_record(self) -> None:
-        self.record.slots = dict(self._slots)
-        self.record.vars = dict(self._vars)
+        """The record's slots are kept up to date as they change (a sub-flow's named by it,
+        and kept after it returns); its vars are the calling flow's."""
+        self.record.slots.update({self._rkey(k): v for k, v in self._slots.items()})
+        self.record.vars = dict(self._frames[0].vars if self._frames else self._vars)
+
+    def _rkey(self, name: str) -> str:
+        """A slot's name in the call record: inside a sub-flow `verify_caller.dob`."""
+        if not self._frames:
+            return name
+        return "".join(f"{f.label}." for f in self._frames) + name
 
     # ------------------------------------------------------------------------------------------
     # output helpers
@@ -453,6 +472,7 @@ class Engine:
             "answer": self._answer,
             "intent": self._intent,
             "now": _dt.datetime.now(),
+            "params": self._params,
         }
         ctx.update(extra)
         return ctx
@@ -511,9 +531,9 @@ class Engine:
                             exc.error) from None
         for name in changed:
             if name in self._slots:
-                self.record.slots[name] = self._slots[name]
+                self.record.slots[self._rkey(name)] = self._slots[name]
             else:
-                self.record.slots.pop(name, None)
+                self.record.slots.pop(self._rkey(name), None)
         self.record.vars = dict(self._vars)
 
     def _checked_slot_value(self, name: str, value: Any) -> Any:
@@ -553,8 +573,8 @@ class Engine:
         self._pending_llm = None  # moving on abandons an answer still being waited for
         self._pending_tool = None
         self._pending_handler = None
-        self.record.states.append(name)
-        self._emit(StateEntered(name))
+        self.record.states.append(self.state)  # inside a sub-flow: `verify_caller.ask_dob`
+        self._emit(StateEntered(self.state))
         self._assign(st.clear, st.set, f"state `{name}`")
         kind = st.kind
         if kind == "say":
@@ -590,6 +610,62 @@ class Engine:
         elif kind == "end":
             self._say(st.say)
             self._end(st.outcome or "completed")
+        elif kind == "subflow":
+            self._say(st.say)
+            self._call_subflow(st)
+        elif kind == "return":
+            self._say(st.say)
+            self._return(st)
+
+    # ------------------------------------------------------------------------------------------
+    # sub-flows (format 2)
+    # ------------------------------------------------------------------------------------------
+
+    def _call_subflow(self, st: StateDef) -> None:
+        assert st.subflow is not None
+        sub = self.flow.subflows[st.subflow]
+        given = {name: self._value(expr, f"state `{st.name}`, with {name}")
+                 for name, expr in st.with_}
+        self._frames.append(Frame(self.flow, st.name, self._slots, self._vars, self._params,
+                                  self._carry, label_of(st.subflow)))
+        self.flow = sub
+        self._slots = {}
+        self._vars = sub.initial_vars()
+        self._params = parameters(sub, given)
+        self._carry = []
+        self.record.add(self._now(), "system", f"sub-flow {label_of(st.subflow)}", self.state)
+        self._enter(sub.start)
+
+    def _return(self, st: StateDef) -> None:
+        values = {name: self._value(expr, f"state `{st.name}`, return {name}")
+                  for name, expr in st.returns}
+        if not self._frames:  # a sub-flow run on its own: its return ends the call
+            self._end(st.outcome or "completed")
+            return
+        frame = self._frames.pop()
+        self.record.add(self._now(), "system", f"back from {frame.label}", frame.state)
+        self._leave(frame)
+        self._vars.update(values)
+        self.record.vars = dict(self._vars)
+        calling = self.flow.states[frame.state]
+        self._state = calling
+        self._follow(calling)
+
+    def _leave(self, frame: Frame) -> None:
+        """Back to the calling flow (after a `return`, or when its handler takes over)."""
+        self.flow = frame.flow
+        self._slots = frame.slots
+        self._vars = frame.vars
+        self._params = frame.params
+        self._carry = frame.carry
+
+    def _unwind_to(self, home: str) -> None:
+        """A calling flow's handler fired inside a sub-flow: leave the sub-flows up to the
+        flow that owns the handler (its `go` names that flow's states)."""
+        while self._frames and self.flow.path != home:
+            frame = self._frames.pop()
+            self.record.add(self._now(), "system", f"left {frame.label}", frame.state)
+            self._leave(frame)
 
     def _transfer(self, target: str, reason: str = "") -> None:
         self.record.transfer_target = target
@@ -718,12 +794,16 @@ class Engine:
         if h.say is not None and h.trigger != ("event", "hangup"):
             self._say(h.say)
         if h.go:
+            if h.home and h.home != self.flow.path:
+                self._unwind_to(h.home)
             self._enter(h.go)
             return
         do = h.do or "continue"
         if do == "repeat":
             self._repeat()
         elif do == "restart":
+            while self._frames:
+                self._leave(self._frames.pop())
             self._carry = []
             self._slots.clear()
             self._vars = self.flow.initial_vars()
@@ -962,7 +1042,7 @@ class Engine:
                             f"vars.{rep.to}", str(exc)) from None
         for name in st.collect:
             self._slots.pop(name, None)
-            self.record.slots.pop(name, None)
+            self.record.slots.pop(self._rkey(name), None)
         self.record.vars = dict(self._vars)
         self._carry = []  # this item's words are used up
         if rep.until is not None and self._holds(rep.until, f"state `{st.name}`, repeat until"):
@@ -1138,7 +1218,7 @@ class Engine:
         self._carry = []
         for name in (st.collect if st is not None else ()):
             self._slots.pop(name, None)
-            self.record.slots.pop(name, None)
+            self.record.slots.pop(self._rkey(name), None)
 
     def _acknowledge(self, changed: list[str]) -> None:
         """Say what changed when a correction reached back to an earlier state's slot."""
@@ -1191,7 +1271,7 @@ class Engine:
         self._last_filled = name
         self._slots.pop(name, None)  # the dict's order is the order slots were last filled
         self._slots[name] = value
-        self.record.slots[name] = value
+        self.record.slots[self._rkey(name)] = value
 
     def _after_fill(self, filled: list[str]) -> None:
         for name in filled:
@@ -1232,7 +1312,7 @@ class Engine:
             return
         if yn is False:
             self._slots.pop(name, None)
-            self.record.slots.pop(name, None)
+            self.record.slots.pop(self._rkey(name), None)
             self._listen = "collect"
             self._slot = name
             self._say_slot(self.flow.slots[name], self.flow.slots[name].reprompt)
@@ -1293,7 +1373,7 @@ class Engine:
         named = nlu.named_slot(text, self._wanted(include_filled=True))
         if named:
             self._slots.pop(named, None)
-            self.record.slots.pop(named, None)
+            self.record.slots.pop(self._rkey(named), None)
             self._no_match = 0
             self._collect_next()
             return

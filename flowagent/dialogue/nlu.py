@@ -160,6 +160,9 @@ def dtmf_entry_full(slot: SlotDef, digits: str) -> bool:
             return False
     if slot.type == "phone":
         return len(digits) >= 15
+    if slot.type == "digits":
+        most = slot.options.length or slot.options.max_length
+        return most is not None and len(digits) >= int(most)
     return False
 
 
@@ -230,6 +233,10 @@ def spoken_value(slot: SlotDef, value: Any) -> str:
         return T.say_money(value)
     if slot.type == "phone":
         return T.say_phone(value)
+    if slot.type == "digits":
+        from flowagent.flow.spoken import say_digits
+
+        return say_digits(value)
     if slot.type == "uk_postcode":
         return T.say_postcode(value)
     if slot.type == "yes_no":

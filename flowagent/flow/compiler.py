@@ -17,7 +17,7 @@ validator bug.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -205,6 +205,9 @@ class Handler:
     call: str | None  # a tool run first (its answer is in `result` when the handler speaks)
     clear: tuple[tuple[str, str], ...] = ()  # format 2: (slots|vars, name) to forget
     set: tuple[tuple[str, str, Expression], ...] = ()  # format 2: (slots|vars, name, value)
+    #: the flow file that defined it: a calling flow's handler used inside a sub-flow leaves
+    #: the sub-flow before its `go` (states are named in the flow that owns the handler)
+    home: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,6 +260,11 @@ class StateDef:
     set: tuple[tuple[str, str, Expression], ...] = ()
     #: format 2: go round the collect again ("anything else?")
     repeat: RepeatDef | None = None
+    #: format 2: run this sub-flow (key of `CompiledFlow.subflows`) with these parameters
+    subflow: str | None = None
+    with_: tuple[tuple[str, Expression], ...] = ()
+    #: format 2: end the sub-flow, giving these values to the calling flow's `vars`
+    returns: tuple[tuple[str, Expression], ...] = ()
 
     #: intents the `next` branches name, in order (computed once at compile time)
     branch_intents: tuple[str, ...] = ()
@@ -304,6 +312,10 @@ class CompiledFlow:
     version: int = 1
     #: format 2: declared variables and their starting values
     vars: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    #: format 2, sub-flows: parameter name -> default (`REQUIRED` when the caller must give it)
+    params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    #: format 2: the sub-flows this flow's `subflow:` states run, by the path as written
+    subflows: Mapping[str, CompiledFlow] = field(default_factory=lambda: MappingProxyType({}))
 
     def initial_vars(self) -> dict[str, Any]:
         """A fresh copy of the starting values of `vars:` (each call gets its own)."""
@@ -478,10 +490,14 @@ def _handler(raw: Mapping[str, Any]) -> Handler:
     )
 
 
-def _handlers(items: Any) -> dict[tuple[str, str], Handler]:
+def _handlers(items: Any, home: str = "") -> dict[tuple[str, str], Handler]:
     out: dict[tuple[str, str], Handler] = {}
     for raw in items or ():
         h = _handler(raw)
+        if raw.get("\x00home"):
+            h = replace(h, home=str(raw["\x00home"]))
+        elif home:
+            h = replace(h, home=home)
         out.setdefault(h.trigger, h)  # first entry for a trigger wins, as in reading order
     return out
 
@@ -504,15 +520,16 @@ def _next(raw: Any, v2: bool = False) -> tuple[Branch, ...]:
     return tuple(out)
 
 
-_KINDS = ("ask", "collect", "call", "llm", "transfer", "end")
+_KINDS = ("ask", "collect", "call", "llm", "transfer", "end", "subflow")
 
 
 def _state(name: str, raw: Mapping[str, Any],
-           global_handlers: Mapping[tuple[str, str], Handler], v2: bool = False) -> StateDef:
+           global_handlers: Mapping[tuple[str, str], Handler], v2: bool = False,
+           home: str = "") -> StateDef:
     kind = next((k for k in _KINDS if k in raw and raw[k] is not None and raw[k] is not False),
-                "say")
+                "return" if "return" in raw else "say")
     merged = dict(global_handlers)
-    merged.update(_handlers(raw.get("handlers")))
+    merged.update(_handlers(raw.get("handlers"), home))
     llm = None
     if kind == "llm":
         lraw = raw["llm"] or {}
@@ -562,6 +579,10 @@ def _state(name: str, raw: Mapping[str, Any],
         clear=clears,
         set=sets,
         repeat=repeat,
+        subflow=str(raw["subflow"]) if raw.get("subflow") else None,
+        with_=tuple((str(k), value_expression(v)) for k, v in (raw.get("with") or {}).items()),
+        returns=tuple((str(k), value_expression(v))
+                      for k, v in (raw.get("return") or {}).items()),
     )
 
 
@@ -601,14 +622,27 @@ def _destructive_intents(data: Mapping[str, Any]) -> set[str]:
     return out
 
 
-def compile_flow(data_or_loaded: Any, *, path: str | Path = "<flow>") -> CompiledFlow:
-    """Compile validated flow data (a dict, or a `LoadedFlow`) into a `CompiledFlow`."""
+#: a sub-flow parameter without a default: the calling flow must give it
+REQUIRED = object()
+
+
+def compile_flow(data_or_loaded: Any, *, path: str | Path = "<flow>",
+                 _calling: tuple[str, ...] = (), _parent: CompiledFlow | None = None,
+                 _parent_data: Mapping[str, Any] | None = None) -> CompiledFlow:
+    """Compile validated flow data (a dict, or a `LoadedFlow`) into a `CompiledFlow`.
+
+    Sub-flows (`subflow:` states) are read from their files, relative to `path`, and compiled
+    with the calling flow's settings, providers and context (one call, one set of those), and
+    with its intents, tools and global handlers added where the sub-flow has none of its own:
+    "speak to a person" works inside a sub-flow too."""
     data = getattr(data_or_loaded, "data", data_or_loaded)
     if hasattr(data_or_loaded, "path") and path == "<flow>":
         path = data_or_loaded.path
     if not isinstance(data, Mapping):
         raise TypeError("compile_flow needs the flow as a mapping (did it validate?)")
-    global_handlers = _handlers(data.get("handlers"))
+    if _parent_data is not None:
+        data = _inherit(data, _parent_data, str(_parent.path if _parent else ""))
+    global_handlers = _handlers(data.get("handlers"), str(path))
     ctx = data.get("context") or {}
     fetch_raw = ctx.get("fetch")
     fetch = None
@@ -622,10 +656,10 @@ def compile_flow(data_or_loaded: Any, *, path: str | Path = "<flow>") -> Compile
         )
     matcher = _build_matcher(_intents(data.get("intents")), data)
     v2 = data.get("flowagent") == 2
-    states = {str(n): _state(str(n), raw or {}, global_handlers, v2)
+    states = {str(n): _state(str(n), raw or {}, global_handlers, v2, str(path))
               for n, raw in (data.get("states") or {}).items()}
     language = str(data.get("language", "en-GB") or "en-GB")
-    return CompiledFlow(
+    flow = CompiledFlow(
         name=str(data.get("name", "")),
         path=str(path),
         description=str(data.get("description", "") or ""),
@@ -654,7 +688,68 @@ def compile_flow(data_or_loaded: Any, *, path: str | Path = "<flow>") -> Compile
         }),
         version=2 if v2 else 1,
         vars=_freeze(data.get("vars") or {}),
+        params=MappingProxyType({
+            str(n): (_freeze(spec["default"]) if isinstance(spec, Mapping) and "default" in spec
+                     else REQUIRED)
+            for n, spec in (data.get("params") or {}).items()}),
     )
+    subs = _subflow_paths(data)
+    if subs:
+        flow = replace(flow, subflows=MappingProxyType(
+            {written: _load_subflow(written, flow, data, _calling) for written in subs}))
+    if _parent is not None:
+        flow = replace(flow, settings=_parent.settings, providers=_parent.providers,
+                       context_data=_parent.context_data, by_number=_parent.by_number,
+                       context_fetch=_parent.context_fetch)
+    return flow
+
+
+def _subflow_paths(data: Mapping[str, Any]) -> list[str]:
+    out = []
+    for raw in (data.get("states") or {}).values():
+        if isinstance(raw, Mapping) and isinstance(raw.get("subflow"), str):
+            out.append(str(raw["subflow"]))
+    return list(dict.fromkeys(out))
+
+
+def subflow_file(written: str, calling_path: str | Path) -> Path:
+    """Where a `subflow:` path points: relative to the file of the flow that names it."""
+    p = Path(written)
+    if p.is_absolute():
+        return p
+    return Path(calling_path).parent / p
+
+
+def _load_subflow(written: str, parent: CompiledFlow, parent_data: Mapping[str, Any],
+                  calling: tuple[str, ...]) -> CompiledFlow:
+    from flowagent.flow import envrefs
+    from flowagent.flow.loader import load_file
+
+    file = subflow_file(written, parent.path)
+    key = str(file.resolve())
+    if key in calling:
+        raise ValueError(f"the sub-flow {written} calls itself")  # the validator says so first
+    loaded = load_file(file)
+    return compile_flow(envrefs.expand(loaded.data), path=str(file),
+                        _calling=(*calling, str(Path(parent.path).resolve()), key),
+                        _parent=parent, _parent_data=parent_data)
+
+
+def _inherit(data: Mapping[str, Any], parent: Mapping[str, Any], home: str) -> dict[str, Any]:
+    """A sub-flow's data with what the calling flow offers everywhere: its intents, its tools
+    and its global handlers (after the sub-flow's own, so the sub-flow's win)."""
+    out = dict(data)
+    intents = dict(parent.get("intents") or {})
+    intents.update(data.get("intents") or {})
+    out["intents"] = intents
+    tools = dict(parent.get("tools") or {})
+    tools.update(data.get("tools") or {})
+    out["tools"] = tools
+    own = list(data.get("handlers") or [])
+    inherited = [{**h, "\x00home": home} for h in parent.get("handlers") or []
+                 if isinstance(h, Mapping)]
+    out["handlers"] = own + inherited
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

@@ -144,6 +144,7 @@ def run_checks(report: FileReport, loaded: LoadedFlow, *, check_env: bool = True
         references,
         slots,
         structure,
+        subflows,
         values,
         version,
     )
@@ -160,6 +161,7 @@ def run_checks(report: FileReport, loaded: LoadedFlow, *, check_env: bool = True
     steps = (
         structure.check_structure,
         version.check_version,
+        subflows.check_subflows,
         references.check_references,
         values.check_values,
         graph.check_graph,

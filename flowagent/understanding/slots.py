@@ -34,6 +34,7 @@ from flowagent.understanding import (
     yes_no,
 )
 from flowagent.understanding.commands import is_command
+from flowagent.understanding.digits import find_digits, keyed
 from flowagent.understanding.normalise import clean
 from flowagent.understanding.spoken import DIGIT_WORDS, LETTER_NAMES, NATO, TEEN_DIGITS
 from flowagent.understanding.types import (
@@ -400,6 +401,26 @@ def find_code(text: str, rx: re.Pattern[str]) -> str | None:
     return None if best is None else best[3]
 
 
+def _digits_checks(value: str, opts: SlotOptions, span: tuple[int, int] | None) -> ParseResult:
+    n = len(value)
+    if opts.length is not None and n != int(opts.length):
+        return ParseResult.rejected(value, f"that is {n} digits, and I need {opts.length}", span)
+    if opts.min_length is not None and n < int(opts.min_length):
+        return ParseResult.rejected(value, f"that is too short (at least {opts.min_length} "
+                                    "digits)", span)
+    if opts.max_length is not None and n > int(opts.max_length):
+        return ParseResult.rejected(value, f"that is too long (at most {opts.max_length} "
+                                    "digits)", span)
+    return ParseResult.success(value, span)
+
+
+def _p_digits(text: str, opts: SlotOptions, today: date, region: str) -> ParseResult:
+    m = find_digits(text)
+    if m is None:
+        return ParseResult.no_match("no digits heard")
+    return _digits_checks(m.value, opts, (m.start, m.end))
+
+
 def _p_text(text: str, opts: SlotOptions, today: date, region: str) -> ParseResult:
     raw = text.strip()
     if not raw:
@@ -443,6 +464,7 @@ _PARSERS: dict[str, Callable[[str, SlotOptions, date, str], ParseResult]] = {
     "name": _p_name,
     "address": _p_address,
     "text": _p_text,
+    "digits": _p_digits,
 }
 
 
@@ -539,6 +561,11 @@ def parse_dtmf(
         except ValueError:
             return ParseResult.rejected(d, "that is not a real date")
         return _check_date(dd, opts, today, None)
+    if slot_type == "digits":
+        code = keyed(d)
+        if code is None:
+            return ParseResult.no_match("not digits")
+        return _digits_checks(code, opts, None)
     if slot_type == "time":
         m = re.fullmatch(r"([01]\d|2[0-3])([0-5]\d)", d)
         if not m:
@@ -556,6 +583,7 @@ _INVALID: dict[str, str] = {
     "number": "Sorry, that number isn't one I can accept.",
     "money": "Sorry, that amount isn't one I can accept.",
     "choice": "Sorry, that isn't one of the options.",
+    "digits": "Sorry, that code doesn't look right.",
     "date": "Sorry, I can't accept that date.",
     "time": "Sorry, I can't accept that time.",
     "phone": "Sorry, that doesn't sound like a complete phone number.",

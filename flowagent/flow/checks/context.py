@@ -18,7 +18,7 @@ from flowagent.flow.report import Finding, Severity
 
 BUILTIN_INTENTS = ("yes", "no", "human", "repeat", "restart", "goodbye", "cancel")
 BUILTIN_TOOLS = ("transfer", "hangup", "send_dtmf")
-ACTION_KEYS = ("ask", "collect", "call", "llm", "transfer", "end")
+ACTION_KEYS = ("ask", "collect", "call", "llm", "transfer", "end", "subflow", "return")
 LISTENING_ACTIONS = ("ask", "collect", "llm")
 
 
