@@ -91,6 +91,7 @@ from flowagent.flow.compiler import (
     ToolDef,
 )
 from flowagent.flow.expressions import ExpressionError
+from flowagent.flow.hours import Now, OpenNow, zone
 from flowagent.providers.base import LlmMessage, LlmToolCall, LlmToolSpec
 
 MAX_TRANSITIONS_PER_EVENT = 40
@@ -118,8 +119,10 @@ class _LoopOverflow(Exception):
 class Engine:
     """One call's dialogue. See the module docstring for the driver contract.
 
-    `today`: the date relative dates are read against (tests pin it); default: the real date.
+    `today`: the date relative dates are read against (tests pin it); default: the date now
+    in the flow's time zone.
     `clock`: monotonic seconds, used for transcript times when an event carries no `at`.
+    `wall_clock`: the time of day (an aware datetime) that `now` and `hours` read; tests fix it.
     `llm_available`: whether the driver can execute `LlmRequest`s (default: the flow configures
     an LLM). Without it, `llm` states and the LLM fallback are skipped gracefully.
     """
@@ -131,10 +134,14 @@ class Engine:
         today: _dt.date | None = None,
         clock: Callable[[], float] | None = None,
         llm_available: bool | None = None,
+        wall_clock: Callable[[], _dt.datetime] | None = None,
     ) -> None:
         self.flow = flow
         self._today = today
         self._clock = clock or time.monotonic
+        self._wall = wall_clock or _utc_now
+        self._moment: _dt.datetime | None = None  # the time of the event being handled
+        self._prefilled: tuple[dict[str, Any], dict[str, Any]] = ({}, {})
         self.llm_available = flow.has_llm if llm_available is None else llm_available
         self._t0 = 0.0
         self._state: StateDef | None = None
@@ -223,6 +230,18 @@ class Engine:
     def start(self, call: CallInfo, *, at: float | None = None) -> list[Action]:
         return self.handle(CallStarted(call, at=at if at is not None else 0.0))
 
+    def prefill(self, slots: Mapping[str, Any] | None = None,
+                vars_: Mapping[str, Any] | None = None) -> None:
+        """Before `start`: slots and variables the call begins with (conversation tests'
+        `slots:`/`vars:`). Slot values are checked like answers; raises ValueError (naming
+        the slot) for an unknown slot or a value it would refuse."""
+        checked = {}
+        for name, value in (slots or {}).items():
+            if name not in self.flow.slots:
+                raise ValueError(f"the flow has no slot called {name}")
+            checked[name] = self._checked_slot_value(name, value)
+        self._prefilled = (checked, dict(vars_ or {}))
+
     def fork(self) -> Engine:
         """An independent copy of this call's dialogue, to try an event on without touching
         the real one (preemptive generation: what would we answer if the caller's final words
@@ -256,6 +275,7 @@ class Engine:
     def handle(self, event: Any) -> list[Action]:
         """Feed one event; returns the actions to carry out, in order. Never raises."""
         self._out = []
+        self._moment = None
         self._steps = 0
         self._in_error = False
         try:
@@ -334,6 +354,11 @@ class Engine:
             channel=call.channel,
         )
         self._vars = self.flow.initial_vars()
+        slots, vars_ = self._prefilled
+        for name, value in slots.items():
+            self._set_slot(name, value)
+        self._vars.update(vars_)
+        self.record.vars = dict(self._vars)
         self._emit(StartTimer("max_duration", self.flow.settings.max_call_s))
         self._enter(self.flow.start)
 
@@ -471,9 +496,14 @@ class Engine:
             "result": self._result or {"ok": None, "status": None, "data": None, "error": ""},
             "answer": self._answer,
             "intent": self._intent,
-            "now": _dt.datetime.now(),
             "params": self._params,
         }
+        local = self._local_now()
+        if self.flow.version >= 2:
+            ctx["now"] = Now(local)
+            ctx["hours"] = OpenNow(self.flow.hours, local)
+        else:
+            ctx["now"] = local.replace(tzinfo=None)
         ctx.update(extra)
         return ctx
 
@@ -550,7 +580,16 @@ class Engine:
         return res.value
 
     def today(self) -> _dt.date:
-        return self._today or _dt.date.today()
+        return self._today or self._local_now().date()
+
+    def _local_now(self) -> _dt.datetime:
+        """This event's moment in the flow's time zone (format 1: the machine's own zone,
+        as `now` always was). Read once per event, so one turn sees one time."""
+        if self._moment is None:
+            wall = self._wall()
+            self._moment = (wall.astimezone(zone(self.flow.timezone))
+                            if self.flow.version >= 2 else wall.astimezone())
+        return self._moment
 
     # ------------------------------------------------------------------------------------------
     # states
@@ -1932,6 +1971,10 @@ class Engine:
         self._llm_messages.append(
             LlmMessage("tool", json.dumps(data, default=str), tool_call_id=call_id))
         self._llm_next_tool()
+
+
+def _utc_now() -> _dt.datetime:
+    return _dt.datetime.now(_dt.UTC)
 
 
 def _render_body(body: Any, ctx: Mapping[str, Any]) -> Any:

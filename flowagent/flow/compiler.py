@@ -23,6 +23,7 @@ from types import MappingProxyType
 from typing import Any
 
 from flowagent.flow import templates as T
+from flowagent.flow.hours import parse_schedule
 from flowagent.phone_numbers import region_of, to_e164
 from flowagent.understanding.types import SlotOptions, SlotSpec
 
@@ -316,6 +317,10 @@ class CompiledFlow:
     params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     #: format 2: the sub-flows this flow's `subflow:` states run, by the path as written
     subflows: Mapping[str, CompiledFlow] = field(default_factory=lambda: MappingProxyType({}))
+    #: format 2: the business's time zone (`now` and `hours` are told in it); "" = UTC
+    timezone: str = ""
+    #: format 2: opening-hours schedules by name (`hours.office`)
+    hours: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
     def initial_vars(self) -> dict[str, Any]:
         """A fresh copy of the starting values of `vars:` (each call gets its own)."""
@@ -688,6 +693,10 @@ def compile_flow(data_or_loaded: Any, *, path: str | Path = "<flow>",
         }),
         version=2 if v2 else 1,
         vars=_freeze(data.get("vars") or {}),
+        timezone=str(data.get("timezone") or ""),
+        hours=MappingProxyType({
+            str(n): parse_schedule(raw, region_of(language))
+            for n, raw in (data.get("hours") or {}).items() if isinstance(raw, Mapping)}),
         params=MappingProxyType({
             str(n): (_freeze(spec["default"]) if isinstance(spec, Mapping) and "default" in spec
                      else REQUIRED)
@@ -700,7 +709,9 @@ def compile_flow(data_or_loaded: Any, *, path: str | Path = "<flow>",
     if _parent is not None:
         flow = replace(flow, settings=_parent.settings, providers=_parent.providers,
                        context_data=_parent.context_data, by_number=_parent.by_number,
-                       context_fetch=_parent.context_fetch)
+                       context_fetch=_parent.context_fetch,
+                       timezone=flow.timezone or _parent.timezone,
+                       hours=flow.hours or _parent.hours)
     return flow
 
 

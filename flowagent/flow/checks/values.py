@@ -56,7 +56,42 @@ def check_values(ctx: CheckContext) -> None:
             _check_targets(ctx, ("handlers", i), h, declared)
     for name, slot in ctx.items("slots"):
         _check_slot(ctx, name, slot)
+    _check_hours(ctx)
     _check_kinds(ctx)
+
+
+def _check_hours(ctx: CheckContext) -> None:
+    from flowagent.flow.hours import HoursError, parse_schedule, zone
+    from flowagent.phone_numbers import region_of
+
+    tz = ctx.data.get("timezone")
+    if isinstance(tz, str):
+        try:
+            zone(tz)
+        except HoursError as exc:
+            from zoneinfo import available_timezones
+
+            ctx.error("bad-value", ("timezone",), f"{str(exc)[0].upper()}{str(exc)[1:]}.",
+                      suggestion_for(tz, sorted(available_timezones()),
+                                     "See the list of zone names at https://en.wikipedia.org/"
+                                     "wiki/List_of_tz_database_time_zones."))
+    schedules = list(ctx.items("hours"))
+    if schedules and "timezone" not in ctx.data:
+        ctx.warn("hours-without-timezone", ("hours",),
+                 "The opening hours are read in UTC because the flow has no `timezone`, so "
+                 "they are an hour out in British summer time.",
+                 "Add `timezone: Europe/London` (or your own zone) at the top of the file.",
+                 key=True)
+    country = region_of(str(ctx.data.get("language") or "en-GB"))
+    for name, raw in schedules:
+        try:
+            parse_schedule(raw, country)
+        except HoursError as exc:
+            path = ("hours", name, exc.key) if exc.key in raw else ("hours", name)
+            ctx.error("bad-hours", path,
+                      f"The `{name}` opening hours cannot be read: {exc}.",
+                      "Write days like `monday to friday:` with times like `08:00-18:00`, and "
+                      "`closed:` with dates or `public holidays`.", key=exc.key in raw)
 
 
 def _check_targets(ctx: CheckContext, base: PathT, owner: dict[str, Any],
