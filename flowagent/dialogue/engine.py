@@ -80,6 +80,7 @@ from flowagent.dialogue.llm_tools import BUILTIN_TOOL_SPECS
 from flowagent.dialogue.steps import assign, lists
 from flowagent.dialogue.steps.faults import FlowFault, short_error
 from flowagent.dialogue.steps.frames import Frame, label_of, parameters
+from flowagent.dialogue.steps.loop_guard import LoopGuard
 from flowagent.dialogue.steps.offers import Offer, default_label
 from flowagent.flow.compiler import (
     CompiledFlow,
@@ -187,6 +188,7 @@ class Engine:
         self._last_turn_says: list[tuple[str, bool]] = []
         self._steps = 0
         self._in_error = False
+        self._loops = LoopGuard()
 
     # ------------------------------------------------------------------------------------------
     # public surface
@@ -277,13 +279,16 @@ class Engine:
         self._out = []
         self._moment = None
         self._steps = 0
+        self._loops.reset()
         self._in_error = False
         try:
             self._dispatch(event)
         except FlowFault as fault:
             self._fault(fault)
         except _LoopOverflow:
-            self._error("the flow moved between states too many times without hearing the caller")
+            route = " → ".join(self._loops.trail[-6:])
+            self._error("the flow moved between states too many times without hearing the "
+                        f"caller (last: {route})")
         except TemplateError as exc:  # e.g. arithmetic on a value a tool did not return
             self._error(f"a template in state {self.state!r} failed: {exc}")
         except Exception as exc:  # the engine must never take a call down
@@ -600,6 +605,8 @@ class Engine:
         if self._steps > MAX_TRANSITIONS_PER_EVENT:
             raise _LoopOverflow(name)
         st = self.flow.states[name]
+        if not self._in_error:
+            self._guard_loop(name)
         if self._listen is not None:
             self._emit(StopNoInputTimer())
         self._state = st
@@ -705,6 +712,23 @@ class Engine:
             frame = self._frames.pop()
             self.record.add(self._now(), "system", f"left {frame.label}", frame.state)
             self._leave(frame)
+
+    def _guard_loop(self, name: str) -> None:
+        """Stop a round of states that repeats with nothing changed (steps/loop_guard.py)."""
+        label = f"{self._frames[-1].label}.{name}" if self._frames else name
+        loop = self._loops.check(label, self._snapshot, len(self._out),
+                                 len(self.record.transcript))
+        if loop is None:
+            return
+        del self._out[loop.out_at:]  # the caller hears the round once, not twice
+        del self.record.transcript[loop.said_at:]
+        route = " → ".join(loop.states)
+        raise FlowFault("loop", self.state, f"states {route}", route,
+                        "the flow went round these states without listening to the caller or "
+                        "changing any slot or variable, so it would never stop")
+
+    def _snapshot(self) -> str:
+        return repr((self._slots, self._vars, len(self._frames)))
 
     def _transfer(self, target: str, reason: str = "") -> None:
         self.record.transfer_target = target
@@ -1732,8 +1756,21 @@ class Engine:
 
     def _fault(self, fault: FlowFault) -> None:
         """A template, expression or loop failed: say so by name (action, record, log) and
-        take the flow's own error path."""
+        take the flow's own error path (for a loop without an `error` handler: `no_match`)."""
         self._emit(fault.problem())
+        if fault.kind == "loop" and self._handler("event", "error") is None:
+            fallback = self._handler("event", "no_match")
+            if fallback is not None and not self._ended:
+                self.record.errors.append(fault.sentence())
+                self.record.add(self._now(), "system", f"error: {fault.sentence()}", self.state)
+                self._drop_pending()
+                self._in_error = True
+                self._steps = 0
+                try:
+                    self._run_handler(fallback)
+                except Exception:
+                    self._hard_end()
+                return
         self._error(fault.sentence())
 
     def _hard_end(self) -> None:

@@ -140,6 +140,7 @@ def run_checks(report: FileReport, loaded: LoadedFlow, *, check_env: bool = True
     unexpectedly still leaves the others' findings."""
     from flowagent.flow.checks import (
         graph,
+        loops,
         providers,
         references,
         slots,
@@ -165,6 +166,7 @@ def run_checks(report: FileReport, loaded: LoadedFlow, *, check_env: bool = True
         references.check_references,
         values.check_values,
         graph.check_graph,
+        loops.check_loops,
         slots.check_slots,
         slots.check_intents,
         templates.check_templates,
