@@ -236,10 +236,7 @@ def _against_flow(found: _Findings, kind: str, data: dict[str, Any], flow_path: 
         return  # the flow's own validation reports it
     if not isinstance(flow, dict):
         return
-    tools = [t for t in (flow.get("tools") or {}) if isinstance(t, str)] \
-        if isinstance(flow.get("tools"), dict) else []
-    states = [s for s in (flow.get("states") or {}) if isinstance(s, str)] \
-        if isinstance(flow.get("states"), dict) else []
+    tools, states = _names(flow, flow_path, "", set())
     for path, tool in _canned_tools(kind, data):
         if tool not in tools and tool not in BUILTIN_TOOLS:
             guess = did_you_mean(tool, tools)
@@ -271,6 +268,35 @@ def _against_flow(found: _Findings, kind: str, data: dict[str, Any], flow_path: 
                               f"This turn expects the tool `{tool}`, but {flow_path.name} has "
                               f"no tool called `{tool}`.",
                               f"Did you mean `{guess}`?" if guess else "Check the tool's name.")
+
+
+def _names(flow: dict[str, Any], path: Path, prefix: str, seen: set[str]
+           ) -> tuple[list[str], list[str]]:
+    """The tools and states a call of this flow can meet: its own, and its sub-flows' (their
+    states named `verify_caller.ask`, as the engine and the record name them)."""
+    seen.add(str(path.resolve()))
+    tools = [t for t in (flow.get("tools") or {}) if isinstance(t, str)] \
+        if isinstance(flow.get("tools"), dict) else []
+    raw_states = flow.get("states") if isinstance(flow.get("states"), dict) else {}
+    assert isinstance(raw_states, dict)
+    states = [prefix + s for s in raw_states if isinstance(s, str)]
+    for state in raw_states.values():
+        written = state.get("subflow") if isinstance(state, dict) else None
+        if not isinstance(written, str):
+            continue
+        sub_path = path.parent / written
+        if str(sub_path.resolve()) in seen or not sub_path.is_file():
+            continue
+        try:
+            sub = load_file(sub_path).data
+        except (OSError, FlowYamlError):
+            continue
+        if isinstance(sub, dict):
+            label = Path(written).name.rsplit(".", 1)[0]
+            more_tools, more_states = _names(sub, sub_path, f"{prefix}{label}.", seen)
+            tools += [t for t in more_tools if t not in tools]
+            states += more_states
+    return tools, states
 
 
 def _check_clock_and_prefill(found: _Findings, data: dict[str, Any], flow: dict[str, Any],
