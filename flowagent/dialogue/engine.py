@@ -621,46 +621,40 @@ class Engine:
         self._pending_handler = None
         self.record.states.append(self.state)  # inside a sub-flow: `verify_caller.ask_dob`
         self._emit(StateEntered(self.state))
-        self._assign(st.clear, st.set, f"state `{name}`")
+        # work out (`set`), speak (`say`), forget (`clear`), then the action
+        self._assign((), st.set, f"state `{name}`")
+        self._say(st.say)
+        self._assign(st.clear, (), f"state `{name}`")
         kind = st.kind
         if kind == "say":
-            self._say(st.say)
             self._follow(st)
         elif kind == "ask":
-            self._say(st.say)
             self._listen = "ask"
             self._say(st.ask, expect=True)
         elif kind == "collect":
-            self._say(st.say)
             carried = self._carry_over()
             if carried:
                 self._after_fill(carried)
             else:
                 self._collect_next()
         elif kind == "call":
-            self._say(st.say)
             tool = self.flow.tools.get(st.call or "")
             if tool is None:
                 self._tool_failed(f"the tool {st.call!r} is not defined")
             else:
                 self._call_tool(tool, purpose="state", args={})
         elif kind == "llm":
-            self._say(st.say)
             self._llm_start()
         elif kind == "transfer":
-            self._say(st.say)
             self._transfer(
                 self._render(st.transfer) if st.transfer else "",
                 self._render(st.reason) if st.reason else "",
             )
         elif kind == "end":
-            self._say(st.say)
             self._end(st.outcome or "completed")
         elif kind == "subflow":
-            self._say(st.say)
             self._call_subflow(st)
         elif kind == "return":
-            self._say(st.say)
             self._return(st)
 
     # ------------------------------------------------------------------------------------------
@@ -853,9 +847,10 @@ class Engine:
 
     def _finish_handler(self, h: Handler) -> None:
         """A handler after its tool (if any): clear/set, say, then go or do."""
-        self._assign(h.clear, h.set, f"the {h.trigger[1]} handler")
+        self._assign((), h.set, f"the {h.trigger[1]} handler")
         if h.say is not None and h.trigger != ("event", "hangup"):
             self._say(h.say)
+        self._assign(h.clear, (), f"the {h.trigger[1]} handler")
         if h.go:
             if h.home and h.home != self.flow.path:
                 self._unwind_to(h.home)
@@ -1473,6 +1468,8 @@ class Engine:
                 return
         if self._listen is None:
             return
+        if multi and not digit.isdigit() and digit != self.flow.settings.dtmf_terminator:
+            return  # a key no entry uses (`*`): ignored, and the caller is still asked
         self._emit(StopNoInputTimer())
         if multi and slot is not None:
             if digit == self.flow.settings.dtmf_terminator:

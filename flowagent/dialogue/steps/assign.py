@@ -1,7 +1,8 @@
 """`clear:` and `set:` (format 2): forget and work out slots and variables.
 
 The engine calls `apply` on entering a state (and when a handler fires) with the call's own
-slot and variable dicts. Order is always set, then clear: each `set` line sees the lines above
+slot and variable dicts: the `set` lines before the state speaks, the `clear` lines after it
+has spoken (so `say` can still use a value being forgotten). Each `set` line sees the lines above
 it — so `set: {vars.count: vars.count + 1, vars.many: vars.count > 3}` reads top to bottom like
 a recipe — and a value can be used before it is forgotten (`set: {vars.basket: "vars.basket |
 without(slots.remove)"}`, `clear: [slots.remove]`). A value set into a slot is checked like
