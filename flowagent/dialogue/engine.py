@@ -41,6 +41,7 @@ import datetime as _dt
 import json
 import time
 from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 from jinja2 import TemplateError
@@ -80,7 +81,7 @@ from flowagent.dialogue.llm_tools import BUILTIN_TOOL_SPECS
 from flowagent.dialogue.steps import assign, lists
 from flowagent.dialogue.steps.faults import FlowFault, short_error
 from flowagent.dialogue.steps.frames import Frame, label_of, parameters
-from flowagent.dialogue.steps.loop_guard import LoopGuard
+from flowagent.dialogue.steps.loop_guard import Marks, revisit
 from flowagent.dialogue.steps.offers import Offer, default_label
 from flowagent.flow.compiler import (
     CompiledFlow,
@@ -142,7 +143,7 @@ class Engine:
         self._clock = clock or time.monotonic
         self._wall = wall_clock or _utc_now
         self._moment: _dt.datetime | None = None  # the time of the event being handled
-        self._prefilled: tuple[dict[str, Any], dict[str, Any]] = ({}, {})
+        self._prefilled: tuple[dict[str, Any], dict[str, Any]] | None = None
         self.llm_available = flow.has_llm if llm_available is None else llm_available
         self._t0 = 0.0
         self._state: StateDef | None = None
@@ -155,8 +156,8 @@ class Engine:
         self._intent: str | None = None
         self._ended = False
         # sub-flows: the calling flows waiting for a `return`, and the running one's params
-        self._frames: list[Frame] = []
-        self._params: dict[str, Any] = {}
+        self._frames: tuple[Frame, ...] = ()  # replaced, never changed in place (cheap forks)
+        self._params: Mapping[str, Any] = _NO_PARAMS
         self.record = CallRecord(uuid="", flow=flow.name)
         # listening
         # ask | collect | slot_confirm | confirm | confirm_fix | llm | clarify
@@ -188,7 +189,10 @@ class Engine:
         self._last_turn_says: list[tuple[str, bool]] = []
         self._steps = 0
         self._in_error = False
-        self._loops = LoopGuard()
+        # the loop guard's record of this event only (None between events: nothing kept)
+        self._trail: list[str] | None = None
+        self._visits: set[str] | None = None
+        self._marks: Marks | None = None
 
     # ------------------------------------------------------------------------------------------
     # public surface
@@ -261,8 +265,8 @@ class Engine:
         other._turn_says = list(self._turn_says)
         other._last_turn_says = list(self._last_turn_says)
         other._out = []
-        other._frames = [f.copied() for f in self._frames]
-        other._params = dict(self._params)
+        other._frames = tuple(f.copied() for f in self._frames)
+        other._params = dict(self._params) if self._frames else _NO_PARAMS
         rec = copy.copy(self.record)
         rec.transcript = list(rec.transcript)
         rec.tool_calls = list(rec.tool_calls)
@@ -279,14 +283,13 @@ class Engine:
         self._out = []
         self._moment = None
         self._steps = 0
-        self._loops.reset()
         self._in_error = False
         try:
             self._dispatch(event)
         except FlowFault as fault:
             self._fault(fault)
         except _LoopOverflow:
-            route = " → ".join(self._loops.trail[-6:])
+            route = " → ".join((self._trail or [])[-6:])
             self._error("the flow moved between states too many times without hearing the "
                         f"caller (last: {route})")
         except TemplateError as exc:  # e.g. arithmetic on a value a tool did not return
@@ -294,6 +297,7 @@ class Engine:
         except Exception as exc:  # the engine must never take a call down
             self._error(f"internal error: {exc.__class__.__name__}: {exc}")
         out, self._out = self._out, []
+        self._trail = self._visits = self._marks = None
         return out
 
     # ------------------------------------------------------------------------------------------
@@ -359,11 +363,12 @@ class Engine:
             channel=call.channel,
         )
         self._vars = self.flow.initial_vars()
-        slots, vars_ = self._prefilled
-        for name, value in slots.items():
-            self._set_slot(name, value)
-        self._vars.update(vars_)
-        self.record.vars = dict(self._vars)
+        if self._prefilled is not None:
+            slots, vars_ = self._prefilled
+            for name, value in slots.items():
+                self._set_slot(name, value)
+            self._vars.update(vars_)
+            self.record.vars = dict(self._vars)
         self._emit(StartTimer("max_duration", self.flow.settings.max_call_s))
         self._enter(self.flow.start)
 
@@ -440,7 +445,10 @@ class Engine:
 
     def _say_slot(self, slot: SlotDef, tpl: Template) -> None:
         """A slot's prompt or reprompt; options from a tool are said through `choices`."""
-        self._say(tpl, expect=True, **self._slot_extra(slot))
+        if slot.choices_from is None:
+            self._say(tpl, expect=True)
+        else:
+            self._say(tpl, expect=True, **self._slot_extra(slot))
 
     def _spoken(self, slot: SlotDef, value: Any) -> str:
         """A slot's value read back: an option from a tool as it was offered."""
@@ -503,12 +511,14 @@ class Engine:
             "intent": self._intent,
             "params": self._params,
         }
-        local = self._local_now()
         if self.flow.version >= 2:
+            local = self._local_now()
             ctx["now"] = Now(local)
             ctx["hours"] = OpenNow(self.flow.hours, local)
+        elif self._wall is _utc_now:  # format 1: the machine's local time, as always
+            ctx["now"] = _dt.datetime.now()
         else:
-            ctx["now"] = local.replace(tzinfo=None)
+            ctx["now"] = self._local_now().replace(tzinfo=None)
         ctx.update(extra)
         return ctx
 
@@ -545,6 +555,14 @@ class Engine:
             return expr(self._ctx() if ctx is None else ctx)
         except ExpressionError as exc:
             raise FlowFault("expression", self.state, where, expr.source, str(exc)) from None
+
+    def _branch_holds(self, expr: Expression, st: StateDef, i: int,
+                      ctx: Mapping[str, Any]) -> bool:
+        try:
+            return bool(expr(ctx))
+        except ExpressionError as exc:
+            raise FlowFault("expression", self.state, f"state `{st.name}`, branch {i + 1}",
+                            expr.source, str(exc)) from None
 
     def _holds(self, expr: Expression, where: str, ctx: Mapping[str, Any] | None = None
                ) -> bool:
@@ -605,8 +623,16 @@ class Engine:
         if self._steps > MAX_TRANSITIONS_PER_EVENT:
             raise _LoopOverflow(name)
         st = self.flow.states[name]
-        if not self._in_error:
-            self._guard_loop(name)
+        label = f"{self._frames[-1].label}.{name}" if self._frames else name
+        if self._trail is None or self._visits is None:
+            self._trail, self._visits = [label], {label}
+        else:
+            self._trail.append(label)
+            if label in self._visits:
+                if not self._in_error:
+                    self._guard_loop(label, self._trail)
+            else:
+                self._visits.add(label)
         if self._listen is not None:
             self._emit(StopNoInputTimer())
         self._state = st
@@ -619,12 +645,14 @@ class Engine:
         self._pending_llm = None  # moving on abandons an answer still being waited for
         self._pending_tool = None
         self._pending_handler = None
-        self.record.states.append(self.state)  # inside a sub-flow: `verify_caller.ask_dob`
-        self._emit(StateEntered(self.state))
+        self.record.states.append(label)  # inside a sub-flow: `verify_caller.ask_dob`
+        self._emit(StateEntered(label))
         # work out (`set`), speak (`say`), forget (`clear`), then the action
-        self._assign((), st.set, f"state `{name}`")
+        if st.set:
+            self._assign((), st.set, f"state `{name}`")
         self._say(st.say)
-        self._assign(st.clear, (), f"state `{name}`")
+        if st.clear:
+            self._assign(st.clear, (), f"state `{name}`")
         kind = st.kind
         if kind == "say":
             self._follow(st)
@@ -666,8 +694,9 @@ class Engine:
         sub = self.flow.subflows[st.subflow]
         given = {name: self._value(expr, f"state `{st.name}`, with {name}")
                  for name, expr in st.with_}
-        self._frames.append(Frame(self.flow, st.name, self._slots, self._vars, self._params,
-                                  self._carry, label_of(st.subflow)))
+        self._frames = (*self._frames, Frame(self.flow, st.name, self._slots, self._vars,
+                                             dict(self._params), self._carry,
+                                             label_of(st.subflow)))
         self.flow = sub
         self._slots = {}
         self._vars = sub.initial_vars()
@@ -682,7 +711,7 @@ class Engine:
         if not self._frames:  # a sub-flow run on its own: its return ends the call
             self._end(st.outcome or "completed")
             return
-        frame = self._frames.pop()
+        frame, self._frames = self._frames[-1], self._frames[:-1]
         self.record.add(self._now(), "system", f"back from {frame.label}", frame.state)
         self._leave(frame)
         self._vars.update(values)
@@ -703,15 +732,17 @@ class Engine:
         """A calling flow's handler fired inside a sub-flow: leave the sub-flows up to the
         flow that owns the handler (its `go` names that flow's states)."""
         while self._frames and self.flow.path != home:
-            frame = self._frames.pop()
+            frame, self._frames = self._frames[-1], self._frames[:-1]
             self.record.add(self._now(), "system", f"left {frame.label}", frame.state)
             self._leave(frame)
 
-    def _guard_loop(self, name: str) -> None:
-        """Stop a round of states that repeats with nothing changed (steps/loop_guard.py)."""
-        label = f"{self._frames[-1].label}.{name}" if self._frames else name
-        loop = self._loops.check(label, self._snapshot, len(self._out),
-                                 len(self.record.transcript))
+    def _guard_loop(self, label: str, trail: list[str]) -> None:
+        """A state entered again in this event: stop the round if it repeats with nothing
+        changed (steps/loop_guard.py)."""
+        if self._marks is None:
+            self._marks = {}
+        loop = revisit(self._marks, trail, label, self._snapshot(), len(self._out),
+                       len(self.record.transcript))
         if loop is None:
             return
         del self._out[loop.out_at:]  # the caller hears the round once, not twice
@@ -738,13 +769,14 @@ class Engine:
                 ) -> bool:
         """Take the first branch of `st.next` that holds. Returns False if none does."""
         ctx = None
+        v1 = self.flow.version < 2
         for i, b in enumerate(st.next):
             if b.intent is not None and b.intent != intent:
                 continue
             if b.when is not None:
                 if ctx is None:
                     ctx = self._ctx()
-                if not self._holds(b.when, f"state `{st.name}`, branch {i + 1}", ctx):
+                if not (b.when.test(ctx) if v1 else self._branch_holds(b.when, st, i, ctx)):
                     continue
             self._enter(b.go)
             return True
@@ -861,7 +893,8 @@ class Engine:
             self._repeat()
         elif do == "restart":
             while self._frames:
-                self._leave(self._frames.pop())
+                frame, self._frames = self._frames[-1], self._frames[:-1]
+                self._leave(frame)
             self._carry = []
             self._slots.clear()
             self._vars = self.flow.initial_vars()
@@ -1073,7 +1106,10 @@ class Engine:
                     self.record.add(self._now(), "system", f"no options for {name}", self.state)
                     self._event_handler("no_match", _DEFAULT_NO_MATCH)
                     return
-                self._say_slot(slot, slot.prompt)
+                if slot.choices_from is None:
+                    self._say(slot.prompt, expect=True)
+                else:
+                    self._say_slot(slot, slot.prompt)
                 return
         self._slot = None
         if st.confirm is not None:
@@ -1144,8 +1180,10 @@ class Engine:
             return
         self._no_match_again()
 
-    def _listify(self, results: Mapping[str, Any], text: str) -> dict[str, Any]:
+    def _listify(self, results: Mapping[str, Any], text: str) -> Mapping[str, Any]:
         """List slots keep every value one answer gives ("ham and mushrooms")."""
+        if not self.flow.checks_answers:
+            return results
         out = dict(results)
         for name, res in results.items():
             slot = self.flow.slots.get(name)
@@ -1193,7 +1231,7 @@ class Engine:
             results = nlu.corrections(self.flow, self.today(), text, self._filled_defs(),
                                       self._slots, self._last_filled)
         corrected = bool(results)
-        if not results and current is not None:
+        if not results and current is not None and self.flow.checks_answers:
             cur_slot = self.flow.slots[current]
             if cur_slot.choices_from is not None:
                 results = self._match_offer(current, text)
@@ -1202,12 +1240,12 @@ class Engine:
                 results = {current: nlu.accepted(values, None)} if values else {}
         if not results:
             results = nlu.extract(self.flow, self.today(), text, self._wanted(), current)
-        results = self._listify(self._guarded(results), text)
-        filled = self._apply(results)
-        cur = results.get(current) if current else None
+        answers = self._listify(self._guarded(results), text)
+        filled = self._apply(answers)
+        cur = answers.get(current) if current else None
         if filled:
             if not corrected:
-                self._remember(text, [results[n] for n in filled])
+                self._remember(text, [answers[n] for n in filled])
             self._acknowledge([n for n in filled if n not in st.collect])
             self._after_fill(filled)
             return
@@ -1297,8 +1335,10 @@ class Engine:
         self._acknowledge(fixed)
         return True
 
-    def _guarded(self, results: Mapping[str, Any]) -> dict[str, Any]:
+    def _guarded(self, results: Mapping[str, Any]) -> Mapping[str, Any]:
         """Answers the slot's `valid_when` refuses become invalid ones (format 2)."""
+        if not self.flow.checks_answers:
+            return results
         out = dict(results)
         for name, res in results.items():
             slot = self.flow.slots.get(name)
@@ -1324,12 +1364,12 @@ class Engine:
         return filled
 
     def _set_slot(self, name: str, value: Any) -> None:
-        if self.flow.slots[name].list:
+        if self.flow.checks_answers and self.flow.slots[name].list:
             value = lists.as_list(value)
         self._last_filled = name
         self._slots.pop(name, None)  # the dict's order is the order slots were last filled
         self._slots[name] = value
-        self.record.slots[self._rkey(name)] = value
+        self.record.slots[self._rkey(name) if self._frames else name] = value
 
     def _after_fill(self, filled: list[str]) -> None:
         for name in filled:
@@ -2005,6 +2045,9 @@ class Engine:
         self._llm_messages.append(
             LlmMessage("tool", json.dumps(data, default=str), tool_call_id=call_id))
         self._llm_next_tool()
+
+
+_NO_PARAMS: Mapping[str, Any] = MappingProxyType({})
 
 
 def _utc_now() -> _dt.datetime:

@@ -321,6 +321,8 @@ class CompiledFlow:
     timezone: str = ""
     #: format 2: opening-hours schedules by name (`hours.office`)
     hours: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    #: format 2: some slot has `valid_when`, `list` or `choices_from` (answers need more work)
+    checks_answers: bool = False
 
     def initial_vars(self) -> dict[str, Any]:
         """A fresh copy of the starting values of `vars:` (each call gets its own)."""
@@ -702,6 +704,9 @@ def compile_flow(data_or_loaded: Any, *, path: str | Path = "<flow>",
                      else REQUIRED)
             for n, spec in (data.get("params") or {}).items()}),
     )
+    if any(sl.valid_when is not None or sl.list or sl.choices_from is not None
+           for sl in flow.slots.values()):
+        flow = replace(flow, checks_answers=True)
     subs = _subflow_paths(data)
     if subs:
         flow = replace(flow, subflows=MappingProxyType(

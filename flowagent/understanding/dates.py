@@ -18,6 +18,7 @@ import calendar
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from functools import lru_cache
 from typing import Any, Literal
 
 from flowagent.understanding.normalise import clean
@@ -502,11 +503,12 @@ _AGO = re.compile(r"^(\d+)\s*(days?|weeks?|months?|years?)\s+ago$")
 def _offset(today: date, n: int, unit: str) -> date:
     """`today` moved by n days/weeks/months/years (n < 0 goes back); the 29th of February
     moved by years falls on the 28th."""
-    if unit.startswith("month"):
-        return _add_months(today, n)
-    if unit.startswith("year"):
-        return _add_months(today, 12 * n)
-    return today + timedelta(days=n * (7 if unit.startswith("week") else 1))
+    first = unit[0]
+    if first == "d":
+        return today + timedelta(days=n)
+    if first == "w":
+        return today + timedelta(days=7 * n)
+    return _add_months(today, n if first == "m" else 12 * n)
 
 
 def resolve_bound(bound: Any, today: date) -> date | None:
@@ -518,7 +520,12 @@ def resolve_bound(bound: Any, today: date) -> date | None:
         return bound.date()
     if isinstance(bound, date):
         return bound
-    s = str(bound).strip().lower()
+    return _resolve_text(str(bound).strip().lower(), today)
+
+
+@lru_cache(maxsize=512)
+def _resolve_text(s: str, today: date) -> date | None:
+    """`resolve_bound` for text, cached: every date answer checks the slot's bounds."""
     if s == "today":
         return today
     if s == "tomorrow":

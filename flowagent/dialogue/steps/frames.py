@@ -21,7 +21,7 @@ class Frame:
     state: str  # the calling `subflow:` state
     slots: dict[str, Any]
     vars: dict[str, Any]
-    params: dict[str, Any]
+    params: dict[str, Any]  # the calling flow's own parameters (a copy)
     carry: list[tuple[str, tuple[tuple[int, int], ...]]]
     label: str  # how the sub-flow's states are named in the record: "verify_caller"
 

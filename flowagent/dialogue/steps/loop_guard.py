@@ -4,18 +4,21 @@ changing anything is stopped at once, by name.
 Per event the engine may pass through many states (say -> call -> say...). Coming back to a
 state is normal when something changed since (a counter went up, a slot was cleared); coming
 back with every slot and variable as they were means the next round will be the same as this
-one, for ever. The guard costs one dict look-up per state entered; only when a state is entered
-again in the same event does it take a snapshot of the call's data (`repr` of slots and vars),
-and it compares the snapshots of that state's later visits. When two match, `check` returns the
-states of the round, and where the output and the transcript stood when the round began, so the
-engine can drop the repeated round's words: the caller hears the round once, then the flow's
-fallback — never the same two lines fifty times.
+one, for ever. The engine keeps, for the event in hand only, the states entered in order (the
+trail) and which were seen — a list append and a dict look-up per state, nothing kept between
+events. Only when a state is entered again does it take a snapshot of the call's data (`repr`
+of slots and vars) and ask `revisit`, which compares it with that state's previous revisit.
+When two match, `revisit` returns the states of the round, and where the output and the
+transcript stood when the round began, so the engine can drop the repeated round's words: the
+caller hears the round once, then the flow's fallback — never the same two lines fifty times.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+#: state -> (snapshot, trail index, output length, transcript length) at its last revisit
+Marks = dict[str, tuple[str, int, int, int]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,32 +28,14 @@ class Loop:
     said_at: int  # len(transcript) when the round began
 
 
-@dataclass
-class LoopGuard:
-    visits: dict[str, int] = field(default_factory=dict)
-    trail: list[str] = field(default_factory=list)
-    #: state -> (snapshot, trail index, output length, transcript length) at its last revisit
-    marks: dict[str, tuple[str, int, int, int]] = field(default_factory=dict)
-
-    def reset(self) -> None:
-        if self.trail:
-            self.visits.clear()
-            self.trail.clear()
-            self.marks.clear()
-
-    def check(self, state: str, snapshot: Callable[[], str], out_len: int,
-              said_len: int) -> Loop | None:
-        """Call on entering `state`. Returns the loop when this round repeats the last one."""
-        seen = self.visits.get(state, 0)
-        self.visits[state] = seen + 1
-        self.trail.append(state)
-        if seen == 0:
-            return None
-        snap = snapshot()
-        here = len(self.trail) - 1
-        mark = self.marks.get(state)
-        self.marks[state] = (snap, here, out_len, said_len)
-        if mark is None or mark[0] != snap:
-            return None
-        _, start, out_at, said_at = mark
-        return Loop(tuple(self.trail[start:]), out_at, said_at)
+def revisit(marks: Marks, trail: list[str], state: str, snap: str, out_len: int,
+            said_len: int) -> Loop | None:
+    """`state` (the last of `trail`) was entered again in this event. Returns the loop when
+    this round repeats the previous one with the same data."""
+    here = len(trail) - 1
+    mark = marks.get(state)
+    marks[state] = (snap, here, out_len, said_len)
+    if mark is None or mark[0] != snap:
+        return None
+    _, start, out_at, said_at = mark
+    return Loop(tuple(trail[start:]), out_at, said_at)
