@@ -17,11 +17,14 @@ from typing import Any
 from flowagent.flow.checks.context import CheckContext
 from flowagent.flow.checks.graph import _cycles, _state_edges
 
-_CHANGES = ("ask", "llm", "call", "subflow", "set", "clear", "repeat")
+_CHANGES = frozenset({"ask", "llm", "call", "subflow", "set", "clear", "repeat"})
 
 
 def check_loops(ctx: CheckContext) -> None:
-    bodies = {n: s for n, s in ctx.mapping("states").items() if isinstance(s, dict)}
+    # Only states that change nothing can make such a loop, so the cycles are looked for among
+    # them alone (a round through any other state is safe): linear, and small on big flows.
+    bodies = {n: s for n, s in ctx.mapping("states").items()
+              if isinstance(s, dict) and _CHANGES.isdisjoint(s) and not _calls_in_handler(s)}
     if not bodies:
         return
     edges = {n: [t for t in _state_edges(ctx, st) if t in bodies] for n, st in bodies.items()}
@@ -41,6 +44,12 @@ def check_loops(ctx: CheckContext) -> None:
                  "Ask something in the loop, count the rounds with `set:` and leave with a "
                  "`when:`, or `clear:` the slots the `collect` state should ask again.",
                  key=True)
+
+
+def _calls_in_handler(st: dict[str, Any]) -> bool:
+    handlers = st.get("handlers")
+    return isinstance(handlers, list) and any(isinstance(h, dict) and h.get("call")
+                                              for h in handlers)
 
 
 def _changes(comp: list[str], bodies: dict[str, dict[str, Any]]) -> bool:

@@ -21,6 +21,8 @@ _VALIDATING: ContextVar[tuple[str, ...]] = ContextVar("validating_subflows", def
 
 
 def check_subflows(ctx: CheckContext) -> None:
+    if "subflow" not in ctx.text:
+        return
     me = _key(ctx.file)
     token = _VALIDATING.set((*_VALIDATING.get(), me)) if me not in _VALIDATING.get() else None
     try:

@@ -73,6 +73,7 @@ def _templates(ctx: CheckContext) -> Iterator[tuple[PathT, str, str | None]]:
 def expressions(ctx: CheckContext) -> Iterator[tuple[PathT, str, str | None]]:
     """(path, source, tool name or None) for every expression in the flow (format 2's
     `set`, `valid_when`, `with`, `return`, `repeat` and `choices_from` too)."""
+    v2 = ctx.data.get("flowagent") == 2  # format 1 files cannot have those (needs-format-two)
     for name, st in ctx.items("states"):
         nxt = st.get("next")
         for i, br in enumerate(nxt if isinstance(nxt, list) else []):
@@ -81,6 +82,8 @@ def expressions(ctx: CheckContext) -> Iterator[tuple[PathT, str, str | None]]:
         llm = st.get("llm")
         if isinstance(llm, dict) and "until" in llm and isinstance(llm["until"], str):
             yield ("states", name, "llm", "until"), llm["until"], None
+        if not v2:
+            continue
         yield from _values(st, ("states", name), ("set", "with", "return"))
         repeat = st.get("repeat")
         if isinstance(repeat, dict):
@@ -90,13 +93,14 @@ def expressions(ctx: CheckContext) -> Iterator[tuple[PathT, str, str | None]]:
         for i, h in enumerate(_as_list(st.get("handlers"))):
             if isinstance(h, dict):
                 yield from _values(h, ("states", name, "handlers", i), ("set",))
-    for i, h in enumerate(ctx.listing("handlers")):
-        if isinstance(h, dict):
-            yield from _values(h, ("handlers", i), ("set",))
-    for name, slot in ctx.items("slots"):
-        for key in ("valid_when", "choices_from"):
-            if isinstance(slot.get(key), str | bool):
-                yield ("slots", name, key), _expr_text(slot[key]), None
+    if v2:
+        for i, h in enumerate(ctx.listing("handlers")):
+            if isinstance(h, dict):
+                yield from _values(h, ("handlers", i), ("set",))
+        for name, slot in ctx.items("slots"):
+            for key in ("valid_when", "choices_from"):
+                if isinstance(slot.get(key), str | bool):
+                    yield ("slots", name, key), _expr_text(slot[key]), None
     for name, tool in ctx.items("tools"):
         save = tool.get("save")
         for var, expr in (save.items() if isinstance(save, dict) else []):
@@ -165,6 +169,8 @@ _UNSAFE = re.compile(r"\.\s*(_\w*)|\[\s*['\"](_\w*)")
 
 def _unsafe_name(src: str) -> str | None:
     """A `_`-name inside `{{ }}`/`{% %}` (`x.__class__`): the sandbox always refuses it."""
+    if "_" not in src or not ("._" in src or "'_" in src or '"_' in src or ". _" in src):
+        return None
     for block in re.findall(r"\{\{.*?\}\}|\{%.*?%\}", src, re.DOTALL):
         m = _UNSAFE.search(block)
         if m:

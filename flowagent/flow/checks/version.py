@@ -17,11 +17,14 @@ def check_version(ctx: CheckContext) -> None:
     for key in TOP_KEYS:
         if key in ctx.data:
             _needs(ctx, (key,), key)
+    state_keys = frozenset(STATE_KEYS)
     for name, state in ctx.items("states"):
-        for key in STATE_KEYS:
-            if key in state:
-                _needs(ctx, ("states", name, key), key)
-        for i, h in enumerate(ctx.listing("states", name, "handlers")):
+        if not state_keys.isdisjoint(state):
+            for key in STATE_KEYS:
+                if key in state:
+                    _needs(ctx, ("states", name, key), key)
+        handlers = state.get("handlers")
+        for i, h in enumerate(handlers if isinstance(handlers, list) else []):
             for key in HANDLER_KEYS:
                 if isinstance(h, dict) and key in h:
                     _needs(ctx, ("states", name, "handlers", i, key), key)
@@ -29,10 +32,12 @@ def check_version(ctx: CheckContext) -> None:
         for key in HANDLER_KEYS:
             if isinstance(h, dict) and key in h:
                 _needs(ctx, ("handlers", i, key), key)
+    slot_keys = frozenset(SLOT_KEYS)
     for name, slot in ctx.items("slots"):
-        for key in SLOT_KEYS:
-            if key in slot:
-                _needs(ctx, ("slots", name, key), key)
+        if not slot_keys.isdisjoint(slot):
+            for key in SLOT_KEYS:
+                if key in slot:
+                    _needs(ctx, ("slots", name, key), key)
         if slot.get("type") == "digits":
             ctx.error("needs-format-two", ("slots", name, "type"),
                       f"Slot `{name}` is a `digits` slot, which is part of flow format 2, but "
