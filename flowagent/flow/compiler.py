@@ -24,6 +24,7 @@ from typing import Any
 
 from flowagent.flow import templates as T
 from flowagent.flow.hours import parse_schedule
+from flowagent.flow.subflow_paths import subflow_file
 from flowagent.phone_numbers import region_of, to_e164
 from flowagent.understanding.types import SlotOptions, SlotSpec
 
@@ -726,14 +727,6 @@ def _subflow_paths(data: Mapping[str, Any]) -> list[str]:
         if isinstance(raw, Mapping) and isinstance(raw.get("subflow"), str):
             out.append(str(raw["subflow"]))
     return list(dict.fromkeys(out))
-
-
-def subflow_file(written: str, calling_path: str | Path) -> Path:
-    """Where a `subflow:` path points: relative to the file of the flow that names it."""
-    p = Path(written)
-    if p.is_absolute():
-        return p
-    return Path(calling_path).parent / p
 
 
 def _load_subflow(written: str, parent: CompiledFlow, parent_data: Mapping[str, Any],

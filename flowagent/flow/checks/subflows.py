@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from flowagent.flow.checks.context import CheckContext, is_typo_of, quote_list, suggestion_for
-from flowagent.flow.compiler import subflow_file
+from flowagent.flow.subflow_paths import subflow_file
 
 #: the files being validated right now, outermost first: a sub-flow met again is a loop
 _VALIDATING: ContextVar[tuple[str, ...]] = ContextVar("validating_subflows", default=())

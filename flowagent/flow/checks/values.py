@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from flowagent.flow import expressions as E
 from flowagent.flow.checks.context import CheckContext, quote_list, suggestion_for
 from flowagent.flow.checks.template_checks import expressions
 from flowagent.flow.loader import PathT
@@ -220,6 +219,8 @@ def _now_kinds() -> dict[str, str]:
 
 
 def _check_kinds(ctx: CheckContext) -> None:
+    from flowagent.flow import expressions as E
+
     kinds = name_kinds(ctx)
     for path, src, _tool in expressions(ctx):
         for message, needle in E.type_problems(src, kinds.get):
