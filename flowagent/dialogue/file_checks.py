@@ -71,7 +71,7 @@ def flow_beside(path: Path, data: Any = None) -> Path | None:
 
 @cache
 def _validator(kind: str) -> Any:
-    from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
+    from jsonschema import Draft202012Validator
 
     schema = json.loads((_SCHEMAS / f"{kind}.schema.json").read_text(encoding="utf-8"))
     return Draft202012Validator(schema)

@@ -90,7 +90,8 @@ def resolve_python_tool(ref: str) -> PythonTool:
     func = getattr(module, func_name, None)
     if not callable(func):
         raise LookupError(f"The module {mod_name!r} has no function called {func_name!r}.")
-    return func
+    found: PythonTool = func
+    return found
 
 
 # ---------------------------------------------------------------------------------------------

@@ -73,7 +73,8 @@ def check_graph(ctx: CheckContext) -> None:
             continue
         typo = any(did_you_mean(k, state_keys) == "next" for k in st if k not in state_keys)
         after = names[pos + 1] if pos + 1 < len(names) else None
-        dedented = after in state_keys and not isinstance(states[after], dict)
+        dedented = after is not None and after in state_keys and \
+            not isinstance(states[after], dict)
         if typo or dedented:
             broken.add(name)  # already reported as unknown-key / bad-indent
             continue
@@ -144,11 +145,11 @@ def check_graph(ctx: CheckContext) -> None:
     stuck = [n for n in bodies if n in seen and n not in can_exit]
     for comp in _cycles(stuck, listen_edges):
         first = comp[0]
-        names = ", ".join(f"`{n}`" for n in comp)
+        listed = ", ".join(f"`{n}`" for n in comp)
         ctx.error("no-exit-loop", ("states", first),
-                  (f"State {names} only ever leads back to itself, so the call never reaches "
+                  (f"State {listed} only ever leads back to itself, so the call never reaches "
                    "an `end` or `transfer` state." if len(comp) == 1 else
-                   f"States {names} send the call round in a loop that never reaches an `end` "
+                   f"States {listed} send the call round in a loop that never reaches an `end` "
                    "or `transfer` state."),
                   ("Give it" if len(comp) == 1 else "Give one of them") +
                   " a branch (or a `human` handler) that leads to an end or transfer state.",

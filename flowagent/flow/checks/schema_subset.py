@@ -58,6 +58,16 @@ def _is_type(value: Any, t: str) -> bool:
     return False
 
 
+def _out_of_range(keyword: str, value: float, bound: float) -> bool:
+    if keyword == "minimum":
+        return value < bound
+    if keyword == "maximum":
+        return value > bound
+    if keyword == "exclusiveMinimum":
+        return value <= bound
+    return value >= bound
+
+
 def _equal(a: Any, b: Any) -> bool:
     if isinstance(a, bool) or isinstance(b, bool):
         return isinstance(a, bool) and isinstance(b, bool) and a == b
@@ -97,7 +107,8 @@ class SubsetValidator:
         for part in ref[2:].split("/"):
             node = node[part]
         self._refs[ref] = node
-        return node
+        out: dict[str, Any] = node
+        return out
 
     def iter_errors(self, instance: Any) -> Iterator[SchemaError]:
         yield from self._validate(instance, self.root, ())
@@ -126,10 +137,8 @@ class SubsetValidator:
                 yield SchemaError("minLength", schema["minLength"], inst, path, schema,
                                   f"{inst!r} is too short", ("minLength",))
         if isinstance(inst, int | float) and not isinstance(inst, bool):
-            for kw, bad in (("minimum", lambda v, b: v < b), ("maximum", lambda v, b: v > b),
-                            ("exclusiveMinimum", lambda v, b: v <= b),
-                            ("exclusiveMaximum", lambda v, b: v >= b)):
-                if kw in schema and bad(inst, schema[kw]):
+            for kw in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+                if kw in schema and _out_of_range(kw, inst, schema[kw]):
                     yield SchemaError(kw, schema[kw], inst, path, schema,
                                       f"{inst!r} is out of range ({kw} {schema[kw]})", (kw,))
         if isinstance(inst, list):

@@ -99,7 +99,8 @@ def _check_range(ctx: CheckContext, name: str, slot: dict[str, Any], stype: str)
             if v is not None and not _is_number(v):
                 ctx.error("bad-range", (*base, key),
                           f"The `{key}` of slot `{name}` must be a number, not `{v}`.")
-        if _is_number(lo) and _is_number(hi) and lo > hi:
+        if isinstance(lo, int | float) and isinstance(hi, int | float) and \
+                _is_number(lo) and _is_number(hi) and lo > hi:
             ctx.error("bad-range", (*base, "max"),
                       f"Slot `{name}` has `min` {lo} larger than `max` {hi}, so no answer fits.",
                       "Swap them, or fix one of them.")
@@ -123,7 +124,8 @@ def _check_range(ctx: CheckContext, name: str, slot: dict[str, Any], stype: str)
                       f"Slot `{name}` has a `min` date later than its `max` date, so no date fits.",
                       "Swap them, or fix one of them.")
     lo_len, hi_len = slot.get("min_length"), slot.get("max_length")
-    if _is_number(lo_len) and _is_number(hi_len) and lo_len > hi_len:
+    if isinstance(lo_len, int | float) and isinstance(hi_len, int | float) and \
+            _is_number(lo_len) and _is_number(hi_len) and lo_len > hi_len:
         ctx.error("bad-range", (*base, "max_length"),
                   f"Slot `{name}` has `min_length` larger than `max_length`, so no answer fits.",
                   "Swap them, or fix one of them.")

@@ -50,7 +50,8 @@ _REQUIRED_HINTS = {
 def load_schema() -> dict[str, Any]:
     """The flow JSON Schema shipped in `flowagent/schemas/flow.schema.json`."""
     text = resources.files("flowagent.schemas").joinpath("flow.schema.json").read_text("utf-8")
-    return json.loads(text)
+    schema: dict[str, Any] = json.loads(text)
+    return schema
 
 
 @lru_cache(maxsize=1)
