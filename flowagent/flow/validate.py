@@ -153,7 +153,9 @@ def run_checks(report: FileReport, loaded: LoadedFlow, *, check_env: bool = True
     from flowagent.flow.checks.context import CheckContext, describe
 
     ctx = CheckContext(loaded, check_env=check_env,
-                       environ=dict(environ) if environ is not None else None)
+                       environ=dict(environ) if environ is not None else None,
+                       validate_other=lambda path: validate_file(path, check_env=check_env,
+                                                                 environ=environ))
     for dup in loaded.duplicates:
         where = describe(dup.path)
         ctx.add("error", "duplicate-key", dup.second,

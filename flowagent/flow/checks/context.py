@@ -10,11 +10,12 @@ from __future__ import annotations
 import bisect
 import difflib
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 from flowagent.flow.loader import LoadedFlow, Mark, PathT
-from flowagent.flow.report import Finding, Severity
+from flowagent.flow.report import FileReport, Finding, Severity
 
 BUILTIN_INTENTS = ("yes", "no", "human", "repeat", "restart", "goodbye", "cancel")
 BUILTIN_TOOLS = ("transfer", "hangup", "send_dtmf")
@@ -119,7 +120,8 @@ class CheckContext:
     """The flow being checked, position lookups, and the findings collected so far."""
 
     def __init__(self, loaded: LoadedFlow, *, check_env: bool = True,
-                 environ: dict[str, str] | None = None) -> None:
+                 environ: dict[str, str] | None = None,
+                 validate_other: Callable[[Path], FileReport] | None = None) -> None:
         self.loaded = loaded
         self.file = loaded.path
         self.text = loaded.text
@@ -130,6 +132,9 @@ class CheckContext:
         self.findings: list[Finding] = []
         #: values sub-flows called from this flow give back (filled in by the sub-flow check)
         self.returned_vars: set[str] = set()
+        #: validates another flow file (a sub-flow) the way this one is validated; given by
+        #: `validate.run_checks`, so the checks need not import the validator
+        self.validate_other = validate_other
         self._seen: set[tuple[str, int, int, str]] = set()
         self._line_starts = [0, *(m.end() for m in re.finditer("\n", self.text))]
 

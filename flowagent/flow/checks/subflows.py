@@ -60,9 +60,9 @@ def _check_one(ctx: CheckContext, name: str, st: dict[str, Any], written: str) -
                   "another sub-flow) runs this flow again, so the call could never come back.",
                   "Move the shared steps into a sub-flow of their own that both can run.")
         return
-    from flowagent.flow.validate import validate_file
-
-    report = validate_file(file, check_env=ctx.check_env, environ=ctx.environ)
+    if ctx.validate_other is None:
+        return
+    report = ctx.validate_other(file)
     errors = [f for f in report.findings if f.severity == "error"]
     data = report.data if isinstance(report.data, dict) else {}
     if errors:
