@@ -143,6 +143,13 @@ async def churn(port: int, http: int, calls: int, seconds: float) -> dict[str, A
 # ---------------------------------------------------------------------------------------------
 
 
+def _popen(args: list[str], env: dict[str, str], stderr: bool = False) -> subprocess.Popen[str]:
+    """A child process (started once per run: the moment of blocking does not matter)."""
+    return subprocess.Popen(args, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE if stderr else None, text=True, cwd=ROOT,
+                            env=env)
+
+
 def rss_kb(pid: int) -> int:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -182,9 +189,8 @@ async def soak(calls: int, minutes: float, warmup: float) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="soak-"))
     db = tmp / "calls.db"
     env = {**os.environ, "BENCH_STORE": str(db), "SOAK_API": f"http://127.0.0.1:{api_port}"}
-    server = subprocess.Popen(
-        [sys.executable, str(ROOT / "bench" / "runtime_load.py"), "_serve", str(FLOW)],
-        stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+    server = _popen([sys.executable, str(ROOT / "bench" / "runtime_load.py"), "_serve",
+                     str(FLOW)], env)
     assert server.stdout is not None
     line = (await asyncio.to_thread(server.stdout.readline)).split()
     if not line or line[0] != "READY":
@@ -202,9 +208,8 @@ async def _run(server: subprocess.Popen[str], port: int, http: int, db: Path, ca
                minutes: float, warmup: float, api: Any) -> dict[str, Any]:
     base_rss, base_fds = rss_kb(server.pid), fds(server.pid)
     seconds = minutes * 60
-    callers = subprocess.Popen(
-        [sys.executable, __file__, "_churn", str(port), str(http), str(calls), str(seconds)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    callers = _popen([sys.executable, __file__, "_churn", str(port), str(http), str(calls),
+                      str(seconds)], dict(os.environ), stderr=True)
     samples: list[dict[str, Any]] = []
     objects: dict[str, Any] = {}
     t0 = time.monotonic()

@@ -79,7 +79,14 @@ async def _chat(flow: Any, runner: Any, llm: Any, caller: str, did: str, show_st
     interactive = hasattr(stdin, "isatty") and stdin.isatty()
     con.print(f"[dim]Talking to {escape(flow.name)}. {HELP}[/dim]")
 
+    shown = 0
+
     def show(lines: list[str]) -> None:
+        nonlocal shown
+        for problem in conv.executor.problems[shown:]:
+            con.print(f"[red]! {escape(problem.kind)} problem in {escape(problem.where)}: "
+                      f"{escape(problem.error)}[/red] [dim]{escape(problem.source)}[/dim]")
+        shown = len(conv.executor.problems)
         for line in lines:
             con.print(f"[bold green]agent:[/bold green] {escape(line)}")
         if show_state:
@@ -122,6 +129,7 @@ async def _chat(flow: Any, runner: Any, llm: Any, caller: str, did: str, show_st
                 runner_reset = getattr(runner, "reset", None)
                 if runner_reset:
                     runner_reset()
+                shown = 0
                 show(await conv.restart())
             elif cmd == "/state":
                 _state(con, conv)

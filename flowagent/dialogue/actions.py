@@ -107,6 +107,24 @@ class StateEntered:
     state: str
 
 
+@dataclass(frozen=True, slots=True)
+class FlowProblem:
+    """Informational: something in the flow went wrong at run time and the engine took the
+    flow's fallback path — a template or expression that failed, or a loop it stopped.
+    Drivers log it (`chat` and `flowagent test` print it); it is also in the call record's
+    `errors`. `kind`: template | expression | loop; `where`: e.g. "state `offer`, say";
+    `source`: the template or expression text (or the loop's states); `error`: why."""
+
+    kind: str
+    state: str
+    where: str
+    source: str
+    error: str
+
+    def __str__(self) -> str:
+        return f"{self.kind} problem in {self.where}: {self.error} [{self.source}]"
+
+
 Action = (
     Say
     | LlmRequest
@@ -119,4 +137,5 @@ Action = (
     | StartTimer
     | CancelTimer
     | StateEntered
+    | FlowProblem
 )

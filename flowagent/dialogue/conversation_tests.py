@@ -4,12 +4,14 @@ Written by the same non-developers who write flows, so the format is small and r
 (full guide: docs/testing-flows.md)::
 
     today: 2026-03-02                 # optional: pin "today" so "next Friday" is stable
+    now: 2026-03-02T10:00 Europe/London   # optional: fix the clock (`now`, `hours`, today)
     tools:                            # canned tool responses for every test (tools.py format)
       get_quote: {response: {price: 450, quote_id: Q-1}}
     tests:
       - name: happy path
         call: {caller: "+447700900123", did: "+441134960000"}   # optional
         tools: {...}                  # optional: replaces the file's canned responses per tool
+        slots: {name: Jane Smith}     # optional: filled before the call starts (also `vars`)
         turns:
           - expect: {say_contains: Swift Removals}               # checks the greeting
           - caller: I'd like a quote
@@ -22,7 +24,8 @@ A turn is one caller input — `caller` (text), `dtmf` (digits), `silence: true`
 `timer: max_duration` — or none (then `expect` checks what is already there, e.g. the greeting).
 Expectations: `say_contains`, `say_not_contains`, `say_matches` (regex), `state`, `slots`, `vars`,
 `tool_called` ({name, args} or a name), `tool_not_called`, `transferred` (true or the target),
-`ended`, `outcome`. `say_*` look at the agent's lines of that turn.
+`ended`, `outcome`. `say_*` look at the agent's lines of that turn. In `slots`/`vars`, `null`
+means "not filled": the expectation fails when the slot holds a value.
 """
 
 from __future__ import annotations
@@ -48,8 +51,8 @@ EXPECT_KEYS = (
     "say_contains", "say_not_contains", "say_matches", "state", "slots", "vars", "tool_called",
     "tool_not_called", "transferred", "ended", "outcome",
 )
-TEST_KEYS = ("name", "call", "tools", "turns", "today")
-FILE_KEYS = ("flow", "today", "tools", "tests")
+TEST_KEYS = ("name", "call", "tools", "turns", "today", "now", "slots", "vars")
+FILE_KEYS = ("flow", "today", "now", "tools", "tests")
 
 
 class TestFileError(ValueError):
@@ -76,6 +79,9 @@ class TestSpec:
     turns: list[TurnSpec]
     today: _dt.date | None
     line: int
+    now: _dt.datetime | None = None
+    slots: dict[str, Any] = field(default_factory=dict)
+    vars: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -102,7 +108,31 @@ def _date(value: Any) -> _dt.date | None:
     return _dt.date.fromisoformat(str(value))
 
 
-def load_tests(path: str | Path) -> tuple[list[TestSpec], dict[str, Any]]:
+_MOMENT = re.compile(r"^(?P<when>\d{4}-\d{2}-\d{2}[T ]\d{1,2}:\d{2}(?::\d{2})?"
+                     r"(?: ?(?:[+-]\d{2}:?\d{2}|Z))?)(?: (?P<zone>\S+))?$")
+
+
+def parse_moment(value: Any, default_zone: str = "") -> _dt.datetime:
+    """`2026-03-02T10:00 Europe/London` -> an aware datetime. Without a zone: the flow's
+    `timezone` (else UTC). Raises ValueError with a plain sentence."""
+    from flowagent.flow.hours import HoursError, zone
+
+    text = str(value).strip()
+    m = _MOMENT.match(text)
+    if not m:
+        raise ValueError(f"`now` must be a date and time like 2026-03-02T10:00 Europe/London, "
+                         f"not {text!r}")
+    when = _dt.datetime.fromisoformat(m.group("when").replace(" ", "T", 1)
+                                      .replace("Z", "+00:00"))
+    if when.tzinfo is not None:
+        return when
+    try:
+        return when.replace(tzinfo=zone(m.group("zone") or default_zone))
+    except HoursError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def load_tests(path: str | Path, flow_zone: str = "") -> tuple[list[TestSpec], dict[str, Any]]:
     """Read and check a tests file. Raises TestFileError with file:line:column."""
     try:
         loaded = load_file(path)
@@ -122,6 +152,10 @@ def load_tests(path: str | Path) -> tuple[list[TestSpec], dict[str, Any]]:
         file_today = _date(data.get("today"))
     except (CannedError, ValueError) as exc:
         raise _err(loaded, ("tools",), str(exc)) from None
+    try:
+        file_now = parse_moment(data["now"], flow_zone) if data.get("now") else None
+    except ValueError as exc:
+        raise _err(loaded, ("now",), str(exc)) from None
     specs: list[TestSpec] = []
     for i, t in enumerate(data["tests"]):
         where: tuple[Any, ...] = ("tests", i)
@@ -145,6 +179,17 @@ def load_tests(path: str | Path) -> tuple[list[TestSpec], dict[str, Any]]:
             today = _date(t.get("today")) or file_today
         except (CannedError, ValueError) as exc:
             raise _err(loaded, (*where, "tools"), str(exc)) from None
+        try:
+            now = parse_moment(t["now"], flow_zone) if t.get("now") else file_now
+        except ValueError as exc:
+            raise _err(loaded, (*where, "now"), str(exc)) from None
+        prefill: dict[str, dict[str, Any]] = {}
+        for key in ("slots", "vars"):
+            given = t.get(key) or {}
+            if not isinstance(given, dict):
+                raise _err(loaded, (*where, key), f"`{key}` must be a mapping, e.g. "
+                                                  "`{name: Jane Smith}`.")
+            prefill[key] = dict(given)
         turns_raw = t.get("turns")
         if not isinstance(turns_raw, list) or not turns_raw:
             raise _err(loaded, (*where, "turns"), f"Test {name!r} needs a list of `turns`.")
@@ -173,7 +218,8 @@ def load_tests(path: str | Path) -> tuple[list[TestSpec], dict[str, Any]]:
             if kind == "caller" and isinstance(value, bool):
                 value = "yes" if value else "no"  # YAML reads a bare `yes` as true
             turns.append(TurnSpec(j + 1, kind, value, expect, loaded.positions.of(tw).line))
-        specs.append(TestSpec(name, call, tools, turns, today, loaded.positions.of(where).line))
+        specs.append(TestSpec(name, call, tools, turns, today, loaded.positions.of(where).line,
+                              now, prefill["slots"], prefill["vars"]))
     return specs, data
 
 
@@ -228,7 +274,10 @@ def check(expect: Mapping[str, Any], conv: Conversation, lines: list[str],
                     if value is None:
                         continue
                     return f"expected {key[:-1]} {name} to be {value!r}, but it is not set"
-                if value is not None and not _same(value, have[name]):
+                if value is None:
+                    return (f"expected {key[:-1]} {name} to be empty, but it is "
+                            f"{have[name]!r}")
+                if not _same(value, have[name]):
                     return f"expected {key[:-1]} {name} to be {value!r}, but it is {have[name]!r}"
         elif key == "tool_called":
             for w in _as_list(want):
@@ -299,14 +348,22 @@ def _thaw(value: Any) -> Any:
 async def run_test(flow: CompiledFlow, spec: TestSpec) -> TestResult:
     began = time.perf_counter()
     runner = CannedTools(spec.tools)
-    conv = Conversation(flow, runner, offline_llm(flow), today=spec.today)
+    conv = Conversation(flow, runner, offline_llm(flow), today=spec.today, now=spec.now)
     convo: list[str] = []
+    try:
+        conv.engine.prefill(spec.slots, spec.vars)
+    except ValueError as exc:
+        return TestResult(spec.name, False, f"the test's `slots` cannot be used: {exc}",
+                          convo, None, time.perf_counter() - began)
 
     def agent(lines: list[str]) -> None:
         convo.extend(f"agent: {line}" for line in lines)
 
     try:
         lines = await conv.start(spec.call)
+        convo.extend(f"problem: {p.kind} in {p.where}: {p.error} [{p.source}]"
+                     for p in conv.executor.problems)
+        problems_seen = len(conv.executor.problems)
         agent(lines)
         tool_start = 0
         for turn in spec.turns:
@@ -331,6 +388,10 @@ async def run_test(flow: CompiledFlow, spec: TestSpec) -> TestResult:
                 elif kind == "timer":
                     convo.append(f"system: [timer {value}]")
                     lines = await conv.timer(str(value))
+                for fault in conv.executor.problems[problems_seen:]:
+                    convo.append(f"problem: {fault.kind} in {fault.where}: "
+                                 f"{fault.error} [{fault.source}]")
+                problems_seen = len(conv.executor.problems)
                 agent(lines)
                 for e in runner.log[tool_start:]:
                     status = "ok" if e.result.ok else f"failed: {e.result.error}"

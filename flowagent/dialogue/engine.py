@@ -41,6 +41,7 @@ import datetime as _dt
 import json
 import time
 from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 from jinja2 import TemplateError
@@ -77,14 +78,22 @@ from flowagent.dialogue.events import (
     UserUtterance,
 )
 from flowagent.dialogue.llm_tools import BUILTIN_TOOL_SPECS
+from flowagent.dialogue.steps import assign, lists
+from flowagent.dialogue.steps.faults import FlowFault, short_error
+from flowagent.dialogue.steps.frames import Frame, label_of, parameters
+from flowagent.dialogue.steps.loop_guard import Marks, revisit
+from flowagent.dialogue.steps.offers import Offer, default_label
 from flowagent.flow.compiler import (
     CompiledFlow,
+    Expression,
     Handler,
     SlotDef,
     StateDef,
     Template,
     ToolDef,
 )
+from flowagent.flow.expressions import ExpressionError
+from flowagent.flow.hours import Now, OpenNow, zone
 from flowagent.providers.base import LlmMessage, LlmToolCall, LlmToolSpec
 
 MAX_TRANSITIONS_PER_EVENT = 40
@@ -102,7 +111,7 @@ _LLM_DIDNT_CATCH = "Sorry, I didn't catch that. Could you say it again?"
 _STILL_THERE = "Are you still there?"
 _WHAT_CHANGE = "What needs changing?"
 
-_MULTI_DIGIT_TYPES = frozenset({"phone", "integer", "number", "money"})
+_MULTI_DIGIT_TYPES = frozenset({"phone", "integer", "number", "money", "digits"})
 
 
 class _LoopOverflow(Exception):
@@ -112,8 +121,10 @@ class _LoopOverflow(Exception):
 class Engine:
     """One call's dialogue. See the module docstring for the driver contract.
 
-    `today`: the date relative dates are read against (tests pin it); default: the real date.
+    `today`: the date relative dates are read against (tests pin it); default: the date now
+    in the flow's time zone.
     `clock`: monotonic seconds, used for transcript times when an event carries no `at`.
+    `wall_clock`: the time of day (an aware datetime) that `now` and `hours` read; tests fix it.
     `llm_available`: whether the driver can execute `LlmRequest`s (default: the flow configures
     an LLM). Without it, `llm` states and the LLM fallback are skipped gracefully.
     """
@@ -125,10 +136,14 @@ class Engine:
         today: _dt.date | None = None,
         clock: Callable[[], float] | None = None,
         llm_available: bool | None = None,
+        wall_clock: Callable[[], _dt.datetime] | None = None,
     ) -> None:
         self.flow = flow
         self._today = today
         self._clock = clock or time.monotonic
+        self._wall = wall_clock or _utc_now
+        self._moment: _dt.datetime | None = None  # the time of the event being handled
+        self._prefilled: tuple[dict[str, Any], dict[str, Any]] | None = None
         self.llm_available = flow.has_llm if llm_available is None else llm_available
         self._t0 = 0.0
         self._state: StateDef | None = None
@@ -140,6 +155,9 @@ class Engine:
         self._answer = ""
         self._intent: str | None = None
         self._ended = False
+        # sub-flows: the calling flows waiting for a `return`, and the running one's params
+        self._frames: tuple[Frame, ...] = ()  # replaced, never changed in place (cheap forks)
+        self._params: Mapping[str, Any] = _NO_PARAMS
         self.record = CallRecord(uuid="", flow=flow.name)
         # listening
         # ask | collect | slot_confirm | confirm | confirm_fix | llm | clarify
@@ -158,6 +176,8 @@ class Engine:
         # pending async work
         self._pending_tool: tuple[int, str, str, str] | None = None  # id, tool, purpose, llm id
         self._pending_llm: tuple[int, str, Any] | None = None  # id, purpose, info
+        # a handler waiting for its tool (it speaks after), and what was being listened for
+        self._pending_handler: tuple[Handler, str | None] | None = None
         self._llm_messages: list[LlmMessage] = []
         self._llm_turns = 0
         self._llm_tool_rounds = 0
@@ -169,6 +189,10 @@ class Engine:
         self._last_turn_says: list[tuple[str, bool]] = []
         self._steps = 0
         self._in_error = False
+        # the loop guard's record of this event only (None between events: nothing kept)
+        self._trail: list[str] | None = None
+        self._visits: set[str] | None = None
+        self._marks: Marks | None = None
 
     # ------------------------------------------------------------------------------------------
     # public surface
@@ -176,7 +200,12 @@ class Engine:
 
     @property
     def state(self) -> str:
-        return self._state.name if self._state else ""
+        """The current state; inside a sub-flow `verify_caller.ask_dob`."""
+        if self._state is None:
+            return ""
+        if self._frames:
+            return f"{self._frames[-1].label}.{self._state.name}"
+        return self._state.name
 
     @property
     def slots(self) -> dict[str, Any]:
@@ -207,6 +236,18 @@ class Engine:
     def start(self, call: CallInfo, *, at: float | None = None) -> list[Action]:
         return self.handle(CallStarted(call, at=at if at is not None else 0.0))
 
+    def prefill(self, slots: Mapping[str, Any] | None = None,
+                vars_: Mapping[str, Any] | None = None) -> None:
+        """Before `start`: slots and variables the call begins with (conversation tests'
+        `slots:`/`vars:`). Slot values are checked like answers; raises ValueError (naming
+        the slot) for an unknown slot or a value it would refuse."""
+        checked = {}
+        for name, value in (slots or {}).items():
+            if name not in self.flow.slots:
+                raise ValueError(f"the flow has no slot called {name}")
+            checked[name] = self._checked_slot_value(name, value)
+        self._prefilled = (checked, dict(vars_ or {}))
+
     def fork(self) -> Engine:
         """An independent copy of this call's dialogue, to try an event on without touching
         the real one (preemptive generation: what would we answer if the caller's final words
@@ -224,6 +265,8 @@ class Engine:
         other._turn_says = list(self._turn_says)
         other._last_turn_says = list(self._last_turn_says)
         other._out = []
+        other._frames = tuple(f.copied() for f in self._frames)
+        other._params = dict(self._params) if self._frames else _NO_PARAMS
         rec = copy.copy(self.record)
         rec.transcript = list(rec.transcript)
         rec.tool_calls = list(rec.tool_calls)
@@ -238,17 +281,23 @@ class Engine:
     def handle(self, event: Any) -> list[Action]:
         """Feed one event; returns the actions to carry out, in order. Never raises."""
         self._out = []
+        self._moment = None
         self._steps = 0
         self._in_error = False
         try:
             self._dispatch(event)
+        except FlowFault as fault:
+            self._fault(fault)
         except _LoopOverflow:
-            self._error("the flow moved between states too many times without hearing the caller")
+            route = " → ".join((self._trail or [])[-6:])
+            self._error("the flow moved between states too many times without hearing the "
+                        f"caller (last: {route})")
         except TemplateError as exc:  # e.g. arithmetic on a value a tool did not return
             self._error(f"a template in state {self.state!r} failed: {exc}")
         except Exception as exc:  # the engine must never take a call down
             self._error(f"internal error: {exc.__class__.__name__}: {exc}")
         out, self._out = self._out, []
+        self._trail = self._visits = self._marks = None
         return out
 
     # ------------------------------------------------------------------------------------------
@@ -313,6 +362,13 @@ class Engine:
             uuid=call.uuid, flow=self.flow.name, caller=call.caller, did=call.did,
             channel=call.channel,
         )
+        self._vars = self.flow.initial_vars()
+        if self._prefilled is not None:
+            slots, vars_ = self._prefilled
+            for name, value in slots.items():
+                self._set_slot(name, value)
+            self._vars.update(vars_)
+            self.record.vars = dict(self._vars)
         self._emit(StartTimer("max_duration", self.flow.settings.max_call_s))
         self._enter(self.flow.start)
 
@@ -338,8 +394,16 @@ class Engine:
         self._sync_record()
 
     def _sync_record(self) -> None:
-        self.record.slots = dict(self._slots)
-        self.record.vars = dict(self._vars)
+        """The record's slots are kept up to date as they change (a sub-flow's named by it,
+        and kept after it returns); its vars are the calling flow's."""
+        self.record.slots.update({self._rkey(k): v for k, v in self._slots.items()})
+        self.record.vars = dict(self._frames[0].vars if self._frames else self._vars)
+
+    def _rkey(self, name: str) -> str:
+        """A slot's name in the call record: inside a sub-flow `verify_caller.dob`."""
+        if not self._frames:
+            return name
+        return "".join(f"{f.label}." for f in self._frames) + name
 
     # ------------------------------------------------------------------------------------------
     # output helpers
@@ -372,12 +436,50 @@ class Engine:
         if expect:
             self._arm_no_input()
 
-    def _say(self, tpl: Template | None, *, expect: bool = False) -> None:
+    def _say(self, tpl: Template | None, *, expect: bool = False, **extra: Any) -> None:
         if tpl is None:
             if expect:
                 self._arm_no_input()
             return
-        self._say_text(self._render(tpl), static=tpl.static, expect=expect)
+        self._say_text(self._render(tpl, **extra), static=tpl.static, expect=expect)
+
+    def _say_slot(self, slot: SlotDef, tpl: Template) -> None:
+        """A slot's prompt or reprompt; options from a tool are said through `choices`."""
+        if slot.choices_from is None:
+            self._say(tpl, expect=True)
+        else:
+            self._say(tpl, expect=True, **self._slot_extra(slot))
+
+    def _spoken(self, slot: SlotDef, value: Any) -> str:
+        """A slot's value read back: an option from a tool as it was offered."""
+        if slot.choices_from is not None and value is not None:
+            if slot.choice_label is not None:
+                return self._render(slot.choice_label, item=value)
+            return default_label(value)
+        return nlu.spoken_value(slot, value)
+
+    def _slot_extra(self, slot: SlotDef) -> dict[str, Any]:
+        if slot.choices_from is None:
+            return {}
+        return {"choices": self._offer(slot).spoken}
+
+    def _offer(self, slot: SlotDef) -> Offer:
+        """The options of a `choices_from` slot now, with how each is said."""
+        assert slot.choices_from is not None
+        where = f"slot `{slot.name}`, choices_from"
+        items = self._value(slot.choices_from, where)
+        if items is None:
+            items = []
+        if not isinstance(items, list | tuple):
+            raise FlowFault("expression", self.state, where, slot.choices_from.source,
+                            f"the options must be a list, but this gives {type(items).__name__}")
+        labels = []
+        for item in items:
+            if slot.choice_label is not None:
+                labels.append(self._render(slot.choice_label, item=item))
+            else:
+                labels.append(default_label(item))
+        return Offer(tuple(items), tuple(labels))
 
     def _arm_no_input(self) -> None:
         st = self._state
@@ -407,18 +509,110 @@ class Engine:
             "result": self._result or {"ok": None, "status": None, "data": None, "error": ""},
             "answer": self._answer,
             "intent": self._intent,
-            "now": _dt.datetime.now(),
+            "params": self._params,
         }
+        if self.flow.version >= 2:
+            local = self._local_now()
+            ctx["now"] = Now(local)
+            ctx["hours"] = OpenNow(self.flow.hours, local)
+        elif self._wall is _utc_now:  # format 1: the machine's local time, as always
+            ctx["now"] = _dt.datetime.now()
+        else:
+            ctx["now"] = self._local_now().replace(tzinfo=None)
         ctx.update(extra)
         return ctx
 
     def _render(self, tpl: Template, **extra: Any) -> str:
         if tpl.static:
             return tpl.source
-        return tpl.render(self._ctx(**extra))
+        try:
+            return tpl.render(self._ctx(**extra))
+        except Exception as exc:  # named, so the author can find it (steps/faults.py)
+            raise FlowFault("template", self.state, self._template_where(tpl), tpl.source,
+                            short_error(exc)) from None
+
+    def _template_where(self, tpl: Template) -> str:
+        """Which key of the flow a failing template is (looked up only on failure)."""
+        st = self._state
+        if st is not None:
+            for key in ("say", "ask", "reprompt", "confirm", "transfer", "reason"):
+                if getattr(st, key) is tpl:
+                    return f"state `{st.name}`, {key}"
+            if st.llm is not None and st.llm.instructions is tpl:
+                return f"state `{st.name}`, llm instructions"
+            for h in st.handlers.values():
+                if h.say is tpl:
+                    return f"the {h.trigger[1]} handler, say"
+        for slot in self.flow.slots.values():
+            for key in ("prompt", "reprompt", "invalid"):
+                if getattr(slot, key) is tpl:
+                    return f"slot `{slot.name}`, {key}"
+        return f"state `{self.state}`"
+
+    def _value(self, expr: Expression, where: str, ctx: Mapping[str, Any] | None = None) -> Any:
+        """Work out a format-2 expression; a failure is named (FlowFault), never silent."""
+        try:
+            return expr(self._ctx() if ctx is None else ctx)
+        except ExpressionError as exc:
+            raise FlowFault("expression", self.state, where, expr.source, str(exc)) from None
+
+    def _branch_holds(self, expr: Expression, st: StateDef, i: int,
+                      ctx: Mapping[str, Any]) -> bool:
+        try:
+            return bool(expr(ctx))
+        except ExpressionError as exc:
+            raise FlowFault("expression", self.state, f"state `{st.name}`, branch {i + 1}",
+                            expr.source, str(exc)) from None
+
+    def _holds(self, expr: Expression, where: str, ctx: Mapping[str, Any] | None = None
+               ) -> bool:
+        """A condition. Format 1 keeps its old rule (an error is false); format 2 names it."""
+        if self.flow.version < 2:
+            return expr.test(self._ctx() if ctx is None else ctx)
+        return bool(self._value(expr, where, ctx))
+
+    def _assign(self, clears: tuple[tuple[str, str], ...],
+                sets: tuple[tuple[str, str, Expression], ...], where: str) -> None:
+        """`clear` then `set` (format 2), before anything is said."""
+        if not clears and not sets:
+            return
+        try:
+            changed = assign.apply(clears, sets, self._slots, self._vars, self._ctx,
+                                   self._checked_slot_value, self.flow.initial_vars)
+        except assign.AssignError as exc:
+            raise FlowFault("expression", self.state, f"{where}, set {exc.target}", exc.source,
+                            exc.error) from None
+        for name in changed:
+            if name in self._slots:
+                self.record.slots[self._rkey(name)] = self._slots[name]
+            else:
+                self.record.slots.pop(self._rkey(name), None)
+        self.record.vars = dict(self._vars)
+
+    def _checked_slot_value(self, name: str, value: Any) -> Any:
+        """A value `set` into a slot, checked like an answer (raises ValueError)."""
+        slot = self.flow.slots.get(name)
+        if slot is None:
+            raise ValueError(f"there is no slot called {name}")
+        if value is None or slot.list or slot.choices_from is not None:
+            return value
+        res = nlu.validate_value(self.flow, self.today(), slot, value)
+        if not res.ok:
+            raise ValueError(f"{value!r} is not a valid {slot.type} for slot {name}"
+                             + (f": {res.reason}" if res.reason else ""))
+        return res.value
 
     def today(self) -> _dt.date:
-        return self._today or _dt.date.today()
+        return self._today or self._local_now().date()
+
+    def _local_now(self) -> _dt.datetime:
+        """This event's moment in the flow's time zone (format 1: the machine's own zone,
+        as `now` always was). Read once per event, so one turn sees one time."""
+        if self._moment is None:
+            wall = self._wall()
+            self._moment = (wall.astimezone(zone(self.flow.timezone))
+                            if self.flow.version >= 2 else wall.astimezone())
+        return self._moment
 
     # ------------------------------------------------------------------------------------------
     # states
@@ -429,6 +623,16 @@ class Engine:
         if self._steps > MAX_TRANSITIONS_PER_EVENT:
             raise _LoopOverflow(name)
         st = self.flow.states[name]
+        label = f"{self._frames[-1].label}.{name}" if self._frames else name
+        if self._trail is None or self._visits is None:
+            self._trail, self._visits = [label], {label}
+        else:
+            self._trail.append(label)
+            if label in self._visits:
+                if not self._in_error:
+                    self._guard_loop(label, self._trail)
+            else:
+                self._visits.add(label)
         if self._listen is not None:
             self._emit(StopNoInputTimer())
         self._state = st
@@ -440,42 +644,116 @@ class Engine:
         self._clarify = None
         self._pending_llm = None  # moving on abandons an answer still being waited for
         self._pending_tool = None
-        self.record.states.append(name)
-        self._emit(StateEntered(name))
+        self._pending_handler = None
+        self.record.states.append(label)  # inside a sub-flow: `verify_caller.ask_dob`
+        self._emit(StateEntered(label))
+        # work out (`set`), speak (`say`), forget (`clear`), then the action
+        if st.set:
+            self._assign((), st.set, f"state `{name}`")
+        self._say(st.say)
+        if st.clear:
+            self._assign(st.clear, (), f"state `{name}`")
         kind = st.kind
         if kind == "say":
-            self._say(st.say)
             self._follow(st)
         elif kind == "ask":
-            self._say(st.say)
             self._listen = "ask"
             self._say(st.ask, expect=True)
         elif kind == "collect":
-            self._say(st.say)
             carried = self._carry_over()
             if carried:
                 self._after_fill(carried)
             else:
                 self._collect_next()
         elif kind == "call":
-            self._say(st.say)
             tool = self.flow.tools.get(st.call or "")
             if tool is None:
                 self._tool_failed(f"the tool {st.call!r} is not defined")
             else:
                 self._call_tool(tool, purpose="state", args={})
         elif kind == "llm":
-            self._say(st.say)
             self._llm_start()
         elif kind == "transfer":
-            self._say(st.say)
             self._transfer(
                 self._render(st.transfer) if st.transfer else "",
                 self._render(st.reason) if st.reason else "",
             )
         elif kind == "end":
-            self._say(st.say)
             self._end(st.outcome or "completed")
+        elif kind == "subflow":
+            self._call_subflow(st)
+        elif kind == "return":
+            self._return(st)
+
+    # ------------------------------------------------------------------------------------------
+    # sub-flows (format 2)
+    # ------------------------------------------------------------------------------------------
+
+    def _call_subflow(self, st: StateDef) -> None:
+        assert st.subflow is not None
+        sub = self.flow.subflows[st.subflow]
+        given = {name: self._value(expr, f"state `{st.name}`, with {name}")
+                 for name, expr in st.with_}
+        self._frames = (*self._frames, Frame(self.flow, st.name, self._slots, self._vars,
+                                             dict(self._params), self._carry,
+                                             label_of(st.subflow)))
+        self.flow = sub
+        self._slots = {}
+        self._vars = sub.initial_vars()
+        self._params = parameters(sub, given)
+        self._carry = []
+        self.record.add(self._now(), "system", f"sub-flow {label_of(st.subflow)}", self.state)
+        self._enter(sub.start)
+
+    def _return(self, st: StateDef) -> None:
+        values = {name: self._value(expr, f"state `{st.name}`, return {name}")
+                  for name, expr in st.returns}
+        if not self._frames:  # a sub-flow run on its own: its return ends the call
+            self._end(st.outcome or "completed")
+            return
+        frame, self._frames = self._frames[-1], self._frames[:-1]
+        self.record.add(self._now(), "system", f"back from {frame.label}", frame.state)
+        self._leave(frame)
+        self._vars.update(values)
+        self.record.vars = dict(self._vars)
+        calling = self.flow.states[frame.state]
+        self._state = calling
+        self._follow(calling)
+
+    def _leave(self, frame: Frame) -> None:
+        """Back to the calling flow (after a `return`, or when its handler takes over)."""
+        self.flow = frame.flow
+        self._slots = frame.slots
+        self._vars = frame.vars
+        self._params = frame.params
+        self._carry = frame.carry
+
+    def _unwind_to(self, home: str) -> None:
+        """A calling flow's handler fired inside a sub-flow: leave the sub-flows up to the
+        flow that owns the handler (its `go` names that flow's states)."""
+        while self._frames and self.flow.path != home:
+            frame, self._frames = self._frames[-1], self._frames[:-1]
+            self.record.add(self._now(), "system", f"left {frame.label}", frame.state)
+            self._leave(frame)
+
+    def _guard_loop(self, label: str, trail: list[str]) -> None:
+        """A state entered again in this event: stop the round if it repeats with nothing
+        changed (steps/loop_guard.py)."""
+        if self._marks is None:
+            self._marks = {}
+        loop = revisit(self._marks, trail, label, self._snapshot(), len(self._out),
+                       len(self.record.transcript))
+        if loop is None:
+            return
+        del self._out[loop.out_at:]  # the caller hears the round once, not twice
+        del self.record.transcript[loop.said_at:]
+        route = " → ".join(loop.states)
+        raise FlowFault("loop", self.state, f"states {route}", route,
+                        "the flow went round these states without listening to the caller or "
+                        "changing any slot or variable, so it would never stop")
+
+    def _snapshot(self) -> str:
+        return repr((self._slots, self._vars, len(self._frames)))
 
     def _transfer(self, target: str, reason: str = "") -> None:
         self.record.transfer_target = target
@@ -491,13 +769,14 @@ class Engine:
                 ) -> bool:
         """Take the first branch of `st.next` that holds. Returns False if none does."""
         ctx = None
-        for b in st.next:
+        v1 = self.flow.version < 2
+        for i, b in enumerate(st.next):
             if b.intent is not None and b.intent != intent:
                 continue
             if b.when is not None:
                 if ctx is None:
                     ctx = self._ctx()
-                if not b.when.test(ctx):
+                if not (b.when.test(ctx) if v1 else self._branch_holds(b.when, st, i, ctx)):
                     continue
             self._enter(b.go)
             return True
@@ -518,7 +797,10 @@ class Engine:
         if mode == "ask":
             self._say(st.reprompt or st.ask, expect=True)
         elif mode == "collect" and self._slot:
-            self._say(self.flow.slots[self._slot].reprompt, expect=True)
+            slot = self.flow.slots[self._slot]
+            self._say_slot(slot, slot.reprompt)
+        elif mode == "repeat" and st.repeat is not None:
+            self._say(st.repeat.ask, expect=True)
         elif mode == "slot_confirm" and self._slot:
             self._ask_slot_confirm(self._slot, again=True)
         elif mode == "confirm":
@@ -585,18 +867,37 @@ class Engine:
         self.record.add(self._now(), "system", f"handler {h.trigger[0]} {h.trigger[1]}", self.state)
         if h.trigger == ("intent", "cancel"):
             self._cancel_task()
+        tool = self.flow.tools.get(h.call) if h.call else None
+        if tool is not None and h.trigger != ("event", "hangup"):
+            # a side question: the tool runs first, so what the handler says can use it
+            self._pending_handler = (h, self._listen)
+            self._listen = None
+            self._emit(StopNoInputTimer())
+            self._call_tool(tool, purpose="handler", args={})
+            return
+        self._finish_handler(h)
+
+    def _finish_handler(self, h: Handler) -> None:
+        """A handler after its tool (if any): clear/set, say, then go or do."""
+        self._assign((), h.set, f"the {h.trigger[1]} handler")
         if h.say is not None and h.trigger != ("event", "hangup"):
             self._say(h.say)
+        self._assign(h.clear, (), f"the {h.trigger[1]} handler")
         if h.go:
+            if h.home and h.home != self.flow.path:
+                self._unwind_to(h.home)
             self._enter(h.go)
             return
         do = h.do or "continue"
         if do == "repeat":
             self._repeat()
         elif do == "restart":
+            while self._frames:
+                frame, self._frames = self._frames[-1], self._frames[:-1]
+                self._leave(frame)
             self._carry = []
             self._slots.clear()
-            self._vars.clear()
+            self._vars = self.flow.initial_vars()
             self.record.slots.clear()
             self._result = None
             self._enter(self.flow.start)
@@ -657,8 +958,7 @@ class Engine:
             name, is_handler = self._handler_intent(text)
             if is_handler and name:
                 self._intent = name
-                self._pending_tool = None
-                self._pending_llm = None
+                self._drop_pending()
                 self._run_handler(self._state.handlers[("intent", name)])  # type: ignore[union-attr]
             return
         mode = self._listen
@@ -676,6 +976,8 @@ class Engine:
             self._answer_llm(text)
         elif mode == "clarify":
             self._answer_clarify(text)
+        elif mode == "repeat":
+            self._answer_repeat(text)
 
     # -- ask ----------------------------------------------------------------------------------
 
@@ -799,7 +1101,15 @@ class Engine:
                     self._no_match = 0
                     self._no_input = 0
                 self._slot = name
-                self._say(self.flow.slots[name].prompt, expect=True)
+                slot = self.flow.slots[name]
+                if slot.choices_from is not None and not self._offer(slot).items:
+                    self.record.add(self._now(), "system", f"no options for {name}", self.state)
+                    self._event_handler("no_match", _DEFAULT_NO_MATCH)
+                    return
+                if slot.choices_from is None:
+                    self._say(slot.prompt, expect=True)
+                else:
+                    self._say_slot(slot, slot.prompt)
                 return
         self._slot = None
         if st.confirm is not None:
@@ -809,7 +1119,87 @@ class Engine:
             self._say(st.confirm, expect=True)
             return
         self._listen = None
-        self._follow(st)
+        self._collect_done(st)
+
+    def _collect_done(self, st: StateDef) -> None:
+        """Every slot collected (and confirmed): next state, or another round."""
+        if st.repeat is None:
+            self._follow(st)
+            return
+        rep = st.repeat
+        record = lists.round_record(rep, st.collect, self._slots,
+                                    lambda e, w: self._value(e, f"state `{st.name}`, {w}"))
+        try:
+            self._vars[rep.to] = lists.appended(self._vars.get(rep.to), record)
+        except lists.ListFull as exc:
+            raise FlowFault("expression", self.state, f"state `{st.name}`, repeat",
+                            f"vars.{rep.to}", str(exc)) from None
+        for name in st.collect:
+            self._slots.pop(name, None)
+            self.record.slots.pop(self._rkey(name), None)
+        self.record.vars = dict(self._vars)
+        self._carry = []  # this item's words are used up
+        if rep.until is not None and self._holds(rep.until, f"state `{st.name}`, repeat until"):
+            self._follow(st)
+            return
+        self._listen = "repeat"
+        self._no_match = 0
+        self._no_input = 0
+        self._say(rep.ask, expect=True)
+
+    def _answer_repeat(self, text: str) -> None:
+        """"Anything else?": yes, or naming the next item, goes round again; no moves on."""
+        st = self._state
+        assert st is not None and st.repeat is not None
+        handler = nlu.match_intent_scored(self.flow, text, st.handler_intents)
+        if handler is not None and (handler[1] >= STRONG_HANDLER_MATCH or nlu.is_command(text)):
+            self._run_handler(st.handlers[("intent", handler[0])])
+            return
+        # a value of a kind that cannot be mistaken for "yes" ("and a pepperoni")
+        wanted = {n: self.flow.slots[n] for n in st.collect
+                  if self.flow.slots[n].type not in nlu.FREE_TEXT_TYPES}
+        results = self._listify(self._guarded(
+            nlu.extract(self.flow, self.today(), text, wanted, None)), text)
+        filled = self._apply(results)
+        if filled:
+            self._listen = "collect"
+            self._remember(text, [results[n] for n in filled])
+            self._after_fill(filled)
+            return
+        yn = nlu.yes_no(text)
+        if yn is True:
+            self._listen = "collect"
+            self._collect_next()
+            return
+        if yn is False:
+            self._listen = None
+            self._follow(st)
+            return
+        if handler is not None:
+            self._run_handler(st.handlers[("intent", handler[0])])
+            return
+        self._no_match_again()
+
+    def _listify(self, results: Mapping[str, Any], text: str) -> Mapping[str, Any]:
+        """List slots keep every value one answer gives ("ham and mushrooms")."""
+        if not self.flow.checks_answers:
+            return results
+        out = dict(results)
+        for name, res in results.items():
+            slot = self.flow.slots.get(name)
+            if slot is not None and slot.list and getattr(res, "ok", False):
+                values = nlu.all_choices(slot, text) if slot.type == "choice" else []
+                out[name] = nlu.accepted(values or lists.as_list(res.value), res)
+        return out
+
+    def _match_offer(self, name: str, text: str) -> dict[str, Any]:
+        """A choice from a tool's list: which option the caller named."""
+        slot = self.flow.slots[name]
+        offer = self._offer(slot)
+        index = nlu.match_option(text, offer.items, offer.labels, self.today())
+        if index is None:
+            return {}
+        return {name: nlu.accepted(offer.items[index], None)}
 
     def _wanted(self, *, include_filled: bool = False) -> dict[str, SlotDef]:
         st = self._state
@@ -841,13 +1231,21 @@ class Engine:
             results = nlu.corrections(self.flow, self.today(), text, self._filled_defs(),
                                       self._slots, self._last_filled)
         corrected = bool(results)
+        if not results and current is not None and self.flow.checks_answers:
+            cur_slot = self.flow.slots[current]
+            if cur_slot.choices_from is not None:
+                results = self._match_offer(current, text)
+            elif cur_slot.list and cur_slot.type == "choice":
+                values = nlu.all_choices(cur_slot, text)
+                results = {current: nlu.accepted(values, None)} if values else {}
         if not results:
             results = nlu.extract(self.flow, self.today(), text, self._wanted(), current)
-        filled = self._apply(results)
-        cur = results.get(current) if current else None
+        answers = self._listify(self._guarded(results), text)
+        filled = self._apply(answers)
+        cur = answers.get(current) if current else None
         if filled:
             if not corrected:
-                self._remember(text, [results[n] for n in filled])
+                self._remember(text, [answers[n] for n in filled])
             self._acknowledge([n for n in filled if n not in st.collect])
             self._after_fill(filled)
             return
@@ -865,9 +1263,10 @@ class Engine:
 
     def _invalid_text(self, slot: SlotDef, res: Any) -> str:
         """The slot's `invalid` message, else a short reason followed by the reprompt."""
-        if slot.invalid is not None:
-            return self._render(slot.invalid)
-        return f"{nlu.invalid_reason(res)} {self._render(slot.reprompt)}"
+        extra = self._slot_extra(slot)
+        if slot.invalid is not None and not nlu.needs_year(res):
+            return self._render(slot.invalid, **extra)
+        return f"{nlu.invalid_reason(res)} {self._render(slot.reprompt, **extra)}"
 
     def _filled_defs(self) -> dict[str, SlotDef]:
         """Every filled slot a correction may change: this state's first, then the rest of
@@ -915,13 +1314,13 @@ class Engine:
         self._carry = []
         for name in (st.collect if st is not None else ()):
             self._slots.pop(name, None)
-            self.record.slots.pop(name, None)
+            self.record.slots.pop(self._rkey(name), None)
 
     def _acknowledge(self, changed: list[str]) -> None:
         """Say what changed when a correction reached back to an earlier state's slot."""
         for name in changed:
             slot = self.flow.slots[name]
-            value = nlu.spoken_value(slot, self._slots.get(name))
+            value = self._spoken(slot, self._slots.get(name))
             self._say_text(f"Thanks, I've changed the {name.replace('_', ' ')} to {value}.")
 
     def _correct_earlier(self, text: str) -> bool:
@@ -936,19 +1335,41 @@ class Engine:
         self._acknowledge(fixed)
         return True
 
+    def _guarded(self, results: Mapping[str, Any]) -> Mapping[str, Any]:
+        """Answers the slot's `valid_when` refuses become invalid ones (format 2)."""
+        if not self.flow.checks_answers:
+            return results
+        out = dict(results)
+        for name, res in results.items():
+            slot = self.flow.slots.get(name)
+            if slot is not None and slot.valid_when is not None and getattr(res, "ok", False) \
+                    and not self._passes(slot, res.value):
+                out[name] = nlu.guard_failed(res.value)
+        return out
+
+    def _passes(self, slot: SlotDef, value: Any) -> bool:
+        assert slot.valid_when is not None
+        return self._holds(slot.valid_when, f"slot `{slot.name}`, valid_when",
+                           self._ctx(value=value))
+
     def _apply(self, results: Mapping[str, Any]) -> list[str]:
         filled = []
         for name, res in results.items():
             if name in self.flow.slots and getattr(res, "ok", False):
+                slot = self.flow.slots[name]
+                if slot.valid_when is not None and not self._passes(slot, res.value):
+                    continue
                 self._set_slot(name, res.value)
                 filled.append(name)
         return filled
 
     def _set_slot(self, name: str, value: Any) -> None:
+        if self.flow.checks_answers and self.flow.slots[name].list:
+            value = lists.as_list(value)
         self._last_filled = name
         self._slots.pop(name, None)  # the dict's order is the order slots were last filled
         self._slots[name] = value
-        self.record.slots[name] = value
+        self.record.slots[self._rkey(name) if self._frames else name] = value
 
     def _after_fill(self, filled: list[str]) -> None:
         for name in filled:
@@ -960,7 +1381,7 @@ class Engine:
     def _ask_slot_confirm(self, name: str, *, again: bool = False) -> None:
         self._listen = "slot_confirm"
         self._slot = name
-        value = nlu.spoken_value(self.flow.slots[name], self._slots.get(name))
+        value = self._spoken(self.flow.slots[name], self._slots.get(name))
         prefix = "Sorry, was that" if again else "I have"
         self._say_text(f"{prefix} {value}. Is that right?", expect=True)
 
@@ -989,10 +1410,10 @@ class Engine:
             return
         if yn is False:
             self._slots.pop(name, None)
-            self.record.slots.pop(name, None)
+            self.record.slots.pop(self._rkey(name), None)
             self._listen = "collect"
             self._slot = name
-            self._say(self.flow.slots[name].reprompt, expect=True)
+            self._say_slot(self.flow.slots[name], self.flow.slots[name].reprompt)
             return
         name2, is_handler = self._handler_intent(text)
         if is_handler and name2:
@@ -1013,7 +1434,7 @@ class Engine:
         yn = nlu.yes_no(text)
         if yn is True:
             self._listen = None
-            self._follow(self._state)  # type: ignore[arg-type]
+            self._collect_done(self._state)  # type: ignore[arg-type]
             return
         if yn is False:
             self._listen = "confirm_fix"
@@ -1033,7 +1454,7 @@ class Engine:
             return
         if nlu.yes_no(text) is True:  # "actually it's fine"
             self._listen = None
-            self._follow(self._state)  # type: ignore[arg-type]
+            self._collect_done(self._state)  # type: ignore[arg-type]
             return
         defs = self._filled_defs()
         results = nlu.corrections(self.flow, self.today(), text, defs, self._slots,
@@ -1050,7 +1471,7 @@ class Engine:
         named = nlu.named_slot(text, self._wanted(include_filled=True))
         if named:
             self._slots.pop(named, None)
-            self.record.slots.pop(named, None)
+            self.record.slots.pop(self._rkey(named), None)
             self._no_match = 0
             self._collect_next()
             return
@@ -1087,6 +1508,8 @@ class Engine:
                 return
         if self._listen is None:
             return
+        if multi and not digit.isdigit() and digit != self.flow.settings.dtmf_terminator:
+            return  # a key no entry uses (`*`): ignored, and the caller is still asked
         self._emit(StopNoInputTimer())
         if multi and slot is not None:
             if digit == self.flow.settings.dtmf_terminator:
@@ -1108,14 +1531,21 @@ class Engine:
     def _dtmf_single(self, digit: str, slot: SlotDef | None) -> None:
         mode = self._listen
         if slot is not None:
-            res = nlu.dtmf_value(self.flow, self.today(), slot, digit)
+            if slot.choices_from is not None:
+                offer = self._offer(slot)
+                index = nlu.dtmf_option(digit, len(offer.items))
+                raw = nlu.accepted(offer.items[index], None) if index is not None \
+                    else nlu.not_understood()
+            else:
+                raw = nlu.dtmf_value(self.flow, self.today(), slot, digit)
+            res = self._listify(self._guarded({slot.name: raw}), "")[slot.name]
             if res.ok:
                 self._set_slot(slot.name, res.value)
                 self._after_fill([slot.name])
                 return
             self._no_match_again()
             return
-        if mode in ("confirm", "slot_confirm") and digit in "12":
+        if mode in ("confirm", "slot_confirm", "repeat") and digit in "12":
             self._on_utterance_like("yes" if digit == "1" else "no")
             return
         if mode == "ask" and digit in "12":
@@ -1131,6 +1561,8 @@ class Engine:
             self._answer_confirm(text)
         elif self._listen == "slot_confirm":
             self._answer_slot_confirm(text)
+        elif self._listen == "repeat":
+            self._answer_repeat(text)
 
     def _dtmf_complete(self) -> None:
         digits, self._dtmf_buffer = self._dtmf_buffer, ""
@@ -1145,7 +1577,8 @@ class Engine:
             return
         if slot is None:
             return
-        res = nlu.dtmf_value(self.flow, self.today(), slot, digits)
+        res = self._guarded({slot.name: nlu.dtmf_value(self.flow, self.today(), slot,
+                                                       digits)})[slot.name]
         if res.ok:
             self._set_slot(slot.name, res.value)
             self._after_fill([slot.name])
@@ -1162,8 +1595,7 @@ class Engine:
     def _on_timer(self, ev: TimerExpired) -> None:
         if ev.name == "max_duration":
             self._begin_turn()
-            self._pending_tool = None
-            self._pending_llm = None
+            self._drop_pending()
             self.record.add(self._now(ev), "system", "maximum call length reached", self.state)
             self._event_handler("max_duration", _DEFAULT_MAX_DURATION)
         elif ev.name == "dtmf":
@@ -1267,6 +1699,24 @@ class Engine:
         if purpose == "llm":
             self._llm_tool_answer(llm_id, ev.data if ev.ok else {"error": ev.error})
             return
+        if purpose == "handler" and self._pending_handler is not None:
+            h, listen = self._pending_handler
+            self._pending_handler = None
+            self._listen = listen
+            if ev.ok:
+                self._finish_handler(h)
+                return
+            self.record.errors.append(ev.error)
+            self.record.add(self._now(), "system", f"tool failed: {ev.error}", self.state)
+            if tool is not None and tool.on_failure:
+                self._enter(tool.on_failure)
+                return
+            fail = self._handler("event", "tool_failure")
+            if fail is not None:
+                self._run_handler(fail)
+            else:
+                self._question()  # carry on with what was being asked
+            return
         if ev.ok:
             self._follow(self._state)  # type: ignore[arg-type]
         else:
@@ -1311,8 +1761,7 @@ class Engine:
         (or loops), the call ends."""
         self.record.errors.append(reason)
         self.record.add(self._now(), "system", f"error: {reason}", self.state)
-        self._pending_tool = None
-        self._pending_llm = None
+        self._drop_pending()
         if self._ended:
             return
         if self._in_error or self._state is None:
@@ -1333,6 +1782,34 @@ class Engine:
                 self._end("error", reason)
         except Exception:
             self._hard_end()
+
+    def _drop_pending(self) -> None:
+        """Forget the tool/LLM answer being waited for; a handler waiting for its tool gives
+        back what was being listened for, so "carry on" still knows what to ask."""
+        self._pending_tool = None
+        self._pending_llm = None
+        if self._pending_handler is not None:
+            self._listen = self._pending_handler[1]
+            self._pending_handler = None
+
+    def _fault(self, fault: FlowFault) -> None:
+        """A template, expression or loop failed: say so by name (action, record, log) and
+        take the flow's own error path (for a loop without an `error` handler: `no_match`)."""
+        self._emit(fault.problem())
+        if fault.kind == "loop" and self._handler("event", "error") is None:
+            fallback = self._handler("event", "no_match")
+            if fallback is not None and not self._ended:
+                self.record.errors.append(fault.sentence())
+                self.record.add(self._now(), "system", f"error: {fault.sentence()}", self.state)
+                self._drop_pending()
+                self._in_error = True
+                self._steps = 0
+                try:
+                    self._run_handler(fallback)
+                except Exception:
+                    self._hard_end()
+                return
+        self._error(fault.sentence())
 
     def _hard_end(self) -> None:
         if self._ended:
@@ -1569,6 +2046,13 @@ class Engine:
         self._llm_messages.append(
             LlmMessage("tool", json.dumps(data, default=str), tool_call_id=call_id))
         self._llm_next_tool()
+
+
+_NO_PARAMS: Mapping[str, Any] = MappingProxyType({})
+
+
+def _utc_now() -> _dt.datetime:
+    return _dt.datetime.now(_dt.UTC)
 
 
 def _render_body(body: Any, ctx: Mapping[str, Any]) -> Any:

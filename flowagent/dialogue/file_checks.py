@@ -201,6 +201,11 @@ def _schema_finding(found: _Findings, kind: str, error: Any) -> None:
                   f"{where[0].upper()}{where[1:]} cannot be {json.dumps(error.instance)}; use "
                   + " or ".join(f"`{json.dumps(o)}`" for o in options) + ".",
                   "Leave the key out instead." if value is True else None)
+    elif validator == "pattern" and path and path[-1] == "now":
+        found.add("error", "bad-value", path,
+                  f"{where[0].upper()}{where[1:]} should be a date and time with its time "
+                  f"zone (not {error.instance!r}).",
+                  "For example `now: 2026-03-02T10:00 Europe/London`.")
     elif validator == "pattern":
         found.add("error", "bad-value", path,
                   f"{where[0].upper()}{where[1:]} should be a date written YYYY-MM-DD "
@@ -231,10 +236,7 @@ def _against_flow(found: _Findings, kind: str, data: dict[str, Any], flow_path: 
         return  # the flow's own validation reports it
     if not isinstance(flow, dict):
         return
-    tools = [t for t in (flow.get("tools") or {}) if isinstance(t, str)] \
-        if isinstance(flow.get("tools"), dict) else []
-    states = [s for s in (flow.get("states") or {}) if isinstance(s, str)] \
-        if isinstance(flow.get("states"), dict) else []
+    tools, states = _names(flow, flow_path, "", set())
     for path, tool in _canned_tools(kind, data):
         if tool not in tools and tool not in BUILTIN_TOOLS:
             guess = did_you_mean(tool, tools)
@@ -245,6 +247,7 @@ def _against_flow(found: _Findings, kind: str, data: dict[str, Any], flow_path: 
                       f"Remove it, or add `{tool}:` under the flow's `tools:`.", key=True)
     if kind != "tests" or not states:
         return
+    _check_clock_and_prefill(found, data, flow, flow_path)
     for path, expect in _expectations(data):
         state = expect.get("state")
         if isinstance(state, str) and state not in states:
@@ -265,6 +268,77 @@ def _against_flow(found: _Findings, kind: str, data: dict[str, Any], flow_path: 
                               f"This turn expects the tool `{tool}`, but {flow_path.name} has "
                               f"no tool called `{tool}`.",
                               f"Did you mean `{guess}`?" if guess else "Check the tool's name.")
+
+
+def _names(flow: dict[str, Any], path: Path, prefix: str, seen: set[str]
+           ) -> tuple[list[str], list[str]]:
+    """The tools and states a call of this flow can meet: its own, and its sub-flows' (their
+    states named `verify_caller.ask`, as the engine and the record name them)."""
+    seen.add(str(path.resolve()))
+    tools = [t for t in (flow.get("tools") or {}) if isinstance(t, str)] \
+        if isinstance(flow.get("tools"), dict) else []
+    raw_states = flow.get("states") if isinstance(flow.get("states"), dict) else {}
+    assert isinstance(raw_states, dict)
+    states = [prefix + s for s in raw_states if isinstance(s, str)]
+    for state in raw_states.values():
+        written = state.get("subflow") if isinstance(state, dict) else None
+        if not isinstance(written, str):
+            continue
+        sub_path = path.parent / written
+        if str(sub_path.resolve()) in seen or not sub_path.is_file():
+            continue
+        try:
+            sub = load_file(sub_path).data
+        except (OSError, FlowYamlError):
+            continue
+        if isinstance(sub, dict):
+            label = Path(written).name.rsplit(".", 1)[0]
+            more_tools, more_states = _names(sub, sub_path, f"{prefix}{label}.", seen)
+            tools += [t for t in more_tools if t not in tools]
+            states += more_states
+    return tools, states
+
+
+def _check_clock_and_prefill(found: _Findings, data: dict[str, Any], flow: dict[str, Any],
+                             flow_path: Path) -> None:
+    """`now:` must name a real time zone; `slots:`/`vars:` filled before a test must be the
+    flow's own (a misspelt slot would silently be asked after all)."""
+    from flowagent.dialogue.conversation_tests import parse_moment
+
+    zone = str(flow.get("timezone") or "")
+    places: list[tuple[PathT, dict[str, Any]]] = [((), data)]
+    places += [(("tests", i), t) for i, t in enumerate(data.get("tests") or [])
+               if isinstance(t, dict)]
+    slots = list(flow.get("slots") or {}) if isinstance(flow.get("slots"), dict) else []
+    known_vars = set(flow.get("vars") or {}) if isinstance(flow.get("vars"), dict) else set()
+    for tool in (flow.get("tools") or {}).values() if isinstance(flow.get("tools"), dict) \
+            else []:
+        if isinstance(tool, dict) and isinstance(tool.get("save"), dict):
+            known_vars |= set(tool["save"])
+    for base, owner in places:
+        now = owner.get("now")
+        if isinstance(now, str):
+            try:
+                parse_moment(now, zone)
+            except ValueError as exc:
+                found.add("error", "bad-value", (*base, "now"), f"{str(exc).rstrip('.')}.",
+                          "Use a zone name like `Europe/London`.")
+        for name in owner.get("slots") or {} if isinstance(owner.get("slots"), dict) else {}:
+            if name not in slots:
+                guess = did_you_mean(str(name), slots)
+                found.add("error", "unknown-slot", (*base, "slots", name),
+                          f"This test fills the slot `{name}`, but {flow_path.name} has no "
+                          f"slot called `{name}`.",
+                          f"Did you mean `{guess}`?" if guess else "Check the slot's name.",
+                          key=True)
+        for name in owner.get("vars") or {} if isinstance(owner.get("vars"), dict) else {}:
+            if name not in known_vars:
+                guess = did_you_mean(str(name), sorted(known_vars))
+                found.add("error", "unknown-var", (*base, "vars", name),
+                          f"This test sets the variable `{name}`, but {flow_path.name} "
+                          f"declares no variable `{name}`.",
+                          f"Did you mean `{guess}`?" if guess else
+                          f"Add `{name}:` under the flow's `vars:`.", key=True)
 
 
 def _canned_tools(kind: str, data: dict[str, Any]) -> Iterator[tuple[PathT, str]]:

@@ -160,7 +160,58 @@ def dtmf_entry_full(slot: SlotDef, digits: str) -> bool:
             return False
     if slot.type == "phone":
         return len(digits) >= 15
+    if slot.type == "digits":
+        most = slot.options.length or slot.options.max_length
+        return most is not None and len(digits) >= int(most)
     return False
+
+
+#: slot types that take any words, so "yes" could be read as a value of them
+FREE_TEXT_TYPES = frozenset({"text", "name", "address"})
+
+
+def accepted(value: Any, like: ParseResult | None) -> ParseResult:
+    """A value the engine worked out (a list, a run-time option), as an understood answer."""
+    return ParseResult.success(value, like.span if like is not None else None)
+
+
+def not_understood() -> ParseResult:
+    return ParseResult.no_match("not understood")
+
+
+def all_choices(slot: SlotDef, text: str) -> list[str]:
+    """Every choice an answer names, in order, once each ("ham, mushrooms and olives")."""
+    from flowagent.understanding import choice as C
+    from flowagent.understanding.normalise import clean, strip_punctuation
+
+    found = C.find_choices(strip_punctuation(clean(text)), slot.options.choices)
+    return list(dict.fromkeys(m.value for m in found))
+
+
+def match_option(text: str, items: tuple[Any, ...], labels: tuple[str, ...],
+                 today: _dt.date) -> int | None:
+    """Which option of a list that arrived at run time the caller named, or None."""
+    from flowagent.understanding import options as O
+
+    return O.match_option(text, items, labels, today).index
+
+
+def dtmf_option(digits: str, count: int) -> int | None:
+    from flowagent.understanding import options as O
+
+    return O.dtmf_option(digits, count)
+
+
+def needs_year(res: ParseResult) -> bool:
+    """A date of birth said without its year: ask for the year, not the slot's `invalid`."""
+    from flowagent.understanding.slots import NEED_YEAR
+
+    return res.reason == NEED_YEAR
+
+
+def guard_failed(value: Any) -> ParseResult:
+    """An answer the slot's `valid_when` refused (it reads like any invalid answer)."""
+    return ParseResult.rejected(value, "that doesn't fit with the other details")
 
 
 def invalid_reason(res: ParseResult) -> str:
@@ -171,14 +222,21 @@ def invalid_reason(res: ParseResult) -> str:
 
 def spoken_value(slot: SlotDef, value: Any) -> str:
     """How to read a slot value back to the caller."""
+    from flowagent.flow import spoken
     from flowagent.flow import templates as T
 
+    if isinstance(value, list | tuple | Mapping):
+        return spoken.say_list(value)
     if slot.type == "date":
         return T.say_date(value)
     if slot.type == "money":
         return T.say_money(value)
     if slot.type == "phone":
         return T.say_phone(value)
+    if slot.type == "digits":
+        from flowagent.flow.spoken import say_digits
+
+        return say_digits(value)
     if slot.type == "uk_postcode":
         return T.say_postcode(value)
     if slot.type == "yes_no":

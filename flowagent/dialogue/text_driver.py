@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as _dt
+import logging
 import uuid as _uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from flowagent.dialogue.actions import (
     CallTool,
     CancelTimer,
     EndCall,
+    FlowProblem,
     LlmRequest,
     Say,
     SendDtmf,
@@ -55,6 +57,8 @@ from flowagent.dialogue.events import (
 from flowagent.dialogue.tools import ToolRunner
 from flowagent.flow.compiler import CompiledFlow
 from flowagent.providers.base import LlmProvider, LlmToolCall, ProviderError
+
+log = logging.getLogger("flowagent.flow")
 
 LLM_TIMEOUT_S = 30.0
 MAX_ROUNDS_PER_TURN = 50  # tool/LLM round trips one caller turn may cause
@@ -148,6 +152,8 @@ class ActionExecutor:
     end_reason: str | None = None
     actions: list[Action] = field(default_factory=list)
     dtmf_sent: list[str] = field(default_factory=list)
+    #: what went wrong in the flow at run time (`chat` and `flowagent test` print these)
+    problems: list[FlowProblem] = field(default_factory=list)
 
     async def execute(self, actions: list[Action]) -> list[str]:
         """Carry out `actions` and everything they lead to; returns the lines spoken."""
@@ -175,6 +181,10 @@ class ActionExecutor:
                 self.end_reason = action.reason
             elif isinstance(action, SendDtmf):
                 self.dtmf_sent.append(action.digits)
+            elif isinstance(action, FlowProblem):
+                self.problems.append(action)
+                log.warning("flow problem in %s: %s [%s]", action.where, action.error,
+                            action.source)
             elif isinstance(action, StartNoInputTimer):
                 self.timers["no_input"] = action.seconds
             elif isinstance(action, StopNoInputTimer):
@@ -202,6 +212,7 @@ class Conversation:
     `tools`: a `ToolRunner` (real HTTP) or `CannedTools`; default: a real `ToolRunner`.
     `llm`: any `LlmProvider`; without one, `llm` states are skipped and the LLM fallback is off.
     `today`: pin "today" for relative dates (tests).
+    `now`: fix the clock (an aware datetime): `now`, `hours` and "today" read it (tests).
     """
 
     def __init__(
@@ -212,16 +223,20 @@ class Conversation:
         *,
         today: _dt.date | None = None,
         on_say: Callable[[str], None] | None = None,
+        now: _dt.datetime | None = None,
     ) -> None:
         self.flow = flow
         self.tools = tools if tools is not None else ToolRunner()
         self.llm = llm
         self.today = today
+        self.now = now
         self.on_say = on_say
         self._new_engine()
 
     def _new_engine(self) -> None:
-        self.engine = Engine(self.flow, today=self.today, llm_available=self.llm is not None)
+        fixed = self.now
+        self.engine = Engine(self.flow, today=self.today, llm_available=self.llm is not None,
+                             wall_clock=(lambda: fixed) if fixed is not None else None)
         self.executor = ActionExecutor(self.engine, self.tools, self.llm, self.on_say)
 
     # -- state for chat/test ------------------------------------------------------------------

@@ -17,12 +17,14 @@ validator bug.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 from flowagent.flow import templates as T
+from flowagent.flow.hours import parse_schedule
+from flowagent.flow.subflow_paths import subflow_file
 from flowagent.phone_numbers import region_of, to_e164
 from flowagent.understanding.types import SlotOptions, SlotSpec
 
@@ -94,9 +96,26 @@ class Expression:
             return False
 
 
-def expression(src: Any) -> Expression:
+def expression(src: Any, *, v2: bool = False) -> Expression:
+    """A condition or value. Format 1 reads it with Jinja (as it always has); format 2 with
+    flowagent's own evaluator (`flow/expressions.py`: arithmetic, lists, named errors)."""
+    if isinstance(src, bool):
+        src = "true" if src else "false"
     text = str(src)
+    if v2:
+        from flowagent.flow.expressions import compile_expression
+
+        return Expression(text, compile_expression(text))
     return Expression(text, T.compile_expression(text))
+
+
+def value_expression(src: Any) -> Expression:
+    """A format-2 value: text is an expression; a number, true/false, list or record written
+    in YAML is that value (copied for each use, so one call never changes another's)."""
+    if isinstance(src, str):
+        return expression(src, v2=True)
+    frozen = _freeze(src)
+    return Expression(repr(src), lambda ctx: _thaw(frozen))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -142,6 +161,14 @@ class SlotDef:
     dtmf: bool
     options: SlotOptions
     spec: SlotSpec  # what understanding.* parsers take
+    #: format 2: the slot holds a list (a choice list takes every choice named)
+    list: bool = False
+    #: format 2: the answer is kept only when this holds (`value` is the new answer)
+    valid_when: Expression | None = None
+    #: format 2: the options of a choice slot, worked out on the call (a list)
+    choices_from: Expression | None = None
+    #: format 2: how each run-time option is said (`item`)
+    choice_label: Template | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +206,12 @@ class Handler:
     say: Template | None
     go: str | None
     do: str | None  # repeat | restart | continue | hangup
-    call: str | None  # tool (hangup handlers)
+    call: str | None  # a tool run first (its answer is in `result` when the handler speaks)
+    clear: tuple[tuple[str, str], ...] = ()  # format 2: (slots|vars, name) to forget
+    set: tuple[tuple[str, str, Expression], ...] = ()  # format 2: (slots|vars, name, value)
+    #: the flow file that defined it: a calling flow's handler used inside a sub-flow leaves
+    #: the sub-flow before its `go` (states are named in the flow that owns the handler)
+    home: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +227,17 @@ class LlmDef:
     tools: tuple[str, ...]
     max_turns: int
     until: Expression | None
+
+
+@dataclass(frozen=True, slots=True)
+class RepeatDef:
+    """`repeat:` on a collect state (format 2): after each round, add a record to a list and
+    ask whether there is anything else."""
+
+    to: str  # the variable (in `vars:`) that collects the records
+    ask: Template
+    add: tuple[tuple[str, Expression], ...] = ()  # empty: every collected slot
+    until: Expression | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +259,16 @@ class StateDef:
     outcome: str = ""
     barge_in: bool | None = None
     no_input_timeout_s: float | None = None
+    #: format 2: forget these on entry, then work these out (before `say`)
+    clear: tuple[tuple[str, str], ...] = ()
+    set: tuple[tuple[str, str, Expression], ...] = ()
+    #: format 2: go round the collect again ("anything else?")
+    repeat: RepeatDef | None = None
+    #: format 2: run this sub-flow (key of `CompiledFlow.subflows`) with these parameters
+    subflow: str | None = None
+    with_: tuple[tuple[str, Expression], ...] = ()
+    #: format 2: end the sub-flow, giving these values to the calling flow's `vars`
+    returns: tuple[tuple[str, Expression], ...] = ()
 
     #: intents the `next` branches name, in order (computed once at compile time)
     branch_intents: tuple[str, ...] = ()
@@ -259,6 +312,24 @@ class CompiledFlow:
     matcher: Any = field(repr=False, compare=False)  # understanding.intents matcher (or None)
     #: how to name each intent in "Did you mean ...?" (its `label`, else its name in words)
     intent_labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    #: the flow format the file is written in (1 or 2)
+    version: int = 1
+    #: format 2: declared variables and their starting values
+    vars: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    #: format 2, sub-flows: parameter name -> default (`REQUIRED` when the caller must give it)
+    params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    #: format 2: the sub-flows this flow's `subflow:` states run, by the path as written
+    subflows: Mapping[str, CompiledFlow] = field(default_factory=lambda: MappingProxyType({}))
+    #: format 2: the business's time zone (`now` and `hours` are told in it); "" = UTC
+    timezone: str = ""
+    #: format 2: opening-hours schedules by name (`hours.office`)
+    hours: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    #: format 2: some slot has `valid_when`, `list` or `choices_from` (answers need more work)
+    checks_answers: bool = False
+
+    def initial_vars(self) -> dict[str, Any]:
+        """A fresh copy of the starting values of `vars:` (each call gets its own)."""
+        return {str(k): _thaw(v) for k, v in self.vars.items()}
 
     @property
     def has_llm(self) -> bool:
@@ -334,10 +405,11 @@ def _settings(raw: Mapping[str, Any] | None) -> Settings:
     )
 
 
-def _slot(name: str, raw: Mapping[str, Any]) -> SlotDef:
+def _slot(name: str, raw: Mapping[str, Any], v2: bool = False) -> SlotDef:
     prompt = template(raw.get("prompt", ""))
     options = SlotOptions.from_dict(raw)
     typ = str(raw.get("type", "text"))
+    valid_when, choices_from = raw.get("valid_when"), raw.get("choices_from")
     return SlotDef(
         name=name,
         type=typ,
@@ -348,6 +420,10 @@ def _slot(name: str, raw: Mapping[str, Any]) -> SlotDef:
         dtmf=bool(raw.get("dtmf", False)),
         options=options,
         spec=SlotSpec(type=typ, options=options),
+        list=bool(raw.get("list", False)),
+        valid_when=expression(valid_when, v2=v2) if valid_when is not None else None,
+        choices_from=expression(choices_from, v2=v2) if choices_from is not None else None,
+        choice_label=maybe_template(raw.get("choice_label")),
     )
 
 
@@ -362,7 +438,7 @@ def _templated(value: Any) -> Any:
     return value
 
 
-def _tool(name: str, raw: Mapping[str, Any]) -> ToolDef:
+def _tool(name: str, raw: Mapping[str, Any], v2: bool = False) -> ToolDef:
     method = str(raw.get("method", "GET")).upper()
     idempotent = bool(raw.get("idempotent", False)) or method in _IDEMPOTENT_METHODS
     args = {
@@ -386,10 +462,24 @@ def _tool(name: str, raw: Mapping[str, Any]) -> ToolDef:
         timeout_s=float(raw.get("timeout_s", 5)),
         retries=int(raw.get("retries", 0)) if idempotent else 0,
         idempotent=idempotent,
-        save=tuple((str(k), expression(v)) for k, v in (raw.get("save") or {}).items()),
+        save=tuple((str(k), expression(v, v2=v2)) for k, v in (raw.get("save") or {}).items()),
         on_failure=raw.get("on_failure"),
         python=raw.get("python"),
     )
+
+
+def _assignments(raw: Mapping[str, Any]
+                 ) -> tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str, Expression], ...]]:
+    """`clear: [slots.x]` and `set: {vars.y: expr}` as (scope, name) pairs."""
+    clears = []
+    for item in raw.get("clear") or ():
+        scope, _, name = str(item).partition(".")
+        clears.append((scope, name))
+    sets = []
+    for key, value in (raw.get("set") or {}).items():
+        scope, _, name = str(key).partition(".")
+        sets.append((scope, name, value_expression(value)))
+    return tuple(clears), tuple(sets)
 
 
 def _handler(raw: Mapping[str, Any]) -> Handler:
@@ -399,24 +489,31 @@ def _handler(raw: Mapping[str, Any]) -> Handler:
         trigger = ("dtmf", str(raw["dtmf"]))
     else:
         trigger = ("event", str(raw.get("event")))
+    clears, sets = _assignments(raw)
     return Handler(
         trigger=trigger,
         say=maybe_template(raw.get("say")),
         go=raw.get("go"),
         do=raw.get("do"),
         call=raw.get("call"),
+        clear=clears,
+        set=sets,
     )
 
 
-def _handlers(items: Any) -> dict[tuple[str, str], Handler]:
+def _handlers(items: Any, home: str = "") -> dict[tuple[str, str], Handler]:
     out: dict[tuple[str, str], Handler] = {}
     for raw in items or ():
         h = _handler(raw)
+        if raw.get("\x00home"):
+            h = replace(h, home=str(raw["\x00home"]))
+        elif home:
+            h = replace(h, home=home)
         out.setdefault(h.trigger, h)  # first entry for a trigger wins, as in reading order
     return out
 
 
-def _next(raw: Any) -> tuple[Branch, ...]:
+def _next(raw: Any, v2: bool = False) -> tuple[Branch, ...]:
     if raw is None:
         return ()
     if isinstance(raw, str):
@@ -428,20 +525,22 @@ def _next(raw: Any) -> tuple[Branch, ...]:
             Branch(
                 go=str(b["go"]),
                 intent=b.get("intent"),
-                when=expression(when) if when is not None else None,
+                when=expression(when, v2=v2) if when is not None else None,
             )
         )
     return tuple(out)
 
 
-_KINDS = ("ask", "collect", "call", "llm", "transfer", "end")
+_KINDS = ("ask", "collect", "call", "llm", "transfer", "end", "subflow")
 
 
-def _state(name: str, raw: Mapping[str, Any], global_handlers: Mapping[Any, Any]) -> StateDef:
+def _state(name: str, raw: Mapping[str, Any],
+           global_handlers: Mapping[tuple[str, str], Handler], v2: bool = False,
+           home: str = "") -> StateDef:
     kind = next((k for k in _KINDS if k in raw and raw[k] is not None and raw[k] is not False),
-                "say")
+                "return" if "return" in raw else "say")
     merged = dict(global_handlers)
-    merged.update(_handlers(raw.get("handlers")))
+    merged.update(_handlers(raw.get("handlers"), home))
     llm = None
     if kind == "llm":
         lraw = raw["llm"] or {}
@@ -449,13 +548,23 @@ def _state(name: str, raw: Mapping[str, Any], global_handlers: Mapping[Any, Any]
             instructions=template(lraw.get("instructions", "")),
             tools=tuple(str(t) for t in lraw.get("tools") or ()),
             max_turns=int(lraw.get("max_turns", 6)),
-            until=expression(lraw["until"]) if lraw.get("until") else None,
+            until=expression(lraw["until"], v2=v2) if lraw.get("until") else None,
         )
     collect = raw.get("collect") or ()
     if isinstance(collect, str):
         collect = (collect,)
     barge = raw.get("barge_in")
-    branches = _next(raw.get("next"))
+    branches = _next(raw.get("next"), v2)
+    clears, sets = _assignments(raw)
+    repeat = None
+    if isinstance(raw.get("repeat"), Mapping):
+        rraw = raw["repeat"]
+        repeat = RepeatDef(
+            to=str(rraw.get("to", "")).removeprefix("vars."),
+            ask=template(rraw.get("ask", "")),
+            add=tuple((str(k), value_expression(v)) for k, v in (rraw.get("add") or {}).items()),
+            until=expression(rraw["until"], v2=True) if rraw.get("until") is not None else None,
+        )
     return StateDef(
         name=name,
         kind=kind,
@@ -478,6 +587,13 @@ def _state(name: str, raw: Mapping[str, Any], global_handlers: Mapping[Any, Any]
         no_input_timeout_s=(
             float(raw["no_input_timeout_s"]) if raw.get("no_input_timeout_s") is not None else None
         ),
+        clear=clears,
+        set=sets,
+        repeat=repeat,
+        subflow=str(raw["subflow"]) if raw.get("subflow") else None,
+        with_=tuple((str(k), value_expression(v)) for k, v in (raw.get("with") or {}).items()),
+        returns=tuple((str(k), value_expression(v))
+                      for k, v in (raw.get("return") or {}).items()),
     )
 
 
@@ -517,14 +633,27 @@ def _destructive_intents(data: Mapping[str, Any]) -> set[str]:
     return out
 
 
-def compile_flow(data_or_loaded: Any, *, path: str | Path = "<flow>") -> CompiledFlow:
-    """Compile validated flow data (a dict, or a `LoadedFlow`) into a `CompiledFlow`."""
+#: a sub-flow parameter without a default: the calling flow must give it
+REQUIRED = object()
+
+
+def compile_flow(data_or_loaded: Any, *, path: str | Path = "<flow>",
+                 _calling: tuple[str, ...] = (), _parent: CompiledFlow | None = None,
+                 _parent_data: Mapping[str, Any] | None = None) -> CompiledFlow:
+    """Compile validated flow data (a dict, or a `LoadedFlow`) into a `CompiledFlow`.
+
+    Sub-flows (`subflow:` states) are read from their files, relative to `path`, and compiled
+    with the calling flow's settings, providers and context (one call, one set of those), and
+    with its intents, tools and global handlers added where the sub-flow has none of its own:
+    "speak to a person" works inside a sub-flow too."""
     data = getattr(data_or_loaded, "data", data_or_loaded)
     if hasattr(data_or_loaded, "path") and path == "<flow>":
         path = data_or_loaded.path
     if not isinstance(data, Mapping):
         raise TypeError("compile_flow needs the flow as a mapping (did it validate?)")
-    global_handlers = _handlers(data.get("handlers"))
+    if _parent_data is not None:
+        data = _inherit(data, _parent_data, str(_parent.path if _parent else ""))
+    global_handlers = _handlers(data.get("handlers"), str(path))
     ctx = data.get("context") or {}
     fetch_raw = ctx.get("fetch")
     fetch = None
@@ -538,10 +667,11 @@ def compile_flow(data_or_loaded: Any, *, path: str | Path = "<flow>") -> Compile
             timeout_s=float(fetch_raw.get("timeout_s", 2)),
         )
     matcher = _build_matcher(_intents(data.get("intents")), data)
-    states = {str(n): _state(str(n), raw or {}, global_handlers)
+    v2 = data.get("flowagent") == 2
+    states = {str(n): _state(str(n), raw or {}, global_handlers, v2, str(path))
               for n, raw in (data.get("states") or {}).items()}
     language = str(data.get("language", "en-GB") or "en-GB")
-    return CompiledFlow(
+    flow = CompiledFlow(
         name=str(data.get("name", "")),
         path=str(path),
         description=str(data.get("description", "") or ""),
@@ -554,11 +684,12 @@ def compile_flow(data_or_loaded: Any, *, path: str | Path = "<flow>") -> Compile
                            for k, v in (ctx.get("by_number") or {}).items()}),
         context_fetch=fetch,
         slots=MappingProxyType(
-            {str(n): _slot(str(n), raw or {}) for n, raw in (data.get("slots") or {}).items()}
+            {str(n): _slot(str(n), raw or {}, v2) for n, raw in (data.get("slots") or {}).items()}
         ),
         intents=MappingProxyType(dict(matcher.examples)),
         tools=MappingProxyType(
-            {str(n): _tool(str(n), raw or {}) for n, raw in (data.get("tools") or {}).items()}
+            {str(n): _tool(str(n), raw or {}, v2)
+             for n, raw in (data.get("tools") or {}).items()}
         ),
         handlers=MappingProxyType(global_handlers),
         states=MappingProxyType(states),
@@ -567,7 +698,71 @@ def compile_flow(data_or_loaded: Any, *, path: str | Path = "<flow>") -> Compile
             str(name): str((spec or {}).get("label") or str(name).replace("_", " "))
             for name, spec in (data.get("intents") or {}).items()
         }),
+        version=2 if v2 else 1,
+        vars=_freeze(data.get("vars") or {}),
+        timezone=str(data.get("timezone") or ""),
+        hours=MappingProxyType({
+            str(n): parse_schedule(raw, region_of(language))
+            for n, raw in (data.get("hours") or {}).items() if isinstance(raw, Mapping)}),
+        params=MappingProxyType({
+            str(n): (_freeze(spec["default"]) if isinstance(spec, Mapping) and "default" in spec
+                     else REQUIRED)
+            for n, spec in (data.get("params") or {}).items()}),
     )
+    if any(sl.valid_when is not None or sl.list or sl.choices_from is not None
+           for sl in flow.slots.values()):
+        flow = replace(flow, checks_answers=True)
+    subs = _subflow_paths(data)
+    if subs:
+        flow = replace(flow, subflows=MappingProxyType(
+            {written: _load_subflow(written, flow, data, _calling) for written in subs}))
+    if _parent is not None:
+        flow = replace(flow, settings=_parent.settings, providers=_parent.providers,
+                       context_data=_parent.context_data, by_number=_parent.by_number,
+                       context_fetch=_parent.context_fetch,
+                       timezone=flow.timezone or _parent.timezone,
+                       hours=flow.hours or _parent.hours)
+    return flow
+
+
+def _subflow_paths(data: Mapping[str, Any]) -> list[str]:
+    out = []
+    for raw in (data.get("states") or {}).values():
+        if isinstance(raw, Mapping) and isinstance(raw.get("subflow"), str):
+            out.append(str(raw["subflow"]))
+    return list(dict.fromkeys(out))
+
+
+def _load_subflow(written: str, parent: CompiledFlow, parent_data: Mapping[str, Any],
+                  calling: tuple[str, ...]) -> CompiledFlow:
+    from flowagent.flow import envrefs
+    from flowagent.flow.loader import load_file
+
+    file = subflow_file(written, parent.path)
+    key = str(file.resolve())
+    if key in calling:
+        raise ValueError(f"the sub-flow {written} calls itself")  # the validator says so first
+    loaded = load_file(file)
+    return compile_flow(envrefs.expand(loaded.data), path=str(file),
+                        _calling=(*calling, str(Path(parent.path).resolve()), key),
+                        _parent=parent, _parent_data=parent_data)
+
+
+def _inherit(data: Mapping[str, Any], parent: Mapping[str, Any], home: str) -> dict[str, Any]:
+    """A sub-flow's data with what the calling flow offers everywhere: its intents, its tools
+    and its global handlers (after the sub-flow's own, so the sub-flow's win)."""
+    out = dict(data)
+    intents = dict(parent.get("intents") or {})
+    intents.update(data.get("intents") or {})
+    out["intents"] = intents
+    tools = dict(parent.get("tools") or {})
+    tools.update(data.get("tools") or {})
+    out["tools"] = tools
+    own = list(data.get("handlers") or [])
+    inherited = [{**h, "\x00home": home} for h in parent.get("handlers") or []
+                 if isinstance(h, Mapping)]
+    out["handlers"] = own + inherited
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

@@ -220,6 +220,12 @@ def get_environment() -> ImmutableSandboxedEnvironment:
     env.filters.update(
         say_date=say_date, say_money=say_money, say_phone=say_phone, say_postcode=say_postcode
     )
+    from flowagent.flow import spoken  # format 2's filters, shared with expressions.py
+
+    env.filters.update(
+        say_time=spoken.say_time, say_digits=spoken.say_digits, say_list=spoken.say_list,
+        without=spoken.without, starts_with=spoken.starts_with, ends_with=spoken.ends_with,
+    )
     return env
 
 

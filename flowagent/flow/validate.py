@@ -138,12 +138,24 @@ def run_checks(report: FileReport, loaded: LoadedFlow, *, check_env: bool = True
                environ: Mapping[str, str] | None = None) -> None:
     """All checks on a loaded flow, appending to `report`. Each group is isolated, so one failing
     unexpectedly still leaves the others' findings."""
-    from flowagent.flow.checks import graph, providers, references, slots, structure
+    from flowagent.flow.checks import (
+        graph,
+        loops,
+        providers,
+        references,
+        slots,
+        structure,
+        subflows,
+        values,
+        version,
+    )
     from flowagent.flow.checks import template_checks as templates
     from flowagent.flow.checks.context import CheckContext, describe
 
     ctx = CheckContext(loaded, check_env=check_env,
-                       environ=dict(environ) if environ is not None else None)
+                       environ=dict(environ) if environ is not None else None,
+                       validate_other=lambda path: validate_file(path, check_env=check_env,
+                                                                 environ=environ))
     for dup in loaded.duplicates:
         where = describe(dup.path)
         ctx.add("error", "duplicate-key", dup.second,
@@ -151,8 +163,12 @@ def run_checks(report: FileReport, loaded: LoadedFlow, *, check_env: bool = True
                 "one of them would be used.", "Remove or rename one of them.")
     steps = (
         structure.check_structure,
+        version.check_version,
+        subflows.check_subflows,
         references.check_references,
+        values.check_values,
         graph.check_graph,
+        loops.check_loops,
         slots.check_slots,
         slots.check_intents,
         templates.check_templates,

@@ -18,7 +18,7 @@ ANY = "__any__"
 #: the pseudo node a `do: hangup` handler leads to
 HANGUP = "__hangup__"
 
-KINDS = ("say", "ask", "collect", "call", "llm", "transfer", "end")
+KINDS = ("say", "ask", "collect", "call", "llm", "transfer", "end", "subflow", "return")
 
 
 @dataclass
@@ -26,8 +26,11 @@ class Node:
     """One state of the flow (or a pseudo node: `ANY`, `HANGUP`)."""
 
     id: str
-    kind: str  # say | ask | collect | call | llm | transfer | end | any | hangup
+    kind: str  # say | ask | collect | call | llm | transfer | end | subflow | return | any |
+    #            hangup
     detail: str = ""  # one short line: what the state does ("asks: ...", "calls get_quote")
+    #: format 2: what the state works out or forgets on arrival ("sets total · clears day")
+    changes: str = ""
     start: bool = False
     terminal: bool = False  # transfer, end (and the hangup pseudo node)
     unreachable: bool = False
@@ -53,7 +56,7 @@ class Edge:
 
     source: str
     target: str
-    kind: str  # next | branch | otherwise | success | failure | handler
+    kind: str  # next | branch | otherwise | success | failure | handler | repeat
     label: str = ""
 
 
@@ -90,12 +93,26 @@ def shorten(text: Any, limit: int = 48) -> str:
 
 
 def _kind(state: dict[str, Any]) -> str:
-    for key in ("ask", "collect", "call", "llm", "transfer"):
+    for key in ("ask", "collect", "call", "llm", "transfer", "subflow"):
         if key in state:
             return key
     if state.get("end"):
         return "end"
+    if "return" in state:
+        return "return"
     return "say"
+
+
+def _changes(state: dict[str, Any]) -> str:
+    """`set:` and `clear:` in a few words: "sets vars.total · clears slots.day"."""
+    parts = []
+    sets = state.get("set")
+    if isinstance(sets, dict) and sets:
+        parts.append("sets " + ", ".join(str(k) for k in sets))
+    clears = state.get("clear")
+    if isinstance(clears, list) and clears:
+        parts.append("clears " + ", ".join(str(c) for c in clears))
+    return shorten(" · ".join(parts), 60) if parts else ""
 
 
 def _detail(kind: str, state: dict[str, Any]) -> tuple[str, list[str]]:
@@ -118,6 +135,14 @@ def _detail(kind: str, state: dict[str, Any]) -> tuple[str, list[str]]:
     if kind == "end":
         outcome = state.get("outcome")
         return "ends the call" + (f" ({outcome})" if outcome else ""), tools
+    if kind == "subflow":
+        given = state.get("with")
+        names = f" with {', '.join(map(str, given))}" if isinstance(given, dict) and given else ""
+        return shorten(f"runs sub-flow {state['subflow']}{names}", 60), tools
+    if kind == "return":
+        values = state.get("return")
+        names = ", ".join(map(str, values)) if isinstance(values, dict) and values else ""
+        return "returns" + (f" {names}" if names else " to the calling flow"), tools
     return (f"says: {shorten(state['say'])}" if state.get("say") else ""), tools
 
 
@@ -204,10 +229,17 @@ def build_graph(data: Any) -> FlowGraph:
             kind,
             detail,
             start=name == start,
-            terminal=kind in ("transfer", "end"),
+            terminal=kind in ("transfer", "end", "return"),
             tools=called,
             outcome=str(state.get("outcome") or ""),
+            changes=_changes(state),
         )
+        repeat = state.get("repeat")
+        if kind == "collect" and isinstance(repeat, dict):
+            ask = shorten(repeat.get("ask", "again?"), 30)
+            to = str(repeat.get("to", "")).removeprefix("vars.")
+            nodes[name].detail = shorten(f"{detail} · adds to {to}", 60)
+            edges.append(Edge(name, name, "repeat", f"repeat: {ask} yes"))
         nxt = state.get("next")
         ok_kind = "success" if kind == "call" else "next"
         if isinstance(nxt, str):

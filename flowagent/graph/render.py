@@ -24,6 +24,8 @@ _MERMAID_SHAPES = {
     "llm": ('{{"', '"}}'),
     "transfer": ('>"', '"]'),
     "end": ('(("', '"))'),
+    "subflow": ('[\\"', '"/]'),
+    "return": ('[/"', '"\\]'),
     "any": ('(["', '"])'),
     "hangup": ('(("', '"))'),
 }
@@ -57,6 +59,8 @@ def to_mermaid(graph: FlowGraph) -> str:
         text = _mermaid_text(node.title)
         if node.detail and not node.pseudo:
             text += f"<br/><small>{_mermaid_text(node.detail)}</small>"
+        if node.changes:
+            text += f"<br/><small>{_mermaid_text(node.changes)}</small>"
         if node.unreachable:
             text += "<br/><small>UNREACHABLE</small>"
         lines.append(f"  {ids[node.id]}{left}{text}{right}")
@@ -64,7 +68,7 @@ def to_mermaid(graph: FlowGraph) -> str:
     for e in graph.edges:
         if e.target not in ids:
             continue
-        arrow = {"handler": "-.->", "failure": "-.->"}.get(e.kind, "-->")
+        arrow = {"handler": "-.->", "failure": "-.->", "repeat": "==>"}.get(e.kind, "-->")
         label = f'|"{_mermaid_text(e.label)}"|' if e.label else ""
         lines.append(f"  {ids[e.source]} {arrow}{label} {ids[e.target]}")
     lines += [
@@ -100,6 +104,8 @@ _DOT_SHAPES = {
     "llm": "hexagon",
     "transfer": "cds",
     "end": "doublecircle",
+    "subflow": "folder",
+    "return": "invhouse",
     "any": "note",
     "hangup": "doublecircle",
 }
@@ -122,6 +128,8 @@ def to_dot(graph: FlowGraph) -> str:
         label = node.title
         if node.detail and not node.pseudo:
             label += "\n" + node.detail
+        if node.changes:
+            label += "\n" + node.changes
         attrs = [f"label={_dot_str(label)}", f"shape={_DOT_SHAPES[node.kind]}"]
         if node.start:
             attrs.append("penwidth=3")
@@ -144,6 +152,8 @@ def to_dot(graph: FlowGraph) -> str:
             attrs.append("style=dashed")
         if e.kind == "failure":
             attrs += ["style=dashed", 'color="#c0392b"']
+        if e.kind == "repeat":
+            attrs += ["style=bold", 'color="#2e7d32"']
         suffix = f" [{', '.join(attrs)}]" if attrs else ""
         lines.append(f"  {ids[e.source]} -> {ids[e.target]}{suffix};")
     if graph.legend:
@@ -188,6 +198,9 @@ def legend_html(graph: FlowGraph) -> str:
         "<li>grey panel at the top: global handlers, which apply in every state</li>"
         "<li>dashed grey arrow: a handler of that one state</li>"
         "<li>dashed red arrow: what happens when a tool call fails</li>"
+        "<li>bold green loop: a `repeat` going round again (\"anything else?\")</li>"
+        "<li>folder shape: a sub-flow from another file; second grey line: values set or "
+        "cleared</li>"
         "<li>thick border: the start state; red dashed border: unreachable</li></ul>"
     )
     if items:

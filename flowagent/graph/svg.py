@@ -37,6 +37,8 @@ _FILL = {
     "llm": "#e9f5fb",
     "transfer": "#e8f0fe",
     "end": "#e8f0fe",
+    "subflow": "#fdf0e6",
+    "return": "#e8f0fe",
     "any": "#f4f4f4",
     "hangup": "#f4f4f4",
 }
@@ -291,6 +293,13 @@ def _node_shape(node: Node, x: float, y: float) -> str:
             f'<line x1="{x + 8}" y1="{y}" x2="{x + 8}" y2="{y + h}" stroke="{stroke}"/>'
             f'<line x1="{x + w - 8}" y1="{y}" x2="{x + w - 8}" y2="{y + h}" stroke="{stroke}"/>'
         )
+    elif node.kind == "subflow":  # a folder: a tab on the top left
+        shape = (
+            f'<path d="M{x},{y + 8} h{w * 0.3} l6,-8 h{w * 0.7 - 6} v{h} h{-w} z" {common}/>'
+        )
+    elif node.kind == "return":
+        pts = f"{x + 14},{y} {x + w},{y} {x + w},{y + h} {x + 14},{y + h} {x},{y + h / 2}"
+        shape = f'<polygon points="{pts}" {common}/>'
     elif node.kind == "transfer":
         pts = f"{x},{y} {x + w - 14},{y} {x + w},{y + h / 2} {x + w - 14},{y + h} {x},{y + h}"
         shape = f'<polygon points="{pts}" {common}/>'
@@ -298,9 +307,13 @@ def _node_shape(node: Node, x: float, y: float) -> str:
         rx = 14 if node.kind == "llm" else 6
         shape = f'<rect x="{x}" y="{y}" width="{w}" height="{h}" rx="{rx}" {common}/>'
     detail = node.detail
+    if node.changes:
+        detail = f"{detail} · {node.changes}" if detail else node.changes
     if node.unreachable:
         detail = "UNREACHABLE · " + detail
     label = f"{node.title} ({node.kind}){': ' + node.detail if node.detail else ''}"
+    if node.changes:
+        label += f"; {node.changes}"
     if node.start:
         label = "start: " + label
     if node.unreachable:
@@ -435,7 +448,7 @@ def render_svg(graph: FlowGraph, *, element_id: str = "flow-graph") -> str:
                 j = siblings.index((source, target, kind))
                 at = 0.4 + 0.45 * j / (len(siblings) - 1)  # stagger labels of one fan
             d, (lx, ly) = _forward_path(e, lay, lay.waypoints.get(first, []), at)
-        colour = {"failure": "#c0392b", "handler": "#777"}.get(kind, "#555")
+        colour = {"failure": "#c0392b", "handler": "#777", "repeat": "#2e7d32"}.get(kind, "#555")
         dash = ' stroke-dasharray="5 4"' if kind in ("failure", "handler") else ""
         marker = "arrow-fail" if kind == "failure" else "arrow"
         texts = [edges[i].label for i in group if edges[i].label]

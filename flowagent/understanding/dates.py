@@ -18,6 +18,7 @@ import calendar
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from functools import lru_cache
 from typing import Any, Literal
 
 from flowagent.understanding.normalise import clean
@@ -95,7 +96,8 @@ _DAY_CARD_WORDS = rf"twenty(?:[ -](?:{_UC}))?|thirty(?:[ -]one)?|{_TC}|{_UC}"
 _DAY_ORD = rf"(?P<day>\d{{1,2}}(?:st|nd|rd|th)|{_DAY_ORD_WORDS})"
 _DAY_ANY = rf"(?P<day>\d{{1,2}}(?:st|nd|rd|th)?|{_DAY_ORD_WORDS}|{_DAY_CARD_WORDS})"
 def _spoken_years() -> dict[str, int]:
-    """ "twenty twenty seven", "two thousand and twenty seven" -> 2027 (years 2001-2039)."""
+    """ "twenty twenty seven", "two thousand and twenty seven" -> 2027 (years 2001-2039);
+    "nineteen eighty five" -> 1985, "nineteen oh five" -> 1905 (dates of birth)."""
     small: dict[str, int] = {w: v for w, v in {**UNITS, **TEENS}.items() if v}
     for tw, tv in TENS.items():
         if tv <= 30:
@@ -109,13 +111,25 @@ def _spoken_years() -> dict[str, int]:
             out[f"two thousand and {w}"] = out[f"two thousand {w}"] = 2000 + v
         if 10 <= v < 40:
             out[f"twenty {w}"] = 2000 + v
+        if v < 10:
+            out[f"nineteen oh {w}"] = 1900 + v
+    for tw, tv in TENS.items():
+        if tv >= 10:
+            out[f"nineteen {tw}"] = 1900 + tv
+            for uw, uv in UNITS.items():
+                if uv:
+                    out[f"nineteen {tw} {uw}"] = out[f"nineteen {tw}-{uw}"] = 1900 + tv + uv
+    for w, v in TEENS.items():
+        out[f"nineteen {w}"] = 1900 + v
     return out
 
 
 _SPOKEN_YEARS = _spoken_years()
+_TENS_WORDS = "twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety"
 _YEAR_WORDS = (
-    rf"(?:two thousand(?: and)? |twenty )"
+    rf"(?:(?:two thousand(?: and)? |twenty )"
     rf"(?:twenty(?:[ -](?:{_UC}))?|thirty(?:[ -](?:{_UC}))?|{_TC}|{_UC})"
+    rf"|nineteen (?:(?:{_TENS_WORDS})(?:[ -](?:{_UC}))?|{_TC}|oh (?:{_UC})))"
 )
 _YEAR = rf"(?:,?\s*(?P<year>(?:19|20)\d{{2}}|next year|this year|{_YEAR_WORDS}))?"
 _COUNT = r"(?P<count>an?|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|\d{1,2})"
@@ -199,6 +213,8 @@ class DateMatch:
     start: int
     end: int
     explicit: bool = True
+    #: the caller said the year ("1985", "twenty twenty six"): a date of birth needs one
+    year_said: bool = False
 
 
 def _add_months(d: date, months: int) -> date:
@@ -404,7 +420,8 @@ def find_dates(text: str, today: date, *, prefer: Prefer = "future",
                 # "may two people come" - only read "May 2" as a date with an ordinal.
                 continue
             taken.append((s, e))
-            out.append(DateMatch(value, s, e, explicit))
+            year_said = kind == "iso" or bool(m.groupdict().get("year"))
+            out.append(DateMatch(value, s, e, explicit, year_said))
     out.sort(key=lambda d: d.start)
     return out
 
@@ -474,22 +491,41 @@ def parse_date(text: str, today: date, *, prefer: Prefer = "future",
             return DateMatch(value, bare.start("day"), bare.end("day"), explicit=False)
     value = _dateparser_fallback(t, today, prefer)
     if value is not None:
-        return DateMatch(value, 0, len(t), explicit=True)
+        return DateMatch(value, 0, len(t), explicit=True,
+                         year_said=bool(re.search(r"\b(?:1[89]|20)\d\d\b", t)))
     return None
 
 
-_OFFSET = re.compile(r"^([+-])\s*(\d+)\s*(day|days|week|weeks)?$")
+_OFFSET = re.compile(r"^([+-])\s*(\d+)\s*(days?|weeks?|months?|years?)?$")
+_AGO = re.compile(r"^(\d+)\s*(days?|weeks?|months?|years?)\s+ago$")
+
+
+def _offset(today: date, n: int, unit: str) -> date:
+    """`today` moved by n days/weeks/months/years (n < 0 goes back); the 29th of February
+    moved by years falls on the 28th."""
+    first = unit[0]
+    if first == "d":
+        return today + timedelta(days=n)
+    if first == "w":
+        return today + timedelta(days=7 * n)
+    return _add_months(today, n if first == "m" else 12 * n)
 
 
 def resolve_bound(bound: Any, today: date) -> date | None:
-    """A date slot's ``min``/``max``: ``today``, ``tomorrow``, ``+N days``, an ISO date, a date."""
+    """A date slot's ``min``/``max``: ``today``, ``tomorrow``, ``yesterday``,
+    ``+N days|weeks|months|years``, ``N days|weeks|months|years ago``, an ISO date, a date."""
     if bound is None:
         return None
     if isinstance(bound, datetime):
         return bound.date()
     if isinstance(bound, date):
         return bound
-    s = str(bound).strip().lower()
+    return _resolve_text(str(bound).strip().lower(), today)
+
+
+@lru_cache(maxsize=512)
+def _resolve_text(s: str, today: date) -> date | None:
+    """`resolve_bound` for text, cached: every date answer checks the slot's bounds."""
     if s == "today":
         return today
     if s == "tomorrow":
@@ -498,8 +534,11 @@ def resolve_bound(bound: Any, today: date) -> date | None:
         return today - timedelta(days=1)
     m = _OFFSET.match(s)
     if m:
-        n = int(m.group(2)) * (7 if (m.group(3) or "").startswith("week") else 1)
-        return today + timedelta(days=n if m.group(1) == "+" else -n)
+        n = int(m.group(2))
+        return _offset(today, n if m.group(1) == "+" else -n, m.group(3) or "days")
+    m = _AGO.match(s)
+    if m:
+        return _offset(today, -int(m.group(1)), m.group(2))
     try:
         return date.fromisoformat(s)
     except ValueError:

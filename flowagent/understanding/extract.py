@@ -172,7 +172,8 @@ def extract_slots(
         opts = specs[by_type["date"][0]].options
         lo, _, prefer = date_bounds(opts, today)
         found = dates.find_dates(t, today, prefer=prefer, earliest=lo)  # type: ignore[arg-type]
-        run("date", [((d.start, d.end), _check_date(d.value, opts, today, (d.start, d.end)))
+        run("date", [((d.start, d.end), _check_date(d.value, opts, today, (d.start, d.end),
+                                                    year_said=d.year_said))
                      for d in found])
     if time_found:
         # "tomorrow afternoon": the date and the part of the day share the word on purpose.

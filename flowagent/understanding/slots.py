@@ -34,6 +34,7 @@ from flowagent.understanding import (
     yes_no,
 )
 from flowagent.understanding.commands import is_command
+from flowagent.understanding.digits import find_digits, keyed
 from flowagent.understanding.normalise import clean
 from flowagent.understanding.spoken import DIGIT_WORDS, LETTER_NAMES, NATO, TEEN_DIGITS
 from flowagent.understanding.types import (
@@ -91,6 +92,10 @@ def _range(value: float, opts: SlotOptions, span: tuple[int, int] | None) -> Par
         reason = f"that is out of range: more than {_num(opts.max)}"
         return ParseResult.rejected(value, reason, span)
     return None
+
+
+#: the reason a date without a year is refused by a slot whose dates are all before this year
+NEED_YEAR = "I need the year as well"
 
 
 def date_bounds(opts: SlotOptions, today: date) -> tuple[date | None, date | None, str]:
@@ -168,10 +173,14 @@ def validate_value(
 
 
 def _check_date(
-    d: date, opts: SlotOptions, today: date, span: tuple[int, int] | None
+    d: date, opts: SlotOptions, today: date, span: tuple[int, int] | None,
+    year_said: bool = True,
 ) -> ParseResult:
     lo, hi, _ = date_bounds(opts, today)
     iso = d.isoformat()
+    if hi is not None and hi.year < today.year and not year_said:
+        # a date of birth: "the 12th of June" cannot be guessed into some year
+        return ParseResult.rejected(iso, NEED_YEAR, span)
     if lo is not None and d < lo:
         if lo == today and opts.min is None:
             reason = "that date is in the past"
@@ -243,7 +252,7 @@ def _p_date(text: str, opts: SlotOptions, today: date, region: str) -> ParseResu
     m = dates.parse_date(text, today, prefer=prefer, earliest=lo)  # type: ignore[arg-type]
     if m is None:
         return ParseResult.no_match("no date heard")
-    return _check_date(m.value, opts, today, (m.start, m.end))
+    return _check_date(m.value, opts, today, (m.start, m.end), year_said=m.year_said)
 
 
 def _p_time(text: str, opts: SlotOptions, today: date, region: str) -> ParseResult:
@@ -392,6 +401,26 @@ def find_code(text: str, rx: re.Pattern[str]) -> str | None:
     return None if best is None else best[3]
 
 
+def _digits_checks(value: str, opts: SlotOptions, span: tuple[int, int] | None) -> ParseResult:
+    n = len(value)
+    if opts.length is not None and n != int(opts.length):
+        return ParseResult.rejected(value, f"that is {n} digits, and I need {opts.length}", span)
+    if opts.min_length is not None and n < int(opts.min_length):
+        return ParseResult.rejected(value, f"that is too short (at least {opts.min_length} "
+                                    "digits)", span)
+    if opts.max_length is not None and n > int(opts.max_length):
+        return ParseResult.rejected(value, f"that is too long (at most {opts.max_length} "
+                                    "digits)", span)
+    return ParseResult.success(value, span)
+
+
+def _p_digits(text: str, opts: SlotOptions, today: date, region: str) -> ParseResult:
+    m = find_digits(text)
+    if m is None:
+        return ParseResult.no_match("no digits heard")
+    return _digits_checks(m.value, opts, (m.start, m.end))
+
+
 def _p_text(text: str, opts: SlotOptions, today: date, region: str) -> ParseResult:
     raw = text.strip()
     if not raw:
@@ -435,6 +464,7 @@ _PARSERS: dict[str, Callable[[str, SlotOptions, date, str], ParseResult]] = {
     "name": _p_name,
     "address": _p_address,
     "text": _p_text,
+    "digits": _p_digits,
 }
 
 
@@ -531,6 +561,11 @@ def parse_dtmf(
         except ValueError:
             return ParseResult.rejected(d, "that is not a real date")
         return _check_date(dd, opts, today, None)
+    if slot_type == "digits":
+        code = keyed(d)
+        if code is None:
+            return ParseResult.no_match("not digits")
+        return _digits_checks(code, opts, None)
     if slot_type == "time":
         m = re.fullmatch(r"([01]\d|2[0-3])([0-5]\d)", d)
         if not m:
@@ -548,6 +583,7 @@ _INVALID: dict[str, str] = {
     "number": "Sorry, that number isn't one I can accept.",
     "money": "Sorry, that amount isn't one I can accept.",
     "choice": "Sorry, that isn't one of the options.",
+    "digits": "Sorry, that code doesn't look right.",
     "date": "Sorry, I can't accept that date.",
     "time": "Sorry, I can't accept that time.",
     "phone": "Sorry, that doesn't sound like a complete phone number.",

@@ -26,6 +26,7 @@ SLOT_TYPES: frozenset[str] = frozenset(
         "address",
         "name",
         "money",
+        "digits",
     }
 )
 
@@ -130,7 +131,7 @@ def format_money(amount: float, currency: str = "GBP") -> str:
     return f"{sign}{symbol}{whole}"
 
 
-_OPTION_KEYS = ("min", "max", "pattern", "choices", "min_length", "max_length", "dtmf")
+_OPTION_KEYS = ("min", "max", "pattern", "choices", "min_length", "max_length", "dtmf", "length")
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +151,8 @@ class SlotOptions:
     min_length: int | None = None
     max_length: int | None = None
     dtmf: bool = False
+    #: digits slots: exactly this many digits
+    length: int | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | SlotOptions | None) -> SlotOptions:
@@ -178,6 +181,7 @@ class SlotOptions:
             min_length=data.get("min_length"),
             max_length=data.get("max_length"),
             dtmf=bool(data.get("dtmf", False)),
+            length=data.get("length"),
         )
 
 

@@ -62,7 +62,7 @@ async def default_test_runner(flow_path: Path, tests_path: Path) -> list[dict[st
         except FlowInvalid as exc:
             raise RuntimeError(f"the flow has errors ({exc})") from None
         try:
-            specs, _ = convtest.load_tests(tests_path)
+            specs, _ = convtest.load_tests(tests_path, flow.timezone)
         except convtest.TestFileError as exc:
             raise RuntimeError(str(exc)) from None
         return convtest.run_tests(flow, specs)

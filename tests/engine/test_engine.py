@@ -12,6 +12,7 @@ from engine_helpers import ROOT, TODAY, ScriptedLlm, flow_from_yaml
 from flowagent.dialogue.actions import (
     CallTool,
     EndCall,
+    FlowProblem,
     LlmRequest,
     Say,
     StartNoInputTimer,
@@ -569,8 +570,58 @@ async def test_loop_guard_takes_the_error_path() -> None:
     eng = Engine(flow)
     actions = eng.start(CALL)
     assert eng.ended
-    assert "Loop detected." in [a.text for a in actions if isinstance(a, Say)]
-    assert any("too many times" in e for e in eng.record.errors)
+    # the round is heard once, then the flow's error handler; the loop is named
+    assert [a.text for a in actions if isinstance(a, Say)] == ["b", "Loop detected."]
+    assert any(e.startswith("loop in states a → b → a") for e in eng.record.errors), \
+        eng.record.errors
+    [problem] = [a for a in actions if isinstance(a, FlowProblem)]
+    assert problem.kind == "loop" and problem.source == "a → b → a"
+
+
+async def test_a_loop_that_keeps_changing_something_stops_at_the_transition_limit() -> None:
+    flow = flow_from_yaml("""
+        flowagent: 2
+        name: counter
+        start: a
+        vars: {n: 0}
+        handlers:
+          - event: error
+            say: Stopped.
+            do: hangup
+        states:
+          a:
+            set: {vars.n: vars.n + 1}
+            next: a
+    """, check=False)
+    eng = Engine(flow)
+    actions = eng.start(CALL)
+    assert [a.text for a in actions if isinstance(a, Say)] == ["Stopped."]
+    assert any("too many times" in e and "a → a" in e for e in eng.record.errors)
+
+
+async def test_a_loop_without_an_error_handler_takes_the_no_match_path() -> None:
+    flow = flow_from_yaml("""
+        flowagent: 2
+        name: spin
+        start: a
+        handlers:
+          - event: no_match
+            say: Let me get someone to help.
+            go: human
+        states:
+          a:
+            say: Just a moment.
+            next: b
+          b:
+            next: a
+          human:
+            transfer: "6001"
+    """, check=False)
+    eng = Engine(flow)
+    actions = eng.start(CALL)
+    says = [a.text for a in actions if isinstance(a, Say)]
+    assert says == ["Just a moment.", "Let me get someone to help."]
+    assert any(isinstance(a, Transfer) for a in actions)
 
 
 async def test_engine_never_raises_on_events_before_start_or_after_end(shop: CompiledFlow
@@ -635,7 +686,12 @@ async def test_a_failing_template_takes_the_error_path_not_a_crash() -> None:
     eng = Engine(flow)
     actions = eng.start(CALL)
     assert [a.text for a in actions if isinstance(a, Say)] == ["Sorry about that."]
-    assert eng.ended and any("template in state 'a' failed" in e for e in eng.record.errors)
+    # the state, the key, the template and the error are named (record and action)
+    assert eng.ended and any(e.startswith("template error in state `a`, say: ")
+                             and "slots.n * 2" in e for e in eng.record.errors), eng.record.errors
+    problems = [a for a in actions if isinstance(a, FlowProblem)]
+    assert len(problems) == 1 and problems[0].where == "state `a`, say"
+    assert "{{ slots.n * 2 }}" in problems[0].source and problems[0].error
 
 
 async def test_llm_tool_arguments_are_checked_and_disallowed_tools_refused() -> None:

@@ -21,10 +21,12 @@ from hypothesis import strategies as st
 
 from flowagent.dialogue.actions import (
     CallTool,
+    CancelTimer,
     EndCall,
     LlmRequest,
     Say,
     StartNoInputTimer,
+    StartTimer,
     StateEntered,
     StopNoInputTimer,
     Transfer,
@@ -48,7 +50,7 @@ from flowagent.flow.compiler import CompiledFlow, load_flow
 from flowagent.providers.base import LlmToolCall
 
 FLOW_FILES = sorted(
-    p for p in (ROOT / "flows").glob("*.yaml")
+    p for p in (ROOT / "flows").rglob("*.yaml")  # recipes: lists, repeats, sub-flows, hours
     if not p.name.endswith((".tests.yaml", ".tools.yaml"))
 )
 NOISE = [
@@ -98,6 +100,7 @@ class Sim:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.timer_armed = False
+        self.keys_timer = False  # a keypad entry in progress: the inter-digit timer runs
         self.pending: list[CallTool | LlmRequest] = []
         self.last_say = 0
 
@@ -106,7 +109,11 @@ class Sim:
         # the error path may add its own transitions after an overflow
         assert entered <= 2 * MAX_TRANSITIONS_PER_EVENT + 2
         for a in actions:
-            if isinstance(a, StartNoInputTimer):
+            if isinstance(a, StartTimer) and a.name == "dtmf":
+                self.keys_timer = True
+            elif isinstance(a, CancelTimer) and a.name == "dtmf":
+                self.keys_timer = False
+            elif isinstance(a, StartNoInputTimer):
                 self.timer_armed = True
             elif isinstance(a, (StopNoInputTimer, EndCall, Transfer)):
                 self.timer_armed = False
@@ -126,7 +133,12 @@ class Sim:
             ok, n = draw(answer)
             if isinstance(action, CallTool):
                 data = [{"price": n, "quote_id": "Q", "reference": "R", "total": n,
-                         "available": ok, "slot": "10:00"}, None, "junk", [1, 2]][n % 4]
+                         "available": ok, "slot": "10:00", "match": ok, "found": ok,
+                         "start": "14:30", "today": "9 till 5", "times": ["9 am"][: n % 2],
+                         "slots": [{"id": n, "time": "11:00", "dentist": "Dr Shah"},
+                                   {"id": n + 1, "time": "14:30", "dentist": "Dr Patel"}
+                                   ][: n % 3]},
+                        None, "junk", [1, 2]][n % 4]
                 ev: Any = ToolResult(action.call_id, action.tool, ok, 200 if ok else 500, data,
                                      "" if ok else "The tool failed.")
             else:
@@ -146,7 +158,8 @@ class Sim:
             return
         assert eng.waiting_for is None  # every action was answered above
         assert eng.listening is not None, f"stuck in {eng.state}: not listening, not ended"
-        assert self.timer_armed, f"listening in {eng.state} with no no-input timer armed"
+        assert self.timer_armed or self.keys_timer, \
+            f"listening in {eng.state} with no no-input (or keypad) timer armed"
 
 
 @pytest.mark.parametrize("path", FLOW_FILES, ids=[p.stem for p in FLOW_FILES])
@@ -171,6 +184,7 @@ def test_random_callers_never_get_a_stuck_call(path: Path, data: st.DataObject) 
             evs = [DtmfDigit("0123456789*#"[n])]
         elif kind == "dtmf_pause":
             evs = [TimerExpired("dtmf")]
+            sim.keys_timer = False
         elif kind == "silence":
             evs = [NoInput()] if sim.timer_armed else []
         elif kind == "barge":

@@ -22,8 +22,8 @@ from flowagent.commands import graph as cmd
 from flowagent.graph import model, render
 
 ROOT = Path(__file__).resolve().parents[2]
-FLOWS = sorted(p for p in (ROOT / "flows").glob("*.yaml") if not p.name.endswith(".tests.yaml")
-               and not p.name.endswith(".tools.yaml"))
+FLOWS = sorted(p for p in (ROOT / "flows").rglob("*.yaml") if not p.name.endswith(".tests.yaml")
+               and not p.name.endswith(".tools.yaml"))  # the recipes too: format 2 drawn
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("FLOWAGENT_UPDATE_GOLDEN") == "1"
 

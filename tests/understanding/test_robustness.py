@@ -41,7 +41,7 @@ SPECS = {
 SHAPES = {
     "integer": int, "number": float, "money": float, "yes_no": bool, "choice": str, "date": str,
     "time": str, "phone": str, "email": str, "uk_postcode": str, "address": str, "name": str,
-    "text": str,
+    "text": str, "digits": str,
 }
 MATCHER = IntentMatcher({"quote": ["I'd like a quote", "how much to move"]})
 

@@ -25,7 +25,7 @@ def test_a_folder_checks_every_file_by_its_kind(capsys) -> None:
     assert kinds["removals.yaml"] == "flow"
     assert kinds["removals.tests.yaml"] == "tests"
     assert kinds["removals.tools.yaml"] == "tools"
-    assert len(kinds) == len(list(FLOWS.glob("*.yaml")))
+    assert len(out["files"]) == len(list(FLOWS.rglob("*.yaml")))
     assert code == 0, out
 
 

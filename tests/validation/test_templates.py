@@ -98,7 +98,8 @@ def _flow_strings() -> tuple[list[str], list[str]]:
     from pathlib import Path
 
     from flowagent.flow.checks.context import CheckContext
-    from flowagent.flow.checks.template_checks import _expressions, _templates
+    from flowagent.flow.checks.template_checks import _templates
+    from flowagent.flow.checks.template_checks import expressions as _expressions
     from flowagent.flow.loader import FlowYamlError, load_file
 
     root = Path(__file__).resolve().parents[2]

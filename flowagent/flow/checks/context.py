@@ -10,31 +10,55 @@ from __future__ import annotations
 import bisect
 import difflib
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 from flowagent.flow.loader import LoadedFlow, Mark, PathT
-from flowagent.flow.report import Finding, Severity
+from flowagent.flow.report import FileReport, Finding, Severity
 
 BUILTIN_INTENTS = ("yes", "no", "human", "repeat", "restart", "goodbye", "cancel")
 BUILTIN_TOOLS = ("transfer", "hangup", "send_dtmf")
-ACTION_KEYS = ("ask", "collect", "call", "llm", "transfer", "end")
+ACTION_KEYS = ("ask", "collect", "call", "llm", "transfer", "end", "subflow", "return")
 LISTENING_ACTIONS = ("ask", "collect", "llm")
 
 
+def is_typo_of(word: str, candidate: str) -> bool:
+    """Could `word` be `candidate` mistyped? Only a slip counts: a few letters out of place
+    for its length (one in four), never a different number (`time_1` is not `time_2`) and
+    never a different word (`first_time` is not `second_time`, `not_urgent` is not
+    `urgent`): a suggestion that means something else would send the call the wrong way."""
+    a, b = word.lower().replace(" ", "_"), candidate.lower().replace(" ", "_")
+    if a == b:
+        return True
+    if re.sub(r"\d+", "", a) == re.sub(r"\d+", "", b):
+        return False
+    short, long_ = sorted((a, b), key=len)
+    if long_.startswith(short) and len(long_) - len(short) <= 2 and len(short) >= 2:
+        return True  # `goto` for `go`, `nexts` for `next`
+    from rapidfuzz.distance import OSA
+
+    distance = OSA.distance(a, b)
+    if distance == 2 and min(len(a), len(b)) >= 4 and a[0] == b[0]:
+        return True  # `trys` for `tries`
+    return distance <= max(1, min(len(a), len(b)) // 4)
+
+
 def did_you_mean(word: Any, candidates: Iterable[str]) -> str | None:
-    """The closest candidate to a misspelt name, or None."""
+    """The closest candidate to a misspelt name, or None when none is a plausible typo."""
     if not isinstance(word, str):
         return None
     cands = [c for c in candidates if isinstance(c, str)]
     lower = {c.lower(): c for c in cands}
     if word.lower() in lower and lower[word.lower()] != word:
         return lower[word.lower()]
-    close = difflib.get_close_matches(word, cands, n=1, cutoff=0.6)
-    if not close:
-        close = difflib.get_close_matches(word.lower(), list(lower), n=1, cutoff=0.6)
-        close = [lower[c] for c in close]
-    return close[0] if close else None
+    close = difflib.get_close_matches(word, cands, n=3, cutoff=0.6)
+    close += [lower[c] for c in difflib.get_close_matches(word.lower(), list(lower), n=3,
+                                                          cutoff=0.6)]
+    for cand in close:
+        if is_typo_of(word, cand):
+            return cand
+    return None
 
 
 def suggestion_for(word: Any, candidates: Iterable[str], fallback: str | None = None
@@ -96,7 +120,8 @@ class CheckContext:
     """The flow being checked, position lookups, and the findings collected so far."""
 
     def __init__(self, loaded: LoadedFlow, *, check_env: bool = True,
-                 environ: dict[str, str] | None = None) -> None:
+                 environ: dict[str, str] | None = None,
+                 validate_other: Callable[[Path], FileReport] | None = None) -> None:
         self.loaded = loaded
         self.file = loaded.path
         self.text = loaded.text
@@ -105,6 +130,11 @@ class CheckContext:
         self.check_env = check_env
         self.environ = environ
         self.findings: list[Finding] = []
+        #: values sub-flows called from this flow give back (filled in by the sub-flow check)
+        self.returned_vars: set[str] = set()
+        #: validates another flow file (a sub-flow) the way this one is validated; given by
+        #: `validate.run_checks`, so the checks need not import the validator
+        self.validate_other = validate_other
         self._seen: set[tuple[str, int, int, str]] = set()
         self._line_starts = [0, *(m.end() for m in re.finditer("\n", self.text))]
 

@@ -69,7 +69,7 @@ def check_graph(ctx: CheckContext) -> None:
     names = list(states)
     state_keys = set(load_schema()["$defs"]["state"]["properties"])
     for pos, (name, st) in enumerate(states.items()):
-        if not isinstance(st, dict) or "transfer" in st or "end" in st:
+        if not isinstance(st, dict) or "transfer" in st or "end" in st or "return" in st:
             continue
         typo = any(did_you_mean(k, state_keys) == "next" for k in st if k not in state_keys)
         after = names[pos + 1] if pos + 1 < len(names) else None
@@ -123,7 +123,8 @@ def check_graph(ctx: CheckContext) -> None:
                           key=True)
 
     # --- loops with no exit -------------------------------------------------------------------
-    exits = {n for n, st in bodies.items() if st.get("transfer") is not None or st.get("end")}
+    exits = {n for n, st in bodies.items()
+             if st.get("transfer") is not None or st.get("end") or "return" in st}
     exits |= broken
     listen_edges: dict[str, list[str]] = {}
     for name, st in bodies.items():

@@ -147,8 +147,11 @@ def check_defaults(ctx: CheckContext) -> None:
     listening = any(isinstance(s, dict) and any(k in s for k in ("ask", "collect", "llm"))
                     for s in states.values())
     events = {h.get("event") for h in ctx.listing("handlers") if isinstance(h, dict)}
+    # a sub-flow (it has `params` or `return` states) uses the calling flow's handlers
+    subflow = "params" in ctx.data or any(isinstance(s, dict) and "return" in s
+                                          for s in states.values())
     # with `sts` the model does the listening: no_input/no_match handlers never run
-    if listening and "sts" not in ctx.mapping("providers"):
+    if listening and not subflow and "sts" not in ctx.mapping("providers"):
         where = ("handlers",) if "handlers" in ctx.data else ("states",)
         for ev, words in (("no_input", "hearing"), ("no_match", "understanding")):
             if ev not in events:

@@ -17,7 +17,7 @@ from flowagent.flow.loader import PathT
 
 #: key -> the action it belongs to (anything else on a state with another action is misplaced)
 _BELONGS_TO = {"reprompt": "ask", "confirm": "collect", "on_failure": "call",
-               "reason": "transfer", "outcome": "end"}
+               "reason": "transfer", "outcome": "end", "with": "subflow"}
 
 
 def check_references(ctx: CheckContext) -> None:
@@ -140,7 +140,7 @@ def _check_state(ctx: CheckContext, name: str, state: dict[str, Any]) -> None:
     if len(actions) > 1:
         ctx.error("conflicting-keys", (*base, actions[1]),
                   f"{where} has both `{actions[0]}` and `{actions[1]}`, but a state can do only "
-                  "one of ask, collect, call, llm, transfer or end.",
+                  "one of ask, collect, call, llm, transfer, end, subflow or return.",
                   f"Move `{actions[1]}` into a state of its own and link it with `next:`.",
                   key=True)
     action = actions[0] if actions else None
@@ -151,7 +151,7 @@ def _check_state(ctx: CheckContext, name: str, state: dict[str, Any]) -> None:
                       f"`{key}` only means something in a state with `{owner}`, and {where} has "
                       + (f"`{action}`." if action else "no action."),
                       f"Remove `{key}`, or add `{owner}:` to this state.", key=True)
-    if action in ("transfer", "end") and "next" in state:
+    if action in ("transfer", "end", "return") and "next" in state:
         ctx.error("misplaced-key", (*base, "next"),
                   f"{where} ends the flow with `{action}`, so its `next` would never be used.",
                   "Remove `next:` (or remove `" + action + "` if the call should carry on).",

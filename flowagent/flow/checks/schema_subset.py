@@ -14,7 +14,7 @@ quietly grow beyond what is checked).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -56,6 +56,16 @@ def _is_type(value: Any, t: str) -> bool:
     if t == "number":
         return isinstance(value, int | float)
     return False
+
+
+def _out_of_range(keyword: str, value: float, bound: float) -> bool:
+    if keyword == "minimum":
+        return value < bound
+    if keyword == "maximum":
+        return value > bound
+    if keyword == "exclusiveMinimum":
+        return value <= bound
+    return value >= bound
 
 
 def _equal(a: Any, b: Any) -> bool:
@@ -127,12 +137,8 @@ class SubsetValidator:
                 yield SchemaError("minLength", schema["minLength"], inst, path, schema,
                                   f"{inst!r} is too short", ("minLength",))
         if isinstance(inst, int | float) and not isinstance(inst, bool):
-            checks: tuple[tuple[str, Callable[[Any, Any], bool]], ...] = (
-                ("minimum", lambda v, b: v < b), ("maximum", lambda v, b: v > b),
-                ("exclusiveMinimum", lambda v, b: v <= b),
-                ("exclusiveMaximum", lambda v, b: v >= b))
-            for kw, bad in checks:
-                if kw in schema and bad(inst, schema[kw]):
+            for kw in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+                if kw in schema and _out_of_range(kw, inst, schema[kw]):
                     yield SchemaError(kw, schema[kw], inst, path, schema,
                                       f"{inst!r} is out of range ({kw} {schema[kw]})", (kw,))
         if isinstance(inst, list):

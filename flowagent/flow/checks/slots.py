@@ -15,15 +15,17 @@ OPTION_TYPES: dict[str, tuple[str, ...]] = {
     "max": ("integer", "number", "money", "date"),
     "pattern": ("text", "name", "address"),
     "choices": ("choice",),
-    "min_length": ("text", "name", "address"),
-    "max_length": ("text", "name", "address"),
-    "dtmf": ("integer", "number", "phone", "yes_no", "choice"),
+    "min_length": ("text", "name", "address", "digits"),
+    "max_length": ("text", "name", "address", "digits"),
+    "dtmf": ("integer", "number", "phone", "yes_no", "choice", "digits"),
 }
 
 SLOT_TYPES = ("text", "integer", "number", "yes_no", "choice", "date", "time", "phone", "email",
-              "uk_postcode", "address", "name", "money")
+              "uk_postcode", "address", "name", "money", "digits")
 
-_REL_DATE = re.compile(r"^\s*\+\s*(\d+)\s*days?\s*$", re.IGNORECASE)
+_UNIT_DAYS = {"day": 1, "week": 7, "month": 30, "year": 365}
+_REL_DATE = re.compile(r"^\s*([+-])\s*(\d+)\s*(day|week|month|year)s?\s*$", re.IGNORECASE)
+_AGO_DATE = re.compile(r"^\s*(\d+)\s*(day|week|month|year)s?\s+ago\s*$", re.IGNORECASE)
 
 
 def _date_bound(value: Any) -> tuple[str, int | _dt.date] | None:
@@ -35,9 +37,15 @@ def _date_bound(value: Any) -> tuple[str, int | _dt.date] | None:
         return ("rel", 0)
     if v == "tomorrow":
         return ("rel", 1)
+    if v == "yesterday":
+        return ("rel", -1)
     m = _REL_DATE.match(v)
     if m:
-        return ("rel", int(m[1]))
+        n = int(m[2]) * _UNIT_DAYS[m[3].lower()]
+        return ("rel", n if m[1] == "+" else -n)
+    m = _AGO_DATE.match(v)
+    if m:
+        return ("rel", -int(m[1]) * _UNIT_DAYS[m[2].lower()])
     try:
         return ("abs", _dt.date.fromisoformat(v))
     except ValueError:
@@ -64,7 +72,9 @@ def check_slots(ctx: CheckContext) -> None:
                           key=True)
         if stype == "choice":
             choices = slot.get("choices")
-            if "choices" not in slot or choices is None or choices == {}:
+            if "choices_from" in slot:
+                pass  # the options come from a list worked out on the call
+            elif "choices" not in slot or choices is None or choices == {}:
                 ctx.error("missing-choices", base,
                           f"Slot `{name}` is a choice, but it does not list its `choices`.",
                           "Add `choices:` with each allowed value, e.g. `small: [studio, flat]`.",
@@ -103,8 +113,8 @@ def _check_range(ctx: CheckContext, name: str, slot: dict[str, Any], stype: str)
                 ctx.error("bad-range", (*base, key),
                           f"The `{key}` of slot `{name}` is `{v}`, which is not a date flowagent "
                           "understands.",
-                          "Use `today`, `tomorrow`, `+N days` (e.g. `+30 days`) or a date like "
-                          "`2026-01-31`.")
+                          "Use `today`, `tomorrow`, `+N days` (e.g. `+30 days`), `N years ago` "
+                          "(e.g. `18 years ago`) or a date like `2026-01-31`.")
             else:
                 bounds[key] = b
         if "min" in bounds and "max" in bounds and bounds["min"][0] == bounds["max"][0] and \

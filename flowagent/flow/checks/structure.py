@@ -137,7 +137,9 @@ def _translate(ctx: CheckContext, err: Any, path: tuple[Any, ...]) -> bool:
         if path == ("flowagent",):
             ctx.error("version-unsupported", path,
                       f"This file is written for flow format `{value}`, but this flowagent only "
-                      "understands format 1.", "Write `flowagent: 1`.")
+                      "understands formats 1 and 2.",
+                      "Write `flowagent: 2` (or `flowagent: 1` for a file that uses nothing "
+                      "of format 2).")
             return True
         if key == "end":
             ctx.error("bad-value", path, f"{where[0].upper()}{where[1:]} can only be `true`.",

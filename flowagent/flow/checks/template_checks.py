@@ -41,15 +41,17 @@ def _templates(ctx: CheckContext) -> Iterator[tuple[PathT, str, str | None]]:
         for key in _STATE_TEMPLATES:
             if isinstance(st.get(key), str):
                 yield ("states", name, key), st[key], None
+        repeat = st.get("repeat")
+        if isinstance(repeat, dict) and isinstance(repeat.get("ask"), str):
+            yield ("states", name, "repeat", "ask"), repeat["ask"], None
         llm = st.get("llm")
         if isinstance(llm, dict) and isinstance(llm.get("instructions"), str):
             yield ("states", name, "llm", "instructions"), llm["instructions"], None
-        handlers = st.get("handlers")
-        for i, h in enumerate(handlers if isinstance(handlers, list) else []):
+        for i, h in enumerate(_as_list(st.get("handlers"))):
             if isinstance(h, dict) and isinstance(h.get("say"), str):
                 yield ("states", name, "handlers", i, "say"), h["say"], None
     for name, slot in ctx.items("slots"):
-        for key in _SLOT_TEMPLATES:
+        for key in (*_SLOT_TEMPLATES, "choice_label"):
             if isinstance(slot.get(key), str):
                 yield ("slots", name, key), slot[key], None
     for name, tool in ctx.items("tools"):
@@ -68,7 +70,10 @@ def _templates(ctx: CheckContext) -> Iterator[tuple[PathT, str, str | None]]:
             yield ("handlers", i, "say"), h["say"], None
 
 
-def _expressions(ctx: CheckContext) -> Iterator[tuple[PathT, str, str | None]]:
+def expressions(ctx: CheckContext) -> Iterator[tuple[PathT, str, str | None]]:
+    """(path, source, tool name or None) for every expression in the flow (format 2's
+    `set`, `valid_when`, `with`, `return`, `repeat` and `choices_from` too)."""
+    v2 = ctx.data.get("flowagent") == 2  # format 1 files cannot have those (needs-format-two)
     for name, st in ctx.items("states"):
         nxt = st.get("next")
         for i, br in enumerate(nxt if isinstance(nxt, list) else []):
@@ -77,11 +82,44 @@ def _expressions(ctx: CheckContext) -> Iterator[tuple[PathT, str, str | None]]:
         llm = st.get("llm")
         if isinstance(llm, dict) and "until" in llm and isinstance(llm["until"], str):
             yield ("states", name, "llm", "until"), llm["until"], None
+        if not v2:
+            continue
+        yield from _values(st, ("states", name), ("set", "with", "return"))
+        repeat = st.get("repeat")
+        if isinstance(repeat, dict):
+            yield from _values(repeat, ("states", name, "repeat"), ("add",))
+            if isinstance(repeat.get("until"), str):
+                yield ("states", name, "repeat", "until"), repeat["until"], None
+        for i, h in enumerate(_as_list(st.get("handlers"))):
+            if isinstance(h, dict):
+                yield from _values(h, ("states", name, "handlers", i), ("set",))
+    if v2:
+        for i, h in enumerate(ctx.listing("handlers")):
+            if isinstance(h, dict):
+                yield from _values(h, ("handlers", i), ("set",))
+        for name, slot in ctx.items("slots"):
+            for key in ("valid_when", "choices_from"):
+                if isinstance(slot.get(key), str | bool):
+                    yield ("slots", name, key), _expr_text(slot[key]), None
     for name, tool in ctx.items("tools"):
         save = tool.get("save")
         for var, expr in (save.items() if isinstance(save, dict) else []):
             if isinstance(expr, str):
                 yield ("tools", name, "save", var), expr, name
+
+
+def _values(owner: dict[str, Any], base: PathT, keys: tuple[str, ...]
+            ) -> Iterator[tuple[PathT, str, str | None]]:
+    """The text values of `set:`-like mappings (other YAML values are literal data)."""
+    for key in keys:
+        mapping = owner.get(key)
+        for target, expr in (mapping.items() if isinstance(mapping, dict) else []):
+            if isinstance(expr, str):
+                yield (*base, key, target), expr, None
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def _expr_text(value: Any) -> str:
@@ -95,8 +133,11 @@ class _Scope:
     """The names a template or expression may read at one place in the flow."""
 
     def __init__(self, ctx: CheckContext) -> None:
+        self.v2 = ctx.data.get("flowagent") == 2
         self.slots = set(ctx.slot_names)
-        self.vars = ctx.saved_vars
+        self.vars = ctx.saved_vars | set(ctx.mapping("vars")) | ctx.returned_vars
+        self.params = set(ctx.mapping("params"))
+        self.hours = set(ctx.mapping("hours"))
         ctxmap = ctx.mapping("context")
         self.has_fetch = "fetch" in ctxmap
         keys = set(ctx.mapping("context", "data"))
@@ -108,6 +149,35 @@ class _Scope:
                           for n, t in ctx.items("tools")}
 
 
+def _extra_names(ctx: CheckContext, path: PathT) -> set[str]:
+    """Names only one place can read: `value` in a slot's `valid_when`, `item` in a
+    `choice_label`, `choices` in the prompts of a slot whose options come from a tool."""
+    if path[0] != "slots" or len(path) < 3:
+        return set()
+    key = path[2]
+    if key == "valid_when":
+        return {"value"}
+    if key == "choice_label":
+        return {"item"}
+    if key in _SLOT_TEMPLATES and "choices_from" in ctx.mapping("slots", str(path[1])):
+        return {"choices"}
+    return set()
+
+
+_UNSAFE = re.compile(r"\.\s*(_\w*)|\[\s*['\"](_\w*)")
+
+
+def _unsafe_name(src: str) -> str | None:
+    """A `_`-name inside `{{ }}`/`{% %}` (`x.__class__`): the sandbox always refuses it."""
+    if "_" not in src or not ("._" in src or "'_" in src or '"_' in src or ". _" in src):
+        return None
+    for block in re.findall(r"\{\{.*?\}\}|\{%.*?%\}", src, re.DOTALL):
+        m = _UNSAFE.search(block)
+        if m:
+            return m.group(1) or m.group(2)
+    return None
+
+
 def check_templates(ctx: CheckContext) -> None:
     scope = _Scope(ctx)
     for path, src, tool in _templates(ctx):
@@ -116,14 +186,26 @@ def check_templates(ctx: CheckContext) -> None:
             ctx.error("template-syntax", path, _syntax_message(path, problem.message),
                       _syntax_hint(problem.message), needle=_bad_spot(src))
             continue
+        unsafe = _unsafe_name(src)
+        if unsafe is not None:
+            ctx.error("unsafe-template", path,
+                      f"The template in {_where(path)} reads `{unsafe}`; names starting with "
+                      "`_` are blocked for safety, so it would fail on every call.",
+                      "Use the value itself, or a filter such as `| string` or `| length`.",
+                      needle=unsafe)
+            continue
         try:
             names = T.template_names(src)
             filters, tests = T.filters_used(src), T.tests_used(src)
         except Exception:  # pragma: no cover - template_error said it parses
             continue
         _check_calls(ctx, path, filters, tests)
-        _check_names(ctx, path, names, scope, tool=tool, response=False)
-    for path, src, tool in _expressions(ctx):
+        _check_names(ctx, path, names, scope, tool=tool, response=False,
+                     extra=_extra_names(ctx, path))
+    for path, src, tool in expressions(ctx):
+        if scope.v2:
+            _check_v2_expression(ctx, path, src, tool, scope)
+            continue
         problem = T.expression_error(src)
         if problem is not None:
             hint = ("Write the condition without `{{ }}`, e.g. `slots.bedrooms >= 6`."
@@ -142,6 +224,26 @@ def check_templates(ctx: CheckContext) -> None:
         _check_calls(ctx, path, filters, tests)
         _check_names(ctx, path, names, scope, tool=tool, response=path[2:3] == ("save",))
         _check_literals(ctx, path, src)
+
+
+def _check_v2_expression(ctx: CheckContext, path: PathT, src: str, tool: str | None,
+                         scope: _Scope) -> None:
+    """Format 2 expressions are read by flowagent's own evaluator: it decides what parses."""
+    from flowagent.flow import expressions as E
+
+    problem = E.syntax_error(src)
+    if problem is not None:
+        hint = problem.hint or (
+            "Write the expression without `{{ }}`, e.g. `vars.total + 1`."
+            if "braces" in str(problem) else
+            "Check the brackets, quotes and operators (+, -, *, /, ==, <, and, or, not).")
+        ctx.error("expression-syntax", path,
+                  f"The expression `{src}` in {_where(path)} cannot be read: {problem}.", hint)
+        return
+    names = T.expression_names(src)
+    _check_names(ctx, path, names, scope, tool=tool, response=path[2:3] == ("save",),
+                 extra=_extra_names(ctx, path))
+    _check_literals(ctx, path, src)
 
 
 _INTENT_CMP = re.compile(r"\bintent\s*(?:==|!=)\s*['\"](\w+)['\"]"
@@ -174,9 +276,26 @@ def _check_literals(ctx: CheckContext, path: PathT, src: str) -> None:
             ctx.error("bad-value", path,
                       f"The condition in {_where(path)} compares slot `{slot_name}` with "
                       f"`{value}`, which is not one of its choices, so it can never be true.",
-                      suggestion_for(value, [str(c) for c in choices],
-                                     f"Use one of {quote_list(str(c) for c in choices)}."),
-                      needle=value)
+                      _choice_suggestion(value, choices), needle=value)
+
+
+def _choice_suggestion(value: str, choices: dict[str, Any]) -> str:
+    """Point a word at the choice it *means*: a synonym (`not urgent`) names its own value
+    (`routine`), never the value it happens to look like (`urgent`)."""
+    synonyms: dict[str, str] = {}
+    for choice, words in choices.items():
+        for word in words if isinstance(words, list) else []:
+            synonyms[str(word).lower()] = str(choice)
+    meant = synonyms.get(value.lower())
+    if meant is not None:
+        return (f"`{value}` is one of the words callers use for `{meant}`; the slot holds "
+                f"the value itself, so compare with `'{meant}'`.")
+    from flowagent.flow.checks.context import did_you_mean
+
+    near = did_you_mean(value, [*map(str, choices), *synonyms])
+    if near is not None:
+        return f"Did you mean `{synonyms.get(near.lower(), near)}`?"
+    return f"Use one of {quote_list(str(c) for c in choices)}."
 
 
 def _where(path: PathT) -> str:
@@ -216,7 +335,8 @@ def _bad_spot(src: str) -> str | None:
 KNOWN_FILTERS = frozenset({
     "say_date", "say_money", "say_phone", "say_postcode", "upper", "lower", "title",
     "capitalize", "default", "d", "round", "int", "float", "join", "replace", "trim", "length",
-    "first", "last", "string", "abs", "list", "sort", "unique", "truncate", "wordcount"})
+    "first", "last", "string", "abs", "list", "sort", "unique", "truncate", "wordcount",
+    "say_time", "say_digits", "say_list", "without", "starts_with", "ends_with"})
 KNOWN_TESTS = frozenset({"defined", "undefined", "none", "number", "string", "in", "true",
                          "false", "even", "odd", "eq", "ne"})
 
@@ -238,8 +358,10 @@ def _check_calls(ctx: CheckContext, path: PathT, filters: set[str], tests: set[s
 
 
 def _check_names(ctx: CheckContext, path: PathT, names: set[str], scope: _Scope, *,
-                 tool: str | None, response: bool) -> None:
-    allowed_top = set(TOP_NAMES) | set(JINJA_GLOBALS)
+                 tool: str | None, response: bool, extra: set[str] | None = None) -> None:
+    allowed_top = set(TOP_NAMES) | set(JINJA_GLOBALS) | (extra or set())
+    if scope.v2:
+        allowed_top |= {"params", "hours"}
     if tool is not None:
         allowed_top.add("args")
     if response:
@@ -249,18 +371,18 @@ def _check_names(ctx: CheckContext, path: PathT, names: set[str], scope: _Scope,
         root, _, attr = name.partition(".")
         if root not in allowed_top:
             hint_names = sorted(allowed_top - set(JINJA_GLOBALS))
-            extra = ""
+            why = ""
             if root == "response":
-                extra = " (`response` only exists in a tool's `save:`)"
+                why = " (`response` only exists in a tool's `save:`)"
             elif root == "args":
-                extra = " (`args` only exists in a tool's url, headers and body)"
+                why = " (`args` only exists in a tool's url, headers and body)"
             elif root in scope.slots:
-                extra = f" (to use the slot, write `slots.{root}`)"
+                why = f" (to use the slot, write `slots.{root}`)"
             elif root in scope.vars:
-                extra = f" (to use the saved value, write `vars.{root}`)"
+                why = f" (to use the saved value, write `vars.{root}`)"
             ctx.error("undefined-variable", path,
                       f"{where[0].upper()}{where[1:]} uses `{root}`, which is not a name "
-                      f"templates can see{extra}.",
+                      f"templates can see{why}.",
                       suggestion_for(root, hint_names,
                                      f"Use one of {quote_list(hint_names)}."),
                       needle=root)
@@ -275,10 +397,26 @@ def _check_names(ctx: CheckContext, path: PathT, names: set[str], scope: _Scope,
                       needle=name)
         elif root == "vars" and attr not in scope.vars:
             ctx.error("undefined-variable", path,
-                      f"{where[0].upper()}{where[1:]} uses `vars.{attr}`, but no tool saves a "
-                      f"value called `{attr}`.",
+                      f"{where[0].upper()}{where[1:]} uses `vars.{attr}`, but "
+                      + (f"there is no variable `{attr}` under `vars:` and no tool saves one."
+                         if scope.v2 else f"no tool saves a value called `{attr}`."),
                       suggestion_for(attr, scope.vars,
+                                     f"Add `{attr}:` with its starting value under `vars:`."
+                                     if scope.v2 else
                                      f"Add `{attr}: response.<field>` under a tool's `save:`."),
+                      needle=name)
+        elif root == "params" and attr not in scope.params:
+            ctx.error("undefined-variable", path,
+                      f"{where[0].upper()}{where[1:]} uses `params.{attr}`, but this flow has "
+                      f"no parameter called `{attr}`.",
+                      suggestion_for(attr, scope.params, f"Add `{attr}:` under `params:`."),
+                      needle=name)
+        elif root == "hours" and attr not in scope.hours:
+            ctx.error("undefined-variable", path,
+                      f"{where[0].upper()}{where[1:]} uses `hours.{attr}`, but there is no "
+                      f"schedule called `{attr}` under `hours:`.",
+                      suggestion_for(attr, scope.hours, f"Add `{attr}:` under `hours:` with "
+                                     "its opening times."),
                       needle=name)
         elif root == "context" and not scope.has_fetch and attr not in scope.context_keys:
             ctx.error("undefined-variable", path,
