@@ -233,6 +233,10 @@ class PipelineCall:
                 self.life.end_after_playback(a.reason)
             elif isinstance(a, act.SendDtmf):
                 self.speaker.play_tones(a.digits)
+            elif isinstance(a, act.FlowProblem):
+                # the engine already took the flow's error path; the operator needs to know
+                self.rt.metrics.error("flow_problem")
+                log.warning("call %s: %s", self.uuid, a)
 
     def _start_timer(self, name: str, seconds: float) -> None:
         self.tasks.timer(f"t:{name}", seconds,
