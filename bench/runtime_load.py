@@ -6,6 +6,8 @@
     python bench/runtime_load.py cloud                          # simulated cloud latencies
     python bench/runtime_load.py cloud --mismatch 0.2           # ...20% interims != final
     python bench/runtime_load.py cloud --no-preemptive          # ...no preemptive generation
+    python bench/runtime_load.py capacity --transport websocket # the same over chan_websocket
+    python bench/runtime_load.py barge --transport websocket    # barge-in by FLUSH_MEDIA
 
 The server is the real runtime (AudioSocket server + sessions + paced player + control API) with
 the fake providers chosen by the flows in bench/flows/, plus one extra read-only route
@@ -22,12 +24,23 @@ Figures (what each scenario prints):
   and last stream written in each tick) and, as a cross-check, from probe callers' arrival times
   (which include the load generator's own scheduling delays).
 - memory per call: (RSS with N calls - RSS idle) / N.
+
+`--transport websocket` plays the callers as Asterisk's chan_websocket does instead (an HTTP
+upgrade to /chan_websocket with the call id in the URL, MEDIA_START, one BINARY 20 ms frame
+every 20 ms) against the same server's WebSocket listener. Asterisk keeps the playout clock
+there, so each fake channel plays out what it is sent on its own 20 ms clock (answering
+MARK_MEDIA when playout reaches it, dropping its queue on FLUSH_MEDIA) and the figures are taken
+on that clock: barge-in is the last of our speech the caller hears after their onset, and an
+underrun is the channel's queue running dry inside an utterance. The load generator frames
+WebSocket messages itself (pre-built, zero mask key) so that a thousand channels cost it what
+the AudioSocket ones do.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import itertools
 import json
 import os
@@ -97,6 +110,10 @@ async def serve(flow: Path, keepalive_ms: int) -> None:
     tune_gc()
     server = AudioSocketServer(rt, "127.0.0.1", 0, reload_interval_s=0)
     await server.start()
+    from flowagent.server.websocket_server import WebSocketServer
+
+    ws_server = WebSocketServer(rt, "127.0.0.1", 0)
+    await ws_server.start()
 
     async def stats(request: web.Request) -> web.Response:
         r = request.app[RUNTIME_KEY]
@@ -160,10 +177,11 @@ async def serve(flow: Path, keepalive_ms: int) -> None:
                                        web.get("/bench/objects", objects),
                                        web.post("/bench/reset", reset)])
     runner, http_port = await start_api(app, "127.0.0.1", 0)
-    print(f"READY {server.address[1]} {http_port}", flush=True)
+    print(f"READY {server.address[1]} {http_port} {ws_server.address[1]}", flush=True)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     await stop.wait()
+    await ws_server.close()
     await server.close()
     await runner.cleanup()
     await store.close()
@@ -232,6 +250,146 @@ class Caller(asyncio.Protocol):
         self.closed = True
 
 
+# -- chan_websocket channels ------------------------------------------------------------------
+
+#: what the fake channels announce in MEDIA_START: slin (8 kHz), 20 ms frames, as AudioSocket's
+WS_FRAME_BYTES = 320
+#: channels gaps up to this long inside our audio count as underruns (longer: between replies)
+WS_UNDERRUN_GAP_S = 0.15
+
+
+def ws_frame(opcode: int, payload: bytes) -> bytes:
+    """One client-to-server WebSocket frame: FIN, masked with an all-zero key (RFC 6455 requires
+    a mask, not a random one), so the payload goes as it is and frames can be built once."""
+    n = len(payload)
+    if n < 126:
+        head = bytes([0x80 | opcode, 0x80 | n])
+    elif n < 65536:
+        head = bytes([0x80 | opcode, 0x80 | 126]) + n.to_bytes(2, "big")
+    else:
+        head = bytes([0x80 | opcode, 0x80 | 127]) + n.to_bytes(8, "big")
+    return head + b"\0\0\0\0" + payload
+
+
+def ws_event(event: str, **fields: Any) -> bytes:
+    return ws_frame(0x1, json.dumps({"event": event, "channel_id": "bench", **fields},
+                                    separators=(",", ":")).encode())
+
+
+class WsCaller(asyncio.Protocol):
+    """One fake chan_websocket channel: the upgrade, MEDIA_START, then media in; it plays what
+    it is sent on its own 20 ms clock, answers MARK_MEDIA when playout reaches the mark and
+    drops its queue on FLUSH_MEDIA. Cheap: the work is per message received, not per frame."""
+
+    def __init__(self, probe: bool) -> None:
+        self.probe = probe
+        self.buf = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.open = False
+        self.closed = False
+        self.hangup = False
+        self.call_id = str(uuidlib.uuid4())
+        self.play_end = 0.0  # when the channel's queue runs dry (monotonic)
+        self.frames = 0
+        self.underruns = 0
+        self.speech: list[float] = []  # probes: when each of our speech frames plays
+        self._marks: dict[str, asyncio.TimerHandle] = {}
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.transport.write((
+            f"GET /chan_websocket?uuid={self.call_id} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf
+        buf += data
+        if not self.open:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            if not buf.startswith(b"HTTP/1.1 101"):
+                assert self.transport is not None
+                self.transport.close()
+                return
+            del buf[:end + 4]
+            self.open = True
+            assert self.transport is not None
+            self.transport.write(ws_event(
+                "MEDIA_START", connection_id="bench", channel="WebSocket/bench/1",
+                format="slin", optimal_frame_size=WS_FRAME_BYTES, ptime=20,
+                channel_variables={}))
+        now = time.monotonic()
+        pos, n = 0, len(buf)
+        while n - pos >= 2:
+            op, size, head = buf[pos] & 0x0F, buf[pos + 1] & 0x7F, 2
+            if size == 126:
+                if n - pos < 4:
+                    break
+                size, head = int.from_bytes(buf[pos + 2:pos + 4], "big"), 4
+            elif size == 127:
+                if n - pos < 10:
+                    break
+                size, head = int.from_bytes(buf[pos + 2:pos + 10], "big"), 10
+            if n - pos - head < size:
+                break
+            start = pos + head
+            if op == 0x2:
+                self._media(now, buf, start, size)
+            elif op == 0x1:
+                self._command(now, bytes(buf[start:start + size]))
+            elif op == 0x8:
+                self.closed = True
+            pos = start + size
+        del buf[:pos]
+
+    def _media(self, now: float, buf: bytearray, start: int, size: int) -> None:
+        frames = size // WS_FRAME_BYTES
+        if now - WS_UNDERRUN_GAP_S < self.play_end < now - FRAME:
+            self.underruns += 1  # the queue ran dry for a moment inside our audio
+        begin = max(self.play_end, now)
+        if self.probe:
+            for i in range(frames):
+                seg = buf[start + i * WS_FRAME_BYTES:start + (i + 1) * WS_FRAME_BYTES]
+                if seg.count(0) < WS_FRAME_BYTES:
+                    self.speech.append(begin + i * FRAME)
+        self.play_end = begin + frames * FRAME
+        self.frames += frames
+
+    def _command(self, now: float, text: bytes) -> None:
+        cmd = json.loads(text)
+        name = cmd.get("command")
+        if name == "MARK_MEDIA":
+            loop = asyncio.get_running_loop()
+            cid = str(cmd.get("correlation_id", ""))
+            self._marks[cid] = loop.call_at(loop.time() + max(0.0, self.play_end - now),
+                                            self._mark, cid)
+        elif name == "FLUSH_MEDIA":
+            self.play_end = now
+            for h in self._marks.values():
+                h.cancel()
+            self._marks.clear()
+            if self.probe:  # what was queued never plays
+                self.speech = [t for t in self.speech if t <= now]
+        elif name == "HANGUP":
+            self.hangup = True
+            if self.transport is not None:
+                self.transport.close()
+
+    def _mark(self, correlation_id: str) -> None:
+        self._marks.pop(correlation_id, None)
+        if self.transport is not None and not self.closed:
+            self.transport.write(ws_event("MEDIA_MARK_PROCESSED",
+                                          correlation_id=correlation_id))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        for h in self._marks.values():
+            h.cancel()
+
+
 def caller_frames(speech_raw: str, line_dbfs: float | None) -> tuple[list[bytes], list[bytes]]:
     """(speech frames, line frames) as bench/loadgen.c makes them: the tone or a speech file,
     over Gaussian line noise at `line_dbfs` (None: digital silence)."""
@@ -275,16 +433,22 @@ def speech_file(kind: str) -> str:
 
 async def load(port: int, calls: int, duration: float, cycle_s: float, probes: int,
                ramp_s: float, speak: bool, speech_raw: str = "-",
-               line_dbfs: float | None = None) -> dict[str, Any]:
+               line_dbfs: float | None = None, transport: str = "audiosocket"
+               ) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     speech_frames, line_frames = caller_frames(speech_raw, line_dbfs)
+    websocket = transport == "websocket"
+    if websocket:  # the same audio as chan_websocket BINARY messages
+        speech_frames = [ws_frame(0x2, f[3:]) for f in speech_frames]
+        line_frames = [ws_frame(0x2, f[3:]) for f in line_frames]
+    make: Any = WsCaller if websocket else Caller
     cycle = int(cycle_s / FRAME)
-    clients: list[tuple[Caller, int]] = []
+    clients: list[tuple[Any, int]] = []
     failed = 0
     connect_gap = ramp_s / max(1, calls)
     for i in range(calls):
         try:
-            _, proto = await loop.create_connection(lambda i=i: Caller(i < probes), "127.0.0.1",
+            _, proto = await loop.create_connection(lambda i=i: make(i < probes), "127.0.0.1",
                                                     port)
             clients.append((proto, random.randrange(cycle)))
         except OSError:
@@ -304,7 +468,7 @@ async def load(port: int, calls: int, duration: float, cycle_s: float, probes: i
         elif delay < -FRAME:
             late_sends += 1
         for c, offset in clients:
-            if c.closed or c.transport is None:
+            if c.closed or c.transport is None or (websocket and not c.open):
                 continue
             pos = (n + offset) % cycle
             if speak and pos < len(speech_frames):
@@ -313,7 +477,7 @@ async def load(port: int, calls: int, duration: float, cycle_s: float, probes: i
                 c.transport.write(line_frames[(pos + offset) % len(line_frames)])
     jitter: list[float] = []
     for c, _ in clients:
-        if c.probe and len(c.arrivals) > 10:
+        if not websocket and c.probe and len(c.arrivals) > 10:
             a = c.arrivals[len(c.arrivals) // 5 :]  # skip the start (greeting, ramp)
             # gaps over 100 ms are idle periods (keepalive mode sends no silence), not pacing
             jitter += [abs((b - x) - FRAME) * 1000 for x, b in itertools.pairwise(a)
@@ -323,9 +487,14 @@ async def load(port: int, calls: int, duration: float, cycle_s: float, probes: i
     for c, _ in clients:
         if c.transport is not None:
             c.transport.close()
-    return {"connected": len(clients), "failed": failed, "alive_at_end": alive,
-            "probe_jitter_p50_ms": pct(jitter, 50), "probe_jitter_p99_ms": pct(jitter, 99),
-            "load_late_sends": late_sends, "load_gen_cores": round(load_cores, 3)}
+    out = {"connected": len(clients), "failed": failed, "alive_at_end": alive,
+           "probe_jitter_p50_ms": pct(jitter, 50), "probe_jitter_p99_ms": pct(jitter, 99),
+           "load_late_sends": late_sends, "load_gen_cores": round(load_cores, 3)}
+    if websocket:  # Asterisk keeps the clock: what its queues saw instead of our spacing
+        out["channel_underruns"] = sum(c.underruns for c, _ in clients)
+        out["channel_frames_played"] = sum(c.frames for c, _ in clients)
+        out["upgraded"] = sum(1 for c, _ in clients if c.open)
+    return out
 
 
 async def barge_load(port: int, trials: int) -> dict[str, Any]:
@@ -371,6 +540,55 @@ async def barge_load(port: int, trials: int) -> dict[str, Any]:
             "reaction_p99_ms": pct(reactions, 99), "reaction_max_ms": max(reactions, default=0)}
 
 
+async def barge_load_ws(port: int, trials: int) -> dict[str, Any]:
+    """`barge_load` over chan_websocket: from our first speech frame to the last frame of the
+    agent's speech the channel plays (FLUSH_MEDIA takes back what we had queued ahead)."""
+    loop = asyncio.get_running_loop()
+    silence = ws_frame(0x2, bytes(WS_FRAME_BYTES))
+    tone = audio.tone(400, 300, 8000, amplitude=0.4)
+    speech = [ws_frame(0x2, tone[i:i + WS_FRAME_BYTES])
+              for i in range(0, len(tone), WS_FRAME_BYTES)]
+    _, c = await loop.create_connection(lambda: WsCaller(True), "127.0.0.1", port)
+    reactions: list[float] = []
+    ahead: list[float] = []  # audio queued at the channel at the caller's onset
+    t0 = time.monotonic()
+    n = 0
+    queue: list[bytes] = []
+    onset = 0.0
+    state = "wait_speech"
+    wait_until = t0 + 1.0
+    while len(reactions) < trials and time.monotonic() - t0 < 120:
+        n += 1
+        delay = t0 + n * FRAME - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        now = time.monotonic()
+        playing = any(now - 0.05 < t <= now for t in c.speech[-100:])
+        if state == "wait_speech" and now > wait_until and playing:
+            queue = list(speech)
+            onset = now
+            ahead.append((c.play_end - now) * 1000)
+            state = "speaking"
+        frame = queue.pop(0) if queue else silence
+        if c.closed or c.transport is None:
+            break
+        if c.open:
+            c.transport.write(frame)
+        if state == "speaking" and not queue:
+            state = "measure"
+        if state == "measure" and now - onset > 0.55:
+            last = max((t for t in c.speech if onset <= t <= now), default=onset)
+            reactions.append((last - onset) * 1000)
+            state = "wait_speech"
+            wait_until = now + 1.0 + random.random() * 0.5
+    if c.transport is not None:
+        c.transport.close()
+    return {"trials": len(reactions), "reaction_p50_ms": pct(reactions, 50),
+            "reaction_p99_ms": pct(reactions, 99), "reaction_max_ms": max(reactions, default=0),
+            "queued_ahead_at_onset_p50_ms": pct(ahead, 50),
+            "queued_ahead_at_onset_max_ms": max(ahead, default=0)}
+
+
 # =============================================================================================
 # orchestration
 # =============================================================================================
@@ -387,7 +605,10 @@ class Server:
         if not line or line[0] != "READY":
             self.proc.kill()
             raise RuntimeError("bench server did not start")
-        self.port, self.http = int(line[1]), int(line[2])
+        self.port, self.http, self.ws_port = int(line[1]), int(line[2]), int(line[3])
+
+    def port_for(self, transport: str) -> int:
+        return self.ws_port if transport == "websocket" else self.port
 
     def get(self, path: str, method: str = "GET") -> Any:
         import urllib.request
@@ -421,7 +642,7 @@ def loadgen_binary() -> Path:
 
 
 def start_load(port: int, **kw: Any) -> subprocess.Popen[str]:
-    if LOADGEN == "c" and not kw.get("barge"):
+    if LOADGEN == "c" and not kw.get("barge") and kw.get("transport") != "websocket":
         args = [str(loadgen_binary()), str(port), str(kw.get("calls", 1)),
                 str(kw.get("duration", 10)), str(kw.get("cycle_s", 2.0)),
                 str(kw.get("probes", 0)), str(kw.get("ramp_s", 0)), str(int(kw.get("speak", 1))),
@@ -504,7 +725,8 @@ def vad_flow(vad: str) -> Path:
 
 def scenario_capacity(counts: list[int], duration: float, vad: str = "fake",
                       speech: str = "tone", line_dbfs: float | None = None,
-                      cycle_s: float = 3.0) -> list[dict[str, Any]]:
+                      cycle_s: float = 3.0, transport: str = "audiosocket"
+                      ) -> list[dict[str, Any]]:
     """Continuous outbound audio on every call (silence frames every tick: the worst case for
     the pacing clock), VAD on every inbound frame, turns every 3 s per call."""
     results = []
@@ -516,9 +738,9 @@ def scenario_capacity(counts: list[int], duration: float, vad: str = "fake",
             idle = srv.get("/bench/stats")["rss_kb"]
             load_avg = os.getloadavg()[0]  # the machine is shared: say how busy it was
             ramp = min(5.0, n * 0.005)
-            proc = start_load(srv.port, calls=n, duration=duration, cycle_s=cycle_s,
-                              probes=min(n, 10), ramp_s=ramp, speak=1, speech_raw=speech_raw,
-                              line_dbfs=line_dbfs)
+            proc = start_load(srv.port_for(transport), calls=n, duration=duration,
+                              cycle_s=cycle_s, probes=min(n, 10), ramp_s=ramp, speak=1,
+                              speech_raw=speech_raw, line_dbfs=line_dbfs, transport=transport)
             # steady state only: from 2 s after every call is connected and sending to ~2 s
             # before the end; CPU, frames and ticks are taken between these two snapshots
             assert proc.stdout is not None
@@ -539,7 +761,8 @@ def scenario_capacity(counts: list[int], duration: float, vad: str = "fake",
             vad_gated = st1["vad_windows_gated"] - st0["vad_windows_gated"]
             vad_batches = max(1, st1["vad_batches_run"] - st0["vad_batches_run"])
             vad_shed = st1["vad_windows_shed"] - st0["vad_windows_shed"]
-            results.append({"calls": n, "backend": st["backend"], "realtime": st["realtime"],
+            results.append({"calls": n, "transport": transport, "backend": st["backend"],
+                            "realtime": st["realtime"],
                             "vad": vad, "speech": speech, "line_dbfs": line_dbfs,
                             "cycle_s": cycle_s,
                             "vad_model_share": round(vad_windows / max(1, vad_windows
@@ -567,10 +790,11 @@ def scenario_capacity(counts: list[int], duration: float, vad: str = "fake",
     return results
 
 
-def scenario_barge(trials: int) -> dict[str, Any]:
+def scenario_barge(trials: int, transport: str = "audiosocket") -> dict[str, Any]:
     srv = Server(FLOWS / "runtime_barge.yaml", keepalive_ms=500)
     try:
-        res = run_load(srv.port, barge=trials)
+        res = {"transport": transport,
+               **run_load(srv.port_for(transport), barge=trials, transport=transport)}
     finally:
         srv.stop()
     print(json.dumps(res), flush=True)
@@ -668,6 +892,7 @@ def main() -> None:
     ld.add_argument("--barge", type=int, default=0)
     ld.add_argument("--speech-raw", default="-")
     ld.add_argument("--line-dbfs", type=float, default=None)
+    ld.add_argument("--transport", default="audiosocket")
     for name in ("latency", "capacity"):
         sp = sub.add_parser(name)
         sp.add_argument("--calls", default="1,100,1000" if name == "latency" else "500,750,1000")
@@ -685,6 +910,11 @@ def main() -> None:
                      help="Gaussian line noise under everything, in dBFS (default: none)")
     b = sub.add_parser("barge")
     b.add_argument("--trials", type=int, default=20)
+    for sp in (cap, b):
+        sp.add_argument("--transport", choices=["audiosocket", "websocket"],
+                        default="audiosocket",
+                        help="how the fake Asterisk hands calls over (websocket: chan_websocket;"
+                        " always the Python load generator)")
     c = sub.add_parser("cloud")
     c.add_argument("--calls", type=int, default=20)
     c.add_argument("--duration", type=float, default=20)
@@ -712,18 +942,19 @@ def main() -> None:
 
         with asyncio.Runner(loop_factory=new_event_loop) as r:
             if a.barge:
-                res = r.run(barge_load(a.port, a.barge))
+                res = r.run(barge_load_ws(a.port, a.barge) if a.transport == "websocket"
+                            else barge_load(a.port, a.barge))
             else:
                 res = r.run(load(a.port, a.calls, a.duration, a.cycle_s, a.probes, a.ramp_s,
-                                 bool(a.speak), a.speech_raw, a.line_dbfs))
+                                 bool(a.speak), a.speech_raw, a.line_dbfs, a.transport))
         print(json.dumps(res))
     elif a.cmd == "latency":
         scenario_latency([int(x) for x in a.calls.split(",")], a.duration)
     elif a.cmd == "capacity":
         scenario_capacity([int(x) for x in a.calls.split(",")], a.duration, a.vad, a.speech,
-                          a.line_dbfs, a.cycle_s)
+                          a.line_dbfs, a.cycle_s, a.transport)
     elif a.cmd == "barge":
-        scenario_barge(a.trials)
+        scenario_barge(a.trials, a.transport)
     elif a.cmd == "cloud":
         scenario_cloud(a.calls, a.duration, a.mismatch, not a.no_preemptive)
 

@@ -133,10 +133,15 @@ def serve(
     ),
     audiosocket: str = typer.Option(
         "127.0.0.1:9099", "--audiosocket", envvar="FLOWAGENT_AUDIOSOCKET",
-        help="HOST:PORT for Asterisk AudioSocket."
+        help="HOST:PORT for Asterisk AudioSocket ('off': chan_websocket only, with --websocket)."
     ),
     http: str = typer.Option("127.0.0.1:8080", "--http", envvar="FLOWAGENT_HTTP",
                              help="HOST:PORT for the control API and the web view."),
+    websocket: str | None = typer.Option(
+        None, "--websocket", envvar="FLOWAGENT_WEBSOCKET",
+        help="HOST:PORT to also accept calls from Asterisk's chan_websocket (Asterisk 20.18+ /"
+        " 22.8+; path /chan_websocket; default port 9098). Off unless given.",
+    ),
     db: Path = typer.Option(Path("flowagent.db"), "--db", help="SQLite file for call records."),
     store: str | None = typer.Option(
         None, "--store",
@@ -177,12 +182,12 @@ def serve(
         "$FLOWAGENT_RECORDING_RETENTION_DAYS, else keep them).",
     ),
 ) -> None:
-    """Run the voice agent: AudioSocket server + control API."""
+    """Run the voice agent: AudioSocket server (+ chan_websocket listener) + control API."""
     from flowagent.commands import serve as cmd
 
     raise typer.Exit(cmd.run(flow_or_routes, audiosocket=audiosocket, http=http, db=db,
-                             store=store, node_id=node_id, reload_interval_s=reload_interval,
-                             prompt_cache=prompt_cache,
+                             store=store, node_id=node_id, websocket=websocket,
+                             reload_interval_s=reload_interval, prompt_cache=prompt_cache,
                              prompt_cache_mb=prompt_cache_mb, warm=warm,
                              record_audio=record_audio, retention_days=retention_days))
 

@@ -52,7 +52,7 @@ class CallerStats:
 class AudioSocketCaller:
     def __init__(self, host: str, port: int, *, call_uuid: str | None = None,
                  sample_rate: int = 8000, keep_frames: bool = True,
-                 first_audio_after_s: float = 0.02) -> None:
+                 first_audio_after_s: float = 0.02, send_silence: bool = True) -> None:
         self.host = host
         self.port = port
         self.uuid = call_uuid or str(uuidlib.uuid4())
@@ -63,6 +63,8 @@ class AudioSocketCaller:
         #: real Asterisk sends the first audio frame ~0.5 s after the UUID frame (measured, app
         #: and channel driver alike); the default is one frame time
         self.first_audio_after_s = first_audio_after_s
+        #: False: nothing is sent while the caller is quiet (silence suppression, a held line)
+        self.send_silence = send_silence
         self.stats = CallerStats()
         self.agent_audio = bytearray()  # everything the agent sent, silence included
         self.closed = asyncio.Event()
@@ -162,7 +164,7 @@ class AudioSocketCaller:
                     self.last_speech_sent = time.monotonic()
                 if not self._outq:
                     self._drained.set()
-            else:
+            elif self.send_silence:
                 writer.write(encode(self.kind, bytes(self.frame_bytes)))
 
     async def _recv_loop(self) -> None:

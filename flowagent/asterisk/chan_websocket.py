@@ -64,6 +64,11 @@ class ControlMessageError(ValueError):
     """A control message we cannot read (one plain sentence, safe to log)."""
 
 
+class UnknownEventError(ControlMessageError):
+    """A well-formed control message naming an event this version does not know. Asterisk adds
+    events over releases, so a call carries on past one (a malformed message ends it)."""
+
+
 # ---------------------------------------------------------------------------------------------
 # Media formats
 # ---------------------------------------------------------------------------------------------
@@ -200,6 +205,8 @@ Event = (MediaStart | DtmfEnd | MediaXoff | MediaXon | QueueDrained | MediaMarkP
          | MediaBufferingCompleted | Status | AsteriskError)
 
 _DTMF = re.compile(r"^[0-9A-D*#]$")
+#: what an event name looks like (MEDIA_START): an unknown one of this shape is a newer event
+_EVENT_NAME = re.compile(r"^[A-Z][A-Z0-9_]{1,39}$")
 
 
 def _int(value: object, key: str, event: str) -> int:
@@ -323,7 +330,9 @@ def parse_event(text: str | bytes, fmt: ControlFormat) -> Event:
                       _bool(fields["media_paused"], "media_paused", name))
     if name == "ERROR":
         return AsteriskError(str(fields.get("error_text", "")), channel_id)
-    raise ControlMessageError(f"Asterisk sent an unknown control event {name[:40]!r}.")
+    if _EVENT_NAME.match(name):
+        raise UnknownEventError(f"Asterisk sent an unknown control event {name[:40]!r}.")
+    raise ControlMessageError(f"Asterisk sent {name[:40]!r}, which is not a control event.")
 
 
 def format_event(event: Event, fmt: ControlFormat) -> str:

@@ -1,5 +1,10 @@
 """`flowagent serve [FLOW_OR_ROUTES]`: the AudioSocket server and the control API in one process.
 
+With `--websocket HOST:PORT` (or FLOWAGENT_WEBSOCKET) the same process also takes calls from
+Asterisk's chan_websocket (`Dial(WebSocket/flowagent/...)`, path /chan_websocket, port 9098 in
+the templates of `flowagent asterisk config --part websocket`); the dialplan chooses the
+transport per call, and both run the same flows.
+
 FLOW_OR_ROUTES is a flow file, or a routes file:
 
     default: flows/removals.yaml          # calls whose number has no route
@@ -111,7 +116,8 @@ def prompt_settings(db: Path, directory: str | None = None, max_mb: float | None
 
 
 def run(flow_or_routes: Path, *, audiosocket: str, http: str, db: Path,
-        store: str | None = None, node_id: str | None = None, reload_interval_s: float = 2.0,
+        store: str | None = None, node_id: str | None = None,
+        websocket: str | None = None, reload_interval_s: float = 2.0,
         prompt_cache: str | None = None,
         prompt_cache_mb: float | None = None, warm: str | None = None,
         record_audio: bool | None = None, retention_days: float | None = None) -> int:
@@ -120,13 +126,18 @@ def run(flow_or_routes: Path, *, audiosocket: str, http: str, db: Path,
     con = Console(stderr=True)
     setup_logging()
     try:
-        as_host, as_port = _hostport(audiosocket, "--audiosocket")
         http_host, http_port = _hostport(http, "--http")
+        ws = _hostport(websocket, "--websocket") if websocket else None
+        as_addr = None if audiosocket.strip().lower() == "off" else _hostport(
+            audiosocket, "--audiosocket")
+        if as_addr is None and ws is None:
+            raise ValueError("--audiosocket off needs --websocket HOST:PORT, or flowagent would "
+                             "take no calls.")
         prompts = prompt_settings(db, prompt_cache, prompt_cache_mb, warm)
         from flowagent.runner.audio_recording import serve_options
 
         recording = serve_options(record_audio, retention_days)  # (all calls?, retention days)
-        cluster = cluster_settings(store, db, node_id, as_port)
+        cluster = cluster_settings(store, db, node_id, _node_port(as_addr, ws))
     except ValueError as exc:
         con.print(f"[red]{escape(str(exc))}[/red]")
         return 2
@@ -139,8 +150,8 @@ def run(flow_or_routes: Path, *, audiosocket: str, http: str, db: Path,
     try:
         with asyncio.Runner(loop_factory=new_event_loop) as runner:
             return runner.run(
-                _serve(con, flow_or_routes, as_host, as_port, http_host, http_port, db,
-                       max(0.0, reload_interval_s), prompts, recording, cluster)
+                _serve(con, flow_or_routes, as_addr, http_host, http_port, db,
+                       max(0.0, reload_interval_s), prompts, recording, cluster, ws)
             )
     except KeyboardInterrupt:
         return 0
@@ -184,15 +195,16 @@ def cluster_settings(store: str | None, db: Path, node_id: str | None,
                                                for d in (state_dir, Path.cwd()))))
 
 
-async def _serve(con: Console, source: Path, as_host: str, as_port: int, http_host: str,
+async def _serve(con: Console, source: Path, audiosocket: tuple[str, int] | None, http_host: str,
                  http_port: int, db: Path, reload_interval_s: float = 2.0,
                  prompts: PromptSettings | None = None,
                  recording: tuple[bool, float] = (False, 0.0),
-                 cluster: ClusterSettings | None = None) -> int:
+                 cluster: ClusterSettings | None = None,
+                 websocket: tuple[str, int] | None = None) -> int:
     from flowagent.server.call_store import StoreUnavailable, display_url
     from flowagent.server.stores import open_store
 
-    cluster = cluster or cluster_settings(None, db, None, as_port)
+    cluster = cluster or cluster_settings(None, db, None, _node_port(audiosocket, websocket))
     try:  # an unreachable database stops start-up here, with one sentence
         with con.status(f"Opening the call-record store {display_url(cluster.store)}..."):
             store = await open_store(cluster.store)
@@ -200,16 +212,23 @@ async def _serve(con: Console, source: Path, as_host: str, as_port: int, http_ho
         con.print(f"[red]Cannot serve:[/red] {escape(str(exc))}")
         return 1
     try:
-        return await _serve_with_store(con, source, as_host, as_port, http_host, http_port, db,
-                                       reload_interval_s, prompts, recording, cluster, store)
+        return await _serve_with_store(con, source, audiosocket, http_host, http_port, db,
+                                       reload_interval_s, prompts, recording, cluster, store,
+                                       websocket)
     finally:
         await store.close()
 
 
-async def _serve_with_store(con: Console, source: Path, as_host: str, as_port: int,
+def _node_port(audiosocket: tuple[str, int] | None, websocket: tuple[str, int] | None) -> int:
+    """The port that names this node by default: AudioSocket's, else chan_websocket's."""
+    return (audiosocket or websocket or ("", 0))[1]
+
+
+async def _serve_with_store(con: Console, source: Path, audiosocket: tuple[str, int] | None,
                             http_host: str, http_port: int, db: Path, reload_interval_s: float,
                             prompts: PromptSettings | None, recording: tuple[bool, float],
-                            cluster: ClusterSettings, store: Any) -> int:
+                            cluster: ClusterSettings, store: Any,
+                            websocket: tuple[str, int] | None = None) -> int:
     from flowagent.runner.prompt_cache import cache_from_settings
     from flowagent.runner.services import RuntimeConfig
     from flowagent.server.audiosocket_server import AudioSocketServer
@@ -226,8 +245,8 @@ async def _serve_with_store(con: Console, source: Path, as_host: str, as_port: i
 
     # what can be wrong in a second is checked before the models load (2-5 s): a broken flow
     # or a port already taken is said at once
-    problem = await asyncio.to_thread(preflight, source, (as_host, as_port),
-                                      (http_host, http_port))
+    problem = await asyncio.to_thread(preflight, source, audiosocket,
+                                      (http_host, http_port), websocket)
     if problem is not None:
         con.print(f"[red]Cannot serve:[/red] {escape(problem)}")
         return 1
@@ -301,7 +320,9 @@ async def _serve_with_store(con: Console, source: Path, as_host: str, as_port: i
     # a prompt not ready yet is synthesised by the call that needs it)
     tune_gc()
     token, generated = ensure_token(rt)
-    server = AudioSocketServer(rt, as_host, as_port, prewarm=True,
+    as_host, as_port = audiosocket or ("127.0.0.1", 0)
+    # off (--audiosocket off): it listens for nothing but still reloads flows and drains
+    server = AudioSocketServer(rt, as_host, as_port, prewarm=True, listen=audiosocket is not None,
                                reload_interval_s=reload_interval_s)
     try:
         await server.start()
@@ -314,6 +335,19 @@ async def _serve_with_store(con: Console, source: Path, as_host: str, as_port: i
                   f"{escape(exc.strerror or str(exc))}[/red]")
         await _close_ami(ami)
         return 1
+    ws_server = None
+    if websocket is not None:
+        from flowagent.server.websocket_server import WebSocketServer
+
+        ws_server = WebSocketServer(rt, *websocket)
+        try:
+            await ws_server.start()
+        except OSError as exc:
+            con.print(f"[red]Cannot listen for chan_websocket on {websocket[0]}:{websocket[1]}: "
+                      f"{escape(exc.strerror or str(exc))}[/red]")
+            await server.close()
+            await _close_ami(ami)
+            return 1
     subapps = _web_ui(rt)
     try:
         from flowagent.asterisk.routes import add_routes
@@ -323,14 +357,17 @@ async def _serve_with_store(con: Console, source: Path, as_host: str, as_port: i
         add_routes(app, rt)  # POST /asterisk/call (CURL dialplan), GET /calls/{uuid}/transfer
         runner, bound_http = await start_api(app, http_host, http_port)
     except OSError as exc:
+        if ws_server is not None:
+            await ws_server.close()
         await server.close()
         await _close_ami(ami)
         con.print(f"[red]Cannot listen for HTTP on {http_host}:{http_port}: "
                   f"{escape(exc.strerror or str(exc))}[/red]")
         return 1
 
-    _summary(con, rt, server.address, (http_host, bound_http), store.where, token, generated,
-             subapps)
+    _summary(con, rt, server.address if audiosocket else None, (http_host, bound_http),
+             store.where, token, generated, subapps,
+             ws_server.address if ws_server is not None else None)
     _prompt_summary(con, flows.prompt_disk, prompts, warm_stats)
 
     stop = asyncio.Event()
@@ -341,8 +378,13 @@ async def _serve_with_store(con: Console, source: Path, as_host: str, as_port: i
     with contextlib.suppress(NotImplementedError, AttributeError):
         loop.add_signal_handler(signal.SIGHUP, server.request_reload)
     await stop.wait()
-    con.print(f"Draining: {server.active_calls} call(s) in progress; no new calls accepted.")
+    in_progress = server.active_calls + (ws_server.active_calls if ws_server else 0)
+    con.print(f"Draining: {in_progress} call(s) in progress; no new calls accepted.")
+    if ws_server is not None:
+        await ws_server.drain()
     await server.drain()
+    if ws_server is not None:
+        await ws_server.close()
     await server.close()
     await runner.cleanup()
     await _close_ami(ami)
@@ -377,7 +419,8 @@ def _stopped(con: Console, rt: Any, unwritten: int, spill: tuple[Path, ...]) -> 
     return 1
 
 
-def preflight(source: Path, audiosocket: tuple[str, int], http: tuple[str, int]) -> str | None:
+def preflight(source: Path, audiosocket: tuple[str, int] | None, http: tuple[str, int],
+              websocket: tuple[str, int] | None = None) -> str | None:
     """Why serving cannot start, checked in well under a second, or None: each flow compiles
     (validation included) and both listening ports are free. Run before the offline models
     load, so a typo or a second `serve` on the same port is reported at once."""
@@ -392,7 +435,12 @@ def preflight(source: Path, audiosocket: tuple[str, int], http: tuple[str, int])
             return str(exc)
         except OSError as exc:
             return f"{path}: cannot read the flow file ({exc.strerror})."
-    for what, (host, port) in (("AudioSocket", audiosocket), ("HTTP", http)):
+    listeners = [("HTTP", http)]
+    if audiosocket is not None:
+        listeners.insert(0, ("AudioSocket", audiosocket))
+    if websocket is not None:
+        listeners.append(("WebSocket", websocket))
+    for what, (host, port) in listeners:
         if port == 0:
             continue
         try:
@@ -559,8 +607,9 @@ def audiosocket_line(host: str, port: int) -> str:
     return f"same => n,AudioSocket(${{UUID()}},{host}:{port})"
 
 
-def _summary(con: Console, rt: object, as_addr: tuple[str, int], http_addr: tuple[str, int],
-             db: str, token: str, generated: bool, subapps: dict[str, Any]) -> None:
+def _summary(con: Console, rt: object, as_addr: tuple[str, int] | None,
+             http_addr: tuple[str, int], db: str, token: str, generated: bool,
+             subapps: dict[str, Any], ws_addr: tuple[str, int] | None = None) -> None:
     from flowagent.server.runtime import Runtime
 
     assert isinstance(rt, Runtime)
@@ -578,8 +627,14 @@ def _summary(con: Console, rt: object, as_addr: tuple[str, int], http_addr: tupl
         prov = ", ".join(f"{k}={v}" for k, v in entry.providers.names.items())
         table.add_row(number, entry.name, str(entry.path), prov)
     con.print(table)
-    con.print(f"AudioSocket: [bold]{as_addr[0]}:{as_addr[1]}[/bold]   "
+    shown = f"{as_addr[0]}:{as_addr[1]}" if as_addr is not None else "off"
+    con.print(f"AudioSocket: [bold]{shown}[/bold]   "
               f"HTTP API: [bold]http://{http_addr[0]}:{http_addr[1]}[/bold]")
+    if ws_addr is not None:
+        from flowagent.asterisk.chan_websocket import DEFAULT_PATH
+
+        con.print(f"chan_websocket: [bold]ws://{ws_addr[0]}:{ws_addr[1]}{DEFAULT_PATH}[/bold]"
+                  "   (flowagent asterisk config --part websocket)")
     con.print(f"Call records: {db}   Node: {rt.node_id}   Webhooks:"
               f" {rt.webhooks.config.url or 'off'}")
     if generated:
@@ -587,5 +642,8 @@ def _summary(con: Console, rt: object, as_addr: tuple[str, int], http_addr: tupl
     if subapps:
         url = web_address(http_addr, token, generated or con.is_terminal)
         con.print(f"Watch calls live: [bold]{escape(url)}[/bold]", soft_wrap=True)
-    con.print(f"Dialplan: {audiosocket_line(as_addr[0], as_addr[1])}   "
-              "Ctrl-C or SIGTERM drains and stops.", markup=False, highlight=False)
+    if as_addr is not None:
+        con.print(f"Dialplan: {audiosocket_line(as_addr[0], as_addr[1])}   "
+                  "Ctrl-C or SIGTERM drains and stops.", markup=False, highlight=False)
+    else:
+        con.print("Ctrl-C or SIGTERM drains and stops.")

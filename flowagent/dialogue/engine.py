@@ -179,6 +179,9 @@ class Engine:
         # a handler waiting for its tool (it speaks after), and what was being listened for
         self._pending_handler: tuple[Handler, str | None] | None = None
         self._llm_messages: list[LlmMessage] = []
+        #: (say_id, index in _llm_messages) of the last spoken reply: a barge-in on it while it
+        #: still plays rewrites it to the words the caller heard
+        self._llm_spoken: tuple[int, int] | None = None
         self._llm_turns = 0
         self._llm_tool_rounds = 0
         self._llm_queue: list[LlmToolCall] = []
@@ -1607,8 +1610,11 @@ class Engine:
 
     def _on_barge_in(self, ev: BargeIn) -> None:
         pending = self._pending_llm
-        if pending is not None and pending[1] == "reply" and pending[0] == ev.say_id:
-            self._llm_interrupted(ev.heard)
+        if pending is not None and pending[1] == "reply":
+            # a barge-in cuts every reply being spoken: the one on the line was heard in part
+            self._llm_interrupted(ev.heard if pending[0] == ev.say_id else "")
+        else:
+            self._llm_heard(ev.say_id, ev.heard)
         entry = self.record.agent_line(ev.say_id)
         if entry is not None:
             entry.heard = ev.heard
@@ -1908,6 +1914,7 @@ class Engine:
             "plain words, no lists or markdown."
         )
         self._llm_messages = [LlmMessage("system", system)]
+        self._llm_spoken = None
         if self._answer and self.record.transcript and self.record.transcript[-1].who == "caller":
             self._llm_messages.append(LlmMessage("user", self._answer))
         self._llm_send()
@@ -1925,6 +1932,19 @@ class Engine:
                             heard=heard.strip())
         self._llm_turns += 1
         self._listen = "llm"
+
+    def _llm_heard(self, say_id: int, heard: str) -> None:
+        """The caller cut a reply whose whole text the history already holds (it had been
+        generated before they spoke): keep only what they heard of it."""
+        spoken, self._llm_spoken = self._llm_spoken, None
+        if spoken is None or spoken[0] != say_id or spoken[1] >= len(self._llm_messages):
+            return
+        msg = self._llm_messages[spoken[1]]
+        if heard.strip() or msg.tool_calls:
+            self._llm_messages[spoken[1]] = LlmMessage("assistant", heard.strip(),
+                                                       tool_calls=msg.tool_calls)
+        else:
+            del self._llm_messages[spoken[1]]  # none of it was heard
 
     def _llm_tools(self) -> tuple[LlmToolSpec, ...]:
         st = self._state
@@ -1989,6 +2009,7 @@ class Engine:
                             say_id=ev.request_id)
             self._turn_says.append((ev.text.strip(), False))
         self._llm_messages.append(LlmMessage("assistant", ev.text, tool_calls=ev.tool_calls))
+        self._llm_spoken = (ev.request_id, len(self._llm_messages) - 1)
         if ev.tool_calls:
             self._llm_queue = list(ev.tool_calls)
             self._llm_next_tool()

@@ -7,7 +7,8 @@ Why it looks like this:
   all: when recording is on, the session gives the player a `write` that sends the frame and
   then hands it to the recorder (`CallRecorder.wrap_write`), so only frames that really went to
   the socket are recorded — audio flushed by a barge-in never reaches `write`, so it is never
-  in the file.
+  in the file. Over chan_websocket, where Asterisk plays our audio from its own queue, the out
+  stream calls `agent(pcm, at)` as each frame starts playing instead.
 - **Time-aligned on the 20 ms clock.** Each channel keeps how many samples it has placed. A
   frame is placed where the monotonic clock says it belongs (agent: when it was written to the
   socket; caller: when it arrived, minus its own length); if the channel is behind by more than
@@ -241,6 +242,14 @@ class CallRecorder:
         pcm = data[3:]
         if pcm == self._zero:
             return  # keep-alive silence: the timeline puts silence there anyway
+        self.agent(pcm)
+
+    def agent(self, pcm: bytes, at: float | None = None) -> None:
+        """Agent audio (PCM at the call's rate) that starts playing at monotonic time `at`
+        (default: now). Transports whose far end plays our audio on its own clock
+        (chan_websocket) call this as it plays, with the time it started."""
+        if self._closed:
+            return
         if self._odd_a:
             pcm, self._odd_a = self._odd_a + pcm, b""
         if len(pcm) & 1:
@@ -248,7 +257,7 @@ class CallRecorder:
         if self._rs_a is not None:
             pcm = self._rs_a.process(pcm)
         now = self._clock()
-        gap = int((now - self.t0) * self.rate) - self._a_pos
+        gap = int(((now if at is None else at) - self.t0) * self.rate) - self._a_pos
         if gap > self._a_slack:
             self._a += bytes(gap * 2)
             self._a_pos += gap

@@ -22,7 +22,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from flowagent.asterisk.audiosocket import (
     AUDIO_RATES,
@@ -79,6 +80,11 @@ class AudioSocketLine:
     @property
     def end_reason(self) -> str:
         return self._end_reason
+
+    @property
+    def metadata(self) -> Mapping[str, Any]:
+        """AudioSocket carries only the UUID: metadata comes by `POST /call`."""
+        return {}
 
     # -- call set-up ----------------------------------------------------------------------------
 

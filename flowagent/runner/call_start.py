@@ -99,7 +99,8 @@ async def _set_up(life: CallLifecycle) -> None:
     rate = asyncio.ensure_future(line.wait_for_rate(rt.config.first_audio_timeout_s))
     webhook: asyncio.Future[dict[str, Any]] | None = None
     try:
-        metadata = await rt.take_pending(life.uuid) or {}
+        # what the line carried (chan_websocket's URL values), then POST /call's, which wins
+        metadata = {**line.metadata, **(await rt.take_pending(life.uuid) or {})}
         caller = _pick(metadata, "caller", "from", "callerid", "caller_id", "ani")
         did = _pick(metadata, "did", "to", "dnid", "exten", "called", "dialed_number")
         channel = _pick(metadata, "channel")

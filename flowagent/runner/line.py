@@ -10,8 +10,8 @@ flows and call code run on either, and a new transport is one module.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 from flowagent.runner.audio_recording import CallRecorder
 from flowagent.runner.out_stream import OutStream
@@ -52,8 +52,6 @@ class LineHooks(Protocol):
         """Nothing of ours is queued any more."""
 
 
-
-
 class Line(Protocol):
     """One call's connection, whatever carries it."""
 
@@ -85,6 +83,12 @@ class Line(Protocol):
 
     @property
     def end_reason(self) -> str: ...
+
+    @property
+    def metadata(self) -> Mapping[str, Any]:
+        """What the transport itself says about the call, read like `POST /call` metadata
+        (chan_websocket: the upgrade URL's `v(...)` values and the channel variables;
+        AudioSocket: nothing). Known once `wait_for_uuid` has returned."""
 
     async def wait_for_uuid(self, timeout_s: float) -> str:
         """The call's id ("" when the far end left first). Raises `LineError`."""

@@ -35,6 +35,7 @@ from flowagent.dialogue.tools import ToolRunner
 from flowagent.runner.latency import LatencyRows
 from flowagent.runner.lifecycle import CallLifecycle
 from flowagent.runner.listener import Listener
+from flowagent.runner.silence_fill import SilenceFill
 from flowagent.runner.speaker import Speaker
 from flowagent.runner.speculation import Prepared
 from flowagent.runner.speculator import Speculator
@@ -80,6 +81,9 @@ class PipelineCall:
             provider_timeout_s=timeout)
         self.speaker = Speaker(self, self.tasks, self.line, self._entry,
                                provider_timeout_s=timeout)
+        # a line that stops sending mid-turn (silence suppression, hold) still ends the turn
+        self.silence_fill = SilenceFill(self.line, self.listener.on_audio,
+                                        lambda: self.listener.in_speech, self.tasks)
         self.speculator = Speculator(self, self.speaker, self.tasks)
         self.latency = LatencyRows(self.rt.metrics, life.t0)
         self._events: deque[ev.Event] = deque()
@@ -332,6 +336,7 @@ class PipelineCall:
             self._interrupt()
 
     def caller_started(self) -> None:
+        self.silence_fill.turn_began()
         self.tasks.cancel_timer("no_input")
         self._pending_no_input = None
         self.speculator.drop("the caller spoke again")

@@ -53,7 +53,8 @@ class _CallProtocol(asyncio.Protocol):
 
 class AudioSocketServer:
     def __init__(self, runtime: Runtime, host: str = "127.0.0.1", port: int = 9099,
-                 *, reload_interval_s: float = 2.0, prewarm: bool = False) -> None:
+                 *, reload_interval_s: float = 2.0, prewarm: bool = False,
+                 listen: bool = True) -> None:
         self.rt = runtime
         self.host = host
         self.port = port
@@ -63,6 +64,8 @@ class AudioSocketServer:
         self._reloader: asyncio.Task[None] | None = None
         self._address: tuple[str, int] = (host, port)
         self.prewarm = prewarm
+        #: False (`serve --audiosocket off`): no AudioSocket port; reloads and drain still run
+        self.listen = listen
         self._reload_lock = asyncio.Lock()
         self._jobs: set[asyncio.Task[Any]] = set()  # SIGHUP reloads
         self._prewarm_task: asyncio.Task[None] | None = None
@@ -78,15 +81,19 @@ class AudioSocketServer:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: _CallProtocol(self), self.host, self.port, reuse_address=True, backlog=4096,
-        )
-        self._address = self._server.sockets[0].getsockname()[:2]
+        if self.listen:
+            self._server = await loop.create_server(
+                lambda: _CallProtocol(self), self.host, self.port, reuse_address=True,
+                backlog=4096,
+            )
+            self._address = self._server.sockets[0].getsockname()[:2]
         # before the first call: this node's leftovers closed, heart-beat and outbox started
         try:
-            await self.rt.start(audiosocket=f"{self._address[0]}:{self._address[1]}")
+            await self.rt.start(audiosocket=f"{self._address[0]}:{self._address[1]}"
+                                if self.listen else "")
         except BaseException:
-            self._server.close()
+            if self._server is not None:
+                self._server.close()
             raise
         if self.reload_interval_s > 0:
             self._reloader = loop.create_task(self._reload_loop())

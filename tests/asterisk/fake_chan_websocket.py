@@ -17,7 +17,8 @@ unknown commands are ignored; `FLUSH_MEDIA` drops the queue (`flushed_frames` co
 trailing partial frame is dropped unless `START_MEDIA_BUFFERING` is on.
 
 Faults: `malformed_control` (garbage TEXT messages after MEDIA_START), `no_media_start`,
-`abrupt_close` (TCP reset after `abort_after_s`), `silence_suppression`.
+`abrupt_close` (TCP reset after `abort_after_s`), `silence_suppression`; and `stall_s`: the
+playout stops for that long from the first media frame (Asterisk falling behind the app).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from collections import deque
 from typing import Any
 from urllib.parse import urlencode
 
+import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -55,6 +57,8 @@ from flowagent.asterisk.chan_websocket import (
 )
 
 _MARK = object()
+#: a played frame with a sample above this is the agent's audio, not silence
+SPEECH_PEAK = 200
 
 
 class FakeChanWebsocket:
@@ -62,7 +66,8 @@ class FakeChanWebsocket:
                  params: dict[str, str] | None = None,
                  channel_variables: dict[str, str] | None = None, fault: str | None = None,
                  queue_max: int = QUEUE_MAX_FRAMES, xoff: int = QUEUE_XOFF_FRAMES,
-                 xon: int = QUEUE_XON_FRAMES, abort_after_s: float = 0.2) -> None:
+                 xon: int = QUEUE_XON_FRAMES, abort_after_s: float = 0.2,
+                 stall_s: float = 0.0) -> None:
         self.url = url + ("?" + urlencode(params) if params else "")
         self.control: ControlFormat = control
         self.media = media_format(media)
@@ -75,13 +80,21 @@ class FakeChanWebsocket:
         self.fault = fault
         self.queue_max, self.xoff, self.xon = queue_max, xoff, xon
         self.abort_after_s = abort_after_s
+        #: playout stalls this long from the first media frame (Asterisk falling behind)
+        self.stall_s = stall_s
+        self._stall_until: float | None = None
         # what happened, for the tests
         self.heard = bytearray()  # PCM the caller heard (the app's media, played out)
+        #: (monotonic time, peak sample) of every frame of the app's media played out
+        self.play_log: list[tuple[float, int]] = []
+        self.last_agent_speech = 0.0  # when a played frame last had speech in it
         self.commands: list[Command] = []
+        self.command_times: list[tuple[float, str]] = []  # (monotonic time, command name)
         self.sent_events: list[str] = []
         self.flushed_frames = 0
         self.dropped_frames = 0
         self.hung_up_by_app = False
+        self.queued_at_hangup = -1  # media frames still to play when the app sent HANGUP
         self.close_code: int | None = None
         # state
         self._queue: deque[Any] = deque()  # bytes frames and (_MARK, id) entries
@@ -178,7 +191,8 @@ class FakeChanWebsocket:
             self.closed.set()
 
     async def _play_one(self) -> None:
-        if self._paused:
+        if self._paused or (self._stall_until is not None
+                            and time.monotonic() < self._stall_until):
             return
         if self._queue_full and self._frames < self.xon:
             self._queue_full = False
@@ -193,7 +207,46 @@ class FakeChanWebsocket:
             return
         frame = self._queue.popleft()
         self._frames -= 1
-        self.heard += self.media.decode(frame)
+        pcm = self.media.decode(frame)
+        self.heard += pcm
+        peak = int(np.max(np.abs(np.frombuffer(pcm, "<i2").astype(np.int32)))) if pcm else 0
+        now = time.monotonic()
+        self.play_log.append((now, peak))
+        if peak > SPEECH_PEAK:
+            self.last_agent_speech = now
+
+    # -- what the caller heard, over time ------------------------------------------------------
+
+    def first(self, command: str) -> float:
+        """When the app first sent `command` (monotonic time)."""
+        return next(t for t, name in self.command_times if name == command)
+
+    def speech_after(self, t: float) -> list[tuple[float, int]]:
+        """Frames played after monotonic time `t` that had speech in them."""
+        return [(at, peak) for at, peak in self.play_log if at > t and peak > SPEECH_PEAK]
+
+    async def wait_agent_started(self, after: float = 0.0, timeout_s: float = 10.0) -> float:
+        """Wait for agent speech played after `after`; returns when its first frame played."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and not self.closed.is_set():
+            if self.last_agent_speech > after:
+                return self.speech_after(after)[0][0]
+            await asyncio.sleep(0.005)
+        raise TimeoutError("the agent did not start speaking")
+
+    async def wait_agent_quiet(self, quiet_s: float = 0.3, timeout_s: float = 20.0,
+                               after: float = 0.0) -> bool:
+        """Wait until the agent has spoken (after `after`) and then been silent for `quiet_s`,
+        or the call ended. False on timeout."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.closed.is_set():
+                return True
+            now = time.monotonic()
+            if self.last_agent_speech > after and now - self.last_agent_speech >= quiet_s:
+                return True
+            await asyncio.sleep(0.01)
+        return False
 
     # -- the app's messages --------------------------------------------------------------------
 
@@ -212,6 +265,8 @@ class FakeChanWebsocket:
             self.closed.set()
 
     async def _media(self, data: bytes) -> None:
+        if self._stall_until is None and self.stall_s:
+            self._stall_until = time.monotonic() + self.stall_s
         if self._frames >= self.queue_max:
             self.dropped_frames += len(data) // self.frame
             return
@@ -238,8 +293,10 @@ class FakeChanWebsocket:
                 await self.event(AsteriskError("Unable to parse JSON command", self.channel_id))
             return  # unknown plain-text command: only logged
         self.commands.append(cmd)
+        self.command_times.append((time.monotonic(), cmd.name))
         if cmd.name == "HANGUP":
             self.hung_up_by_app = True
+            self.queued_at_hangup = self._frames
             assert self._ws is not None
             await self._ws.close(1000)
         elif cmd.name == "FLUSH_MEDIA":

@@ -250,3 +250,44 @@ async def test_call_with_a_wrong_token_says_so_and_with_the_right_one_shows_word
         assert code == 0 and "put you through" in out + err
     finally:
         assert await served.stop() == 0
+
+
+async def test_serve_takes_calls_over_chan_websocket_alone(tmp_path: Path) -> None:
+    """`serve --audiosocket off --websocket HOST:PORT`: the banner says where Asterisk's
+    websocket_client.conf must point, a call over chan_websocket runs its flow (a transfer: our
+    HANGUP, then the dialplan reads the target), and SIGTERM drains cleanly."""
+    from e2e_proc import free_port
+
+    sys.path.insert(0, ASTERISK_TESTS)
+    from fake_chan_websocket import FakeChanWebsocket
+
+    ws_addr = f"127.0.0.1:{free_port()}"
+    served = await start_serve(FLOWS / "greet_transfer.yaml", tmp_path, env=subprocess_env(),
+                               args=("--audiosocket", "off", "--websocket", ws_addr))
+    call_uuid = str(uuid.uuid4())
+    try:
+        await _wait_log(served, "chan_websocket:")
+        url = f"ws://{ws_addr}/chan_websocket"
+        assert url in served.log() and "AudioSocket: off" in served.log()
+        async with FakeChanWebsocket(url, media="ulaw",
+                                     params={"uuid": call_uuid, "caller": "07700900123"}) as c:
+            await asyncio.wait_for(c.closed.wait(), 20)
+        assert c.hung_up_by_app and c.queued_at_hangup == 0
+        rec = None
+        for _ in range(100):
+            try:
+                rec = await served.get_json(f"/calls/{call_uuid}")
+                break
+            except aiohttp.ClientResponseError:
+                await asyncio.sleep(0.1)
+        assert rec is not None and rec["transfer_target"] == "6001"
+        assert rec["caller"] == "+447700900123"
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as s, \
+                s.get(f"http://{served.http}/calls/{call_uuid}/transfer",
+                      headers={"X-Flowagent-Token": TOKEN}) as r:
+            assert (await r.text()).strip() == "flowagent-transfer,6001,1"  # a Goto target
+    finally:
+        assert await served.stop() == 0
+    code, out, err = await run_cli("serve", str(FLOWS / "greet_transfer.yaml"), "--audiosocket",
+                                   "off", env=subprocess_env(), cwd=tmp_path, timeout_s=60)
+    assert code == 2 and "--audiosocket off needs --websocket" in out + err

@@ -653,6 +653,27 @@ async def test_barge_in_over_an_llm_reply_keeps_what_was_heard(shop: CompiledFlo
     assert line.heard == "Hello! We sell"
 
 
+async def test_barge_in_on_a_reply_generated_before_it_was_heard_keeps_only_the_heard_part(
+        shop: CompiledFlow) -> None:
+    eng = Engine(shop, llm_available=True)
+    eng.start(CALL)
+    req = next(a for a in eng.handle(UserUtterance("I have a question"))
+               if isinstance(a, LlmRequest))
+    # the LLM finished long before the caller had heard its reply, then they cut in
+    eng.handle(LlmResult(req.request_id, "Hello! We sell shoes and hats."))
+    eng.handle(BargeIn(req.say_id, "Hello! We sell"))
+    req2 = next(a for a in eng.handle(UserUtterance("do you sell socks"))
+                if isinstance(a, LlmRequest))
+    assert [(m.role, m.content) for m in req2.messages[-2:]] == [
+        ("assistant", "Hello! We sell"), ("user", "do you sell socks")]
+    # cut before a word was heard: the reply is not in the history at all
+    eng.handle(LlmResult(req2.request_id, "Yes we do."))
+    eng.handle(BargeIn(req2.say_id, ""))
+    req3 = next(a for a in eng.handle(UserUtterance("hello?")) if isinstance(a, LlmRequest))
+    assert [(m.role, m.content) for m in req3.messages[-3:]] == [
+        ("assistant", "Hello! We sell"), ("user", "do you sell socks"), ("user", "hello?")]
+
+
 async def test_leaving_a_state_abandons_its_tool_call(shop: CompiledFlow) -> None:
     eng = Engine(shop, today=TODAY)
     eng.start(CALL)

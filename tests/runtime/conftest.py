@@ -12,8 +12,10 @@ from typing import Any
 
 import aiohttp
 import pytest
+from asterisk.fake_chan_websocket import FakeChanWebsocket
 
 from flowagent.asterisk.caller import AudioSocketCaller
+from flowagent.asterisk.chan_websocket import DEFAULT_PATH
 from flowagent.asterisk.routes import add_routes
 from flowagent.server.audiosocket_server import AudioSocketServer
 from flowagent.server.call_store import StoreBackend
@@ -21,6 +23,7 @@ from flowagent.server.control_api import create_app, start_api
 from flowagent.server.runtime import FlowSet, ProviderPool, Runtime, RuntimeConfig
 from flowagent.server.stores import open_store
 from flowagent.server.webhooks import WebhookConfig, Webhooks
+from flowagent.server.websocket_server import WebSocketServer
 
 FLOWS = Path(__file__).parent / "flows"
 TOKEN = "test-token"
@@ -32,6 +35,7 @@ class Harness:
     server: AudioSocketServer
     http_port: int
     store: StoreBackend
+    ws: WebSocketServer
 
     @property
     def port(self) -> int:
@@ -43,6 +47,14 @@ class Harness:
 
     def caller(self, **kw: Any) -> AudioSocketCaller:
         return AudioSocketCaller("127.0.0.1", self.port, **kw)
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.ws.address[1]}{DEFAULT_PATH}"
+
+    def ws_caller(self, **kw: Any) -> FakeChanWebsocket:
+        """Asterisk's chan_websocket side of one call (connect with `async with`)."""
+        return FakeChanWebsocket(self.ws_url, **kw)
 
     async def http(self, method: str, path: str, **kw: Any) -> tuple[int, Any]:
         headers = kw.pop("headers", {"Authorization": f"Bearer {TOKEN}"})
@@ -83,7 +95,7 @@ HarnessFactory = Callable[..., Any]
 async def harness(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[HarnessFactory]:
     """`h = await harness(flow_path, webhook_url=..., config=...)` (torn down after the test)."""
     monkeypatch.setenv("FLOWAGENT_API_TOKEN", TOKEN)
-    made: list[tuple[AudioSocketServer, Any, StoreBackend]] = []
+    made: list[tuple[AudioSocketServer, Any, StoreBackend, WebSocketServer]] = []
 
     async def make(
         flow: Path | str = FLOWS / "basic.yaml",
@@ -105,14 +117,18 @@ async def harness(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncItera
         rt = Runtime(flows, records, config=config, webhooks=hooks, node_id=node_id)
         server = AudioSocketServer(rt, "127.0.0.1", 0, reload_interval_s=reload_interval_s)
         await server.start()
+        ws = WebSocketServer(rt, "127.0.0.1", 0)  # chan_websocket calls, beside AudioSocket
+        await ws.start()
         app = create_app(rt)
         add_routes(app, rt)  # what serve adds: the Asterisk dialplan's routes
         runner, http_port = await start_api(app, "127.0.0.1", 0)
-        made.append((server, runner, records))
-        return Harness(rt, server, http_port, records)
+        made.append((server, runner, records, ws))
+        return Harness(rt, server, http_port, records, ws)
 
     yield make
-    for server, runner, store in made:
+    for server, runner, store, ws in made:
+        with contextlib.suppress(Exception):
+            await ws.close()
         with contextlib.suppress(Exception):
             await server.close()
         await runner.cleanup()

@@ -176,6 +176,32 @@ async def test_barge_in_the_agent_channel_stops_where_playback_stopped(
     assert not a_loud[cut:].any()  # nothing flushed by the barge-in is in the file
 
 
+async def test_over_chan_websocket_the_agent_channel_is_what_asterisk_played(
+    harness: Any, tmp_path: Path
+) -> None:
+    """Asterisk plays our audio from its own queue: the file gets each frame when it plays, so
+    the up-to-a-second sent ahead and then flushed by a barge-in is not in it."""
+    from asterisk.fake_chan_websocket import SPEECH_PEAK
+
+    h = await harness(FLOWS / "llm_talk.yaml", config=RuntimeConfig(record_audio=True))
+    call_id = str(uuidlib.uuid4())
+    async with h.ws_caller(params={"uuid": call_id}, media="slin") as c:
+        await c.wait_agent_started(0, timeout_s=5)
+        await asyncio.sleep(0.5)
+        c.say(audio.tone(600, CALLER_HZ, 8000, amplitude=0.4))
+        await asyncio.sleep(0.8)
+        assert c.flushed_frames >= 10  # audio sent ahead was taken back
+        played = sum(1 for _, peak in c.play_log if peak > SPEECH_PEAK)
+    rec = await h.wait_record(call_id)
+    caller, agent, _ = read_stereo(tmp_path / rec["recording"]["path"])
+    a_loud, c_loud = loud(agent), loud(caller)
+    assert abs(int(a_loud.sum()) - played) <= 3, (a_loud.sum(), played)
+    onset = int(np.flatnonzero(c_loud)[0])
+    cut = runs(a_loud)[-1][1]
+    assert onset < cut <= onset + 8, (onset, cut)
+    assert not a_loud[cut:].any()
+
+
 async def test_recording_off_leaves_no_file_and_no_field(harness: Any, tmp_path: Path) -> None:
     h = await harness()
     c = h.caller()

@@ -211,15 +211,18 @@ async def test_every_connection_with_a_uuid_gets_exactly_one_record(harness: Any
     await asyncio.sleep(0.5)
     for c in first:
         await c.hangup()
+
+    async def ended() -> bool:
+        return not h.rt.claimed
+
+    # the server sees the hang-ups a moment later; a call that came before it did would rightly
+    # be refused too (its UUID still in progress)
+    await until(ended, 5, "the first call to end")
     for _ in range(5):
         c = AudioSocketCaller("127.0.0.1", h.port, call_uuid=nil)
         await c.connect()
         assert await c.wait_agent_quiet(0.2, timeout_s=10)
         await c.hangup()
-
-        async def ended() -> bool:
-            return not h.rt.claimed
-
         await until(ended, 5, "the call to end")
 
     async def fifteen() -> Any:
