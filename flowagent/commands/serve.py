@@ -281,6 +281,10 @@ async def _serve_with_store(con: Console, source: Path, audiosocket: tuple[str, 
     except FlowLoadError as exc:
         con.print(f"[red]Cannot serve:[/red] {escape(str(exc))}")
         return 1
+    for path, why in flows.errors.items():  # a routes file's flow that failed; others serve
+        log.warning("not serving %s: %s", path, why)
+        con.print(f"[yellow]Not serving {escape(path.name)}[/yellow] (its calls go to the "
+                  f"default flow): {escape(why)}")
     ami = None
     try:
         ami = await _connect_ami()

@@ -36,6 +36,7 @@ if TYPE_CHECKING:  # Jinja is imported on first use: most validations never need
 
 __all__ = [
     "SyntaxProblem",
+    "budget_problem",
     "compile_expression",
     "evaluate",
     "expression_error",
@@ -52,6 +53,7 @@ __all__ = [
     "template_error",
     "template_names",
     "tests_used",
+    "unsafe_part",
 ]
 
 
@@ -181,13 +183,41 @@ def _finalize(value: Any) -> Any:
 
 @lru_cache(maxsize=1)
 def _environment_class() -> type[ImmutableSandboxedEnvironment]:
+    import jinja2
+    from jinja2 import nodes
     from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    from flowagent.flow import template_budget as budget
+
+    class BudgetedTemplate(jinja2.Template):
+        """Renders under the time and output budget (`template_budget`): output is taken
+        chunk by chunk, so a template that would say megabytes stops at the limit."""
+
+        def render(self, *args: Any, **kwargs: Any) -> str:
+            with budget.budget():
+                parts: list[str] = []
+                size = 0
+                for chunk in self.generate(*args, **kwargs):
+                    size += len(chunk)
+                    if size > budget.MAX_OUTPUT:
+                        raise budget.TemplateBudgetError(
+                            f"it says more than {budget.MAX_OUTPUT:,} characters")
+                    parts.append(chunk)
+                budget.check_time()
+                return "".join(parts)
 
     class FlowEnvironment(ImmutableSandboxedEnvironment):
         """Sandboxed environment where `slots.items` means the slot called `items`, not
         dict.items. Jinja normally tries Python attributes before mapping keys, so a slot named
         `keys`, `items` or `values` would silently become a bound method. Flow data is always
-        mappings, so keys win."""
+        mappings, so keys win.
+
+        It also keeps every render inside its budget (`template_budget`): each `{% for %}`
+        loops over `budgeted_iter(...)`, each call and `*`/`**`/`%` is checked before it runs
+        (which also stops Jinja folding `'a' * 10**9` into a gigabyte when it compiles)."""
+
+        template_class = BudgetedTemplate
+        intercepted_binops = frozenset({"*", "**", "%"})
 
         def getattr(self, obj: Any, attribute: str) -> Any:
             if isinstance(obj, Mapping):
@@ -197,7 +227,28 @@ def _environment_class() -> type[ImmutableSandboxedEnvironment]:
                     pass
             return super().getattr(obj, attribute)
 
+        def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+            budget.check_binop(operator, left, right)
+            return super().call_binop(context, operator, left, right)
+
+        def call(__self, __context: Any, __obj: Any, *args: Any,
+                 **kwargs: Any) -> Any:
+            budget.check_call(__obj, args, kwargs)
+            return super().call(__context, __obj, *args, **kwargs)
+
+        def from_string(self, source: Any, globals: Any = None,
+                        template_class: Any = None) -> Any:
+            if isinstance(source, str):
+                source = self.parse(source)
+            for loop in source.find_all(nodes.For):
+                loop.iter = nodes.Filter(loop.iter, _BUDGETED_ITER, [], [], None, None,
+                                         lineno=loop.iter.lineno)
+            return super().from_string(source, globals, template_class)
+
     return FlowEnvironment
+
+
+_BUDGETED_ITER = "flowagent_budgeted_iter"
 
 
 def __getattr__(name: str) -> Any:
@@ -220,6 +271,12 @@ def get_environment() -> ImmutableSandboxedEnvironment:
     env.filters.update(
         say_date=say_date, say_money=say_money, say_phone=say_phone, say_postcode=say_postcode
     )
+    from flowagent.flow import template_budget as budget
+
+    env.globals["range"] = budget.safe_range
+    env.filters[_BUDGETED_ITER] = budget.budgeted_iter
+    for name in budget.GUARDED_FILTERS:
+        env.filters[name] = budget.guarded_filter(name, env.filters[name])
     from flowagent.flow import spoken  # format 2's filters, shared with expressions.py
 
     env.filters.update(
@@ -281,9 +338,11 @@ def compile_expression(expr: str) -> Callable[[Mapping[str, Any]], Any]:
     """Compile a bare expression (`slots.bedrooms >= 6`) once; returns `f(ctx) -> value`.
     Undefined names evaluate to None. Raises jinja2.TemplateSyntaxError on bad syntax."""
     compiled = get_environment().compile_expression(expr, undefined_to_none=True)
+    from flowagent.flow.template_budget import budget
 
     def run(ctx: Mapping[str, Any]) -> Any:
-        return compiled(**ctx)
+        with budget():
+            return compiled(**ctx)
 
     return run
 
@@ -425,6 +484,92 @@ def _fast_expression(expr: str) -> frozenset[str] | None:
         if name:
             names.add(name)  # type: ignore[arg-type]
     return frozenset(names)
+
+
+@lru_cache(maxsize=1)
+def _trial_environment() -> ImmutableSandboxedEnvironment:
+    """The shared environment, but every name reads as an empty value that can be followed
+    (`slots.x.y` is empty, not an error): for trying a template before any call has data."""
+    from jinja2 import ChainableUndefined
+
+    return get_environment().overlay(undefined=ChainableUndefined)
+
+
+def budget_problem(src: str, *, expression: bool = False) -> str | None:
+    """Why this template (or bare expression) would be stopped on every call, or None.
+
+    It is tried once with no data under the render budget (`template_budget`): what the
+    template does whatever the call's data — `range(99999)`, loops within loops over
+    constants, `'a' * 10**9`, a macro that calls itself — shows up here; work that depends on
+    a call's data is stopped on the call instead. Simple templates (names and filters only)
+    cannot blow the budget and are not tried."""
+    if expression:
+        if _fast_expression(src) is not None:
+            return None
+    elif "{" not in src or _fast_template(src) is not None:
+        return None
+    from flowagent.flow.template_budget import TemplateBudgetError, budget
+
+    env = _trial_environment()
+    try:
+        if expression:
+            with budget():
+                env.compile_expression(src, undefined_to_none=False)()
+        else:
+            env.from_string(src).render()
+    except TemplateBudgetError as exc:
+        return str(exc)
+    except RecursionError:
+        return "a macro in it calls itself without end"
+    except Exception:  # other failures depend on the call's data; other checks name them
+        return None
+    return None
+
+
+# filters and keyword arguments that read an attribute named by a text value
+_ATTRIBUTE_FILTERS = frozenset({"attr", "map", "selectattr", "rejectattr", "sort", "groupby",
+                                "sum", "unique", "min", "max"})
+_FILE_TAGS = ("Include", "Import", "FromImport", "Extends")
+
+
+@lru_cache(maxsize=4096)
+def unsafe_part(src: str) -> tuple[str, str] | None:
+    """What in this template the sandbox will refuse on every call, as (kind, text):
+    ("name", "__class__") for an attribute or key starting with `_` however it is written
+    (`x['\\x5f_class__']`, `x | attr('__class__')`, `map(attribute='__class__')`),
+    ("computed", "attr") for `attr` given a name worked out at run time, ("file", "include")
+    for a tag that reads another template file. None when there is nothing of the sort (and
+    for templates that do not parse: `template_error` names those)."""
+    if "{" not in src or _fast_template(src) is not None:
+        return None
+    ast = _parse_template(src)
+    if isinstance(ast, Exception):
+        return None
+    from jinja2 import nodes
+
+    for tag in _FILE_TAGS:
+        if any(True for _ in ast.find_all(getattr(nodes, tag))):
+            return "file", tag.lower().replace("fromimport", "from ... import")
+    def private(node: nodes.Node) -> bool:
+        return (isinstance(node, nodes.Const) and isinstance(node.value, str)
+                and node.value.startswith("_"))
+
+    for get in ast.find_all(nodes.Getattr):
+        if get.attr.startswith("_"):
+            return "name", get.attr
+    for item in ast.find_all(nodes.Getitem):
+        if private(item.arg):
+            return "name", item.arg.value  # type: ignore[attr-defined]
+    for flt in ast.find_all(nodes.Filter):
+        if flt.name not in _ATTRIBUTE_FILTERS:
+            continue
+        names = [*flt.args[:1], *(kw.value for kw in flt.kwargs if kw.key == "attribute")]
+        for arg in names:
+            if private(arg):
+                return "name", arg.value  # type: ignore[attr-defined]
+            if not isinstance(arg, nodes.Const):
+                return "computed", flt.name
+    return None
 
 
 def template_error(src: str) -> SyntaxProblem | None:

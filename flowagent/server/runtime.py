@@ -143,7 +143,10 @@ class FlowSet:
         self.by_path: dict[Path, FlowEntry] = {}
         self.source: Path | None = None  # the flow or routes file given to serve
         self.routes_file: Path | None = None
-        self.errors: dict[Path, str] = {}
+        self.errors: dict[Path, str] = {}  # flows refused (at start-up or reload): why
+        self._refused_mtime: dict[Path, float | None] = {}
+        self._default_path: Path | None = None
+        self._numbers: list[tuple[str, Path]] = []
         #: an extra intent scorer (the offline stack's `EmbeddingScorer`) given to every flow's
         #: matcher at load time, with the flow's examples embedded then (never during a call)
         self.intent_scorer: Any = None
@@ -188,23 +191,41 @@ class FlowSet:
         self.routes_file = self.source
         base = self.source.parent
         by_path: dict[Path, FlowEntry] = {}
+        refused: dict[Path, str] = {}
 
-        def entry_for(p: str) -> FlowEntry:
+        def entry_for(p: str) -> FlowEntry | None:
             fp = (base / p).resolve()
+            if fp in refused:
+                return None
             if fp not in by_path:
-                by_path[fp] = self.load_entry(fp)
+                # one flow that fails (its checks, its template budget, its file) is refused
+                # with its message; the routes file's other flows still serve
+                try:
+                    by_path[fp] = self.load_entry(fp)
+                except FlowLoadError as exc:
+                    refused[fp] = str(exc)
+                    return None
             return by_path[fp]
 
         default = data.get("default")
         self.default = entry_for(str(default)) if default else None
+        self._default_path = (base / str(default)).resolve() if default else None
+        self._numbers = [(str(n), (base / str(p)).resolve())
+                         for n, p in (data.get("numbers") or {}).items()]
         routes = {}
         for number, p in (data.get("numbers") or {}).items():
-            entry = entry_for(str(p))
+            routed = entry_for(str(p))
+            if routed is None:
+                continue
             # E.164, so +44..., 44... and 0... written in the file all match what a trunk sends
-            routes[to_e164(str(number), region_of(entry.compiled.language))] = entry
+            routes[to_e164(str(number), region_of(routed.compiled.language))] = routed
         self.routes = routes
         self.by_path = by_path
-        if self.default is None and not routes:
+        self.errors = refused
+        self._refused_mtime = {fp: _mtime(fp) for fp in refused}
+        if not by_path:
+            if refused:
+                raise FlowLoadError(" ".join(refused.values()))
             raise FlowLoadError(f"{source}: the routes file names no flows (add default: FILE).")
 
     def pick(self, did: str, override: str = "") -> FlowEntry:
@@ -248,7 +269,34 @@ class FlowSet:
                 if v is entry:
                     self.routes[k] = new
             messages.append(f"reloaded {path.name} ({new.name})")
+        for path in list(self._refused_mtime):  # refused at start-up: tried again once changed
+            changed = _mtime(path)
+            if changed == self._refused_mtime[path]:
+                continue
+            self._refused_mtime[path] = changed
+            try:
+                new = self.load_entry(path)
+            except FlowLoadError as exc:
+                self.errors[path] = str(exc)
+                messages.append(f"still not serving {path.name}: {exc}")
+                continue
+            del self._refused_mtime[path]
+            self.errors.pop(path, None)
+            self.by_path[path] = new
+            if self._default_path == path:
+                self.default = new
+            for number, p in self._numbers:
+                if p == path:
+                    self.routes[to_e164(number, region_of(new.compiled.language))] = new
+            messages.append(f"now serving {path.name} ({new.name})")
         return messages
+
+
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
 
 
 def _keep_prompt_audio(old: FlowEntry, new: FlowEntry) -> None:

@@ -164,6 +164,9 @@ def _extra_names(ctx: CheckContext, path: PathT) -> set[str]:
     return set()
 
 
+_BUDGET_HINT = ("A template may take 200 ms and say 50,000 characters: loop over fewer items "
+                "(range() counts at most 10,000) and do not build long text with `*`.")
+
 _UNSAFE = re.compile(r"\.\s*(_\w*)|\[\s*['\"](_\w*)")
 
 
@@ -176,6 +179,18 @@ def _unsafe_name(src: str) -> str | None:
         if m:
             return m.group(1) or m.group(2)
     return None
+
+
+def _unsafe_message(path: PathT, kind: str, text: str) -> str:
+    where = _where(path)
+    if kind == "file":
+        return (f"The template in {where} uses `{text}`, which reads another template file; "
+                "flows cannot read files, so it would fail on every call.")
+    if kind == "computed":
+        return (f"The template in {where} uses `{text}` with a name worked out on the call; "
+                "only a fixed name is allowed, for safety.")
+    return (f"The template in {where} reads `{text}`; names starting with `_` are blocked for "
+            "safety, so it would fail on every call.")
 
 
 def check_templates(ctx: CheckContext) -> None:
@@ -193,6 +208,19 @@ def check_templates(ctx: CheckContext) -> None:
                       "`_` are blocked for safety, so it would fail on every call.",
                       "Use the value itself, or a filter such as `| string` or `| length`.",
                       needle=unsafe)
+            continue
+        part = T.unsafe_part(src)
+        if part is not None:
+            ctx.error("unsafe-template", path, _unsafe_message(path, *part),
+                      "Use the value itself, or a filter such as `| string` or `| length`."
+                      if part[0] != "file" else
+                      "Write the words in this template itself; flows cannot read other files.")
+            continue
+        costly = T.budget_problem(src)
+        if costly is not None:
+            ctx.error("template-too-costly", path,
+                      f"The template in {_where(path)} would be stopped on every call: "
+                      f"{costly}.", _BUDGET_HINT)
             continue
         try:
             names = T.template_names(src)
@@ -214,6 +242,12 @@ def check_templates(ctx: CheckContext) -> None:
             ctx.error("expression-syntax", path,
                       f"The expression `{src}` in {_where(path)} cannot be read: "
                       f"{problem.message}.", hint)
+            continue
+        costly = T.budget_problem(src, expression=True)
+        if costly is not None:
+            ctx.error("template-too-costly", path,
+                      f"The expression `{src}` in {_where(path)} would be stopped on every "
+                      f"call: {costly}.", _BUDGET_HINT)
             continue
         try:
             names = T.expression_names(src)
