@@ -33,9 +33,13 @@ _NOT_NAMES = wordset(
     sorry pardon the a an and or but is are was be do does did can could would should will
     have has had my your our their please thanks thank okay ok hello hi bye goodbye nothing
     none nobody someone person human agent operator quote booking want need like just really
-    bedroom bedrooms house flat move moving postcode date today tomorrow sure maybe"""
+    bedroom bedrooms house flat move moving postcode date today tomorrow sure maybe
+    work works working worked suit suits suited either neither that this these those them
+    fine good great free busy available monday tuesday wednesday thursday friday saturday
+    sunday morning afternoon evening week weekend instead other another different time
+    times slot slots day days"""
 )
-_NAME_WORD = re.compile(r"^[a-z][a-z'-]*$")
+_NAME_WORD = re.compile(r"^(?![a-z']*n't$)[a-z][a-z'-]*$")  # "doesn't", "won't": never a name
 # Words around a name in an answer that are never part of it: verbs of paying and sending,
 # people's roles, politeness, commands. A name is looked for among the words left.
 _CARRIER = wordset(

@@ -120,3 +120,22 @@ def test_choice_by_keypad_position() -> None:
     assert dtmf_choice("3#", SIZES) == "large"
     assert dtmf_choice("4", SIZES) is None
     assert dtmf_choice("*", SIZES) is None
+
+
+@pytest.mark.parametrize("text", [
+    "no, that doesn't work either", "no that does not suit me", "neither of those",
+    "that won't work", "none of them work for me", "Wednesday doesn't work either",
+    "those times don't suit",
+])
+def test_a_refusal_is_not_a_name(text: str) -> None:
+    # found by trying the dental flow: "no, that doesn't work either" became the name
+    # "Doesn'T Work Either"
+    assert parse_name(text) is None
+
+
+@pytest.mark.parametrize("text, name", [
+    ("June Whitfield", "June Whitfield"), ("it's Bernadette O'Neill", "Bernadette O'Neill"),
+    ("Dawn", "Dawn"), ("pay it to Ana", "Ana"),
+])
+def test_names_that_look_like_words_still_are_names(text: str, name: str) -> None:
+    assert parse_name(text) == name
