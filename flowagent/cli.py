@@ -153,6 +153,11 @@ def serve(
         help="This node's name among those sharing the store (default: $FLOWAGENT_NODE_ID,"
         " else HOSTNAME:AUDIOSOCKET_PORT).",
     ),
+    drain_timeout: float | None = typer.Option(
+        None, "--drain-timeout", envvar="FLOWAGENT_DRAIN_TIMEOUT",
+        help="Seconds SIGTERM waits for calls in progress before ending them (default 270; a"
+        " second SIGTERM or Ctrl-C ends them at once).",
+    ),
     reload_interval: float = typer.Option(
         2.0, "--reload-interval",
         help="Seconds between checks for changed flow files (0: only on SIGHUP).",
@@ -187,6 +192,7 @@ def serve(
 
     raise typer.Exit(cmd.run(flow_or_routes, audiosocket=audiosocket, http=http, db=db,
                              store=store, node_id=node_id, websocket=websocket,
+                             drain_timeout_s=drain_timeout,
                              reload_interval_s=reload_interval, prompt_cache=prompt_cache,
                              prompt_cache_mb=prompt_cache_mb, warm=warm,
                              record_audio=record_audio, retention_days=retention_days))

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -117,6 +118,7 @@ def prompt_settings(db: Path, directory: str | None = None, max_mb: float | None
 
 def run(flow_or_routes: Path, *, audiosocket: str, http: str, db: Path,
         store: str | None = None, node_id: str | None = None,
+        drain_timeout_s: float | None = None,
         websocket: str | None = None, reload_interval_s: float = 2.0,
         prompt_cache: str | None = None,
         prompt_cache_mb: float | None = None, warm: str | None = None,
@@ -138,6 +140,11 @@ def run(flow_or_routes: Path, *, audiosocket: str, http: str, db: Path,
 
         recording = serve_options(record_audio, retention_days)  # (all calls?, retention days)
         cluster = cluster_settings(store, db, node_id, _node_port(as_addr, ws))
+        if drain_timeout_s is not None:
+            if drain_timeout_s < 0:
+                raise ValueError(f"--drain-timeout must be 0 or more seconds, not "
+                                 f"{drain_timeout_s:g}.")
+            cluster = dataclasses.replace(cluster, drain_timeout_s=drain_timeout_s)
     except ValueError as exc:
         con.print(f"[red]{escape(str(exc))}[/red]")
         return 2
@@ -169,6 +176,10 @@ class ClusterSettings:
     #: be written (beside --db, else the working directory: a full disk under the database
     #: must not take them too), and queued again at the next start
     spill: tuple[Path, ...]
+    #: how long SIGTERM waits for calls in progress before ending them (a second SIGTERM or
+    #: Ctrl-C ends them at once); below systemd's TimeoutStopSec=300 in our unit files, so
+    #: serve ends the calls (records written) before systemd would SIGKILL it
+    drain_timeout_s: float = 270.0
 
 
 def cluster_settings(store: str | None, db: Path, node_id: str | None,
@@ -383,10 +394,10 @@ async def _serve_with_store(con: Console, source: Path, audiosocket: tuple[str, 
         loop.add_signal_handler(signal.SIGHUP, server.request_reload)
     await stop.wait()
     in_progress = server.active_calls + (ws_server.active_calls if ws_server else 0)
-    con.print(f"Draining: {in_progress} call(s) in progress; no new calls accepted.")
-    if ws_server is not None:
-        await ws_server.drain()
-    await server.drain()
+    con.print(f"Draining: {in_progress} call(s) in progress; no new calls accepted (up to "
+              f"{cluster.drain_timeout_s:g} s; a second Ctrl-C or SIGTERM ends them now).")
+    await _drain(con, stop, cluster.drain_timeout_s,
+                 [server] if ws_server is None else [server, ws_server])
     if ws_server is not None:
         await ws_server.close()
     await server.close()
@@ -394,6 +405,24 @@ async def _serve_with_store(con: Console, source: Path, audiosocket: tuple[str, 
     await _close_ami(ami)
     sweeper.cancel()
     return _stopped(con, rt, server.unwritten, cluster.spill)
+
+
+async def _drain(con: Console, stop: asyncio.Event, timeout_s: float, servers: list[Any]) -> None:
+    """Both listeners drain at once under one deadline (calls still running then are ended,
+    their records written); a second signal ends them at once."""
+    stop.clear()
+    drained = asyncio.ensure_future(asyncio.gather(*(s.drain(timeout_s) for s in servers)))
+    again = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({drained, again}, return_when=asyncio.FIRST_COMPLETED)
+        if not drained.done():
+            con.print("Second signal: ending the calls in progress now (their records are "
+                      "written).")
+            drained.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await drained
+    finally:
+        again.cancel()
 
 
 def _stopped(con: Console, rt: Any, unwritten: int, spill: tuple[Path, ...]) -> int:

@@ -71,8 +71,8 @@ async def run_call(line: Line, services: CallServices) -> None:
             line.fail(exc.reason)
     except (ConnectionError, asyncio.IncompleteReadError) as exc:
         life.ended_by("caller", f"connection lost: {exc.__class__.__name__}")
-    except asyncio.CancelledError:
-        life.end_reason = life.end_reason or "server shutting down"
+    except asyncio.CancelledError:  # the server stopped (drain timeout, second signal)
+        life.ended_by("server", "server shutting down")
         raise
     except Exception as exc:  # a bug must end this call only, with its record written
         life.failed(f"internal error: {exc!r}")

@@ -68,7 +68,7 @@ class CallLifecycle:
         self.info: CallInfo | None = None
         self.call: CallKind | None = None
         self.state = ""
-        self.hangup_by = ""  # caller | agent | error
+        self.hangup_by = ""  # caller | agent | error | server (it stopped mid-call)
         self.end_reason = ""
         self.transfer_target = ""
         self.transfer_reason = ""
@@ -286,9 +286,12 @@ class CallLifecycle:
             rec.transfer_target = self.transfer_target
         if self.end_reason and self.hangup_by == "error":
             rec.errors.append(self.end_reason)
-        outcome = {"caller": "hangup_by_caller", "error": "error"}.get(self.hangup_by,
-                                                                     "completed")
+        outcome = {"caller": "hangup_by_caller", "error": "error",
+                   "server": "server_stopped"}.get(self.hangup_by, "completed")
         rec.finish("refused" if self.refused else outcome, self.end_reason)
+        if self.hangup_by == "server" and rec.outcome == "hangup_by_caller":
+            # the engine heard only "the line ended" (its Hangup event); it was our stop
+            rec.outcome = outcome
         if not rec.end_reason:  # the engine knew the outcome (a hang-up), we know why
             rec.end_reason = self.end_reason
         # the call lasted from the socket's opening to its closing, whatever the flow did
