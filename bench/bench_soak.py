@@ -208,8 +208,11 @@ async def _run(server: subprocess.Popen[str], port: int, http: int, db: Path, ca
                minutes: float, warmup: float, api: Any) -> dict[str, Any]:
     base_rss, base_fds = rss_kb(server.pid), fds(server.pid)
     seconds = minutes * 60
+    # the callers' result goes to a file: 14,000 UUIDs on a pipe nobody reads until the end
+    # filled it and stopped the callers for good (the first 30-minute run was lost that way)
+    result_file = db.parent / "callers.json"
     callers = _popen([sys.executable, __file__, "_churn", str(port), str(http), str(calls),
-                      str(seconds)], dict(os.environ), stderr=True)
+                      str(seconds), str(result_file)], dict(os.environ), stderr=True)
     samples: list[dict[str, Any]] = []
     objects: dict[str, Any] = {}
     t0 = time.monotonic()
@@ -223,14 +226,14 @@ async def _run(server: subprocess.Popen[str], port: int, http: int, db: Path, ca
                   f"fds {samples[-1]['fds']}", flush=True)
             next_sample += 60
         if "warm" not in objects and now >= warmup * 60:
-            objects["warm"] = await asyncio.to_thread(get, http, "/bench/objects")
+            objects["warm"] = await asyncio.to_thread(get, http, "/bench/objects?collect=1")
         if "end" not in objects and now >= seconds - 20:
-            objects["end"] = await asyncio.to_thread(get, http, "/bench/objects")
+            objects["end"] = await asyncio.to_thread(get, http, "/bench/objects?collect=1")
         await asyncio.sleep(1)
-    out, err = callers.communicate()
+    _out, err = callers.communicate()
     if callers.returncode != 0:
         raise RuntimeError(err[-2000:])
-    result = json.loads(out.strip().splitlines()[-1])
+    result = json.loads(result_file.read_text())
     await asyncio.sleep(3)  # the last records are written
     idle_rss, idle_fds = rss_kb(server.pid) / 1024, fds(server.pid)
     server.terminate()
@@ -254,7 +257,8 @@ async def _run(server: subprocess.Popen[str], port: int, http: int, db: Path, ca
             "idle_fds": idle_fds, "callers": result, "records_missing": len(missing),
             "records_doubled": len(doubled), "uuids": len(uuids), "end_reasons": ends,
             "object_growth": growth,
-            "sizes": {k: v.get("sizes") for k, v in objects.items()}}
+            "sizes": {k: v.get("sizes") for k, v in objects.items()},
+            "gc": objects.get("end", {}).get("gc")}
 
 
 def report(r: dict[str, Any]) -> str:
@@ -275,6 +279,7 @@ def report(r: dict[str, Any]) -> str:
              f"- open files: {r['base_fds']} before, {r['idle_fds']} idle after",
              f"- end reasons: {r['end_reasons']}",
              f"- runtime collections: {r['sizes']}",
+             f"- full collections for ended calls (server/call_garbage.py): {r['gc']}",
              "", "| minute | RSS MB | fds |", "|---|---|---|"]
     lines += [f"| {x['t_min']:g} | {x['rss_mb']:.1f} | {x['fds']} |" for x in s]
     lines += ["", "Object types that grew most between the end of warm-up and the end:", "",
@@ -285,12 +290,12 @@ def report(r: dict[str, Any]) -> str:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_churn":
-        port, http, calls, seconds = sys.argv[2:6]
+        port, http, calls, seconds, out = sys.argv[2:7]
         from flowagent.server.runtime import new_event_loop
 
         with asyncio.Runner(loop_factory=new_event_loop) as r:
             res = r.run(churn(int(port), int(http), int(calls), float(seconds)))
-        print(json.dumps(res))
+        Path(out).write_text(json.dumps(res))
         return
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawTextHelpFormatter)

@@ -157,13 +157,32 @@ async def serve(flow: Path, keepalive_ms: int) -> None:
         import gc
 
         r = request.app[RUNTIME_KEY]
+        if request.query.get("collect"):  # only what is really kept, not garbage waiting
+            gc.collect()
         counts = collections.Counter(type(o).__qualname__ for o in gc.get_objects())
+        g = r.garbage.stats
+        pauses = sorted(g.pauses)
         return web.json_response({
             "types": dict(counts.most_common(300)),
             "sizes": {"sessions": len(r.sessions), "recent": len(r.recent),
                       "claimed": len(r.claimed), "pending": len(r.pending),
                       "tasks": len(asyncio.all_tasks())},
-            "rss_kb": rss_kb()})
+            "rss_kb": rss_kb(),
+            "gc": {"collections": g.collections, "freed": g.freed,
+                   "pause_max_ms": round(g.pause_max_s * 1000, 1),
+                   "pause_p50_ms": round(pauses[len(pauses) // 2] * 1000, 1) if pauses else 0}})
+
+    async def collect(request: web.Request) -> web.Response:
+        """A full garbage collection now: how long it paused the loop and what it freed (the
+        soak tells garbage that waits for a collection from memory that is really kept)."""
+        import gc
+
+        before = rss_kb()
+        t0 = time.perf_counter()
+        freed = gc.collect()
+        return web.json_response({"pause_ms": round((time.perf_counter() - t0) * 1000, 1),
+                                  "freed": freed, "rss_kb_before": before, "rss_kb": rss_kb(),
+                                  "counts": gc.get_count()})
 
     async def reset(request: web.Request) -> web.Response:
         r = request.app[RUNTIME_KEY]
@@ -175,6 +194,7 @@ async def serve(flow: Path, keepalive_ms: int) -> None:
 
     app = create_app(rt, extra_routes=[web.get("/bench/stats", stats),
                                        web.get("/bench/objects", objects),
+                                       web.post("/bench/gc", collect),
                                        web.post("/bench/reset", reset)])
     runner, http_port = await start_api(app, "127.0.0.1", 0)
     print(f"READY {server.address[1]} {http_port} {ws_server.address[1]}", flush=True)

@@ -268,6 +268,7 @@ class CallLifecycle:
             del rt.sessions[self.uuid]
         if self._claimed:
             rt.release_uuid(self.uuid)
+        rt.call_ended()
 
     def _record_dict(self, ended_at: float) -> dict[str, Any] | None:
         if not self.uuid:

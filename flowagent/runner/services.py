@@ -25,6 +25,11 @@ if TYPE_CHECKING:
 class RuntimeConfig:
     #: a provider that has not answered within this is treated as failed (fallback within 2 s)
     provider_timeout_s: float = 1.5
+    #: a full garbage collection after this many ended calls (0: Python's own schedule);
+    #: see server/call_garbage.py for why
+    gc_every_calls: int = 100
+    #: ...and not more often than this
+    gc_min_interval_s: float = 5.0
     #: how long the first frame (the UUID) may take after connecting
     uuid_timeout_s: float = 5.0
     #: how long the first audio frame may take after the UUID (it tells the call's sample rate;
@@ -198,3 +203,7 @@ class CallServices(Protocol):
     def release_uuid(self, uuid: str) -> None: ...
 
     def remember(self, record: dict[str, Any]) -> None: ...
+
+    def call_ended(self) -> None:
+        """A connection is over and its objects let go (the process frees them on its own
+        schedule: `server/call_garbage.py`)."""

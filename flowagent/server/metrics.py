@@ -9,6 +9,10 @@ from __future__ import annotations
 import bisect
 import sys
 from collections import defaultdict
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from flowagent.server.call_garbage import GcStats
 
 #: latency buckets in seconds (phone-call scale: a few ms to several seconds)
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -78,6 +82,8 @@ class Metrics:
         self.webhooks_given_up = 0
         #: this node's id (serve --node-id): every sample carries it as a `node` label
         self.node = ""
+        #: the collections that free ended calls (server/call_garbage.py), set by the runtime
+        self.gc: GcStats | None = None
 
     def error(self, kind: str) -> None:
         self.errors[kind] += 1
@@ -116,6 +122,13 @@ class Metrics:
         simple("flowagent_webhooks_given_up_total", "counter",
                "Webhook events given up (rejected by the receiver or out of attempts).",
                self.webhooks_given_up)
+        if self.gc is not None:
+            simple("flowagent_gc_collections_total", "counter",
+                   "Full garbage collections run to free ended calls.", self.gc.collections)
+            simple("flowagent_gc_pause_seconds_total", "counter",
+                   "Time the event loop spent in those collections.", self.gc.pause_total_s)
+            simple("flowagent_gc_pause_seconds_max", "gauge",
+                   "The longest of those collections.", self.gc.pause_max_s)
         lines += ["# HELP flowagent_errors_total Errors by kind.",
                   "# TYPE flowagent_errors_total counter"]
         for kind, n in sorted(self.errors.items()):

@@ -30,6 +30,7 @@ from flowagent.runner.native_player import make_player
 from flowagent.runner.player import Player
 from flowagent.runner.served_flow import FlowEntry, Providers
 from flowagent.runner.services import RuntimeConfig
+from flowagent.server.call_garbage import CallGarbage
 from flowagent.server.call_store import NodeInfo, OutboxEvent, StoreBackend, StoreUnavailable
 from flowagent.server.cluster import NodeKeeper
 from flowagent.server.metrics import Metrics
@@ -401,6 +402,9 @@ class Runtime:
         self.sessions: dict[str, LiveCall] = {}
         #: UUIDs of this node's connections from their UUID frame to their record
         self.claimed: set[str] = set()
+        #: frees ended calls' objects on a schedule (call_garbage.py); its stats go to /metrics
+        self.garbage = CallGarbage(self.config.gc_every_calls, self.config.gc_min_interval_s)
+        self.metrics.gc = self.garbage.stats
         self.recent: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.accepting = True
         self.started_at = time.time()
@@ -518,6 +522,9 @@ class Runtime:
 
     def release_uuid(self, uuid: str) -> None:
         self.claimed.discard(uuid)
+
+    def call_ended(self) -> None:
+        self.garbage.call_ended()
 
     def remember(self, record: dict[str, Any]) -> None:
         self.recent[record["uuid"]] = record
