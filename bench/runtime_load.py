@@ -159,7 +159,8 @@ async def serve(flow: Path, keepalive_ms: int) -> None:
         r = request.app[RUNTIME_KEY]
         if request.query.get("collect"):  # only what is really kept, not garbage waiting
             gc.collect()
-        counts = collections.Counter(type(o).__qualname__ for o in gc.get_objects())
+        everything = gc.get_objects()
+        counts = collections.Counter(type(o).__qualname__ for o in everything)
         g = r.garbage.stats
         pauses = sorted(g.pauses)
         return web.json_response({
@@ -167,6 +168,8 @@ async def serve(flow: Path, keepalive_ms: int) -> None:
             "sizes": {"sessions": len(r.sessions), "recent": len(r.recent),
                       "claimed": len(r.claimed), "pending": len(r.pending),
                       "tasks": len(asyncio.all_tasks())},
+            "tracked": len(everything),
+            "tracked_in_recent": len(gc.get_referents(*r.recent.values())) if r.recent else 0,
             "rss_kb": rss_kb(),
             "gc": {"collections": g.collections, "freed": g.freed,
                    "pause_max_ms": round(g.pause_max_s * 1000, 1),

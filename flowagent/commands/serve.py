@@ -266,6 +266,9 @@ async def _serve_with_store(con: Console, source: Path, audiosocket: tuple[str, 
     prompts = prompts or prompt_settings(db)
     flows.prompt_disk = cache_from_settings(prompts.directory, prompts.max_mb)
     config = RuntimeConfig()
+    with contextlib.suppress(ValueError):  # how often ended calls are freed (call_garbage.py)
+        config.gc_every_calls = int(os.environ.get("FLOWAGENT_GC_EVERY_CALLS",
+                                                   config.gc_every_calls))
     if _uses_local_stack(source):
         from flowagent.providers.local.stack import load_default_stack, missing_packages
 

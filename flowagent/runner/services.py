@@ -27,9 +27,9 @@ class RuntimeConfig:
     provider_timeout_s: float = 1.5
     #: a full garbage collection after this many ended calls (0: Python's own schedule);
     #: see server/call_garbage.py for why
-    gc_every_calls: int = 100
+    gc_every_calls: int = 200
     #: ...and not more often than this
-    gc_min_interval_s: float = 5.0
+    gc_min_interval_s: float = 10.0
     #: how long the first frame (the UUID) may take after connecting
     uuid_timeout_s: float = 5.0
     #: how long the first audio frame may take after the UUID (it tells the call's sample rate;
