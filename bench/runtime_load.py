@@ -104,6 +104,8 @@ async def serve(flow: Path, keepalive_ms: int) -> None:
     # (bench/bench_store.py compares them)
     store = await open_store(os.environ.get("BENCH_STORE", ":memory:"))
     config = RuntimeConfig(keepalive_ms=keepalive_ms)
+    if os.environ.get("BENCH_UUID_TIMEOUT_S"):  # bench_fuzz.py: idle connections end sooner
+        config.uuid_timeout_s = float(os.environ["BENCH_UUID_TIMEOUT_S"])
     if os.environ.get("BENCH_CHECKPOINT_S"):  # bench_store.py: records written only at the end
         config.checkpoint_s = float(os.environ["BENCH_CHECKPOINT_S"])
     rt = Runtime(flows, store, config=config)
