@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import signal
@@ -269,7 +270,8 @@ async def _serve_with_store(con: Console, source: Path, audiosocket: tuple[str, 
     with contextlib.suppress(ValueError):  # how often ended calls are freed (call_garbage.py)
         config.gc_every_calls = int(os.environ.get("FLOWAGENT_GC_EVERY_CALLS",
                                                    config.gc_every_calls))
-    if _uses_local_stack(source):
+    local_models = _local_models(source)
+    if local_models:
         from flowagent.providers.local.stack import load_default_stack, missing_packages
 
         missing = missing_packages()
@@ -277,11 +279,13 @@ async def _serve_with_store(con: Console, source: Path, audiosocket: tuple[str, 
             con.print(f"[red]{escape(MISSING_STACK.format(missing=', '.join(missing)))}.[/red]")
             return 2
         try:
-            with con.status("Loading the offline speech stack (whisper, piper, silero)..."):
+            with con.status(f"Loading the offline models ({', '.join(sorted(local_models))},"
+                            " minilm)..."):
                 from flowagent.understanding.embedding_cache import cache_beside_prompts
 
                 stack = await asyncio.to_thread(
-                    load_default_stack, embedding_disk=cache_beside_prompts(flows.prompt_disk))
+                    functools.partial(load_default_stack, models=local_models,
+                                      embedding_disk=cache_beside_prompts(flows.prompt_disk)))
         except Exception as exc:
             con.print(f"[red]The offline speech stack could not start: {escape(str(exc))}[/red]")
             return 2
@@ -604,12 +608,14 @@ def _flow_files(source: Path) -> list[Path]:
     return [source.parent / str(f) for f in files if f]
 
 
-def _uses_local_stack(source: Path) -> bool:
-    """Does any served flow fall back on (or name) whisper, piper or silero?"""
+def _local_models(source: Path) -> set[str]:
+    """The offline models (whisper, piper, silero) the served flows name or fall back on; only
+    these are loaded at start-up (a cloud-only flow loads none)."""
     import yaml
 
     from flowagent.server.runtime import DEFAULT_PROVIDERS
 
+    used: set[str] = set()
     for path in _flow_files(source):
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -622,8 +628,8 @@ def _uses_local_stack(source: Path) -> bool:
             entry = section.get(kind)
             name = entry.get("name") if isinstance(entry, dict) else DEFAULT_PROVIDERS[kind]
             if name in LOCAL_NAMES:
-                return True
-    return False
+                used.add(str(name))
+    return used
 
 
 def _web_ui(rt: object) -> dict[str, Any]:

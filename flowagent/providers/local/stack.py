@@ -52,11 +52,18 @@ def missing_packages() -> list[str]:
     return [pip for mod, pip in wanted.items() if importlib.util.find_spec(mod) is None]
 
 
+#: the offline speech models a flow can name, by provider name
+LOCAL_MODELS = ("whisper", "piper", "silero")
+
+
 def load_default_stack(
     *, asr_model: str = "tiny.en", voice: str = "joe", intents: bool = True, warm: bool = True,
-    embedding_disk: Any = None,
+    embedding_disk: Any = None, models: frozenset[str] | set[str] = frozenset(LOCAL_MODELS),
 ) -> LocalStack:
-    """Load every offline model once (with warm-up); raises ProviderError naming what is missing.
+    """Load the offline models once (with warm-up); raises ProviderError naming what is missing.
+    `models` names those the served flows use (`LOCAL_MODELS`): a flow on cloud recognition and
+    voice with the Silero VAD loads Silero only, not Whisper's and Piper's ~390 MB. A model
+    not loaded here is loaded by the first flow that needs it (a hot reload).
     `embedding_disk` (an `embedding_cache.EmbeddingDiskCache`) keeps intent example vectors
     across restarts, so a restart embeds only examples it has never seen.
     """
@@ -72,22 +79,26 @@ def load_default_stack(
     from flowagent.providers.local.whisper import WhisperAsr, WhisperOptions
 
     times: dict[str, float] = {}
+    asr = tts = vad = None
 
-    started = time.monotonic()
-    asr = WhisperAsr(WhisperOptions(model=asr_model), warm=warm)
-    times[f"whisper {asr_model}"] = time.monotonic() - started
+    if "whisper" in models:
+        started = time.monotonic()
+        asr = WhisperAsr(WhisperOptions(model=asr_model), warm=warm)
+        times[f"whisper {asr_model}"] = time.monotonic() - started
 
-    started = time.monotonic()
-    tts = PiperTts(voice=voice)
-    if warm:
-        tts.warm_up()
-    times[f"piper {voice}"] = time.monotonic() - started
+    if "piper" in models:
+        started = time.monotonic()
+        tts = PiperTts(voice=voice)
+        if warm:
+            tts.warm_up()
+        times[f"piper {voice}"] = time.monotonic() - started
 
-    started = time.monotonic()
-    vad = SileroVad()
-    if warm:
-        vad.warm_up()
-    times["silero"] = time.monotonic() - started
+    if "silero" in models:
+        started = time.monotonic()
+        vad = SileroVad()
+        if warm:
+            vad.warm_up()
+        times["silero"] = time.monotonic() - started
 
     scorer = None
     if intents:
