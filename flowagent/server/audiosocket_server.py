@@ -138,7 +138,8 @@ class AudioSocketServer:
     def reload_now(self) -> list[str]:
         messages = self.rt.flows.reload_changed()
         for m in messages:
-            (log.error if m.startswith("not reloaded") else log.info)("%s", m)
+            failed = m.startswith(("not reloaded", "still not serving"))
+            (log.error if failed else log.info)("%s", m)
         return messages
 
     async def _reload_loop(self) -> None:
@@ -155,7 +156,7 @@ class AudioSocketServer:
             except Exception:
                 log.exception("flow reload failed")
                 return []
-            if self.prewarm and any(m.startswith("reloaded") for m in messages):
+            if self.prewarm and any(m.startswith(("reloaded", "now serving")) for m in messages):
                 await self._prewarm_all()
             return messages
 
