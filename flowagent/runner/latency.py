@@ -36,6 +36,13 @@ class LatencyRows:
         self._open = True
         self._spec = None
 
+    def drop(self) -> None:
+        """The turn had no words (a cough, a click): no reply answers it, so no row — it would
+        otherwise run to whatever we say next (a reprompt seconds later)."""
+        self._open = False
+        self._turn = {}
+        self._spec = None
+
     def mark(self, name: str, at: float | None = None) -> None:
         if self._open and name not in self._turn:
             self._turn[name] = time.monotonic() if at is None else at

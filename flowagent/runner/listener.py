@@ -301,16 +301,23 @@ class Listener:
                 log.debug("speech_started failed", exc_info=True)
         self.hooks.caller_started()
 
+    def _speech_ended_at(self) -> float:
+        """When the caller really stopped: now, less the silence heard since their last speech
+        (our end-of-turn rule fires `end_of_turn_ms` later). Latency rows start here, so they
+        count what the caller waits, whoever ends the turn."""
+        return time.monotonic() - self.turns.silence_ms / 1000
+
     def _end_of_speech(self) -> None:
+        ended_at = self._speech_ended_at()
         self.turns.end()
         if self._asr is None:
-            self.hooks.caller_stopped(time.monotonic(), "vad")
+            self.hooks.caller_stopped(ended_at, "vad")
             self.hooks.heard_nothing(timed_out=False)  # nothing can tell us words were said
             return
         self.awaiting_final = True
         self.tasks.spawn(self._flush_asr(self._asr), "asr-flush")
         self.tasks.timer("asr_final", self.provider_timeout_s, self._asr_timed_out)
-        self.hooks.caller_stopped(time.monotonic(), "vad")
+        self.hooks.caller_stopped(ended_at, "vad")
 
     @property
     def in_speech(self) -> bool:
@@ -370,9 +377,15 @@ class Listener:
         self._interim = ""  # a final covers the interims before it
         if self.awaiting_final or t.end_of_turn:
             if t.end_of_turn and not self.awaiting_final:
+                if not self._final_parts and not self.turns.in_speech:
+                    # an empty end of turn with no turn open (the answer to our Finalize after
+                    # the provider's own endpointing had ended the turn): nothing to end — it
+                    # used to open a phantom turn whose latency row ran to our next prompt
+                    return
                 # the provider's endpointing ended the turn before our silence rule did
+                ended_at = self._speech_ended_at()
                 self.turns.end()
-                self.hooks.caller_stopped(time.monotonic(), "recogniser")
+                self.hooks.caller_stopped(ended_at, "recogniser")
             self.awaiting_final = False
             self.tasks.cancel_timer("asr_final")
             self._emit(t.confidence)

@@ -89,6 +89,9 @@ class PipelineCall:
         self._events: deque[ev.Event] = deque()
         self._dispatching = False
         self._pending_no_input: float | None = None
+        #: the engine's no-input wait while it waits for an answer: a turn with no words (a
+        #: cough) stops the timer, and must start it again — the engine heard nothing to act on
+        self._no_input_s: float | None = None
         #: our audio was cut or paused by the caller: nothing of ours counts as audible until
         #: we next speak
         self._cut = False
@@ -222,10 +225,10 @@ class PipelineCall:
                 self.state = a.state
                 self._barge_in = self._barge_in_for(a.state)
             elif isinstance(a, act.StartNoInputTimer):
-                self._pending_no_input = a.seconds
+                self._pending_no_input = self._no_input_s = a.seconds
                 self._maybe_arm_no_input()
             elif isinstance(a, act.StopNoInputTimer):
-                self._pending_no_input = None
+                self._pending_no_input = self._no_input_s = None
                 self.tasks.cancel_timer("no_input")
             elif isinstance(a, act.StartTimer):
                 self._start_timer(a.name, a.seconds)
@@ -365,12 +368,15 @@ class PipelineCall:
         self.post(utterance)
 
     def heard_nothing(self, timed_out: bool) -> None:
-        if not timed_out:
-            self.latency.mark("asr_final")
+        if not timed_out:  # no words, no reply to time (a reprompt later is not an answer)
+            self.latency.drop()
         self.speculator.no_words()
         if self._held:  # a pause for a noise the recogniser found no words in
             self._resume_if_held()
             return
+        if self._no_input_s is not None and not timed_out:  # still waiting for an answer
+            self._pending_no_input = self._no_input_s
+            self._maybe_arm_no_input()
         if timed_out:
             self._provider_failed("asr", "the speech recogniser did not answer in time")
 
