@@ -17,6 +17,11 @@ _CLAUSE_END = re.compile(r"[,;:—–]\s+")
 _ABBREV = re.compile(r"\b(?:mr|mrs|ms|dr|st|no|vs|etc|e\.g|i\.e|approx)\.\s+$", re.IGNORECASE)
 
 
+#: a first chunk of at most this many words is followed by a bridge of `BRIDGE_WORDS` words
+BRIDGE_AFTER_WORDS = 2
+BRIDGE_WORDS = 4
+
+
 class Chunker:
     """Feed text deltas; get back speakable chunks. `flush()` returns the remainder."""
 
@@ -27,6 +32,10 @@ class Chunker:
         #: the first chunk may be a short clause ("Sure, ..."): speech starts sooner
         self.first_clause_chars = first_clause_chars
         self._first = True
+        #: the first chunk was a word or two ("Well,"): it plays for a fraction of a second, so
+        #: the next chunk is cut after a few words instead of at its clause end — waiting for
+        #: the whole clause left the caller a silent hole after the first word
+        self._bridge = False
         self._buf = ""
 
     def feed(self, delta: str) -> list[str]:
@@ -39,6 +48,7 @@ class Chunker:
             chunk, self._buf = self._buf[:cut].strip(), self._buf[cut:]
             if chunk:
                 out.append(chunk)
+                self._bridge = self._first and len(chunk.split()) <= BRIDGE_AFTER_WORDS
                 self._first = False
         return out
 
@@ -57,6 +67,10 @@ class Chunker:
             for m in _CLAUSE_END.finditer(buf):
                 if m.start() >= min_clause // 2:
                     return m.end()
+        if self._bridge:
+            words = list(re.finditer(r"\S+\s+", buf))
+            if len(words) >= BRIDGE_WORDS:
+                return words[BRIDGE_WORDS - 1].end()
         if len(buf) >= self.max_chars:
             space = buf.rfind(" ", 0, self.max_chars)
             return space + 1 if space > 0 else self.max_chars

@@ -31,7 +31,14 @@ def test_chunker_lets_a_short_first_clause_start_speech_early() -> None:
     out: list[str] = []
     for tok in ["Sure", ",", " a", " two", " bedroom", " move", " costs", " about"]:
         out += c.feed(tok)
-    assert out == ["Sure,"]
+    # "Sure," plays for a moment: the next words go to TTS after four words, not at the end of
+    # their clause (which left a silent hole after the first word: 120 ms at 200 ms a word,
+    # bench/bench_tts_streaming.py --ms-per-word 200)
+    assert out == ["Sure,", "a two bedroom move"]
+    for tok in [" four", " hundred", " pounds,", " including", " packing."]:
+        out += c.feed(tok)
+    out += c.feed(" ")
+    assert out[2:] == ["costs about four hundred pounds,", "including packing."]  # as before
 
 
 async def test_chunk_stream_adapts_async_deltas() -> None:
