@@ -236,6 +236,9 @@ async def _run(server: subprocess.Popen[str], port: int, http: int, db: Path, ca
     result = json.loads(result_file.read_text())
     await asyncio.sleep(3)  # the last records are written
     idle_rss, idle_fds = rss_kb(server.pid) / 1024, fds(server.pid)
+    # pooled keep-alive connections to the tool's API close after aiohttp's 15 s idle time
+    await asyncio.sleep(17)
+    idle_fds_20s = fds(server.pid)
     server.terminate()
     server.wait(30)
     await api.cleanup()
@@ -254,7 +257,8 @@ async def _run(server: subprocess.Popen[str], port: int, http: int, db: Path, ca
                         key=lambda kv: -kv[1])[:15]
     return {"calls": calls, "minutes": minutes, "warmup_min": warmup, "samples": samples,
             "base_rss_mb": base_rss / 1024, "base_fds": base_fds, "idle_rss_mb": idle_rss,
-            "idle_fds": idle_fds, "callers": result, "records_missing": len(missing),
+            "idle_fds": idle_fds, "idle_fds_20s": idle_fds_20s, "callers": result,
+            "records_missing": len(missing),
             "records_doubled": len(doubled), "uuids": len(uuids), "end_reasons": ends,
             "object_growth": growth,
             "sizes": {k: v.get("sizes") for k, v in objects.items()},
@@ -276,7 +280,9 @@ def report(r: dict[str, Any]) -> str:
                 f"{warm[-1]['rss_mb']:.1f} MB at the end "
                 f"({(warm[-1]['rss_mb'] / warm[0]['rss_mb'] - 1) * 100:+.1f} %)" if warm else "")
              + f"; {r['idle_rss_mb']:.1f} MB idle after",
-             f"- open files: {r['base_fds']} before, {r['idle_fds']} idle after",
+             f"- open files: {r['base_fds']} before, {r['idle_fds']} 3 s after the last call,"
+             f" {r['idle_fds_20s']} 20 s after (pooled keep-alive connections to the tool's API"
+             " close after 15 s idle)",
              f"- end reasons: {r['end_reasons']}",
              f"- runtime collections: {r['sizes']}",
              f"- full collections for ended calls (server/call_garbage.py): {r['gc']}",
