@@ -34,7 +34,7 @@ from flowagent.asterisk.audiosocket import (
     encode_hangup,
 )
 from flowagent.runner.audio_recording import CallRecorder
-from flowagent.runner.line import LineError, LineHooks
+from flowagent.runner.line import LineError, LineHooks, first_of
 from flowagent.runner.out_stream import OutStream, Pacer
 
 log = logging.getLogger(__name__)
@@ -118,14 +118,7 @@ class AudioSocketLine:
         return self.sample_rate
 
     async def _first_of(self, event: asyncio.Event, timeout_s: float) -> None:
-        if event.is_set() or self.ended.is_set():
-            return
-        waits = {asyncio.ensure_future(event.wait()), asyncio.ensure_future(self.ended.wait())}
-        try:
-            await asyncio.wait(waits, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for w in waits:
-                w.cancel()
+        await first_of(event, self.ended, timeout_s)
 
     def open_output(self, recorder: CallRecorder | None = None) -> OutStream:
         """The paced outbound stream at the call's rate (recorded when `recorder` is given:

@@ -17,6 +17,19 @@ from flowagent.runner.audio_recording import CallRecorder
 from flowagent.runner.out_stream import OutStream
 
 
+async def first_of(event: asyncio.Event, ended: asyncio.Event, timeout_s: float) -> None:
+    """Wait until `event` is set, the line has `ended`, or `timeout_s` passed (every
+    transport waits for its UUID and its first audio this way)."""
+    if event.is_set() or ended.is_set():
+        return
+    waits = {asyncio.ensure_future(event.wait()), asyncio.ensure_future(ended.wait())}
+    try:
+        await asyncio.wait(waits, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
+
+
 class LineError(Exception):
     """The far end broke its protocol before the call could start (one loggable sentence)."""
 

@@ -45,7 +45,7 @@ from flowagent.asterisk.chan_websocket import (
     parse_event,
 )
 from flowagent.runner.audio_recording import CallRecorder
-from flowagent.runner.line import LineError, LineHooks
+from flowagent.runner.line import LineError, LineHooks, first_of
 from flowagent.runner.out_stream import OutStream
 from flowagent.runner.websocket_out import WebSocketOutStream
 
@@ -146,14 +146,7 @@ class WebSocketLine:
         return self.sample_rate
 
     async def _first_of(self, event: asyncio.Event, timeout_s: float) -> None:
-        if event.is_set() or self.ended.is_set():
-            return
-        waits = {asyncio.ensure_future(event.wait()), asyncio.ensure_future(self.ended.wait())}
-        try:
-            await asyncio.wait(waits, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for w in waits:
-                w.cancel()
+        await first_of(event, self.ended, timeout_s)
 
     def open_output(self, recorder: CallRecorder | None = None) -> OutStream:
         """Our audio's way out: sent ahead, played by Asterisk (recorded as it plays)."""
