@@ -53,6 +53,7 @@ class AttackResult:
 
     connections: Counter[str] = field(default_factory=Counter)
     uuids: Counter[str] = field(default_factory=Counter)  # uuid -> connections that sent it
+    attack_of: dict[str, str] = field(default_factory=dict)  # uuid -> its attack (not nil)
     failed_to_connect: int = 0
 
 
@@ -172,6 +173,8 @@ async def attack_batch(host: str, port: int, connections: int, *, seed: int = 1,
                 return
             if sent is not None:
                 result.uuids[sent] += 1
+                if sent != NIL:
+                    result.attack_of[sent] = name
 
     await asyncio.gather(*(run(n, rng.getrandbits(32)) for n in plan))
     return result

@@ -63,6 +63,20 @@ async def test_hostile_callers_each_end_only_their_own_call(
     assert not problems, problems[:10]
     assert sum(result.uuids.values()) > 250  # most attacks send a UUID; the check covered them
     assert all(r["status"] == "ended" for r in rows)
+    # each ended as what it was: garbage as a protocol error, a caller gone as a caller hang-up
+    outcomes: dict[str, Counter[str]] = {}
+    for r in rows:
+        attack = result.attack_of.get(r["uuid"])
+        if attack is not None:
+            full = await h.store.get(r["uuid"])
+            assert full is not None
+            why = "protocol" if "protocol error" in (full.get("end_reason") or "") else ""
+            outcomes.setdefault(attack, Counter())[f"{full['outcome']} {why}".strip()] += 1
+    for attack in ("uuid_and_garbage_in_one_write", "unknown_kind"):
+        assert set(outcomes[attack]) == {"error protocol"}, (attack, outcomes[attack])
+    # (an empty audio frame from Asterisk is ignored: the call goes on until the caller leaves)
+    for attack in ("gone_after_uuid", "gone_mid_answer", "polite", "zero_length_audio"):
+        assert set(outcomes[attack]) == {"hangup_by_caller"}, (attack, outcomes[attack])
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert not errors, [r.getMessage() for r in errors[:5]]
     assert fds_after <= fds_before, (fds_before, fds_after)
