@@ -58,8 +58,9 @@ class ListenerHooks(Protocol):
         """The caller began speaking while we were quiet (or after an interruption)."""
 
     def caller_stopped(self, at: float, by: str) -> None:
-        """The caller's turn ended at `at` (monotonic). `by`: "vad" (our silence rule: the
-        words follow), "recogniser" (its endpointing, with the words) or "injected"."""
+        """The caller's turn ended; `at` (monotonic) is when their speech ended (our VAD's last
+        speech frame), not when it was decided. `by`: "vad" (our silence rule: the words
+        follow), "recogniser" (its endpointing, with the words) or "injected"."""
 
     def heard_partial(self, text: str) -> None:
         """An interim transcript of the turn in progress."""
@@ -93,6 +94,13 @@ class Listener:
         # VAD
         self._vad: VadStream | None = None
         self._vad_sync = False
+        # the caller's end of speech on the monotonic clock, whoever ends the turn: audio is
+        # counted in ms as it arrives (`_heard_ms`, the last at `_heard_at`) and as the VAD
+        # judges it (`_judged_ms`); `_speech_end_ms` is where the VAD's last speech frame ended
+        self._heard_ms = 0
+        self._heard_at = 0.0
+        self._judged_ms = 0
+        self._speech_end_ms = -1
         self._vad_q: deque[bytes] = deque()  # awaited VADs: fed in order by one task
         self._vad_wake = asyncio.Event()
         self._vad_task: asyncio.Task[None] | None = None
@@ -196,6 +204,8 @@ class Listener:
     # -- audio in (every frame) -----------------------------------------------------------------
 
     def on_audio(self, pcm: bytes) -> None:
+        self._heard_ms += len(pcm) * 500 // self.sample_rate
+        self._heard_at = time.monotonic()
         asr = self._asr
         if asr is not None:
             if self._asr_sync:
@@ -276,7 +286,11 @@ class Listener:
 
     def _on_vad(self, p: float, ms: int) -> None:
         hooks = self.hooks
-        signal = self.turns.update(p, ms, hooks.agent_audible())
+        turns = self.turns
+        signal = turns.update(p, ms, hooks.agent_audible())
+        self._judged_ms += ms
+        if turns.silence_ms == 0 and turns.speech_ms:
+            self._speech_end_ms = self._judged_ms
         if signal is None:
             return
         if signal is TurnSignal.BARGE_IN:
@@ -301,16 +315,26 @@ class Listener:
                 log.debug("speech_started failed", exc_info=True)
         self.hooks.caller_started()
 
+    def last_speech_at(self) -> float:
+        """When the caller's last speech frame (as our VAD judged it) ended, on the monotonic
+        clock: what every latency row counts from, whether our silence rule or the
+        recogniser's endpointing ends the turn. The audio clock maps to the wall clock at the
+        latest frame's arrival, so a VAD that judges in batches does not shift it. Before any
+        speech was heard: now."""
+        if self._speech_end_ms < 0:
+            return time.monotonic()
+        return self._heard_at - (self._heard_ms - self._speech_end_ms) / 1000
+
     def _end_of_speech(self) -> None:
         self.turns.end()
         if self._asr is None:
-            self.hooks.caller_stopped(time.monotonic(), "vad")
+            self.hooks.caller_stopped(self.last_speech_at(), "vad")
             self.hooks.heard_nothing(timed_out=False)  # nothing can tell us words were said
             return
         self.awaiting_final = True
         self.tasks.spawn(self._flush_asr(self._asr), "asr-flush")
         self.tasks.timer("asr_final", self.provider_timeout_s, self._asr_timed_out)
-        self.hooks.caller_stopped(time.monotonic(), "vad")
+        self.hooks.caller_stopped(self.last_speech_at(), "vad")
 
     @property
     def in_speech(self) -> bool:
@@ -372,7 +396,7 @@ class Listener:
             if t.end_of_turn and not self.awaiting_final:
                 # the provider's endpointing ended the turn before our silence rule did
                 self.turns.end()
-                self.hooks.caller_stopped(time.monotonic(), "recogniser")
+                self.hooks.caller_stopped(self.last_speech_at(), "recogniser")
             self.awaiting_final = False
             self.tasks.cancel_timer("asr_final")
             self._emit(t.confidence)

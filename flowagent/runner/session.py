@@ -298,7 +298,7 @@ class PipelineCall:
         self.life.ended_by(by, reason)
 
     def on_first_frame(self, say_id: int, at: float) -> None:
-        self.latency.first_frame(at, self.state, self.record)
+        self.latency.first_frame(at, self.state, self.record, say_id)
 
     def on_say_done(self, say_id: int) -> None:
         if self.line.closed or say_id < 0:
@@ -342,7 +342,7 @@ class PipelineCall:
         self.speculator.drop("the caller spoke again")
 
     def caller_stopped(self, at: float, by: str) -> None:
-        self.latency.begin(at)
+        self.latency.begin(at, self.speaker.last_say_id)
         if by == "vad":
             self.speculator.prepare(self.listener.words_so_far())  # start preparing the answer
 
@@ -366,7 +366,7 @@ class PipelineCall:
 
     def heard_nothing(self, timed_out: bool) -> None:
         if not timed_out:
-            self.latency.mark("asr_final")
+            self.latency.discard()  # no words: no reply, so no row (a later prompt is not one)
         self.speculator.no_words()
         if self._held:  # a pause for a noise the recogniser found no words in
             self._resume_if_held()
