@@ -44,6 +44,22 @@ FALLBACK_VAD_THRESHOLD = 0.01
 MAX_ASR_REOPENS = 3
 
 
+#: how long before the recogniser's endpointing fires the answer starts being prepared: enough
+#: for a cloud LLM's first token and TTS's first audio (30-50 + 50-80 ms published)
+PREPARE_LEAD_MS = 150
+#: never prepare on a pause shorter than this (a breath between words)
+PREPARE_MIN_MS = 100
+
+
+def prepare_after_ms(end_of_turn_ms: int, endpointing_ms: int) -> int:
+    """Silence after which a preemptive answer is prepared while the turn is still open: only
+    when the recogniser's endpointing ends turns before our own rule (then our end of turn,
+    where preparing normally starts, never comes), `PREPARE_LEAD_MS` before it. 0 = not."""
+    if endpointing_ms <= 0 or endpointing_ms >= end_of_turn_ms:
+        return 0
+    return max(PREPARE_MIN_MS, endpointing_ms - PREPARE_LEAD_MS)
+
+
 class ListenerHooks(Protocol):
     def agent_audible(self) -> bool:
         """Our audio is reaching the caller now (the stricter barge-in rule applies)."""
@@ -64,6 +80,13 @@ class ListenerHooks(Protocol):
 
     def heard_partial(self, text: str) -> None:
         """An interim transcript of the turn in progress."""
+
+    def caller_paused(self) -> None:
+        """The caller has been silent long enough that the recogniser's endpointing may end the
+        turn soon (before our silence rule): time to prepare the answer to their words."""
+
+    def caller_resumed(self) -> None:
+        """The caller spoke again after `caller_paused`: what was prepared is stale."""
 
     def heard_final(self, text: str, confidence: float) -> None:
         """The caller's words for the turn (never empty)."""
@@ -101,6 +124,10 @@ class Listener:
         self._heard_at = 0.0
         self._judged_ms = 0
         self._speech_end_ms = -1
+        #: silence after which the answer is prepared while the turn is still open (0: only at
+        #: our end of turn): set when the recogniser ends turns itself, see `prepare_after_ms`
+        self._prepare_ms = 0
+        self.paused = False  # caller_paused was said for the silence in progress
         self._vad_q: deque[bytes] = deque()  # awaited VADs: fed in order by one task
         self._vad_wake = asyncio.Event()
         self._vad_task: asyncio.Task[None] | None = None
@@ -169,6 +196,8 @@ class Listener:
             return
         self._asr = stream
         self._asr_sync = stream.capabilities.sync_audio
+        self._prepare_ms = prepare_after_ms(self.turns.rules.end_of_turn_ms,
+                                            stream.capabilities.endpointing_ms)
         self._asr_reader = self.tasks.spawn(self._read_transcripts(stream), "asr")
         if not self._asr_sync and (self._asr_feeder is None or self._asr_feeder.done()):
             self._asr_feeder = self.tasks.spawn(self._feed_asr(), "asr-feed")
@@ -291,6 +320,13 @@ class Listener:
         self._judged_ms += ms
         if turns.silence_ms == 0 and turns.speech_ms:
             self._speech_end_ms = self._judged_ms
+            if self.paused:
+                self.paused = False
+                hooks.caller_resumed()
+        elif (self._prepare_ms and not self.paused and turns.in_speech
+              and turns.silence_ms >= self._prepare_ms and signal is None):
+            self.paused = True
+            hooks.caller_paused()
         if signal is None:
             return
         if signal is TurnSignal.BARGE_IN:
@@ -327,6 +363,7 @@ class Listener:
 
     def _end_of_speech(self) -> None:
         self.turns.end()
+        self.paused = False
         if self._asr is None:
             self.hooks.caller_stopped(self.last_speech_at(), "vad")
             self.hooks.heard_nothing(timed_out=False)  # nothing can tell us words were said
@@ -396,6 +433,7 @@ class Listener:
             if t.end_of_turn and not self.awaiting_final:
                 # the provider's endpointing ended the turn before our silence rule did
                 self.turns.end()
+                self.paused = False
                 self.hooks.caller_stopped(self.last_speech_at(), "recogniser")
             self.awaiting_final = False
             self.tasks.cancel_timer("asr_final")

@@ -348,8 +348,14 @@ class PipelineCall:
 
     def heard_partial(self, text: str) -> None:
         self.post(ev.UserPartial(text, at=self.life.now()))
-        if self.listener.awaiting_final:  # new words after our end of speech
+        if self.listener.awaiting_final or self.listener.paused:  # new words after the pause
             self.speculator.prepare(self.listener.words_so_far())
+
+    def caller_paused(self) -> None:
+        self.speculator.prepare(self.listener.words_so_far())  # before the ASR's endpointing
+
+    def caller_resumed(self) -> None:
+        self.speculator.drop("the caller spoke again")
 
     def heard_final(self, text: str, confidence: float) -> None:
         self.latency.mark("asr_final")
@@ -426,8 +432,9 @@ class PipelineCall:
     # -- SpeculationHost ------------------------------------------------------------------------
 
     def speculation_allowed(self) -> bool:
-        return (not self.line.closed and not self.listener.in_speech
-                and self.listener.awaiting_final and not self.life.finishing
+        listener = self.listener
+        return (not self.line.closed and not self.life.finishing
+                and ((not listener.in_speech and listener.awaiting_final) or listener.paused)
                 and self._entry.compiled.settings.preemptive_generation)
 
     def fork_engine(self) -> Engine | None:
