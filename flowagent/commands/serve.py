@@ -20,9 +20,11 @@ no new calls, running calls finish, records and webhooks are flushed, then the p
 SIGHUP reloads changed flow files at once (they are also polled every `--reload-interval`
 seconds, default 2; 0 = only on SIGHUP).
 
-When any served flow uses the embedded offline stack (no `providers:` section, or whisper /
-piper / silero named), the models are loaded and warmed up once before the first call
-(`load_default_stack()`), and flows' intents get the MiniLM embedding scorer. AMI
+The offline models the served flows need (`stack.models_for`: whisper / piper / silero when
+named or left as the default, MiniLM with whisper) are loaded and warmed up once before the
+first call, and no other (a Deepgram + Cartesia flow never imports Whisper, Piper or MiniLM);
+a hot reload that brings a flow needing one more loads it then (`LocalModels`). With MiniLM,
+flows' intents get its embedding scorer. AMI
 (FLOWAGENT_AMI_HOST...) is connected when configured, for transfers by redirect.
 
 Static prompts are made ready before calls are accepted (`--warm before`, the default) or while
@@ -37,7 +39,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import functools
 import logging
 import os
 import signal
@@ -68,7 +69,6 @@ MISSING_STACK = (
     "The offline speech stack is not installed (missing: {missing}); install it with the README"
     " command: pip install -e '.[local]' (from the clone) or pip install 'flowagent-*.whl[local]'"
 )
-LOCAL_NAMES = {"whisper", "piper", "silero"}
 #: provider deadline with the offline stack. The runtime's 1.5 s is for cloud providers that may
 #: hang; local Whisper/Piper never hang, they only slow down when the CPU is busy (measured: Piper
 #: took ~2.2 s for a long confirmation while a load test ran on this 2-core machine), and
@@ -270,29 +270,36 @@ async def _serve_with_store(con: Console, source: Path, audiosocket: tuple[str, 
     with contextlib.suppress(ValueError):  # how often ended calls are freed (call_garbage.py)
         config.gc_every_calls = int(os.environ.get("FLOWAGENT_GC_EVERY_CALLS",
                                                    config.gc_every_calls))
-    local_models = _local_models(source)
-    if local_models:
-        from flowagent.providers.local.stack import load_default_stack, missing_packages
+    needs = _local_needs(source)
+    if needs:
+        from flowagent.providers.local.stack import LocalModels, missing_packages
+        from flowagent.understanding.embedding_cache import cache_beside_prompts
 
-        missing = missing_packages()
+        missing = missing_packages(needs)
         if missing:
             con.print(f"[red]{escape(MISSING_STACK.format(missing=', '.join(missing)))}.[/red]")
             return 2
+        models = LocalModels(embedding_disk=cache_beside_prompts(flows.prompt_disk))
         try:
-            with con.status(f"Loading the offline models ({', '.join(sorted(local_models))},"
-                            " minilm)..."):
-                from flowagent.understanding.embedding_cache import cache_beside_prompts
-
-                stack = await asyncio.to_thread(
-                    functools.partial(load_default_stack, models=local_models,
-                                      embedding_disk=cache_beside_prompts(flows.prompt_disk)))
+            names = ", ".join(m for m in ("whisper", "piper", "silero", "minilm") if m in needs)
+            with con.status(f"Loading the offline speech stack ({names})..."):
+                stack = await asyncio.to_thread(models.ensure, needs)
         except Exception as exc:
             con.print(f"[red]The offline speech stack could not start: {escape(str(exc))}[/red]")
             return 2
-        log.info("%s", stack.summary())
-        con.print(stack.summary())
-        flows.intent_scorer = stack.scorer
-        config.provider_timeout_s = max(config.provider_timeout_s, LOCAL_PROVIDER_TIMEOUT_S)
+        if stack is not None:
+            log.info("%s", stack.summary())
+            con.print(stack.summary())
+        flows.local_models = models
+        flows.intent_scorer = models.scorer
+        if needs & {"whisper", "piper"}:
+            config.provider_timeout_s = max(config.provider_timeout_s, LOCAL_PROVIDER_TIMEOUT_S)
+    else:
+        from flowagent.providers.local.stack import LocalModels
+        from flowagent.understanding.embedding_cache import cache_beside_prompts
+
+        # a reload may bring a flow that hears or speaks offline: its models load then
+        flows.local_models = LocalModels(embedding_disk=cache_beside_prompts(flows.prompt_disk))
     try:
         with con.status("Loading flows and providers..."):
             await asyncio.to_thread(flows.load, source)
@@ -608,28 +615,25 @@ def _flow_files(source: Path) -> list[Path]:
     return [source.parent / str(f) for f in files if f]
 
 
-def _local_models(source: Path) -> set[str]:
-    """The offline models (whisper, piper, silero) the served flows name or fall back on; only
-    these are loaded at start-up (a cloud-only flow loads none)."""
+def _local_needs(source: Path) -> set[str]:
+    """The offline models (whisper, piper, silero, minilm) the served flows need, from their
+    `providers:` sections (`stack.models_for`): a flow that only uses cloud providers needs none,
+    and nothing it does not use is imported or loaded."""
     import yaml
 
-    from flowagent.server.runtime import DEFAULT_PROVIDERS
+    from flowagent.providers.local.stack import models_for
 
-    used: set[str] = set()
+    needs: set[str] = set()
     for path in _flow_files(source):
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except (OSError, yaml.YAMLError):
             continue  # flows.load reports it with file:line:column
         section = (data.get("providers") or {}) if isinstance(data, dict) else {}
-        if not isinstance(section, dict) or "sts" in section:
-            continue
-        for kind in ("asr", "tts", "vad"):
-            entry = section.get(kind)
-            name = entry.get("name") if isinstance(entry, dict) else DEFAULT_PROVIDERS[kind]
-            if name in LOCAL_NAMES:
-                used.add(str(name))
-    return used
+        if isinstance(section, dict):
+            needs |= models_for(section, intents=bool(isinstance(data, dict)
+                                                       and data.get("intents")))
+    return needs
 
 
 def _web_ui(rt: object) -> dict[str, Any]:

@@ -176,6 +176,7 @@ def run_checks(report: FileReport, loaded: LoadedFlow, *, check_env: bool = True
         providers.check_secrets_in_headers,
         providers.check_env,
         providers.check_defaults,
+        providers.check_preemptive,
     )
     for step in steps:
         try:

@@ -96,6 +96,9 @@ class AsrCapabilities:
     speech_onset: bool = False
     #: `inject(text)` runs text through the stream as if it had been heard (the fake; tests)
     text_injection: bool = False
+    #: the recogniser ends a turn itself after this much silence (Deepgram's `endpointing`);
+    #: 0 = only when asked (`flush`). Preemptive replies then start before it does.
+    endpointing_ms: int = 0
 
 
 class AsrStream(Protocol):

@@ -51,7 +51,7 @@ from urllib.parse import urlencode
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 
-from flowagent.providers.base import AsrStreamBase, ProviderError, Transcript
+from flowagent.providers.base import AsrCapabilities, AsrStreamBase, ProviderError, Transcript
 from flowagent.providers.cloudutil import (
     END_OF_STREAM,
     build_options,
@@ -160,6 +160,7 @@ class DeepgramStream(AsrStreamBase):
     def __init__(self, ws: ClientConnection, options: DeepgramOptions) -> None:
         self._ws = ws
         self._o = options
+        self.capabilities = AsrCapabilities(endpointing_ms=max(0, options.endpointing_ms))
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._last_send = time.monotonic()
         self._closing = False

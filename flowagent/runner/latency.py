@@ -4,6 +4,13 @@ One row per answered caller turn: when the caller stopped, and how long after th
 recogniser's final, the LLM's first token, the first TTS audio and the first frame on the socket
 came. `runner_ms` is our own share: the first frame minus the last provider milestone before it.
 Rows go to the call record (`latency`), the API, the web view and `/metrics`.
+
+"When the caller stopped" is the end of their last speech frame as our VAD judged it, whoever
+ended the turn (our silence rule after `end_of_turn_ms`, or the recogniser's endpointing): what
+the caller waits is counted, not what follows our decision. Rows that are not a reply's wait are
+not kept: a turn in which no words were heard has no reply (`discard`), and only an utterance
+the engine issued after the caller stopped (`say_id` above the row's floor) closes a row, not
+the next prompt of a reply already queued before.
 """
 
 from __future__ import annotations
@@ -25,20 +32,24 @@ class LatencyRows:
         self._turn: dict[str, float] = {}
         self._open = False
         self._spec: tuple[bool, str] | None = None  # (hit, why) of this turn's prepared reply
+        #: utterances with say_id up to this were issued before the open row's turn ended
+        self._floor = 0
 
     @property
     def open(self) -> bool:
         return self._open
 
-    def begin(self, end_of_speech: float) -> None:
-        """The caller stopped speaking at `end_of_speech` (monotonic): a new row starts."""
+    def begin(self, end_of_speech: float, say_floor: int = 0) -> None:
+        """The caller stopped speaking at `end_of_speech` (monotonic): a new row starts.
+        `say_floor`: the last say_id issued so far (those are not this turn's reply)."""
         self._turn = {"end_of_speech": end_of_speech}
         self._open = True
         self._spec = None
+        self._floor = say_floor
 
-    def drop(self) -> None:
-        """The turn had no words (a cough, a click): no reply answers it, so no row — it would
-        otherwise run to whatever we say next (a reprompt seconds later)."""
+    def discard(self) -> None:
+        """The turn held no words (noise, or the empty answer to a `Finalize` after the
+        recogniser had already ended the turn): nothing answers it, so it has no row."""
         self._open = False
         self._turn = {}
         self._spec = None
@@ -50,9 +61,11 @@ class LatencyRows:
     def speculation(self, hit: bool, why: str) -> None:
         self._spec = (hit, why)
 
-    def first_frame(self, at: float, state: str, record: CallRecord | None) -> None:
-        """Our first frame of a reply reached the socket: the row is complete."""
-        if not self._open:
+    def first_frame(self, at: float, state: str, record: CallRecord | None,
+                    say_id: int | None = None) -> None:
+        """Our first frame of utterance `say_id` reached the socket: if that utterance answers
+        the open row's turn (issued after it ended), the row is complete."""
+        if not self._open or (say_id is not None and 0 <= say_id <= self._floor):
             return
         self.mark("first_frame", at)
         self._close(state, record)

@@ -44,6 +44,22 @@ FALLBACK_VAD_THRESHOLD = 0.01
 MAX_ASR_REOPENS = 3
 
 
+#: how long before the recogniser's endpointing fires the answer starts being prepared: enough
+#: for a cloud LLM's first token and TTS's first audio (30-50 + 50-80 ms published)
+PREPARE_LEAD_MS = 150
+#: never prepare on a pause shorter than this (a breath between words)
+PREPARE_MIN_MS = 100
+
+
+def prepare_after_ms(end_of_turn_ms: int, endpointing_ms: int) -> int:
+    """Silence after which a preemptive answer is prepared while the turn is still open: only
+    when the recogniser's endpointing ends turns before our own rule (then our end of turn,
+    where preparing normally starts, never comes), `PREPARE_LEAD_MS` before it. 0 = not."""
+    if endpointing_ms <= 0 or endpointing_ms >= end_of_turn_ms:
+        return 0
+    return max(PREPARE_MIN_MS, endpointing_ms - PREPARE_LEAD_MS)
+
+
 class ListenerHooks(Protocol):
     def agent_audible(self) -> bool:
         """Our audio is reaching the caller now (the stricter barge-in rule applies)."""
@@ -58,11 +74,19 @@ class ListenerHooks(Protocol):
         """The caller began speaking while we were quiet (or after an interruption)."""
 
     def caller_stopped(self, at: float, by: str) -> None:
-        """The caller's turn ended at `at` (monotonic). `by`: "vad" (our silence rule: the
-        words follow), "recogniser" (its endpointing, with the words) or "injected"."""
+        """The caller's turn ended; `at` (monotonic) is when their speech ended (our VAD's last
+        speech frame), not when it was decided. `by`: "vad" (our silence rule: the words
+        follow), "recogniser" (its endpointing, with the words) or "injected"."""
 
     def heard_partial(self, text: str) -> None:
         """An interim transcript of the turn in progress."""
+
+    def caller_paused(self) -> None:
+        """The caller has been silent long enough that the recogniser's endpointing may end the
+        turn soon (before our silence rule): time to prepare the answer to their words."""
+
+    def caller_resumed(self) -> None:
+        """The caller spoke again after `caller_paused`: what was prepared is stale."""
 
     def heard_final(self, text: str, confidence: float) -> None:
         """The caller's words for the turn (never empty)."""
@@ -93,6 +117,17 @@ class Listener:
         # VAD
         self._vad: VadStream | None = None
         self._vad_sync = False
+        # the caller's end of speech on the monotonic clock, whoever ends the turn: audio is
+        # counted in ms as it arrives (`_heard_ms`, the last at `_heard_at`) and as the VAD
+        # judges it (`_judged_ms`); `_speech_end_ms` is where the VAD's last speech frame ended
+        self._heard_ms = 0
+        self._heard_at = 0.0
+        self._judged_ms = 0
+        self._speech_end_ms = -1
+        #: silence after which the answer is prepared while the turn is still open (0: only at
+        #: our end of turn): set when the recogniser ends turns itself, see `prepare_after_ms`
+        self._prepare_ms = 0
+        self.paused = False  # caller_paused was said for the silence in progress
         self._vad_q: deque[bytes] = deque()  # awaited VADs: fed in order by one task
         self._vad_wake = asyncio.Event()
         self._vad_task: asyncio.Task[None] | None = None
@@ -161,6 +196,8 @@ class Listener:
             return
         self._asr = stream
         self._asr_sync = stream.capabilities.sync_audio
+        self._prepare_ms = prepare_after_ms(self.turns.rules.end_of_turn_ms,
+                                            stream.capabilities.endpointing_ms)
         self._asr_reader = self.tasks.spawn(self._read_transcripts(stream), "asr")
         if not self._asr_sync and (self._asr_feeder is None or self._asr_feeder.done()):
             self._asr_feeder = self.tasks.spawn(self._feed_asr(), "asr-feed")
@@ -196,6 +233,8 @@ class Listener:
     # -- audio in (every frame) -----------------------------------------------------------------
 
     def on_audio(self, pcm: bytes) -> None:
+        self._heard_ms += len(pcm) * 500 // self.sample_rate
+        self._heard_at = time.monotonic()
         asr = self._asr
         if asr is not None:
             if self._asr_sync:
@@ -276,7 +315,18 @@ class Listener:
 
     def _on_vad(self, p: float, ms: int) -> None:
         hooks = self.hooks
-        signal = self.turns.update(p, ms, hooks.agent_audible())
+        turns = self.turns
+        signal = turns.update(p, ms, hooks.agent_audible())
+        self._judged_ms += ms
+        if turns.silence_ms == 0 and turns.speech_ms:
+            self._speech_end_ms = self._judged_ms
+            if self.paused:
+                self.paused = False
+                hooks.caller_resumed()
+        elif (self._prepare_ms and not self.paused and turns.in_speech
+              and turns.silence_ms >= self._prepare_ms and signal is None):
+            self.paused = True
+            hooks.caller_paused()
         if signal is None:
             return
         if signal is TurnSignal.BARGE_IN:
@@ -301,23 +351,27 @@ class Listener:
                 log.debug("speech_started failed", exc_info=True)
         self.hooks.caller_started()
 
-    def _speech_ended_at(self) -> float:
-        """When the caller really stopped: now, less the silence heard since their last speech
-        (our end-of-turn rule fires `end_of_turn_ms` later). Latency rows start here, so they
-        count what the caller waits, whoever ends the turn."""
-        return time.monotonic() - self.turns.silence_ms / 1000
+    def last_speech_at(self) -> float:
+        """When the caller's last speech frame (as our VAD judged it) ended, on the monotonic
+        clock: what every latency row counts from, whether our silence rule or the
+        recogniser's endpointing ends the turn. The audio clock maps to the wall clock at the
+        latest frame's arrival, so a VAD that judges in batches does not shift it. Before any
+        speech was heard: now."""
+        if self._speech_end_ms < 0:
+            return time.monotonic()
+        return self._heard_at - (self._heard_ms - self._speech_end_ms) / 1000
 
     def _end_of_speech(self) -> None:
-        ended_at = self._speech_ended_at()
         self.turns.end()
+        self.paused = False
         if self._asr is None:
-            self.hooks.caller_stopped(ended_at, "vad")
+            self.hooks.caller_stopped(self.last_speech_at(), "vad")
             self.hooks.heard_nothing(timed_out=False)  # nothing can tell us words were said
             return
         self.awaiting_final = True
         self.tasks.spawn(self._flush_asr(self._asr), "asr-flush")
         self.tasks.timer("asr_final", self.provider_timeout_s, self._asr_timed_out)
-        self.hooks.caller_stopped(ended_at, "vad")
+        self.hooks.caller_stopped(self.last_speech_at(), "vad")
 
     @property
     def in_speech(self) -> bool:
@@ -383,9 +437,9 @@ class Listener:
                     # used to open a phantom turn whose latency row ran to our next prompt
                     return
                 # the provider's endpointing ended the turn before our silence rule did
-                ended_at = self._speech_ended_at()
                 self.turns.end()
-                self.hooks.caller_stopped(ended_at, "recogniser")
+                self.paused = False
+                self.hooks.caller_stopped(self.last_speech_at(), "recogniser")
             self.awaiting_final = False
             self.tasks.cancel_timer("asr_final")
             self._emit(t.confidence)

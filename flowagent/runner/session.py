@@ -301,7 +301,7 @@ class PipelineCall:
         self.life.ended_by(by, reason)
 
     def on_first_frame(self, say_id: int, at: float) -> None:
-        self.latency.first_frame(at, self.state, self.record)
+        self.latency.first_frame(at, self.state, self.record, say_id)
 
     def on_say_done(self, say_id: int) -> None:
         if self.line.closed or say_id < 0:
@@ -345,14 +345,20 @@ class PipelineCall:
         self.speculator.drop("the caller spoke again")
 
     def caller_stopped(self, at: float, by: str) -> None:
-        self.latency.begin(at)
+        self.latency.begin(at, self.speaker.last_say_id)
         if by == "vad":
             self.speculator.prepare(self.listener.words_so_far())  # start preparing the answer
 
     def heard_partial(self, text: str) -> None:
         self.post(ev.UserPartial(text, at=self.life.now()))
-        if self.listener.awaiting_final:  # new words after our end of speech
+        if self.listener.awaiting_final or self.listener.paused:  # new words after the pause
             self.speculator.prepare(self.listener.words_so_far())
+
+    def caller_paused(self) -> None:
+        self.speculator.prepare(self.listener.words_so_far())  # before the ASR's endpointing
+
+    def caller_resumed(self) -> None:
+        self.speculator.drop("the caller spoke again")
 
     def heard_final(self, text: str, confidence: float) -> None:
         self.latency.mark("asr_final")
@@ -368,8 +374,8 @@ class PipelineCall:
         self.post(utterance)
 
     def heard_nothing(self, timed_out: bool) -> None:
-        if not timed_out:  # no words, no reply to time (a reprompt later is not an answer)
-            self.latency.drop()
+        if not timed_out:
+            self.latency.discard()  # no words: no reply, so no row (a later prompt is not one)
         self.speculator.no_words()
         if self._held:  # a pause for a noise the recogniser found no words in
             self._resume_if_held()
@@ -432,8 +438,9 @@ class PipelineCall:
     # -- SpeculationHost ------------------------------------------------------------------------
 
     def speculation_allowed(self) -> bool:
-        return (not self.line.closed and not self.listener.in_speech
-                and self.listener.awaiting_final and not self.life.finishing
+        listener = self.listener
+        return (not self.line.closed and not self.life.finishing
+                and ((not listener.in_speech and listener.awaiting_final) or listener.paused)
                 and self._entry.compiled.settings.preemptive_generation)
 
     def fork_engine(self) -> Engine | None:

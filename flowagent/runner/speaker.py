@@ -97,6 +97,8 @@ class Speaker:
         self.line = line
         self.entry = entry
         self.provider_timeout_s = provider_timeout_s
+        #: the highest say_id issued to us so far (latency rows: which replies are newer)
+        self.last_say_id = 0
         #: the utterances not yet finished on the line, by say_id
         self.utterances: dict[int, Utterance] = {}
         #: the `Say` behind each unfinished utterance (made again after a rate change)
@@ -132,6 +134,7 @@ class Speaker:
         return not self._jobs and not self._synthesising
 
     def say(self, say: Say) -> None:
+        self.last_say_id = max(self.last_say_id, say.say_id)
         info = Utterance(say.say_id, say.text, say.interruptible, say.expect_reply)
         self.utterances[say.say_id] = info
         self._says[say.say_id] = say
@@ -147,6 +150,7 @@ class Speaker:
 
     def llm(self, req: LlmRequest) -> None:
         if req.speak:
+            self.last_say_id = max(self.last_say_id, req.say_id)
             self.utterances.setdefault(req.say_id, Utterance(req.say_id))
             self.enqueue(req)
         else:

@@ -40,6 +40,7 @@ from flowagent.server.webhooks import Webhooks
 
 if TYPE_CHECKING:
     from flowagent.flow.compiler import CompiledFlow
+    from flowagent.providers.local.stack import LocalModels
     from flowagent.runner.services import LiveCall
 
 log = logging.getLogger(__name__)
@@ -153,6 +154,9 @@ class FlowSet:
         self.intent_scorer: Any = None
         #: persistent prompt audio (`prompt_cache.PromptDiskCache`, set by serve); None = memory
         self.prompt_disk: Any = None
+        #: loads each offline model when the first flow that needs it is loaded (serve sets it;
+        #: None: models load lazily when a provider is built, without the MiniLM scorer)
+        self.local_models: LocalModels | None = None
 
     def load_entry(self, path: Path) -> FlowEntry:
         from flowagent.flow.compiler import FlowInvalid, load_flow
@@ -165,11 +169,36 @@ class FlowSet:
             raise FlowLoadError(f"{exc}") from exc
         except OSError as exc:
             raise FlowLoadError(f"{path}: cannot read the flow file ({exc.strerror}).") from exc
+        self._load_models(compiled)
         providers = self.pool.for_flow(compiled, self.overrides)
         _add_scorer(compiled, self.intent_scorer)
         _warm_up(compiled)
         return FlowEntry(path=path, compiled=compiled, providers=providers, mtime=mtime,
                          disk_cache=self.prompt_disk, tts_identity=self._tts_identity(providers))
+
+    def _load_models(self, compiled: CompiledFlow) -> None:
+        """Load the offline models this flow needs that no flow loaded before (start-up or a
+        hot reload); a flow that only uses cloud providers loads none."""
+        if self.local_models is None:
+            return
+        from flowagent.providers.local.stack import models_for
+
+        section = {k: dict(v) for k, v in (compiled.providers or {}).items()}
+        if any(k in self.overrides for k in ("asr", "llm", "tts")):
+            section.pop("sts", None)
+        section.update({k: dict(v) for k, v in self.overrides.items()})
+        try:
+            from flowagent.understanding.intents import BUILTIN_INTENTS
+
+            own_intents = bool(set(compiled.intents) - set(BUILTIN_INTENTS))
+            stack = self.local_models.ensure(models_for(section, intents=own_intents))
+        except Exception as exc:
+            raise FlowLoadError(f"{compiled.name}: the offline speech stack could not start:"
+                                f" {exc}") from exc
+        if stack is not None:
+            log.info("%s", stack.summary())
+        if self.local_models.scorer is not None:
+            self.intent_scorer = self.local_models.scorer
 
     def _tts_identity(self, providers: Providers) -> str:
         from flowagent.runner.prompt_cache import tts_identity

@@ -1,6 +1,7 @@
 """`flowagent serve` loads only the offline models its flows use: a flow on other recognition
-and voice providers with the Silero VAD loads Silero (and the intent scorer), not Whisper and
-Piper (~390 MB, seconds of start-up); a flow that uses none loads none."""
+and voice providers with the Silero VAD loads Silero, not Whisper and Piper (~390 MB, seconds of
+start-up); the MiniLM intent scorer comes when a flow declares intents; a flow that uses none
+loads none."""
 
 from __future__ import annotations
 
@@ -34,8 +35,23 @@ async def _startup_log(tmp: Path, vad: str) -> str:
 async def test_only_the_silero_vad_is_loaded_for_a_flow_that_uses_only_it(tmp_path: Path) -> None:
     log = await _startup_log(tmp_path, "{name: silero}")
     line = next(x for x in log.splitlines() if "offline speech stack loaded" in x)
-    assert "silero" in line and "minilm" in line
-    assert "whisper" not in line and "piper" not in line, line
+    assert "silero" in line
+    assert "whisper" not in line and "piper" not in line and "minilm" not in line, line
+
+
+async def test_a_flow_with_intents_gets_the_intent_scorer_whatever_it_hears_with(
+        tmp_path: Path) -> None:
+    global BASIC
+    plain = BASIC
+    BASIC = plain.replace("\nslots:", "\nintents:\n  quote:\n    examples: [a quote please,"
+                          " how much is it]\n\nslots:", 1)
+    try:
+        assert "intents:" in BASIC
+        log = await _startup_log(tmp_path, "{name: silero}")
+    finally:
+        BASIC = plain
+    line = next(x for x in log.splitlines() if "offline speech stack loaded" in x)
+    assert "silero" in line and "minilm" in line and "whisper" not in line, line
 
 
 async def test_no_offline_model_is_loaded_for_a_flow_that_uses_none(tmp_path: Path) -> None:

@@ -30,14 +30,14 @@ SPEECH = audio.tone(300, 400, 8000, amplitude=0.4)  # 300 ms (at 400 Hz) of "the
 MS_PER_WORD = 40  # Cartesia fake: each word of a reply is 40 ms of tone
 
 
-def write_flow(tmp_path: Path) -> Path:
+def write_flow(tmp_path: Path, end_of_turn_ms: int = 200) -> Path:
     """Ask a question, then hand every answer to the LLM and speak its reply (providers come
     from the overrides, as for flows/removals.yaml)."""
     flow = {
         "flowagent": 1,
         "name": "Deepgram preemptive",
         "start": "greet",
-        "settings": {"end_of_turn_ms": 200, "preemptive_generation": True,
+        "settings": {"end_of_turn_ms": end_of_turn_ms, "preemptive_generation": True,
                      "barge_in": {"enabled": True, "min_speech_ms": 60},
                      "no_input": {"timeout_s": 30}},
         "states": {
@@ -73,11 +73,12 @@ def heard_speech_ms(c: AudioSocketCaller, after: float) -> int:
 
 
 async def call(tmp_path: Path, dg: FakeDeepgram, ct: FakeCartesia, llm: FakeOpenAIChat,
-               turns: int) -> tuple[dict[str, Any], list[int]]:
+               turns: int, end_of_turn_ms: int = 200) -> tuple[dict[str, Any], list[int]]:
     """Greeting, then `turns` caller turns each answered before the next; returns the call
     record and the agent speech (ms) heard after each turn."""
     heard: list[int] = []
-    async with serve(write_flow(tmp_path), providers(dg, ct, llm), tmp_path) as (server, store):
+    async with serve(write_flow(tmp_path, end_of_turn_ms), providers(dg, ct, llm),
+                     tmp_path) as (server, store):
         c = AudioSocketCaller("127.0.0.1", server.address[1])
         await c.connect()
         assert await c.wait_agent_quiet(0.3, timeout_s=15)  # "Hello?"
@@ -148,3 +149,22 @@ async def test_an_interim_short_of_the_final_is_a_miss_and_the_final_is_answered
     assert [e["text"] for e in rec["transcript"] if e["who"] == "caller"] == [final]
     # what was heard is the short real answer, not the long prepared one
     assert abs(heard[0] - len(real.split()) * MS_PER_WORD) <= 80, heard
+
+
+async def test_preemptive_replies_engage_when_deepgrams_endpointing_ends_the_turn(
+        tmp_path: Path) -> None:
+    """The shipped removals settings: our silence rule 600 ms, Deepgram's endpointing 300 ms, so
+    Deepgram always ends the turn and our end of turn (where preparing started) never comes.
+    The answer is now prepared at 150 ms of silence, before Deepgram's final (was: 0 hits)."""
+    finals = ["what does a move cost", "and how long does it take"]
+    replies = ["A three bedroom move costs four hundred and fifty pounds.",
+               "It usually takes one day."]
+    async with (FakeDeepgram(finals, turns="energy") as dg,
+                FakeCartesia(ms_per_word=MS_PER_WORD) as ct,
+                FakeOpenAIChat(replies, token_s=0.005) as llm):
+        rec, heard = await call(tmp_path, dg, ct, llm, turns=2, end_of_turn_ms=600)
+    assert all(ms > 0 for ms in heard)
+    assert dg.finalizes == 0  # Deepgram's endpointing ended both turns
+    assert [r["preemptive"] for r in rows(rec)] == ["hit", "hit"]
+    assert len(llm.requests) == 2  # prepared once per turn, never asked again
+    assert agent_lines(rec)[1:3] == replies

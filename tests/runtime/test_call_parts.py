@@ -238,6 +238,12 @@ class ListenerRecorder:
     def heard_partial(self, text: str) -> None:
         self.events.append(("partial", text))
 
+    def caller_paused(self) -> None:
+        self.events.append(("paused", None))
+
+    def caller_resumed(self) -> None:
+        self.events.append(("resumed", None))
+
     def heard_final(self, text: str, confidence: float) -> None:
         self.events.append(("final", text))
 

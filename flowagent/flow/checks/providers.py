@@ -171,3 +171,52 @@ def check_defaults(ctx: CheckContext) -> None:
                          "`llm` provider is set; without one it cannot hold that conversation.",
                          "Add `providers: llm:` (for example `name: openai` with its options).",
                          key=True)
+
+
+#: mirrors `runner.listener.PREPARE_MIN_MS`: the shortest pause an answer is prepared on (the
+#: flow package does not import the runner)
+_PREPARE_MIN_MS = 100
+
+
+def check_preemptive(ctx: CheckContext) -> None:
+    """Settings under which preemptive replies (`settings.preemptive_generation`, default on)
+    can never engage: the answer is prepared on the recogniser's interim words during the
+    caller's pause, so a recogniser that sends none, or that ends the turn before a pause is
+    long enough to prepare on, leaves every turn on the slow sequential path."""
+    settings = ctx.mapping("settings")
+    if settings.get("preemptive_generation", True) is False:
+        return
+    providers = ctx.mapping("providers")
+    if "sts" in providers:
+        return
+    asr = providers.get("asr")
+    name = asr.get("name") if isinstance(asr, dict) else "whisper"
+    opts = (asr.get("options") if isinstance(asr, dict) else None) or {}
+    if not isinstance(opts, dict):
+        return
+    if name == "deepgram":
+        if opts.get("interim_results") is False:
+            ctx.warn("preemptive-impossible", ("providers", "asr", "options", "interim_results"),
+                     "Deepgram is told to send no interim transcripts, so no answer can be "
+                     "prepared before its final: preemptive replies never engage and every "
+                     "turn waits for the recogniser, the language model and the voice in turn.",
+                     "Remove `interim_results: false`, or set `settings: "
+                     "preemptive_generation: false` to say you mean it.", key=True)
+        endpointing = opts.get("endpointing_ms", 300)
+        end_of_turn = settings.get("end_of_turn_ms", 600)
+        if (isinstance(endpointing, int) and isinstance(end_of_turn, int)
+                and 0 < endpointing <= _PREPARE_MIN_MS and endpointing < end_of_turn):
+            ctx.warn("preemptive-impossible", ("providers", "asr", "options", "endpointing_ms"),
+                     f"Deepgram's endpointing ends each turn after {endpointing} ms of silence, "
+                     "before a pause "
+                     f"is long enough ({_PREPARE_MIN_MS} ms) to prepare the answer on: "
+                     "preemptive replies never engage.",
+                     "Use `endpointing_ms: 300` (Deepgram's usual), or set `settings: "
+                     "preemptive_generation: false`.", key=True)
+    elif name == "whisper" and settings.get("preemptive_generation") is True:
+        ctx.warn("preemptive-impossible", ("settings", "preemptive_generation"),
+                 "`preemptive_generation: true`, but Whisper (the offline recogniser) sends no "
+                 "interim transcripts, so there are never words to prepare an answer on before "
+                 "the final.",
+                 "Use a streaming recogniser with interim results (for example `deepgram`), or "
+                 "remove the setting.", key=True)
