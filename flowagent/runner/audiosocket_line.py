@@ -144,10 +144,14 @@ class AudioSocketLine:
         self._hooks = hooks
         self._sink = hooks.on_audio
         early, self._early = self._early, []
-        for f in early:
-            if self.closed:
-                return
-            self._frame(f)
+        try:
+            for f in early:
+                if self.closed:
+                    return
+                self._frame(f)
+        except Exception as exc:  # as for a live frame: this call ends, with its reason
+            self._inbound_failed(exc)
+            return
         self._attach_native_input()
 
     # -- inbound --------------------------------------------------------------------------------
@@ -197,6 +201,10 @@ class AudioSocketLine:
                 self._got_uuid.set()
             elif f.is_audio:
                 self._got_audio.set()
+            elif f.kind is Kind.DTMF:
+                f.digit()  # validates now, as a live frame would be, not when replayed
+            elif f.kind is Kind.UUID:
+                raise ProtocolError("a second UUID frame in the same call")
             self._early.append(f)
 
     def _frame(self, frame: Frame) -> None:

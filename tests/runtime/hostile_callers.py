@@ -40,6 +40,8 @@ ATTACKS: dict[str, bool] = {
     "gone_mid_answer": True,
     "same_uuid_at_once": True,
     "polite": True,
+    "bad_keypad_frame_before_audio": True,
+    "second_uuid": True,
     "never_sends_uuid": False,
     "slowloris": False,
     "random_bytes": False,
@@ -115,6 +117,12 @@ async def one_attack(host: str, port: int, name: str, rng: random.Random,
             writer.write(encode_uuid(call))
             await _frames(writer, rng.uniform(0, 0.3))
             writer.write(bytes([Kind.SLIN_8K, 0x01]))
+        elif name == "bad_keypad_frame_before_audio":  # held until the call starts
+            writer.write(encode_uuid(call) + encode(Kind.DTMF, b"x"))
+            await _until_closed(reader, 3)
+        elif name == "second_uuid":
+            writer.write(encode_uuid(call) + encode_uuid(call))
+            await _until_closed(reader, 3)
         elif name == "gone_after_uuid":
             writer.write(encode_uuid(call))
         elif name == "gone_mid_answer":  # the agent greets at once: hang up while it speaks

@@ -72,7 +72,8 @@ async def test_hostile_callers_each_end_only_their_own_call(
             assert full is not None
             why = "protocol" if "protocol error" in (full.get("end_reason") or "") else ""
             outcomes.setdefault(attack, Counter())[f"{full['outcome']} {why}".strip()] += 1
-    for attack in ("uuid_and_garbage_in_one_write", "unknown_kind"):
+    for attack in ("uuid_and_garbage_in_one_write", "unknown_kind",
+                   "bad_keypad_frame_before_audio", "second_uuid"):
         assert set(outcomes[attack]) == {"error protocol"}, (attack, outcomes[attack])
     # (an empty audio frame from Asterisk is ignored: the call goes on until the caller leaves)
     for attack in ("gone_after_uuid", "gone_mid_answer", "polite", "zero_length_audio"):
