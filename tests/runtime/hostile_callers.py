@@ -42,6 +42,9 @@ ATTACKS: dict[str, bool] = {
     "polite": True,
     "bad_keypad_frame_before_audio": True,
     "second_uuid": True,
+    "odd_length_audio": True,
+    "asterisk_error_frame": True,
+    "rate_changes_every_frame": True,
     "never_sends_uuid": False,
     "slowloris": False,
     "random_bytes": False,
@@ -123,6 +126,24 @@ async def one_attack(host: str, port: int, name: str, rng: random.Random,
         elif name == "second_uuid":
             writer.write(encode_uuid(call) + encode_uuid(call))
             await _until_closed(reader, 3)
+        elif name == "odd_length_audio":  # "frames of other lengths happen"
+            writer.write(encode_uuid(call))
+            await asyncio.sleep(0.5)
+            for _ in range(rng.randint(1, 20)):
+                writer.write(encode(Kind.SLIN_8K, os.urandom(rng.choice([1, 3, 161, 319, 321]))))
+                await asyncio.sleep(FRAME)
+        elif name == "asterisk_error_frame":
+            writer.write(encode_uuid(call))
+            await _frames(writer, rng.uniform(0, 0.3))
+            writer.write(encode(Kind.ERROR, bytes([rng.randint(0, 255)])))
+            await _until_closed(reader, 3)
+        elif name == "rate_changes_every_frame":
+            writer.write(encode_uuid(call))
+            await asyncio.sleep(0.5)
+            for i in range(rng.randint(2, 30)):
+                rate = Kind.SLIN_8K if i % 2 else Kind.SLIN_16K
+                writer.write(encode(rate, bytes(320 if rate is Kind.SLIN_8K else 640)))
+                await asyncio.sleep(FRAME)
         elif name == "gone_after_uuid":
             writer.write(encode_uuid(call))
         elif name == "gone_mid_answer":  # the agent greets at once: hang up while it speaks
