@@ -98,6 +98,14 @@ class TurnTaker:
         self.in_speech = False
         self.speech_ms = 0
 
+    @property
+    def onset(self) -> bool:
+        """Speech has begun (a window passed the threshold in force) and no silence has reset
+        it yet — the first sign of a caller turn, before it is long enough to count. While our
+        audio plays this is when it is ducked: a cough, a click or our own echo ends the run
+        (`speech_reset_ms` of silence) and the audio comes back; real speech becomes BARGE_IN."""
+        return self.speech_ms > 0
+
     def update(self, p: float, ms: int, playing: bool) -> TurnSignal | None:
         r = self.rules
         if p >= (r.barge_in_threshold if playing else r.threshold):
