@@ -81,6 +81,9 @@ typedef struct Conn {
     uint64_t frames_sent, underruns, blocked;
     double keepalive_s, last_sent, kicked_at;
     int paused, has_partial;
+    /* ducking (a possible barge-in): Q15 gain for our audio frames not yet sent (32768 = as
+     * made) and the gain the last frame ended at (each frame ramps from one to the other) */
+    int32_t gain, gain_prev;
     Played *played;
     int nplayed, capplayed;
     /* inbound */
@@ -316,6 +319,22 @@ static void send_silence(Conn *c, double now) {
     c_write(c, c->silence, c->frame_bytes + 3);
 }
 
+/* scale one audio frame's s16le payload from gain_prev to gain (Q15), a linear ramp across the
+ * frame so a change never clicks; only called while ducked or coming back (rare frames) */
+static void apply_gain(Conn *c, unsigned char *pcm, uint32_t plen) {
+    int n = (int)(plen / 2);
+    int32_t g0 = c->gain_prev, g1 = c->gain;
+    for (int i = 0; i < n; i++) {
+        int32_t g = g0 + (int32_t)(((int64_t)(g1 - g0) * (i + 1)) / n);
+        int32_t s = (int16_t)(pcm[2 * i] | (pcm[2 * i + 1] << 8));
+        int32_t o = (int32_t)(((int64_t)s * g) >> 15);
+        if (o > 32767) o = 32767; else if (o < -32768) o = -32768;
+        pcm[2 * i] = (unsigned char)(o & 0xff);
+        pcm[2 * i + 1] = (unsigned char)((uint16_t)o >> 8);
+    }
+    c->gain_prev = g1;
+}
+
 /* OutStream._send */
 static void c_send(Conn *c, double now) {
     QFrame *f;
@@ -331,6 +350,8 @@ static void c_send(Conn *c, double now) {
             played_add(c, f->sid, f->len - 3, &first);
             if (first) ev_push(c->eng, c->id, EV_FIRST, f->sid, now, NULL, 0);
         }
+        if (f->sid > 0 && (c->gain != 32768 || c->gain_prev != 32768))
+            apply_gain(c, f->data + 3, f->len - 3);
         c->current_say = f->sid;
         c->last_sent = now;
         c->frames_sent++;
@@ -725,6 +746,7 @@ static PyObject *Conn_flush(ConnObject *self, PyObject *Py_UNUSED(a)) {
     pthread_mutex_lock(&c->mu);
     int was_paused = c->paused;
     c->paused = 0;
+    c->gain = c->gain_prev = 32768; /* the next utterance starts as made */
     PyObject *cut = sids_of(c, 0);
     QFrame *nxt = c->head;
     while (nxt && nxt->is_end) nxt = nxt->next;
@@ -758,6 +780,19 @@ static PyObject *Conn_resume(ConnObject *self, PyObject *Py_UNUSED(a)) {
     CONN_OR_RETURN(NULL)
     pthread_mutex_lock(&c->mu);
     c->paused = 0;
+    pthread_mutex_unlock(&c->mu);
+    Py_RETURN_NONE;
+}
+
+/* set_gain(g): scale our audio frames from the next one sent (1.0 = as made; 0..1) */
+static PyObject *Conn_set_gain(ConnObject *self, PyObject *arg) {
+    double g = PyFloat_AsDouble(arg);
+    if (g == -1.0 && PyErr_Occurred()) return NULL;
+    CONN_OR_RETURN(NULL)
+    if (g < 0.0) g = 0.0;
+    if (g > 1.0) g = 1.0;
+    pthread_mutex_lock(&c->mu);
+    c->gain = (int32_t)(g * 32768.0 + 0.5);
     pthread_mutex_unlock(&c->mu);
     Py_RETURN_NONE;
 }
@@ -825,6 +860,7 @@ static PyObject *Conn_switch_rate(ConnObject *self, PyObject *args) {
     c->has_partial = 0;
     c->current_say = 0;
     c->paused = 0;
+    c->gain = c->gain_prev = 32768;
     c->nplayed = 0;
     pthread_mutex_unlock(&c->mu);
     if (r < 0) return PyErr_NoMemory();
@@ -896,6 +932,7 @@ static PyMethodDef Conn_methods[] = {
     {"flush", (PyCFunction)Conn_flush, METH_NOARGS, NULL},
     {"pause", (PyCFunction)Conn_pause, METH_NOARGS, NULL},
     {"resume", (PyCFunction)Conn_resume, METH_NOARGS, NULL},
+    {"set_gain", (PyCFunction)Conn_set_gain, METH_O, "set_gain(g): 0..1, from the next frame"},
     {"close", (PyCFunction)Conn_close, METH_VARARGS, "close(hangup=False)"},
     {"start_reading", (PyCFunction)Conn_start_reading, METH_VARARGS, NULL},
     {"switch_rate", (PyCFunction)Conn_switch_rate, METH_VARARGS, NULL},
@@ -1070,6 +1107,7 @@ static PyObject *Engine_open(Engine *e, PyObject *args) {
     c->keepalive_s = keepalive_ms / 1000.0;
     c->last_sent = -1e9;
     c->kicked_at = -1e9;
+    c->gain = c->gain_prev = 32768;
     if (set_kind(c, kind, fb) < 0) { conn_free(c); return PyErr_NoMemory(); }
     ConnObject *h = PyObject_New(ConnObject, &ConnType);
     if (!h) { c->fd = -1; conn_free(c); return NULL; }

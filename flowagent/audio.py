@@ -228,6 +228,16 @@ def fade(
     return a.astype("<i2").tobytes()
 
 
+def ramp_gain(pcm: bytes, start: float, end: float) -> bytes:
+    """Scale s16 audio by a gain moving linearly from `start` to `end` across it (ducking our
+    audio under a possible barge-in: a ramp, because a gain step mid-waveform clicks)."""
+    a = to_array(pcm).astype(np.float32)
+    if a.size == 0:
+        return pcm
+    g = np.linspace(start, end, a.size + 1, dtype=np.float32)[1:]
+    return bytes(np.clip(a * g, -32768, 32767).astype("<i2").tobytes())
+
+
 def read_wav(path: str | Path) -> tuple[bytes, int]:
     """Read a WAV file as mono s16 (channels are averaged; 8/24/32-bit converted)."""
     with wave.open(str(path), "rb") as w:

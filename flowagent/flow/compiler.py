@@ -129,6 +129,9 @@ class Settings:
     barge_in_min_speech_ms: int = 250
     barge_in_sensitivity: float = 0.5
     barge_in_resume_after_false: bool = False
+    #: how much quieter (dB) our audio goes at the first sign of caller speech, until the
+    #: barge-in is confirmed (stopped) or came to nothing (restored); 0 = no ducking
+    barge_in_duck_db: float = 15.0
     end_of_turn_ms: int = 600
     no_input_timeout_s: float = 6.0
     no_input_reprompts: int = 2
@@ -386,6 +389,7 @@ def _settings(raw: Mapping[str, Any] | None) -> Settings:
         barge_in_resume_after_false=bool(
             barge.get("resume_after_false", d.barge_in_resume_after_false)
         ),
+        barge_in_duck_db=max(0.0, float(barge.get("duck_db", d.barge_in_duck_db))),
         end_of_turn_ms=int(raw.get("end_of_turn_ms", d.end_of_turn_ms)),
         no_input_timeout_s=float(ni.get("timeout_s", d.no_input_timeout_s)),
         no_input_reprompts=int(ni.get("reprompts", d.no_input_reprompts)),

@@ -70,6 +70,11 @@ class ListenerHooks(Protocol):
     def caller_interrupts(self) -> None:
         """The caller is talking over our audio (a turn begins)."""
 
+    def caller_onset(self, suspected: bool) -> None:
+        """`True`: the first sign of caller speech over our audio (duck it: maybe a barge-in);
+        `False`: it came to nothing, or our audio stopped (full volume again). Only while an
+        interruption is allowed; confirmed speech then arrives as `caller_interrupts`."""
+
     def caller_started(self) -> None:
         """The caller began speaking while we were quiet (or after an interruption)."""
 
@@ -132,6 +137,8 @@ class Listener:
         self._vad_wake = asyncio.Event()
         self._vad_task: asyncio.Task[None] | None = None
         self._vad_fallback = False
+        #: our audio is ducked under a possible barge-in (`hooks.caller_onset(True)` was said)
+        self._ducked = False
         # ASR
         self._asr: AsrStream | None = None
         self._asr_sync = False
@@ -315,8 +322,13 @@ class Listener:
 
     def _on_vad(self, p: float, ms: int) -> None:
         hooks = self.hooks
+        audible = hooks.agent_audible()
         turns = self.turns
-        signal = turns.update(p, ms, hooks.agent_audible())
+        signal = turns.update(p, ms, audible)
+        # duck at the first speech window over our audio, restore when it comes to nothing
+        # (two attribute reads per result; the hook runs only when the state flips)
+        if (audible and turns.onset) is not self._ducked:
+            self._onset_changed(not self._ducked)
         self._judged_ms += ms
         if turns.silence_ms == 0 and turns.speech_ms:
             self._speech_end_ms = self._judged_ms
@@ -337,6 +349,12 @@ class Listener:
             self._begin_turn()
         else:
             self._end_of_speech()
+
+    def _onset_changed(self, suspected: bool) -> None:
+        if suspected and not self.hooks.may_interrupt():
+            return  # no interruption allowed now (e.g. legal text): nothing to duck for
+        self._ducked = suspected
+        self.hooks.caller_onset(suspected)
 
     def _begin_turn(self) -> None:
         if self.turns.in_speech:

@@ -146,6 +146,9 @@ class NativeOutStream:
     def resume(self) -> None:
         self._conn.resume()
 
+    def set_gain(self, gain: float) -> None:
+        self._conn.set_gain(gain)  # the native loop scales frames as it sends them
+
     @property
     def paused(self) -> bool:
         return bool(self._conn.state()[3])

@@ -41,6 +41,13 @@ class OutStream(AudioSink, Protocol):
 
     def resume(self) -> None: ...
 
+    def set_gain(self, gain: float) -> None:
+        """Scale our audio by `gain` (0..1; 1.0 = as made) from the next frame that leaves for
+        the line, including frames already queued — ducking under a possible barge-in. A ramp
+        across one frame avoids a click; `flush()` and a new rate return to 1.0. Costs nothing
+        per frame while the gain is 1.0."""
+        ...
+
     def close(self) -> None: ...
 
     @property

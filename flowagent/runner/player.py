@@ -46,6 +46,8 @@ class PyOutStream:
         "_closed",
         "_frame_s",
         "_frames",
+        "_gain",
+        "_gain_prev",
         "_kicked_at",
         "_partial",
         "_player",
@@ -101,6 +103,9 @@ class PyOutStream:
         self._player: Player | None = None  # set by Player.open: callbacks wait for tick end
         #: paused: audio keeps queueing but the line gets silence (a possible false barge-in)
         self.paused = False
+        #: ducking: the gain for our frames not yet sent, and the one the last frame ended at
+        self._gain = 1.0
+        self._gain_prev = 1.0
 
     # -- producer side -------------------------------------------------------------------------
 
@@ -141,6 +146,7 @@ class PyOutStream:
     def flush(self) -> set[int]:
         """Barge-in: drop everything queued. Returns the say_ids that were cut short."""
         was_paused, self.paused = self.paused, False
+        self._gain = self._gain_prev = 1.0  # the next utterance starts as made
         cut = {sid for sid, _ in self._frames}
         cut.update(self._partial)
         nxt = next((f for _, f in self._frames if f is not _END), None)
@@ -167,6 +173,10 @@ class PyOutStream:
 
     def resume(self) -> None:
         self.paused = False
+
+    def set_gain(self, gain: float) -> None:
+        """Scale our audio from the next frame sent (queued frames included): 1.0 = as made."""
+        self._gain = min(1.0, max(0.0, gain))
 
     @property
     def busy(self) -> bool:
@@ -245,6 +255,9 @@ class PyOutStream:
             self._emit(on_done, sid)
         if frames:
             sid, pcm = frames.popleft()
+            if sid > 0 and (self._gain != 1.0 or self._gain_prev != 1.0):  # ducked: rare
+                pcm = audio.ramp_gain(pcm, self._gain_prev, self._gain)  # type: ignore[arg-type]
+                self._gain_prev = self._gain
             data = self.header + pcm  # type: ignore[operator]
             if sid > 0:
                 before = self.played.get(sid)

@@ -98,6 +98,8 @@ class PipelineCall:
         #: paused for a possible false barge-in (a cough): resumed if no words come
         self._held = False
         self._resume_after_false = settings.barge_in_resume_after_false
+        #: our audio's gain while a possible barge-in is being confirmed (1.0: no ducking)
+        self._duck_gain = 10.0 ** (-settings.barge_in_duck_db / 20.0)
         self._barge_in = settings.barge_in
         life.on_task_failure = self._task_failed
 
@@ -337,6 +339,14 @@ class PipelineCall:
                 out.pause()
         else:
             self._interrupt()
+
+    def caller_onset(self, suspected: bool) -> None:
+        """Duck our audio (frames already queued included) at the first sign of caller speech;
+        full volume again if it was a cough, a click or our own echo. Confirmed speech stops
+        it (`caller_interrupts`), which also returns the stream to full volume."""
+        out = self.line.out
+        if out is not None and self._duck_gain < 1.0:
+            out.set_gain(self._duck_gain if suspected else 1.0)
 
     def caller_started(self) -> None:
         self.silence_fill.turn_began()

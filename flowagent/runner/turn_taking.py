@@ -76,13 +76,17 @@ class TurnTaker:
     interruption is allowed right now; when it is not, the caller's speech opens a turn once our
     audio has finished)."""
 
-    __slots__ = ("in_speech", "rules", "silence_ms", "speech_ms")
+    __slots__ = ("hint", "hint_silence_ms", "in_speech", "rules", "silence_ms", "speech_ms")
 
     def __init__(self, rules: TurnRules) -> None:
         self.rules = rules
         self.in_speech = False
         self.speech_ms = 0
         self.silence_ms = 0
+        #: while we play: a window passed the normal speech threshold (not yet the stricter
+        #: barge-in one) and no `speech_reset_ms` of silence has followed — the first sign
+        self.hint = False
+        self.hint_silence_ms = 0
 
     def reset(self) -> None:
         self.in_speech = False
@@ -98,6 +102,15 @@ class TurnTaker:
         self.in_speech = False
         self.speech_ms = 0
 
+    @property
+    def onset(self) -> bool:
+        """While we play: the first sign of caller speech — a window passed the NORMAL speech
+        threshold (Silero needs ~100 ms more to pass the stricter barge-in one) and no
+        `speech_reset_ms` of silence has followed. This is when our audio is ducked: a cough, a
+        click or our own echo ends the run and the audio comes back; real speech becomes
+        BARGE_IN once it has lasted `barge_in_min_ms` above the barge-in threshold."""
+        return self.hint or self.speech_ms > 0
+
     def update(self, p: float, ms: int, playing: bool) -> TurnSignal | None:
         r = self.rules
         if p >= (r.barge_in_threshold if playing else r.threshold):
@@ -108,7 +121,15 @@ class TurnTaker:
             if self.silence_ms >= r.speech_reset_ms:
                 self.speech_ms = 0
         if playing:
+            if p >= r.threshold:
+                self.hint = True
+                self.hint_silence_ms = 0
+            elif self.hint:
+                self.hint_silence_ms += ms
+                if self.hint_silence_ms >= r.speech_reset_ms:
+                    self.hint = False
             return TurnSignal.BARGE_IN if self.speech_ms >= r.barge_in_min_ms else None
+        self.hint = False
         if not self.in_speech:
             return TurnSignal.SPEECH_START if self.speech_ms >= r.turn_start_ms else None
         if self.silence_ms >= r.end_of_turn_ms:

@@ -232,6 +232,11 @@ class WebSocketOutStream:
         self._outbox.command(Command("CONTINUE_MEDIA"))
         self._soon()
 
+    def set_gain(self, gain: float) -> None:
+        """Ducking is not done on chan_websocket: Asterisk already holds up to `ahead_s` of our
+        audio, which we cannot change, so a duck would arrive after the barge-in is decided.
+        The caller hears full volume until the interruption (FLUSH_MEDIA) as before."""
+
     def close(self) -> None:
         self._closed = True
         if self._timer is not None:

@@ -218,9 +218,13 @@ class ListenerRecorder:
         self.events: list[tuple[str, Any]] = []
         self.audible = audible
         self.may = may
+        self.onsets: list[bool] = []  # caller_onset calls (ducking), apart from the turn
 
     def agent_audible(self) -> bool:
         return self.audible
+
+    def caller_onset(self, suspected: bool) -> None:
+        self.onsets.append(suspected)
 
     def may_interrupt(self) -> bool:
         return self.may
@@ -289,6 +293,24 @@ async def test_listener_hears_a_turn_and_its_words() -> None:
     await speak(listener, 10, 15)
     assert hooks.kinds() == ["started", "stopped", "final"]
     assert hooks.events[-1] == ("final", "next friday") and ("stopped", "vad") in hooks.events
+    await listener.close()
+    await tasks.cancel_all()
+
+
+async def test_listener_ducks_at_the_first_speech_window_and_restores_after_a_noise() -> None:
+    hooks = ListenerRecorder(audible=True)
+    listener, tasks = await listener_for(hooks, FakeAsr(transcripts=("stop",)), ScriptedVad())
+    listener.on_audio(SPEECH)
+    assert hooks.onsets == [True]  # the first window: duck now, not after min_speech_ms
+    await speak(listener, 3, 10)  # 80 ms in all: a cough, less than the 250 ms to interrupt
+    assert hooks.onsets == [True, False] and "interrupts" not in hooks.kinds()
+    await speak(listener, 20, 0)  # real speech: ducked, then the interruption
+    assert hooks.onsets[2] is True and hooks.kinds()[:2] == ["interrupts", "started"]
+    hooks.onsets.clear()
+    hooks.audible, hooks.may = True, False  # no interruption allowed: nothing to duck for
+    listener.turns.end()
+    await speak(listener, 5, 10)
+    assert hooks.onsets == []
     await listener.close()
     await tasks.cancel_all()
 
