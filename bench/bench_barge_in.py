@@ -200,8 +200,11 @@ async def one_trial(b: Bench, stim: bytes | None, onset_s: float, *, echo_db: fl
         # time the next frame was due when none came (keepalive: the line is then quiet)
         prev = onset
         for at, r in after:
-            if r <= AGENT_SPEECH_RMS or at - prev > 0.1:
-                stop_at = at if r <= AGENT_SPEECH_RMS else prev + FRAME_S
+            if at - prev > 0.1:  # no frame came: quiet from when the next was due
+                stop_at = prev + FRAME_S
+                break
+            if r <= AGENT_SPEECH_RMS:
+                stop_at = at
                 break
             prev = at
     # back to full volume: a frame near the old level 0.4-0.8 s after the stimulus ended
@@ -281,11 +284,14 @@ def main() -> None:
                          "25 back-channels)")
     ap.add_argument("--label", default="")
     ap.add_argument("--out", type=Path, default=None, help="append the table to this file")
+    ap.add_argument("--json", type=Path, default=None, help="write every trial here")
     a = ap.parse_args()
     out = asyncio.run(run(a.trials, a.duck_db, a.seed, a.sets))
     label = a.label or ("duck_db " + ("(not set)" if a.duck_db is None else f"{a.duck_db:g}"))
     text = report(out, label)
     print(text)
+    if a.json is not None:
+        a.json.write_text(json.dumps(out))
     if a.out is not None:
         with a.out.open("a") as f:
             f.write(text + "\n")
