@@ -61,6 +61,7 @@ from flowagent.dialogue.actions import (
     StopNoInputTimer,
     Transfer,
 )
+from flowagent.dialogue.answer_fit import AnswerFit
 from flowagent.dialogue.call_record import CallRecord, ToolCallRecord, TurnLatency, redact_request
 from flowagent.dialogue.events import (
     BargeIn,
@@ -165,6 +166,8 @@ class Engine:
         self._slot: str | None = None  # slot being asked / confirmed
         self._no_input = 0
         self._no_match = 0
+        #: answers not understood over the whole call (never reset; `judge_answer` compares)
+        self._misses = 0
         self._dtmf_buffer = ""
         self._last_filled: str | None = None
         # What the caller said in the task in hand (the answer that chose it, the answers
@@ -280,6 +283,27 @@ class Engine:
         rec.vars = dict(rec.vars)
         other.record = rec
         return other
+
+    def judge_answer(self, text: str, *, at: float = 0.0) -> AnswerFit:
+        """Would `text`, as the caller's whole answer, answer what we are listening for? Tried
+        on a fork (nothing here changes): COMPLETE if the dialogue would move on (a slot filled,
+        an intent chosen, a yes/no taken, a command), INCOMPLETE if it would ask again or ask
+        "did you mean", OPEN if any words do (an LLM conversation) or an LLM would decide.
+        The listener ends a turn sooner or later on it (see `answer_fit.py`)."""
+        if self._ended or self._listen is None or self._listen == "llm" or not text.strip():
+            return AnswerFit.OPEN
+        fork = self.fork()
+        fork.handle(UserUtterance(text, at=at))
+        if fork._misses > self._misses:
+            return AnswerFit.INCOMPLETE
+        if fork._listen == "clarify" and self._listen != "clarify":
+            return AnswerFit.INCOMPLETE
+        if fork._pending_llm is not None and fork._pending_llm is not self._pending_llm:
+            return AnswerFit.OPEN
+        moved = (fork._ended or fork._state is not self._state or fork._listen != self._listen
+                 or fork._slot != self._slot or fork._slots != self._slots
+                 or fork._pending_tool is not None)
+        return AnswerFit.COMPLETE if moved else AnswerFit.INCOMPLETE
 
     def handle(self, event: Any) -> list[Action]:
         """Feed one event; returns the actions to carry out, in order. Never raises."""
@@ -841,6 +865,7 @@ class Engine:
     def _no_match_again(self, invalid: str | None = None) -> None:
         """The answer was not understood (or invalid): reprompt, or the no_match handler."""
         self._no_match += 1
+        self._misses += 1
         if self._no_match > self.flow.settings.no_match_reprompts:
             self._event_handler("no_match", _DEFAULT_NO_MATCH)
             return

@@ -133,6 +133,11 @@ class Settings:
     #: barge-in is confirmed (stopped) or came to nothing (restored); 0 = no ducking
     barge_in_duck_db: float = 15.0
     end_of_turn_ms: int = 600
+    #: silence that ends a turn once its words answer the question (a recogniser that
+    #: transcribes at pauses: Whisper); 0 = off, `end_of_turn_ms` always
+    answer_end_ms: int = 200
+    #: silence that ends a turn whose words do not answer it yet ("L S six ...")
+    half_answer_end_ms: int = 1500
     no_input_timeout_s: float = 6.0
     no_input_reprompts: int = 2
     no_match_reprompts: int = 2
@@ -391,6 +396,7 @@ def _settings(raw: Mapping[str, Any] | None) -> Settings:
         ),
         barge_in_duck_db=max(0.0, float(barge.get("duck_db", d.barge_in_duck_db))),
         end_of_turn_ms=int(raw.get("end_of_turn_ms", d.end_of_turn_ms)),
+        **_answer_end(raw.get("expected_answer") or {}, d),
         no_input_timeout_s=float(ni.get("timeout_s", d.no_input_timeout_s)),
         no_input_reprompts=int(ni.get("reprompts", d.no_input_reprompts)),
         no_match_reprompts=int(nm.get("reprompts", d.no_match_reprompts)),
@@ -407,6 +413,15 @@ def _settings(raw: Mapping[str, Any] | None) -> Settings:
         ),
         tool_response_limit_kb=int(raw.get("tool_response_limit_kb", d.tool_response_limit_kb)),
     )
+
+
+def _answer_end(given: Mapping[str, Any], d: Settings) -> dict[str, int]:
+    """`settings.expected_answer: {enabled, complete_ms, incomplete_ms}`; not enabled: silence
+    alone ends turns (both 0)."""
+    if not given.get("enabled", True):
+        return {"answer_end_ms": 0, "half_answer_end_ms": 0}
+    return {"answer_end_ms": int(given.get("complete_ms", d.answer_end_ms)),
+            "half_answer_end_ms": int(given.get("incomplete_ms", d.half_answer_end_ms))}
 
 
 def _slot(name: str, raw: Mapping[str, Any], v2: bool = False) -> SlotDef:

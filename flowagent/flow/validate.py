@@ -177,6 +177,7 @@ def run_checks(report: FileReport, loaded: LoadedFlow, *, check_env: bool = True
         providers.check_env,
         providers.check_defaults,
         providers.check_preemptive,
+        providers.check_expected_answer,
     )
     for step in steps:
         try:

@@ -99,6 +99,10 @@ class AsrCapabilities:
     #: the recogniser ends a turn itself after this much silence (Deepgram's `endpointing`);
     #: 0 = only when asked (`flush`). Preemptive replies then start before it does.
     endpointing_ms: int = 0
+    #: `partial()` transcribes the turn so far on request and `end_turn_with()` ends the turn
+    #: with it (a non-streaming recogniser: Whisper). The listener asks at a short pause, so
+    #: the end of turn can depend on what was said and the final needs no second decode.
+    partial_on_demand: bool = False
 
 
 class AsrStream(Protocol):
@@ -116,6 +120,14 @@ class AsrStream(Protocol):
 
     async def flush(self) -> None:
         """Local end-of-turn decided by our VAD: finalise what was heard so far."""
+
+    async def partial(self) -> tuple[str, float] | None:
+        """(text, confidence) of the turn so far, the turn left open; None when the
+        recogniser has no time for it now (shared budget) or nothing was heard yet."""
+
+    def end_turn_with(self, text: str, confidence: float) -> None:
+        """End the turn with these words (a `partial()` after which only silence came): the
+        final `Transcript` follows on `transcripts()` and the turn's audio is dropped."""
 
     def transcripts(self) -> AsyncIterator[Transcript]: ...
 
@@ -135,6 +147,12 @@ class AsrStreamBase:
 
     def inject(self, text: str) -> None:
         raise NotImplementedError("this ASR stream cannot take injected text")
+
+    async def partial(self) -> tuple[str, float] | None:
+        return None
+
+    def end_turn_with(self, text: str, confidence: float) -> None:
+        raise NotImplementedError("this ASR stream cannot end a turn with given words")
 
 
 @runtime_checkable

@@ -22,6 +22,7 @@ import time
 from collections import deque
 from typing import Protocol
 
+from flowagent.dialogue.answer_fit import AnswerFit
 from flowagent.providers.base import (
     AsrProvider,
     AsrStream,
@@ -49,6 +50,11 @@ MAX_ASR_REOPENS = 3
 PREPARE_LEAD_MS = 150
 #: never prepare on a pause shorter than this (a breath between words)
 PREPARE_MIN_MS = 100
+
+
+#: with a recogniser that transcribes on request (Whisper): the pause after which the words so
+#: far are transcribed and judged against the question (a breath between words is shorter)
+CHECK_AFTER_MS = 120
 
 
 def prepare_after_ms(end_of_turn_ms: int, endpointing_ms: int) -> int:
@@ -81,10 +87,15 @@ class ListenerHooks(Protocol):
     def caller_stopped(self, at: float, by: str) -> None:
         """The caller's turn ended; `at` (monotonic) is when their speech ended (our VAD's last
         speech frame), not when it was decided. `by`: "vad" (our silence rule: the words
-        follow), "recogniser" (its endpointing, with the words) or "injected"."""
+        follow), "answer" (our silence rule, the words already transcribed at the pause: they
+        follow at once), "recogniser" (its endpointing, with the words) or "injected"."""
 
     def heard_partial(self, text: str) -> None:
         """An interim transcript of the turn in progress."""
+
+    async def judge_words(self, text: str) -> AnswerFit:
+        """Do the words so far answer what the call is waiting for? (The end of the turn
+        waits a short, the usual, or a long silence on it.)"""
 
     def caller_paused(self) -> None:
         """The caller has been silent long enough that the recogniser's endpointing may end the
@@ -151,6 +162,12 @@ class Listener:
         self.awaiting_final = False
         self._final_parts: list[str] = []
         self._interim = ""
+        # the words so far, transcribed at a pause (`AsrCapabilities.partial_on_demand`): the
+        # check in progress and its result (the speech mark it was taken at, text, confidence);
+        # valid while no speech has come since (then it is the turn's final)
+        self._check: asyncio.Task[None] | None = None
+        self._partial: tuple[int, str, float] | None = None
+        self._check_after_ms = 0  # 0: the recogniser cannot (set when the stream opens)
 
     # -- opening and closing --------------------------------------------------------------------
 
@@ -205,6 +222,10 @@ class Listener:
         self._asr_sync = stream.capabilities.sync_audio
         self._prepare_ms = prepare_after_ms(self.turns.rules.end_of_turn_ms,
                                             stream.capabilities.endpointing_ms)
+        rules = self.turns.rules
+        self._check_after_ms = (
+            min(CHECK_AFTER_MS, rules.answer_end_ms or CHECK_AFTER_MS)
+            if stream.capabilities.partial_on_demand else 0)
         self._asr_reader = self.tasks.spawn(self._read_transcripts(stream), "asr")
         if not self._asr_sync and (self._asr_feeder is None or self._asr_feeder.done()):
             self._asr_feeder = self.tasks.spawn(self._feed_asr(), "asr-feed")
@@ -215,6 +236,7 @@ class Listener:
         if sample_rate == self.sample_rate:
             return
         self.sample_rate = sample_rate
+        self._words_stale()  # words transcribed at the old rate's stream are not the final
         self._detach_vad()
         if self._vad_fallback:
             self._attach_vad(EnergyVadStream(FALLBACK_VAD_THRESHOLD))
@@ -332,9 +354,16 @@ class Listener:
         self._judged_ms += ms
         if turns.silence_ms == 0 and turns.speech_ms:
             self._speech_end_ms = self._judged_ms
+            if self._partial is not None or self._check is not None:
+                self._words_stale()
             if self.paused:
                 self.paused = False
                 hooks.caller_resumed()
+        elif (self._check_after_ms and turns.in_speech and self._check is None
+              and self._partial is None and turns.silence_ms >= self._check_after_ms
+              and signal is None and self._asr is not None):
+            self._check = self.tasks.spawn(self._check_words(self._asr, self._speech_end_ms),
+                                           "asr-partial")
         elif (self._prepare_ms and not self.paused and turns.in_speech
               and turns.silence_ms >= self._prepare_ms and signal is None):
             self.paused = True
@@ -379,9 +408,72 @@ class Listener:
             return time.monotonic()
         return self._heard_at - (self._heard_ms - self._speech_end_ms) / 1000
 
+    # -- the words so far, at a pause ----------------------------------------------------------
+
+    async def _check_words(self, asr: AsrStream, mark: int) -> None:
+        """At a pause: transcribe the turn so far and let the owner judge the words; the turn
+        then ends after a short silence (an answer), a long one (half an answer) or the usual
+        one. If it stays open, the words are offered as an interim (the answer to them is
+        prepared meanwhile). Speech resuming cancels this (`_words_stale`)."""
+        try:
+            result = await asyncio.wait_for(asr.partial(), self.provider_timeout_s)
+        except (ProviderError, OSError, TimeoutError):
+            result = None  # the final will tell; the usual silence ends the turn
+        if result is None or not self._still_pausing(asr, mark):
+            self._check = None
+            return
+        text, confidence = result
+        fit = AnswerFit.OPEN
+        if text and self.turns.rules.answer_end_ms:
+            fit = await self.hooks.judge_words(text)
+            if not self._still_pausing(asr, mark):
+                self._check = None
+                return
+        self._check = None
+        self._partial = (mark, text, confidence)
+        rules = self.turns.rules
+        if fit is AnswerFit.COMPLETE:
+            ms = rules.answer_end_ms
+        elif fit is AnswerFit.INCOMPLETE:
+            ms = max(rules.half_answer_end_ms, rules.end_of_turn_ms)
+        else:
+            ms = rules.end_of_turn_ms
+        if self.turns.end_after(ms):
+            self._end_of_speech()
+        elif text:
+            self._interim = text
+            self.paused = True  # the answer may be prepared now (speculation)
+            self.hooks.heard_partial(text)
+
+    def _still_pausing(self, asr: AsrStream, mark: int) -> bool:
+        return (asr is self._asr and mark == self._speech_end_ms and self.turns.in_speech
+                and not self.closed)
+
+    def _words_stale(self) -> None:
+        """The caller spoke again: the words judged at the pause are not the turn's."""
+        check, self._check = self._check, None
+        if check is not None:
+            check.cancel()
+        self._partial = None
+        self._interim = ""
+        self.turns.end_after(self.turns.rules.end_of_turn_ms)
+
     def _end_of_speech(self) -> None:
         self.turns.end()
         self.paused = False
+        partial, self._partial = self._partial, None
+        check, self._check = self._check, None
+        if check is not None:
+            check.cancel()
+        asr = self._asr
+        if (asr is not None and partial is not None and partial[0] == self._speech_end_ms
+                and asr.capabilities.partial_on_demand):
+            # only silence since the words were transcribed: they are the final
+            self.awaiting_final = True
+            self.tasks.timer("asr_final", self.provider_timeout_s, self._asr_timed_out)
+            self.hooks.caller_stopped(self.last_speech_at(), "answer")
+            asr.end_turn_with(partial[1], partial[2])
+            return
         if self._asr is None:
             self.hooks.caller_stopped(self.last_speech_at(), "vad")
             self.hooks.heard_nothing(timed_out=False)  # nothing can tell us words were said

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from flowagent.dialogue import actions as act
 from flowagent.dialogue import events as ev
+from flowagent.dialogue.answer_fit import AnswerFit
 from flowagent.dialogue.call_record import CallRecord
 from flowagent.dialogue.engine import Engine
 from flowagent.dialogue.tools import ToolRunner
@@ -363,6 +364,14 @@ class PipelineCall:
         self.post(ev.UserPartial(text, at=self.life.now()))
         if self.listener.awaiting_final or self.listener.paused:  # new words after the pause
             self.speculator.prepare(self.listener.words_so_far())
+
+    async def judge_words(self, text: str) -> AnswerFit:
+        """The engine judges the words heard so far against its question (on a fork; the
+        embedding for intent matching is made off the event loop first)."""
+        if self.engine.ended or self.engine.listening is None or self.life.finishing:
+            return AnswerFit.OPEN
+        await self.pre_embed(text)
+        return self.engine.judge_answer(text, at=self.life.now())
 
     def caller_paused(self) -> None:
         self.speculator.prepare(self.listener.words_so_far())  # before the ASR's endpointing

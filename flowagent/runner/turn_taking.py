@@ -47,6 +47,11 @@ class TurnRules:
     barge_in_threshold: float = 0.75
     barge_in_min_ms: int = 250
     speech_reset_ms: int = SPEECH_RESET_MS
+    #: with a recogniser that transcribes on request: the silence that ends a turn whose words
+    #: already answer the question (`AnswerFit.COMPLETE`), and one whose words do not yet
+    #: (half a postcode, "my name is ..."); 0 = end of turn by silence alone
+    answer_end_ms: int = 0
+    half_answer_end_ms: int = 0
 
     @classmethod
     def for_flow(cls, settings: Settings, tuning: TurnTuning | None = None) -> TurnRules:
@@ -66,6 +71,8 @@ class TurnRules:
             barge_in_threshold=barge if t.barge_in_threshold is None else t.barge_in_threshold,
             barge_in_min_ms=(settings.barge_in_min_speech_ms if t.barge_in_min_ms is None
                              else t.barge_in_min_ms),
+            answer_end_ms=settings.answer_end_ms,
+            half_answer_end_ms=settings.half_answer_end_ms,
         )
 
 
@@ -76,7 +83,8 @@ class TurnTaker:
     interruption is allowed right now; when it is not, the caller's speech opens a turn once our
     audio has finished)."""
 
-    __slots__ = ("hint", "hint_silence_ms", "in_speech", "rules", "silence_ms", "speech_ms")
+    __slots__ = ("end_ms", "hint", "hint_silence_ms", "in_speech", "rules", "silence_ms",
+                 "speech_ms")
 
     def __init__(self, rules: TurnRules) -> None:
         self.rules = rules
@@ -87,6 +95,15 @@ class TurnTaker:
         #: barge-in one) and no `speech_reset_ms` of silence has followed — the first sign
         self.hint = False
         self.hint_silence_ms = 0
+        #: the silence that ends the turn in progress: `rules.end_of_turn_ms` unless what was
+        #: said so far moved it (`end_after`)
+        self.end_ms = rules.end_of_turn_ms
+
+    def end_after(self, ms: int) -> bool:
+        """This turn ends after `ms` of silence (what was said so far decided it); True when
+        the silence in progress is already that long."""
+        self.end_ms = ms
+        return self.in_speech and self.silence_ms >= ms
 
     def reset(self) -> None:
         self.in_speech = False
@@ -96,6 +113,7 @@ class TurnTaker:
     def begin(self) -> None:
         """A turn is open (we heard speech, or the caller interrupted us)."""
         self.in_speech = True
+        self.end_ms = self.rules.end_of_turn_ms
 
     def end(self) -> None:
         """The turn is over (our end of turn, or the recogniser's)."""
@@ -132,6 +150,6 @@ class TurnTaker:
         self.hint = False
         if not self.in_speech:
             return TurnSignal.SPEECH_START if self.speech_ms >= r.turn_start_ms else None
-        if self.silence_ms >= r.end_of_turn_ms:
+        if self.silence_ms >= self.end_ms:
             return TurnSignal.END_OF_TURN
         return None

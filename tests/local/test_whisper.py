@@ -172,3 +172,46 @@ async def test_the_stream_hears_wideband_calls(whisper: Any, speech_set: list, r
     await stream.close()
     await asyncio.wait_for(reader, 20)
     assert len(received) == 1 and "speak to a person" in received[0].text.lower()
+
+
+async def test_words_so_far_on_request_then_the_turn_ends_with_them(whisper: Any,
+                                                                    speech_set: list) -> None:
+    """`partial()` at a pause transcribes the turn so far and leaves it open; when only silence
+    followed, `end_turn_with` makes those words the final without decoding again."""
+    entry = next(e for e in speech_set if e["file"] == "speak_person.wav")
+    stream = await whisper.open_stream(8000, "en")
+    assert await stream.partial() is None  # no onset yet: nothing to transcribe
+    onset_frame = int(entry["speech_start_s"] * 50) + 10
+    for i, frame in enumerate(frames(entry["pcm"])):
+        if i == onset_frame:
+            stream.speech_started(speech_ms=200)
+        await stream.send_audio(frame)
+    result = await stream.partial()
+    assert result is not None and "speak to a person" in result[0].lower()
+    decoded = whisper.engine.turns_done
+    stream.end_turn_with(*result)
+    final = await asyncio.wait_for(anext(aiter(stream.transcripts())), 5)
+    assert final.is_final and final.end_of_turn and final.text == result[0]
+    assert whisper.engine.turns_done == decoded  # no second decode
+    assert await stream.partial() is None  # the turn's audio is gone with it
+    await stream.close()
+
+
+async def test_partials_are_refused_beyond_the_shared_budget(whisper: Any,
+                                                             speech_set: list) -> None:
+    """Partials are spare-time work: beyond `max_partials` waiting (over all calls) the answer
+    is None at once, so a busy recogniser never queues them up."""
+    entry = next(e for e in speech_set if e["file"] == "yes_right.wav")
+    streams = []
+    for _ in range(whisper.engine.options.max_partials + 1):
+        s = await whisper.open_stream(8000, "en")
+        s.speech_started(0)
+        await s.send_audio(entry["pcm"])
+        streams.append(s)
+    refused = whisper.engine.partials_refused
+    results = await asyncio.gather(*(s.partial() for s in streams))
+    assert sum(r is None for r in results) == 1, results
+    assert whisper.engine.partials_refused == refused + 1
+    assert all("right" in r[0].lower() for r in results if r is not None), results
+    for s in streams:
+        await s.close()

@@ -213,10 +213,32 @@ def check_preemptive(ctx: CheckContext) -> None:
                      "preemptive replies never engage.",
                      "Use `endpointing_ms: 300` (Deepgram's usual), or set `settings: "
                      "preemptive_generation: false`.", key=True)
-    elif name == "whisper" and settings.get("preemptive_generation") is True:
-        ctx.warn("preemptive-impossible", ("settings", "preemptive_generation"),
-                 "`preemptive_generation: true`, but Whisper (the offline recogniser) sends no "
-                 "interim transcripts, so there are never words to prepare an answer on before "
-                 "the final.",
-                 "Use a streaming recogniser with interim results (for example `deepgram`), or "
-                 "remove the setting.", key=True)
+
+
+def check_expected_answer(ctx: CheckContext) -> None:
+    """`settings.expected_answer` (the end of turn judged by what was said) works only with a
+    recogniser that transcribes at pauses (the local Whisper), and its short silence must be
+    shorter than its long one."""
+    settings = ctx.mapping("settings")
+    given = settings.get("expected_answer")
+    if not isinstance(given, dict) or given.get("enabled", True) is False:
+        return
+    providers = ctx.mapping("providers")
+    asr = providers.get("asr")
+    name = asr.get("name") if isinstance(asr, dict) else "whisper"
+    if "sts" in providers or name != "whisper":
+        which = "sts" if "sts" in providers else name
+        ctx.warn("expected-answer-unused", ("settings", "expected_answer"),
+                 f"`expected_answer` has no effect with the `{which}` recogniser: only the "
+                 "local Whisper recogniser transcribes the caller's words at a pause; turns "
+                 "end after `end_of_turn_ms` of silence (or the recogniser's own "
+                 "endpointing).",
+                 "Remove `expected_answer`, or use `asr: whisper`.", key=True)
+        return
+    short, long_ = given.get("complete_ms", 200), given.get("incomplete_ms", 1500)
+    if isinstance(short, int) and isinstance(long_, int) and short >= long_:
+        ctx.warn("expected-answer-order", ("settings", "expected_answer", "complete_ms"),
+                 f"`complete_ms` ({short}) is not shorter than `incomplete_ms` ({long_}), so a "
+                 "caller who has answered waits as long as, or longer than, one who has said "
+                 "half an answer.",
+                 "Make `complete_ms` the shorter one (200 and 1500 by default).")

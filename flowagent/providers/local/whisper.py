@@ -53,6 +53,9 @@ class WhisperOptions:
     preroll_ms: int = 300
     max_queue: int = 64  # turns waiting for the one worker thread, over all calls
     max_batch: int = 4  # turns decoded together when several are waiting
+    #: partial transcripts (turns still open, see `WhisperStream.partial`) waiting, over all
+    #: calls: they run only when no final is waiting, and beyond this many are refused
+    max_partials: int = 2
     max_turn_s: float = 30.0  # Whisper's window; longer turns keep their last 30 s
     #: encoder window in seconds for short turns (0 = standard 30 s window); see
     #: `WhisperEngine.transcribe_blocking`
@@ -110,6 +113,10 @@ class WhisperEngine:
         self._queued = 0
         self.turns_done = 0
         self._pending: deque[tuple[np.ndarray, asyncio.Future[tuple[str, float]]]] = deque()
+        #: partial transcripts: served after every waiting final (a spare-time budget)
+        self._partials: deque[tuple[np.ndarray, asyncio.Future[tuple[str, float]]]] = deque()
+        self.partials_done = 0
+        self.partials_refused = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._dispatcher: asyncio.Task[None] | None = None
@@ -227,6 +234,24 @@ class WhisperEngine:
         finally:
             self._queued -= 1
 
+    async def transcribe_partial(self, audio16k: np.ndarray) -> tuple[str, float] | None:
+        """The words so far of a turn still in progress, in spare time: queued behind every
+        final (a caller who has finished never waits for one who might have), refused (None)
+        when `max_partials` are already waiting or finals fill a batch — the budget all calls
+        share. Cancelling the await (the caller spoke again) takes it out of the queue."""
+        waiting = sum(1 for _, f in self._partials if not f.done())
+        if waiting >= self.options.max_partials or self._queued >= self.options.max_batch:
+            self.partials_refused += 1
+            return None
+        loop = asyncio.get_running_loop()
+        wake = self._dispatcher_for(loop)
+        if len(self._partials) > 4 * self.options.max_partials:  # abandoned ones: drop them
+            self._partials = deque(p for p in self._partials if not p[1].done())
+        future: asyncio.Future[tuple[str, float]] = loop.create_future()
+        self._partials.append((audio16k, future))
+        wake.set()
+        return await future
+
     def _dispatcher_for(self, loop: asyncio.AbstractEventLoop) -> asyncio.Event:
         """The dispatcher task of this event loop (one per server; tests make several loops).
         It is owned by the engine and cancelled by `close()`."""
@@ -234,23 +259,27 @@ class WhisperEngine:
             self._loop = loop
             self._wake = asyncio.Event()
             self._pending.clear()
+            self._partials.clear()
             self._dispatcher = loop.create_task(self._dispatch(self._wake),
                                                 name="whisper-dispatch")
         assert self._wake is not None
         return self._wake
 
     async def _dispatch(self, wake: asyncio.Event) -> None:
-        """Feed the one worker thread: the oldest waiting turns (up to `max_batch`) at a time."""
+        """Feed the one worker thread: the oldest waiting turns (up to `max_batch`) at a time,
+        finals first; partials fill what room is left."""
         loop = asyncio.get_running_loop()
+        size = max(1, self.options.max_batch)
         while True:
             await wake.wait()
             wake.clear()
-            while self._pending:
+            while self._pending or self._partials:
                 batch: list[tuple[np.ndarray, asyncio.Future[tuple[str, float]]]] = []
-                while self._pending and len(batch) < max(1, self.options.max_batch):
-                    audio, future = self._pending.popleft()
-                    if not future.done():  # a call that hung up meanwhile is skipped
-                        batch.append((audio, future))
+                for queue in (self._pending, self._partials):
+                    while queue and len(batch) < size:
+                        audio, future = queue.popleft()
+                        if not future.done():  # a call that hung up (or spoke on) is skipped
+                            batch.append((audio, future))
                 if not batch:
                     continue
                 try:
@@ -319,8 +348,9 @@ def onset_index(samples: np.ndarray, sample_rate: int, preroll_ms: int) -> int:
 class WhisperStream(AsrStreamBase):
     """One call's ASR stream: buffers the caller's audio; `flush()` transcribes the turn."""
 
-    #: the VAD's onset tells it how much pre-roll to keep (`speech_started`)
-    capabilities = AsrCapabilities(speech_onset=True)
+    #: the VAD's onset tells it how much pre-roll to keep (`speech_started`); the listener
+    #: asks for the words so far at a pause (`partial`) and may end the turn with them
+    capabilities = AsrCapabilities(speech_onset=True, partial_on_demand=True)
 
     def __init__(self, engine: WhisperEngine, sample_rate: int, preroll_ms: int,
                  hallucinations: HallucinationFilter | None = None) -> None:
@@ -366,31 +396,66 @@ class WhisperStream(AsrStreamBase):
 
     # -- AsrStream --------------------------------------------------------------------------
 
-    async def flush(self) -> None:
-        """End of turn (our VAD decided): transcribe the buffered turn, emit a final."""
-        if self._closed:
-            return
+    def _take_turn(self) -> tuple[np.ndarray, float, float]:
+        """The buffered turn (from its onset), its start and end on the stream's clock; the
+        buffer starts again empty."""
         audio = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
         start = 0 if self._onset_marked else onset_index(audio, self.sample_rate,
                                                          self.preroll_ms)
-        turn = audio[start:]
         start_s = self._offset_s + start / self.sample_rate
         end_s = self._offset_s + audio.size / self.sample_rate
         self._offset_s = end_s
         self._chunks, self._samples, self._onset_marked = [], 0, False
-        if turn.size < self.sample_rate // 10:  # under 100 ms: nothing to recognise
-            await self._out.put(Transcript("", True, 0.0, start_s, end_s, end_of_turn=True))
-            return
+        return audio[start:], start_s, end_s
+
+    def _for_whisper(self, turn: np.ndarray) -> np.ndarray:
         samples = turn.astype(np.float32) / 32768.0
         if self.sample_rate != WHISPER_RATE:
             import soxr
 
             samples = soxr.resample(samples, self.sample_rate, WHISPER_RATE, quality="HQ")
-        text, confidence = await self.engine.transcribe(samples.astype(np.float32))
+        return samples.astype(np.float32)
+
+    def _checked(self, text: str, confidence: float) -> tuple[str, float]:
         if self.hallucinations is not None and self.hallucinations.drops(text, confidence):
             self.dropped.append(text)  # a stock phrase made from noise: nobody spoke
-            text, confidence = "", 0.0
+            return "", 0.0
+        return text, confidence
+
+    async def flush(self) -> None:
+        """End of turn (our VAD decided): transcribe the buffered turn, emit a final."""
+        if self._closed:
+            return
+        turn, start_s, end_s = self._take_turn()
+        if turn.size < self.sample_rate // 10:  # under 100 ms: nothing to recognise
+            await self._out.put(Transcript("", True, 0.0, start_s, end_s, end_of_turn=True))
+            return
+        text, confidence = self._checked(
+            *await self.engine.transcribe(self._for_whisper(turn)))
         await self._out.put(Transcript(text, True, confidence, start_s, end_s, end_of_turn=True))
+
+    async def partial(self) -> tuple[str, float] | None:
+        """The words of the turn so far (from the VAD's onset), the turn left open: decoded in
+        the recogniser's spare time (None when it has none, or before an onset). Asked at a
+        pause, so when only silence follows it IS the turn's final (`end_turn_with`)."""
+        if self._closed or not self._onset_marked or not self._chunks:
+            return None
+        if len(self._chunks) > 1:
+            self._chunks = [np.concatenate(self._chunks)]
+        turn = self._chunks[0]
+        if turn.size < self.sample_rate // 5:  # under 200 ms: no word yet
+            return None
+        result = await self.engine.transcribe_partial(self._for_whisper(turn))
+        return None if result is None else self._checked(*result)
+
+    def end_turn_with(self, text: str, confidence: float) -> None:
+        """End of turn with the words of a `partial()` taken at a pause that only silence
+        followed: no second decode."""
+        if self._closed:
+            return
+        _turn, start_s, end_s = self._take_turn()
+        self._out.put_nowait(Transcript(text, True, confidence, start_s, end_s,
+                                        end_of_turn=True))
 
     async def transcripts(self) -> AsyncIterator[Transcript]:
         while True:
