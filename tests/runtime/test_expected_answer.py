@@ -95,3 +95,16 @@ async def test_half_an_answer_waits_for_the_rest(harness: Any, voice: Any) -> No
     assert sum("postcode" in a for a in agent) == 1, agent  # never asked again
     assert time.monotonic() - t0 < 60
     await asyncio.sleep(0)
+
+
+async def test_while_an_unfinished_answer_waits_the_reply_is_prepared(harness: Any,
+                                                                     voice: Any) -> None:
+    """Preemptive replies on the offline stack: the words transcribed at the pause are an
+    interim, the reply to them (here the re-ask) is made while the turn waits, and it is used
+    when only silence followed (the transcription is the final)."""
+    h = await harness(FLOW)
+    _waited, rec, _ = await answer(h, await speech(voice, "Hmm, let me think."))
+    assert len(caller_lines(rec)) == 1, caller_lines(rec)
+    row = rec["latency"][0]
+    assert row["preemptive"] == "hit", row
+    assert row["tts_first_audio_ms"] < row["asr_final_ms"], row  # made before the turn ended
