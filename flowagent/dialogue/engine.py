@@ -61,7 +61,7 @@ from flowagent.dialogue.actions import (
     StopNoInputTimer,
     Transfer,
 )
-from flowagent.dialogue.answer_fit import AnswerFit
+from flowagent.dialogue.answer_fit import AnswerFit, may_go_on
 from flowagent.dialogue.call_record import CallRecord, ToolCallRecord, TurnLatency, redact_request
 from flowagent.dialogue.events import (
     BargeIn,
@@ -303,7 +303,11 @@ class Engine:
         moved = (fork._ended or fork._state is not self._state or fork._listen != self._listen
                  or fork._slot != self._slot or fork._slots != self._slots
                  or fork._pending_tool is not None)
-        return AnswerFit.COMPLETE if moved else AnswerFit.INCOMPLETE
+        if not moved:
+            return AnswerFit.INCOMPLETE
+        filled = frozenset(self.flow.slots[name].type for name, value in fork._slots.items()
+                           if name in self.flow.slots and self._slots.get(name) != value)
+        return AnswerFit.OPEN if may_go_on(text, filled) else AnswerFit.COMPLETE
 
     def handle(self, event: Any) -> list[Action]:
         """Feed one event; returns the actions to carry out, in order. Never raises."""

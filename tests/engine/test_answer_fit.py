@@ -110,3 +110,29 @@ def test_an_llm_conversation_takes_any_words() -> None:
     e.handle(LlmResult(request.request_id, "Hello, how can I help?"))
     assert e.listening == "llm"
     assert e.judge_answer("I was wondering") is AnswerFit.OPEN
+
+
+def test_a_valid_start_that_usually_goes_on_keeps_the_usual_silence() -> None:
+    """"Jane" is a valid name and "the fifth" a valid date, but callers often go on ("... Smith",
+    "... of March"): those turns end after the flow's usual silence, not the short one."""
+    e = engine()
+    e.handle(UserUtterance("a quote"))
+    e.handle(UserUtterance("LS6 1HT"))
+    assert e.judge_answer("the fifth") is AnswerFit.OPEN
+    assert e.judge_answer("the 5th") is AnswerFit.OPEN
+    assert e.judge_answer("the fifth of March") is AnswerFit.COMPLETE
+    assert e.judge_answer("next Friday") is AnswerFit.COMPLETE
+    e.handle(UserUtterance("next Friday"))
+    assert e.judge_answer("Jane") is AnswerFit.OPEN
+    assert e.judge_answer("Jane Smith") is AnswerFit.COMPLETE
+    assert e.judge_answer("it's Jane Smith and") is AnswerFit.OPEN
+
+
+def test_may_go_on_words() -> None:
+    from flowagent.dialogue.answer_fit import may_go_on
+
+    assert may_go_on("twenty", frozenset({"integer"}))
+    assert not may_go_on("twenty five", frozenset({"integer"}))
+    assert not may_go_on("three", frozenset({"integer"}))  # a whole answer, said alone
+    assert may_go_on("three bedrooms and um", frozenset({"integer"}))
+    assert not may_go_on("twenty", frozenset({"yes_no"}))
