@@ -4,7 +4,7 @@ TCP AudioSocket with the line's timing, Deepgram's fake (energy endpointing, `en
 fake; the flow's own `end_of_turn_ms: 600`. Per caller turn: last speech frame out -> first
 agent audio in, and the server's latency rows (first_frame_ms, preemptive hit/miss).
 
-    python bench/bench_cloud_turns.py [--calls 3]
+    python bench/bench_cloud_turns.py [--calls 3] [--finalize-ms 100]
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ TURNS = ["I'd like a quote for a house move please", "LS11 5AB", "M1 1AE", "next
          "three bedrooms", "yes that's right", "yes please", "Jane Smith", "07911 123456"]
 
 
-async def one_call(tmp: Path) -> tuple[list[float], list[dict]]:
-    async with (FakeDeepgram(TURNS, turns="energy") as dg, FakeCartesia(ms_per_word=15) as ct,
+async def one_call(tmp: Path, finalize_s: float = 0.0) -> tuple[list[float], list[dict]]:
+    async with (FakeDeepgram(TURNS, turns="energy", finalize_latency_s=finalize_s) as dg, FakeCartesia(ms_per_word=15) as ct,
                 FakeOpenAIChat(token_s=0.04) as llm):
         overrides = {
             "asr": {"name": "deepgram", "options": {"api_key": dg.api_key, "url": dg.url,
@@ -71,12 +71,14 @@ def pct(xs: list[float], p: float) -> float:
 async def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--calls", type=int, default=3)
+    ap.add_argument("--finalize-ms", type=float, default=0.0,
+                    help="how long Deepgram's fake takes to answer Finalize (default 0)")
     args = ap.parse_args()
     waited: list[float] = []
     rows: list[dict] = []
     for _ in range(args.calls):
         with tempfile.TemporaryDirectory() as tmp:
-            w, r = await one_call(Path(tmp))
+            w, r = await one_call(Path(tmp), args.finalize_ms / 1000)
         waited += w
         rows += r
     hits = sum(1 for r in rows if r.get("preemptive") == "hit")

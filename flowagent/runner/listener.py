@@ -162,12 +162,15 @@ class Listener:
         self.awaiting_final = False
         self._final_parts: list[str] = []
         self._interim = ""
-        # the words so far, transcribed at a pause (`AsrCapabilities.partial_on_demand`): the
-        # check in progress and its result (the speech mark it was taken at, text, confidence);
-        # valid while no speech has come since (then it is the turn's final)
+        # the words so far, judged at a pause: transcribed then (a recogniser with
+        # `partial_on_demand`: Whisper) or the streaming recogniser's interim words. The check
+        # in progress, the speech mark last judged, and a transcription's result (mark, text,
+        # confidence), valid while no speech has come since (then it is the turn's final)
         self._check: asyncio.Task[None] | None = None
+        self._judged = -1
         self._partial: tuple[int, str, float] | None = None
-        self._check_after_ms = 0  # 0: the recogniser cannot (set when the stream opens)
+        self._check_after_ms = 0  # 0: no check (set when the stream opens)
+        self._transcribes = False  # the stream transcribes on request
 
     # -- opening and closing --------------------------------------------------------------------
 
@@ -223,9 +226,11 @@ class Listener:
         self._prepare_ms = prepare_after_ms(self.turns.rules.end_of_turn_ms,
                                             stream.capabilities.endpointing_ms)
         rules = self.turns.rules
-        self._check_after_ms = (
-            min(CHECK_AFTER_MS, rules.answer_end_ms or CHECK_AFTER_MS)
-            if stream.capabilities.partial_on_demand else 0)
+        self._transcribes = stream.capabilities.partial_on_demand
+        # a transcribing recogniser is asked even with the judging off: its words at the pause
+        # are then the final (no second decode) and an interim to prepare the answer on
+        self._check_after_ms = (min(CHECK_AFTER_MS, rules.answer_end_ms or CHECK_AFTER_MS)
+                                if self._transcribes or rules.answer_end_ms else 0)
         self._asr_reader = self.tasks.spawn(self._read_transcripts(stream), "asr")
         if not self._asr_sync and (self._asr_feeder is None or self._asr_feeder.done()):
             self._asr_feeder = self.tasks.spawn(self._feed_asr(), "asr-feed")
@@ -354,20 +359,18 @@ class Listener:
         self._judged_ms += ms
         if turns.silence_ms == 0 and turns.speech_ms:
             self._speech_end_ms = self._judged_ms
-            if self._partial is not None or self._check is not None:
+            if self._judged >= 0 or self._check is not None:
                 self._words_stale()
             if self.paused:
                 self.paused = False
                 hooks.caller_resumed()
-        elif (self._check_after_ms and turns.in_speech and self._check is None
-              and self._partial is None and turns.silence_ms >= self._check_after_ms
-              and signal is None and self._asr is not None):
-            self._check = self.tasks.spawn(self._check_words(self._asr, self._speech_end_ms),
-                                           "asr-partial")
-        elif (self._prepare_ms and not self.paused and turns.in_speech
-              and turns.silence_ms >= self._prepare_ms and signal is None):
-            self.paused = True
-            hooks.caller_paused()
+        elif signal is None:
+            if self._check_after_ms and self._judged != self._speech_end_ms:
+                self._maybe_check()
+            if (self._prepare_ms and not self.paused and turns.in_speech
+                    and turns.silence_ms >= self._prepare_ms):
+                self.paused = True
+                hooks.caller_paused()
         if signal is None:
             return
         if signal is TurnSignal.BARGE_IN:
@@ -410,15 +413,33 @@ class Listener:
 
     # -- the words so far, at a pause ----------------------------------------------------------
 
+    def _maybe_check(self) -> bool:
+        """In a pause of `_check_after_ms` inside a turn, with no check running: judge the
+        words so far (see `_check_words`). True if a check started."""
+        turns, asr = self.turns, self._asr
+        if (asr is None or self._check is not None or not turns.in_speech
+                or turns.silence_ms < self._check_after_ms):
+            return False
+        if not self._transcribes and not self.words_so_far():
+            return False  # no interim words (yet) to judge
+        self._judged = self._speech_end_ms
+        self._check = self.tasks.spawn(self._check_words(asr, self._speech_end_ms),
+                                       "words-check")
+        return True
+
     async def _check_words(self, asr: AsrStream, mark: int) -> None:
-        """At a pause: transcribe the turn so far and let the owner judge the words; the turn
-        then ends after a short silence (an answer), a long one (half an answer) or the usual
-        one. If it stays open, the words are offered as an interim (the answer to them is
-        prepared meanwhile). Speech resuming cancels this (`_words_stale`)."""
-        try:
-            result = await asyncio.wait_for(asr.partial(), self.provider_timeout_s)
-        except (ProviderError, OSError, TimeoutError):
-            result = None  # the final will tell; the usual silence ends the turn
+        """At a pause: the words of the turn so far (transcribed now, or the streaming
+        recogniser's interim) are judged by the owner; the turn then ends after a short silence
+        (an answer), a long one (half an answer) or the usual one. A transcription that leaves
+        the turn open is offered as an interim (the answer to it is prepared meanwhile).
+        Speech resuming cancels this (`_words_stale`)."""
+        if self._transcribes:
+            try:
+                result = await asyncio.wait_for(asr.partial(), self.provider_timeout_s)
+            except (ProviderError, OSError, TimeoutError):
+                result = None  # the final will tell; the usual silence ends the turn
+        else:
+            result = (self.words_so_far(), 1.0)
         if result is None or not self._still_pausing(asr, mark):
             self._check = None
             return
@@ -430,7 +451,8 @@ class Listener:
                 self._check = None
                 return
         self._check = None
-        self._partial = (mark, text, confidence)
+        if self._transcribes:
+            self._partial = (mark, text, confidence)
         rules = self.turns.rules
         if fit is AnswerFit.COMPLETE:
             ms = rules.answer_end_ms
@@ -440,7 +462,7 @@ class Listener:
             ms = rules.end_of_turn_ms
         if self.turns.end_after(ms):
             self._end_of_speech()
-        elif text:
+        elif text and self._transcribes:
             self._interim = text
             self.paused = True  # the answer may be prepared now (speculation)
             self.hooks.heard_partial(text)
@@ -454,13 +476,16 @@ class Listener:
         check, self._check = self._check, None
         if check is not None:
             check.cancel()
-        self._partial = None
-        self._interim = ""
+        self._judged = -1
+        if self._transcribes:
+            self._partial = None
+            self._interim = ""  # ours; a streaming recogniser's interims are its own
         self.turns.end_after(self.turns.rules.end_of_turn_ms)
 
     def _end_of_speech(self) -> None:
         self.turns.end()
         self.paused = False
+        self._judged = -1
         partial, self._partial = self._partial, None
         check, self._check = self._check, None
         if check is not None:
@@ -535,6 +560,9 @@ class Listener:
             if t.text:
                 self._interim = t.text  # what the recogniser thinks it heard so far
                 self.hooks.heard_partial(t.text)
+                if self._check_after_ms and self._judged >= 0:
+                    self._judged = -1  # new words in the pause: judge again
+                    self._maybe_check()
             return
         if t.text.strip():
             self._final_parts.append(t.text.strip())

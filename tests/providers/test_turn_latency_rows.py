@@ -27,11 +27,15 @@ SPEECH = audio.tone(300, 400, 8000, amplitude=0.4)
 TURNS = 3
 
 
-def write_flow(tmp_path: Path, thanks: str = "Thank you.", again: str = "Anything else?") -> Path:
-    """Three caller turns, each answered with two prompts (`thanks`, then `again`)."""
+def write_flow(tmp_path: Path, thanks: str = "Thank you.", again: str = "Anything else?",
+               expected_answer: bool = False) -> Path:
+    """Three caller turns, each answered with two prompts (`thanks`, then `again`). Any words
+    answer them, so with `expected_answer` on our end of turn comes after 200 ms of silence;
+    off, only after 600 ms (Deepgram's endpointing, 300 ms, comes first)."""
     flow = {
         "flowagent": 1, "name": "Latency rows", "start": "greet",
-        "settings": {"end_of_turn_ms": 600, "no_input": {"timeout_s": 30}},
+        "settings": {"end_of_turn_ms": 600, "no_input": {"timeout_s": 30},
+                     "expected_answer": {"enabled": expected_answer}},
         "states": {
             "greet": {'ask': 'Hello?', 'next': [{'go': 'thanks1'}]},
             "thanks1": {'say': thanks, 'next': 'again1'},
@@ -81,6 +85,39 @@ async def test_rows_start_at_the_callers_end_of_speech_when_deepgram_ends_the_tu
     assert len(rows) == TURNS  # one row per caller turn, none for the reply's second prompt
     for row, at_caller in zip(rows, waited, strict=True):
         assert row["asr_final_ms"] >= 250  # the endpointing wait is in the row (was 0.0)
+        assert abs(row["first_frame_ms"] - at_caller) <= 40, (row, at_caller)
+
+
+
+async def test_an_answer_in_deepgrams_interim_ends_the_turn_before_its_endpointing(
+        tmp_path: Path) -> None:
+    """`expected_answer` with a streaming recogniser: at a 120 ms pause the interim words
+    ("yes please") already answer the question, so our end of turn comes after 200 ms of
+    silence and asks Deepgram for the final (`Finalize`) instead of waiting for its 300 ms
+    endpointing; the row still counts from the caller's end of speech."""
+    waited: list[float] = []
+    async with (FakeDeepgram(["yes please"] * TURNS, turns="energy") as dg,
+                FakeCartesia(ms_per_word=60) as ct,
+                serve(write_flow(tmp_path, expected_answer=True), providers(dg, ct),
+                      tmp_path) as (server, store)):
+        c = AudioSocketCaller("127.0.0.1", server.address[1])
+        await c.connect()
+        assert await c.wait_agent_quiet(0.3, timeout_s=15)
+        for _ in range(TURNS):
+            said = time.monotonic()
+            await c.say_audio(SPEECH)
+            first = await c.wait_agent_started(said, timeout_s=10)
+            waited.append((first - c.last_speech_sent) * 1000)
+            assert await c.wait_agent_quiet(0.5, timeout_s=15, after=said)
+        await c.hangup()
+        rec = await wait_record(store, c.uuid)
+        await c.close()
+    rows = rec["latency"]
+    print(waited, [(r["asr_final_ms"], r["first_frame_ms"]) for r in rows])
+    assert dg.finalizes == TURNS  # our end of turn, every time
+    assert len(rows) == TURNS
+    for row, at_caller in zip(rows, waited, strict=True):
+        assert 150 <= row["asr_final_ms"] < 290, row  # before Deepgram's 300 ms endpointing
         assert abs(row["first_frame_ms"] - at_caller) <= 40, (row, at_caller)
 
 

@@ -216,24 +216,28 @@ def check_preemptive(ctx: CheckContext) -> None:
 
 
 def check_expected_answer(ctx: CheckContext) -> None:
-    """`settings.expected_answer` (the end of turn judged by what was said) works only with a
-    recogniser that transcribes at pauses (the local Whisper), and its short silence must be
-    shorter than its long one."""
+    """`settings.expected_answer` (the end of turn judged by what was said) needs the words of
+    the turn before it ends: the local Whisper transcribes them at a pause, a streaming
+    recogniser sends them as interim transcripts. And its short silence must be shorter than
+    its long one."""
     settings = ctx.mapping("settings")
     given = settings.get("expected_answer")
     if not isinstance(given, dict) or given.get("enabled", True) is False:
         return
     providers = ctx.mapping("providers")
     asr = providers.get("asr")
-    name = asr.get("name") if isinstance(asr, dict) else "whisper"
-    if "sts" in providers or name != "whisper":
-        which = "sts" if "sts" in providers else name
+    opts = (asr.get("options") if isinstance(asr, dict) else None) or {}
+    if "sts" in providers or (isinstance(asr, dict) and asr.get("name") == "deepgram"
+                              and isinstance(opts, dict)
+                              and opts.get("interim_results") is False):
+        which = ("the speech-to-speech model hears the caller itself" if "sts" in providers
+                 else "Deepgram is told to send no interim transcripts")
         ctx.warn("expected-answer-unused", ("settings", "expected_answer"),
-                 f"`expected_answer` has no effect with the `{which}` recogniser: only the "
-                 "local Whisper recogniser transcribes the caller's words at a pause; turns "
-                 "end after `end_of_turn_ms` of silence (or the recogniser's own "
-                 "endpointing).",
-                 "Remove `expected_answer`, or use `asr: whisper`.", key=True)
+                 f"`expected_answer` has no effect here: {which}, so there are no words to "
+                 "judge before the turn ends; turns end after `end_of_turn_ms` of silence "
+                 "(or the recogniser's own endpointing).",
+                 "Remove `expected_answer`, or let the recogniser send interim words.",
+                 key=True)
         return
     short, long_ = given.get("complete_ms", 200), given.get("incomplete_ms", 1500)
     if isinstance(short, int) and isinstance(long_, int) and short >= long_:

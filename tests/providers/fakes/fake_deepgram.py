@@ -64,8 +64,11 @@ class FakeDeepgram(FakeWsServer):
 
     def __init__(self, transcripts: list[str] | None = None, *, bytes_per_utterance: int = 8000,
                  latency_s: float = 0.0, turns: str = "bytes", interim_ms: float = 100.0,
-                 ms_per_word: float = 30.0, idle_close_s: float = 10.0, **kw: Any) -> None:
+                 ms_per_word: float = 30.0, idle_close_s: float = 10.0,
+                 finalize_latency_s: float = 0.0, **kw: Any) -> None:
         super().__init__(**kw)
+        #: how long the answer to `Finalize` takes (the rest of the audio being recognised)
+        self.finalize_latency_s = finalize_latency_s
         self.idle_close_s = idle_close_s
         self.idle_closes = 0  # streams closed with NET-0001
         self.turns = turns
@@ -218,6 +221,7 @@ class FakeDeepgram(FakeWsServer):
                     text = self.transcripts[index % len(self.transcripts)]
                     index += 1
                 duration = pending / (2 * rate)
+                await self.sleep(self.finalize_latency_s)
                 await ws.send(json.dumps(self._results(text, offset, duration, True, False,
                                                        from_finalize=True)))
                 offset += duration
