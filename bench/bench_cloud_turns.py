@@ -32,8 +32,8 @@ TURNS = ["I'd like a quote for a house move please", "LS11 5AB", "M1 1AE", "next
 
 
 async def one_call(tmp: Path, finalize_s: float = 0.0) -> tuple[list[float], list[dict]]:
-    async with (FakeDeepgram(TURNS, turns="energy", finalize_latency_s=finalize_s) as dg, FakeCartesia(ms_per_word=15) as ct,
-                FakeOpenAIChat(token_s=0.04) as llm):
+    async with (FakeDeepgram(TURNS, turns="energy", finalize_latency_s=finalize_s) as dg,
+                FakeCartesia(ms_per_word=15) as ct, FakeOpenAIChat(token_s=0.04) as llm):
         overrides = {
             "asr": {"name": "deepgram", "options": {"api_key": dg.api_key, "url": dg.url,
                                                     "endpointing_ms": 300}},

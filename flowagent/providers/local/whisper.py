@@ -54,8 +54,9 @@ class WhisperOptions:
     max_queue: int = 64  # turns waiting for the one worker thread, over all calls
     max_batch: int = 4  # turns decoded together when several are waiting
     #: partial transcripts (turns still open, see `WhisperStream.partial`) waiting, over all
-    #: calls: they run only when no final is waiting, and beyond this many are refused
-    max_partials: int = 2
+    #: calls: they run only when no final is waiting, and beyond this many are refused (one
+    #: batch: callers who pause together are judged together)
+    max_partials: int = 4
     max_turn_s: float = 30.0  # Whisper's window; longer turns keep their last 30 s
     #: encoder window in seconds for short turns (0 = standard 30 s window); see
     #: `WhisperEngine.transcribe_blocking`
