@@ -46,9 +46,12 @@ states:
 """
 
 
-def engine() -> Engine:
+def engine(*answers: str) -> Engine:
+    """The call after the caller has given `answers`."""
     e = Engine(flow_from_yaml(FLOW), today=_dt.date(2026, 3, 2))
     e.start(CallInfo(uuid="u"))
+    for said in answers:
+        e.handle(UserUtterance(said))
     return e
 
 
@@ -60,26 +63,23 @@ def test_an_intent_is_complete_a_half_sentence_is_not() -> None:
     assert e.judge_answer("um") is AnswerFit.INCOMPLETE
 
 
+def judged(e: Engine, *texts: str) -> list[AnswerFit]:
+    return [e.judge_answer(t) for t in texts]
+
+
 def test_half_a_postcode_or_a_carrier_phrase_is_incomplete() -> None:
-    e = engine()
-    e.handle(UserUtterance("a quote"))
+    C, Inc = AnswerFit.COMPLETE, AnswerFit.INCOMPLETE
+    e = engine("a quote")
     assert e.listening == "collect"
-    assert e.judge_answer("L S six") is AnswerFit.INCOMPLETE
-    assert e.judge_answer("LS6") is AnswerFit.INCOMPLETE
-    assert e.judge_answer("LS6 1HT") is AnswerFit.COMPLETE
-    assert e.judge_answer("it's LS6 1HT") is AnswerFit.COMPLETE
+    assert judged(e, "L S six", "LS6", "LS6 1HT", "it's LS6 1HT") == [Inc, Inc, C, C]
     e.handle(UserUtterance("LS6 1HT"))
-    assert e.judge_answer("the fifth of") is AnswerFit.INCOMPLETE
-    assert e.judge_answer("the fifth of March") is AnswerFit.COMPLETE
+    assert judged(e, "the fifth of", "the fifth of March") == [Inc, C]
     e.handle(UserUtterance("the fifth of March"))
-    assert e.judge_answer("my name is") is AnswerFit.INCOMPLETE
-    assert e.judge_answer("my name is Jane Smith") is AnswerFit.COMPLETE
+    assert judged(e, "my name is", "my name is Jane Smith") == [Inc, C]
 
 
 def test_yes_no_and_judging_changes_nothing() -> None:
-    e = engine()
-    for said in ("a quote", "LS6 1HT", "5th of March", "Jane Smith"):
-        e.handle(UserUtterance(said))
+    e = engine("a quote", "LS6 1HT", "5th of March", "Jane Smith")
     assert e.state == "confirm"
     before = (e.state, e.slots, e.listening)
     assert e.judge_answer("yes") is AnswerFit.COMPLETE
@@ -115,17 +115,11 @@ def test_an_llm_conversation_takes_any_words() -> None:
 def test_a_valid_start_that_usually_goes_on_keeps_the_usual_silence() -> None:
     """"Jane" is a valid name and "the fifth" a valid date, but callers often go on ("... Smith",
     "... of March"): those turns end after the flow's usual silence, not the short one."""
-    e = engine()
-    e.handle(UserUtterance("a quote"))
-    e.handle(UserUtterance("LS6 1HT"))
-    assert e.judge_answer("the fifth") is AnswerFit.OPEN
-    assert e.judge_answer("the 5th") is AnswerFit.OPEN
-    assert e.judge_answer("the fifth of March") is AnswerFit.COMPLETE
-    assert e.judge_answer("next Friday") is AnswerFit.COMPLETE
+    C, Op = AnswerFit.COMPLETE, AnswerFit.OPEN
+    e = engine("a quote", "LS6 1HT")
+    assert judged(e, "the fifth", "the 5th", "the fifth of March", "next Friday") == [Op, Op, C, C]
     e.handle(UserUtterance("next Friday"))
-    assert e.judge_answer("Jane") is AnswerFit.OPEN
-    assert e.judge_answer("Jane Smith") is AnswerFit.COMPLETE
-    assert e.judge_answer("it's Jane Smith and") is AnswerFit.OPEN
+    assert judged(e, "Jane", "Jane Smith", "it's Jane Smith and") == [Op, C, Op]
 
 
 def test_may_go_on_words() -> None:

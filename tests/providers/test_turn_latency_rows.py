@@ -61,12 +61,15 @@ def providers(dg: FakeDeepgram, ct: FakeCartesia) -> dict[str, Any]:
     }
 
 
-async def test_rows_start_at_the_callers_end_of_speech_when_deepgram_ends_the_turn(
-        tmp_path: Path) -> None:
-    waited: list[float] = []  # ms, at the caller: last speech frame out -> first agent audio in
+async def three_turns(tmp_path: Path, *, expected_answer: bool
+                      ) -> tuple[list[float], list[dict[str, Any]], int]:
+    """Three "yes please" turns over real TCP: (ms each caller waited from their last speech
+    frame out to our first audio in, the call's latency rows, Finalize requests Deepgram got)."""
+    waited: list[float] = []
     async with (FakeDeepgram(["yes please"] * TURNS, turns="energy") as dg,
                 FakeCartesia(ms_per_word=60) as ct,
-                serve(write_flow(tmp_path), providers(dg, ct), tmp_path) as (server, store)):
+                serve(write_flow(tmp_path, expected_answer=expected_answer), providers(dg, ct),
+                      tmp_path) as (server, store)):
         c = AudioSocketCaller("127.0.0.1", server.address[1])
         await c.connect()
         assert await c.wait_agent_quiet(0.3, timeout_s=15)  # "Hello?"
@@ -81,12 +84,17 @@ async def test_rows_start_at_the_callers_end_of_speech_when_deepgram_ends_the_tu
         await c.close()
     rows = rec["latency"]
     print(waited, [(r["asr_final_ms"], r["first_frame_ms"]) for r in rows])
-    assert dg.finalizes == 0  # Deepgram's endpointing ended every turn, not our silence rule
+    return waited, rows, dg.finalizes
+
+
+async def test_rows_start_at_the_callers_end_of_speech_when_deepgram_ends_the_turn(
+        tmp_path: Path) -> None:
+    waited, rows, finalizes = await three_turns(tmp_path, expected_answer=False)
+    assert finalizes == 0  # Deepgram's endpointing ended every turn, not our silence rule
     assert len(rows) == TURNS  # one row per caller turn, none for the reply's second prompt
     for row, at_caller in zip(rows, waited, strict=True):
         assert row["asr_final_ms"] >= 250  # the endpointing wait is in the row (was 0.0)
         assert abs(row["first_frame_ms"] - at_caller) <= 40, (row, at_caller)
-
 
 
 async def test_an_answer_in_deepgrams_interim_ends_the_turn_before_its_endpointing(
@@ -95,26 +103,8 @@ async def test_an_answer_in_deepgrams_interim_ends_the_turn_before_its_endpointi
     ("yes please") already answer the question, so our end of turn comes after 200 ms of
     silence and asks Deepgram for the final (`Finalize`) instead of waiting for its 300 ms
     endpointing; the row still counts from the caller's end of speech."""
-    waited: list[float] = []
-    async with (FakeDeepgram(["yes please"] * TURNS, turns="energy") as dg,
-                FakeCartesia(ms_per_word=60) as ct,
-                serve(write_flow(tmp_path, expected_answer=True), providers(dg, ct),
-                      tmp_path) as (server, store)):
-        c = AudioSocketCaller("127.0.0.1", server.address[1])
-        await c.connect()
-        assert await c.wait_agent_quiet(0.3, timeout_s=15)
-        for _ in range(TURNS):
-            said = time.monotonic()
-            await c.say_audio(SPEECH)
-            first = await c.wait_agent_started(said, timeout_s=10)
-            waited.append((first - c.last_speech_sent) * 1000)
-            assert await c.wait_agent_quiet(0.5, timeout_s=15, after=said)
-        await c.hangup()
-        rec = await wait_record(store, c.uuid)
-        await c.close()
-    rows = rec["latency"]
-    print(waited, [(r["asr_final_ms"], r["first_frame_ms"]) for r in rows])
-    assert dg.finalizes == TURNS  # our end of turn, every time
+    waited, rows, finalizes = await three_turns(tmp_path, expected_answer=True)
+    assert finalizes == TURNS  # our end of turn, every time
     assert len(rows) == TURNS
     for row, at_caller in zip(rows, waited, strict=True):
         assert 150 <= row["asr_final_ms"] < 290, row  # before Deepgram's 300 ms endpointing
