@@ -9,7 +9,9 @@ picks the silence that ends the turn from the verdict (`runner/listener.py`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import Enum
+from typing import Any
 
 
 class AnswerFit(Enum):
@@ -44,10 +46,11 @@ fourteenth fifteenth sixteenth seventeenth eighteenth nineteenth twentieth thirt
 _OPEN_ENDED = frozenset({"name", "text", "address"})
 
 
-def may_go_on(text: str, filled_types: frozenset[str]) -> bool:
+def may_go_on(text: str, filled: Mapping[str, Any]) -> bool:
     """Words that make a valid answer but are often only its start: then the turn ends after
-    the flow's usual silence, not the short one (a slow talker is not cut off after "Jane" or
-    "twenty"). `filled_types`: the types of the slots the words would fill."""
+    the flow's usual silence, not the short one (a slow talker is not cut off after "my name
+    is Jane" or "twenty"). `filled`: slot type -> the value the words would give it."""
+    filled_types = frozenset(filled)
     words = [w.strip(".,!?;:\"'").lower() for w in text.split()]
     words = [w for w in words if w]
     if not words:
@@ -61,5 +64,5 @@ def may_go_on(text: str, filled_types: frozenset[str]) -> bool:
     if "date" in filled_types and (last in _ORDINALS or (last[:-2].isdigit()
                                    and last[-2:] in ("st", "nd", "rd", "th"))):
         return True
-    # a name or free text of one word may be the first of several
-    return bool(filled_types & _OPEN_ENDED) and len(words) == 1
+    # a name, an address or free text of one word may be the first of several
+    return any(len(str(filled[t]).split()) == 1 for t in filled_types & _OPEN_ENDED)

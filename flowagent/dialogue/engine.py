@@ -305,8 +305,8 @@ class Engine:
                  or fork._pending_tool is not None)
         if not moved:
             return AnswerFit.INCOMPLETE
-        filled = frozenset(self.flow.slots[name].type for name, value in fork._slots.items()
-                           if name in self.flow.slots and self._slots.get(name) != value)
+        filled = {self.flow.slots[name].type: value for name, value in fork._slots.items()
+                  if name in self.flow.slots and self._slots.get(name) != value}
         return AnswerFit.OPEN if may_go_on(text, filled) else AnswerFit.COMPLETE
 
     def handle(self, event: Any) -> list[Action]:

@@ -120,13 +120,16 @@ def test_a_valid_start_that_usually_goes_on_keeps_the_usual_silence() -> None:
     assert judged(e, "the fifth", "the 5th", "the fifth of March", "next Friday") == [Op, Op, C, C]
     e.handle(UserUtterance("next Friday"))
     assert judged(e, "Jane", "Jane Smith", "it's Jane Smith and") == [Op, C, Op]
+    assert judged(e, "my name is Jane", "my name is Jane Smith") == [Op, C]
 
 
 def test_may_go_on_words() -> None:
     from flowagent.dialogue.answer_fit import may_go_on
 
-    assert may_go_on("twenty", frozenset({"integer"}))
-    assert not may_go_on("twenty five", frozenset({"integer"}))
-    assert not may_go_on("three", frozenset({"integer"}))  # a whole answer, said alone
-    assert may_go_on("three bedrooms and um", frozenset({"integer"}))
-    assert not may_go_on("twenty", frozenset({"yes_no"}))
+    assert may_go_on("twenty", {"integer": 20})
+    assert not may_go_on("twenty five", {"integer": 25})
+    assert not may_go_on("three", {"integer": 3})  # a whole answer, said alone
+    assert may_go_on("three bedrooms and um", {"integer": 3})
+    assert not may_go_on("twenty", {"yes_no": True})
+    assert may_go_on("it's at forty", {"address": "40"})
+    assert not may_go_on("forty Park Lane", {"address": "40 Park Lane"})
