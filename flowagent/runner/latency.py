@@ -32,6 +32,7 @@ class LatencyRows:
         self._turn: dict[str, float] = {}
         self._open = False
         self._spec: tuple[bool, str] | None = None  # (hit, why) of this turn's prepared reply
+        self._ended_by = ""
         #: utterances with say_id up to this were issued before the open row's turn ended
         self._floor = 0
 
@@ -39,10 +40,12 @@ class LatencyRows:
     def open(self) -> bool:
         return self._open
 
-    def begin(self, end_of_speech: float, say_floor: int = 0) -> None:
+    def begin(self, end_of_speech: float, say_floor: int = 0, ended_by: str = "") -> None:
         """The caller stopped speaking at `end_of_speech` (monotonic): a new row starts.
-        `say_floor`: the last say_id issued so far (those are not this turn's reply)."""
+        `say_floor`: the last say_id issued so far (those are not this turn's reply).
+        `ended_by`: what ended the turn (see `Listener.turn_ended_by`), kept in the row."""
         self._turn = {"end_of_speech": end_of_speech}
+        self._ended_by = ended_by
         self._open = True
         self._spec = None
         self._floor = say_floor
@@ -89,6 +92,8 @@ class LatencyRows:
             "tts_first_audio_ms": ms("tts_first_audio"),
             "first_frame_ms": ms("first_frame"),
         }
+        if self._ended_by:
+            row["turn_end"] = self._ended_by
         marks = [t[k] for k in MILESTONES if k in t]
         if "first_frame" in t and marks:
             row["runner_ms"] = round((t["first_frame"] - max(marks)) * 1000, 2)

@@ -508,6 +508,15 @@ class Listener:
         self.tasks.timer("asr_final", self.provider_timeout_s, self._asr_timed_out)
         self.hooks.caller_stopped(self.last_speech_at(), "vad")
 
+    def turn_ended_by(self, by: str) -> str:
+        """What ended the turn that just ended, for its latency row: "answer" (its words
+        answered the question: the short silence), "half_answer" (they did not: the long one),
+        "silence" (`end_of_turn_ms`), "recogniser" (its endpointing) or "injected"."""
+        if by not in ("vad", "answer"):
+            return by
+        end_ms, usual = self.turns.end_ms, self.turns.rules.end_of_turn_ms
+        return "answer" if end_ms < usual else "half_answer" if end_ms > usual else "silence"
+
     @property
     def in_speech(self) -> bool:
         return self.turns.in_speech

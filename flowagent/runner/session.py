@@ -356,7 +356,7 @@ class PipelineCall:
         self.speculator.drop("the caller spoke again")
 
     def caller_stopped(self, at: float, by: str) -> None:
-        self.latency.begin(at, self.speaker.last_say_id)
+        self.latency.begin(at, self.speaker.last_say_id, self.listener.turn_ended_by(by))
         if by == "vad":
             self.speculator.prepare(self.listener.words_so_far())  # start preparing the answer
 

@@ -92,6 +92,7 @@ async def test_rows_start_at_the_callers_end_of_speech_when_deepgram_ends_the_tu
     waited, rows, finalizes = await three_turns(tmp_path, expected_answer=False)
     assert finalizes == 0  # Deepgram's endpointing ended every turn, not our silence rule
     assert len(rows) == TURNS  # one row per caller turn, none for the reply's second prompt
+    assert {r["turn_end"] for r in rows} == {"recogniser"}
     for row, at_caller in zip(rows, waited, strict=True):
         assert row["asr_final_ms"] >= 250  # the endpointing wait is in the row (was 0.0)
         assert abs(row["first_frame_ms"] - at_caller) <= 40, (row, at_caller)
@@ -106,6 +107,7 @@ async def test_an_answer_in_deepgrams_interim_ends_the_turn_before_its_endpointi
     waited, rows, finalizes = await three_turns(tmp_path, expected_answer=True)
     assert finalizes == TURNS  # our end of turn, every time
     assert len(rows) == TURNS
+    assert {r["turn_end"] for r in rows} == {"answer"}
     for row, at_caller in zip(rows, waited, strict=True):
         assert 150 <= row["asr_final_ms"] < 290, row  # before Deepgram's 300 ms endpointing
         assert abs(row["first_frame_ms"] - at_caller) <= 40, (row, at_caller)

@@ -69,6 +69,7 @@ async def test_a_whole_answer_ends_the_turn_after_a_short_silence(harness: Any, 
     waited, rec, _ = await answer(h, await speech(voice, "L S six, one H T."))
     assert rec["slots"]["from_postcode"] == "LS6 1HT", caller_lines(rec)
     assert waited < 1200, waited  # 200 ms of silence + the decode, not 2 s
+    assert rec["latency"][0]["turn_end"] == "answer"
 
     # the same with the feature off: the 2 s silence rule ends the turn
     off = tmp_path / "off.yaml"
@@ -79,6 +80,7 @@ async def test_a_whole_answer_ends_the_turn_after_a_short_silence(harness: Any, 
     waited_off, rec2, _ = await answer(h2, await speech(voice, "L S six, one H T."))
     assert rec2["slots"]["from_postcode"] == "LS6 1HT", caller_lines(rec2)
     assert waited_off >= 2000, waited_off
+    assert rec2["latency"][0]["turn_end"] == "silence"
 
 
 async def test_half_an_answer_waits_for_the_rest(harness: Any, voice: Any) -> None:
@@ -107,4 +109,5 @@ async def test_while_an_unfinished_answer_waits_the_reply_is_prepared(harness: A
     assert len(caller_lines(rec)) == 1, caller_lines(rec)
     row = rec["latency"][0]
     assert row["preemptive"] == "hit", row
+    assert row["turn_end"] == "half_answer", row  # the long silence: not an answer yet
     assert row["tts_first_audio_ms"] < row["asr_final_ms"], row  # made before the turn ended
