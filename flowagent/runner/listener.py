@@ -446,7 +446,10 @@ class Listener:
         text, confidence = result
         fit = AnswerFit.OPEN
         if text and self.turns.rules.answer_end_ms:
-            fit = await self.hooks.judge_words(text)
+            try:
+                fit = await self.hooks.judge_words(text)
+            except Exception:  # a judging bug must not take the turn down: the usual silence
+                log.warning("could not judge the words so far (%r)", text, exc_info=True)
             if not self._still_pausing(asr, mark):
                 self._check = None
                 return
