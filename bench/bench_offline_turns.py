@@ -361,8 +361,9 @@ class Agent:
         from flowagent.demo.removals_api import FakeRemovalsApi
         from flowagent.providers.local.stack import LocalModels
         from flowagent.runner.prompt_cache import cache_from_settings
+        from flowagent.runner.services import RuntimeConfig
         from flowagent.server.audiosocket_server import AudioSocketServer
-        from flowagent.server.runtime import FlowSet, ProviderPool, Runtime, RuntimeConfig
+        from flowagent.server.runtime import FlowSet, ProviderPool, Runtime
         from flowagent.server.stores import open_store
         from flowagent.server.webhooks import WebhookConfig, Webhooks
         from flowagent.understanding.embedding_cache import cache_beside_prompts
@@ -528,7 +529,9 @@ def pct(vals: list[float], q: float) -> float:
 
 def summary(calls: list[dict[str, Any]]) -> dict[str, Any]:
     turns = [t for c in calls for t in c["turns"]]
-    lat = [t["latency_ms"] for t in turns if t["latency_ms"] is not None and not t["cut_off"]]
+    # a reply that began in the slow talker's pause has no wait after the answer to time
+    lat = [t["latency_ms"] for t in turns
+           if t["latency_ms"] is not None and not t["agent_in_pause"]]
     return {"calls": len(calls), "turns": len(turns), "measured": len(lat),
             "p50_ms": pct(lat, 50), "p90_ms": pct(lat, 90), "max_ms": max(lat, default=None),
             "no_reply": sum(t["latency_ms"] is None for t in turns),
