@@ -160,13 +160,14 @@ class Voice:
 
         try:
             self.tts = registry.create("tts", "piper", {})
+            self.name = "piper"
             config = self.tts.syn_config  # piper's SynthesisConfig
             config.noise_scale = 0.0
             config.noise_w_scale = 0.0
         except Exception:
             self.tts = registry.create("tts", "espeak", {})
+            self.name = "espeak"
         self.rng = rng
-        self.name = getattr(self.tts, "name", "tts")
 
     async def part(self, text: str) -> np.ndarray:
         from flowagent.providers.local.linesim import add_noise, telephone_band
