@@ -149,9 +149,12 @@ class EchoGuard:
         k = self._best_lag(y, ref, half, lags - half)
         if k is None:
             return False
-        cols = np.lib.stride_tricks.sliding_window_view(ref, n)[k - half: k + half + 1]
+        # the TAPS shifted copies of our audio around lag k, as rows (a strided view: no copy)
+        step = ref.strides[0]
+        cols = np.lib.stride_tricks.as_strided(ref[k - half:], shape=(TAPS, n),
+                                               strides=(step, step), writeable=False)
         gram = cols @ cols.T
-        gram[np.diag_indices_from(gram)] += 1e-6 * (float(np.trace(gram)) / TAPS + 1e-9)
+        gram.flat[:: TAPS + 1] += 1e-6 * (float(np.trace(gram)) / TAPS + 1e-9)
         w = np.linalg.solve(gram, cols @ y)  # y ≈ w @ cols
         residual = y[-n_win:] - w @ cols[:, -n_win:]
         if not self._small(y[-n_win:], residual):
