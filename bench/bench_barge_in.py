@@ -11,8 +11,9 @@
   "yeah" from the local Piper voice, phone band). For each, also how often the audio ducked and
   whether it came back to full volume.
 
-    .venv/bin/python bench/bench_barge_in.py --trials 30 [--duck-db 15] [--out FILE]
+    .venv/bin/python bench/bench_barge_in.py --trials 30 [--duck-db 15] [--echo-rejection on]
 
+`--echo-rejection on|off` sets `settings.barge_in.echo_rejection` (before/after on one build).
 `--duck-db` omitted: the flow does not mention it (runs on code from before the setting existed,
 with that code's default). No downloads: Silero's and Piper's model files come from packages.
 """
@@ -48,10 +49,12 @@ PROMPT = ("Thanks for calling. I can help you book a removal, move a booking, or
           "I can put you through to the office as soon as someone is free to take the call.")
 
 
-def flow_yaml(tts: str, duck_db: float | None) -> str:
+def flow_yaml(tts: str, duck_db: float | None, echo_rejection: bool | None = None) -> str:
     tts_line = ("{name: fake, options: {ms_per_word: 150}}" if tts == "tone"
                 else "{name: piper}")
     duck = "" if duck_db is None else f", duck_db: {duck_db:g}"
+    if echo_rejection is not None:
+        duck += f", echo_rejection: {str(echo_rejection).lower()}"
     return f"""flowagent: 1
 name: Bench barge-in from onset
 start: talk
@@ -223,14 +226,15 @@ def pct(vals: list[float], q: float) -> float:
     return s[min(len(s) - 1, round(q / 100 * (len(s) - 1)))] if s else float("nan")
 
 
-async def run(trials: int, duck_db: float | None, seed: int, sets: float) -> dict[str, Any]:
+async def run(trials: int, duck_db: float | None, seed: int, sets: float,
+              echo_rejection: bool | None = None) -> dict[str, Any]:
     rng = random.Random(seed)
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as d:
         tone_flow = Path(d) / "tone.yaml"
-        tone_flow.write_text(flow_yaml("tone", duck_db))
+        tone_flow.write_text(flow_yaml("tone", duck_db, echo_rejection))
         piper_flow = Path(d) / "piper.yaml"
-        piper_flow.write_text(flow_yaml("piper", duck_db))
+        piper_flow.write_text(flow_yaml("piper", duck_db, echo_rejection))
         lines = speech_lines()
         bc = backchannels()
         async with Bench(tone_flow) as b:
@@ -282,11 +286,14 @@ def main() -> None:
     ap.add_argument("--sets", type=float, default=1.0,
                     help="scale of the false barge-in sets (1: 10 noise, 12 echo, 25 coughs, "
                          "25 back-channels)")
+    ap.add_argument("--echo-rejection", choices=("on", "off"), default=None,
+                    help="settings.barge_in.echo_rejection (omitted: the flow does not say)")
     ap.add_argument("--label", default="")
     ap.add_argument("--out", type=Path, default=None, help="append the table to this file")
     ap.add_argument("--json", type=Path, default=None, help="write every trial here")
     a = ap.parse_args()
-    out = asyncio.run(run(a.trials, a.duck_db, a.seed, a.sets))
+    er = None if a.echo_rejection is None else a.echo_rejection == "on"
+    out = asyncio.run(run(a.trials, a.duck_db, a.seed, a.sets, er))
     label = a.label or ("duck_db " + ("(not set)" if a.duck_db is None else f"{a.duck_db:g}"))
     text = report(out, label)
     print(text)

@@ -36,6 +36,8 @@
 #define RING 8192
 #define IBUF 32768
 #define MAX_PAYLOAD 16384
+/* what we sent, kept for the echo check (runner/echo_guard.py): the last SENT_N frames */
+#define SENT_N 32
 #define TAG_TIMER ((uint64_t)1)
 #define TAG_WAKE ((uint64_t)2)
 
@@ -86,6 +88,12 @@ typedef struct Conn {
     int32_t gain, gain_prev;
     Played *played;
     int nplayed, capplayed;
+    /* the last SENT_N frames written (payload as sent, after the gain) and when: what the
+     * caller's line may echo back; read only when an echo check runs (sent_tail) */
+    unsigned char *sent;
+    uint32_t sent_len[SENT_N];
+    double sent_t[SENT_N];
+    uint64_t sent_w;
     /* inbound */
     unsigned char *ibuf;
     uint32_t ilen;
@@ -312,10 +320,23 @@ static void played_add(Conn *c, int64_t sid, int64_t bytes, int *first) {
     *first = 1;
 }
 
+/* keep a copy of a frame written to the caller (one memcpy of a frame: ~160-960 bytes) */
+static void sent_keep(Conn *c, const unsigned char *pcm, uint32_t plen, double now) {
+    if (!c->sent) return;
+    uint32_t i = (uint32_t)(c->sent_w % SENT_N);
+    if (plen > c->frame_bytes) plen = c->frame_bytes;
+    if (pcm) memcpy(c->sent + (size_t)i * c->frame_bytes, pcm, plen);
+    else memset(c->sent + (size_t)i * c->frame_bytes, 0, plen);
+    c->sent_len[i] = plen;
+    c->sent_t[i] = now;
+    c->sent_w++;
+}
+
 static void send_silence(Conn *c, double now) {
     c->current_say = 0;
     c->last_sent = now;
     c->frames_sent++;
+    sent_keep(c, NULL, c->frame_bytes, now);
     c_write(c, c->silence, c->frame_bytes + 3);
 }
 
@@ -355,6 +376,7 @@ static void c_send(Conn *c, double now) {
         c->current_say = f->sid;
         c->last_sent = now;
         c->frames_sent++;
+        sent_keep(c, f->data + 3, f->len - 3, now);
         c_write(c, f->data, f->len);
         free(f);
         while (c->head && c->head->is_end) {
@@ -458,6 +480,7 @@ static void conn_free(Conn *c) {
     q_clear(c);
     if (c->fd >= 0) close(c->fd);
     free(c->silence);
+    free(c->sent);
     free(c->pend);
     free(c->played);
     free(c->ibuf);
@@ -841,8 +864,13 @@ static int set_kind(Conn *c, int kind, uint32_t frame_bytes) {
     s[0] = (unsigned char)kind;
     s[1] = (unsigned char)(frame_bytes >> 8);
     s[2] = (unsigned char)(frame_bytes & 0xff);
+    unsigned char *kept = calloc(SENT_N, frame_bytes);
+    if (!kept) { free(s); return -1; }
     free(c->silence);
     c->silence = s;
+    free(c->sent);
+    c->sent = kept;
+    c->sent_w = 0;
     c->kind = kind;
     c->frame_bytes = frame_bytes;
     return 0;
@@ -925,7 +953,39 @@ static PyObject *Conn_id(ConnObject *self, void *Py_UNUSED(x)) {
     return PyLong_FromUnsignedLongLong(self->id);
 }
 
+/* sent_tail() -> [(t, payload)]: the frames last written to the caller, oldest first, with
+ * the monotonic time each was written (the echo check's reference; called only when one runs) */
+static PyObject *Conn_sent_tail(ConnObject *self, PyObject *Py_UNUSED(a)) {
+    Conn *c = self->c;
+    if (!c) return PyList_New(0);
+    uint32_t lens[SENT_N];
+    double ts[SENT_N];
+    unsigned char *buf = malloc((size_t)SENT_N * MAX_PAYLOAD);
+    if (!buf) return PyErr_NoMemory();
+    pthread_mutex_lock(&c->mu);
+    uint64_t w = c->sent_w;
+    int n = w < SENT_N ? (int)w : SENT_N;
+    uint32_t fb = c->frame_bytes;
+    for (int k = 0; k < n; k++) {
+        uint32_t i = (uint32_t)((w - (uint64_t)n + (uint64_t)k) % SENT_N);
+        memcpy(buf + (size_t)k * fb, c->sent + (size_t)i * fb, c->sent_len[i]);
+        lens[k] = c->sent_len[i];
+        ts[k] = c->sent_t[i];
+    }
+    pthread_mutex_unlock(&c->mu);
+    PyObject *out = PyList_New(n);
+    for (int k = 0; out && k < n; k++) {
+        PyObject *item = Py_BuildValue("(dy#)", ts[k], (const char *)(buf + (size_t)k * fb),
+                                       (Py_ssize_t)lens[k]);
+        if (!item) { Py_CLEAR(out); break; }
+        PyList_SET_ITEM(out, k, item);
+    }
+    free(buf);
+    return out;
+}
+
 static PyMethodDef Conn_methods[] = {
+    {"sent_tail", (PyCFunction)Conn_sent_tail, METH_NOARGS, "[(t, payload)] last frames sent"},
     {"push", (PyCFunction)Conn_push, METH_VARARGS, "push(sid, pcm, has_partial, kick)"},
     {"end", (PyCFunction)Conn_end, METH_VARARGS, "end(sid, last_frame_payload)"},
     {"set_partial", (PyCFunction)Conn_set_partial, METH_O, NULL},

@@ -132,6 +132,9 @@ class Settings:
     #: how much quieter (dB) our audio goes at the first sign of caller speech, until the
     #: barge-in is confirmed (stopped) or came to nothing (restored); 0 = no ducking
     barge_in_duck_db: float = 15.0
+    #: speech over our audio that our own audio's echo explains is not a barge-in (the check
+    #: runs only on speech windows while we play: runner/echo_guard.py)
+    barge_in_echo_rejection: bool = True
     end_of_turn_ms: int = 600
     #: silence that ends a turn once its words answer the question (a recogniser that
     #: transcribes at pauses: Whisper); 0 = off, `end_of_turn_ms` always
@@ -395,6 +398,7 @@ def _settings(raw: Mapping[str, Any] | None) -> Settings:
             barge.get("resume_after_false", d.barge_in_resume_after_false)
         ),
         barge_in_duck_db=max(0.0, float(barge.get("duck_db", d.barge_in_duck_db))),
+        barge_in_echo_rejection=bool(barge.get("echo_rejection", d.barge_in_echo_rejection)),
         end_of_turn_ms=int(raw.get("end_of_turn_ms", d.end_of_turn_ms)),
         **_answer_end(raw.get("expected_answer") or {}, d),
         no_input_timeout_s=float(ni.get("timeout_s", d.no_input_timeout_s)),

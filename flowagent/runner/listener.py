@@ -34,6 +34,7 @@ from flowagent.providers.base import (
 )
 from flowagent.providers.energy_vad import EnergyVadStream
 from flowagent.runner.call_tasks import CallTasks
+from flowagent.runner.echo_guard import EchoGuard
 from flowagent.runner.turn_taking import TurnRules, TurnSignal, TurnTaker
 
 log = logging.getLogger(__name__)
@@ -120,8 +121,11 @@ class ListenerHooks(Protocol):
 class Listener:
     def __init__(self, hooks: ListenerHooks, tasks: CallTasks, *, asr: AsrProvider | None,
                  vad: VadProvider | None, rules: TurnRules, language: str, sample_rate: int,
-                 provider_timeout_s: float) -> None:
+                 provider_timeout_s: float, echo: EchoGuard | None = None) -> None:
         self.hooks = hooks
+        #: echo rejection (echo_guard.py): speech over our audio that our own echo explains
+        #: is not the caller (None: off)
+        self.echo = echo
         self.tasks = tasks
         self.asr_provider = asr
         self.vad_provider = vad
@@ -269,6 +273,8 @@ class Listener:
     def on_audio(self, pcm: bytes) -> None:
         self._heard_ms += len(pcm) * 500 // self.sample_rate
         self._heard_at = time.monotonic()
+        if self.echo is not None:
+            self.echo.heard(pcm)
         asr = self._asr
         if asr is not None:
             if self._asr_sync:
@@ -351,6 +357,8 @@ class Listener:
         hooks = self.hooks
         audible = hooks.agent_audible()
         turns = self.turns
+        if audible and self.echo is not None and p >= turns.rules.threshold:
+            p = self._unless_echo(p, ms)
         signal = turns.update(p, ms, audible)
         # duck at the first speech window over our audio, restore when it comes to nothing
         # (two attribute reads per result; the hook runs only when the state flips)
@@ -381,6 +389,13 @@ class Listener:
             self._begin_turn()
         else:
             self._end_of_speech()
+
+    def _unless_echo(self, p: float, ms: int) -> float:
+        """A window that looks like speech over our audio: 0 if our own echo explains it (it
+        neither ducks nor stops us), else `p`. The window is the `ms` after `_judged_ms`."""
+        echo = self.echo
+        back = self._heard_ms - self._judged_ms - ms  # ms heard after the window's end
+        return 0.0 if echo is not None and echo.explains(self._heard_at, back, ms) else p
 
     def _onset_changed(self, suspected: bool) -> None:
         if suspected and not self.hooks.may_interrupt():

@@ -168,6 +168,9 @@ class NativeOutStream:
     def queued_ms(self) -> int:
         return int(self._conn.state()[1]) * FRAME_MS
 
+    def sent_tail(self) -> list[tuple[float, bytes]]:
+        return list(self._conn.sent_tail())  # kept by the native loop as it writes
+
     @property
     def played(self) -> dict[int, int]:
         return dict(self._conn.played())

@@ -48,6 +48,13 @@ class OutStream(AudioSink, Protocol):
         per frame while the gain is 1.0."""
         ...
 
+    def sent_tail(self) -> list[tuple[float, bytes]]:
+        """The frames last written to the caller (~640 ms), oldest first: (monotonic time it
+        was written, s16le payload as sent, after any gain; b"" = silence). What the caller's
+        line may echo back — the echo check's reference (`echo_guard`), read only when a check
+        runs. Empty: this stream cannot tell (then nothing is judged to be echo)."""
+        ...
+
     def close(self) -> None: ...
 
     @property

@@ -33,6 +33,8 @@ from flowagent.runner.out_stream import OutStream
 log = logging.getLogger(__name__)
 
 FRAME_MS = 20
+#: frames of what we sent kept per call for the echo check (640 ms: longer than line echo)
+SENT_FRAMES = 32
 #: behind by more than this many frames -> re-anchor the clock instead of bursting
 MAX_CATCH_UP = 3
 
@@ -51,6 +53,7 @@ class PyOutStream:
         "_kicked_at",
         "_partial",
         "_player",
+        "_sent",
         "_silence",
         "_write",
         "current_say",
@@ -106,6 +109,8 @@ class PyOutStream:
         #: ducking: the gain for our frames not yet sent, and the one the last frame ended at
         self._gain = 1.0
         self._gain_prev = 1.0
+        #: the frames last written (time, payload): the echo check's reference (`sent_tail`)
+        self._sent: deque[tuple[float, bytes]] = deque(maxlen=SENT_FRAMES)
 
     # -- producer side -------------------------------------------------------------------------
 
@@ -203,6 +208,9 @@ class PyOutStream:
                       on_fail: Callable[[BaseException], None] | None = None) -> bool:
         return False
 
+    def sent_tail(self) -> list[tuple[float, bytes]]:
+        return list(self._sent)
+
     def queued_ms(self) -> int:
         return sum(1 for _, f in self._frames if f is not _END) * FRAME_MS
 
@@ -267,6 +275,7 @@ class PyOutStream:
             self.current_say = sid
             self.last_sent = now
             self.frames_sent += 1
+            self._sent.append((now, pcm))  # type: ignore[arg-type]
             self._write(data)
             # an utterance that ends on this frame is reported now (it has reached the line)
             while frames and frames[0][1] is _END:
@@ -280,6 +289,7 @@ class PyOutStream:
         self.current_say = 0
         self.last_sent = now
         self.frames_sent += 1
+        self._sent.append((now, b""))
         self._write(self._silence)
 
 

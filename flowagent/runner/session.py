@@ -33,6 +33,7 @@ from flowagent.dialogue.answer_fit import AnswerFit
 from flowagent.dialogue.call_record import CallRecord
 from flowagent.dialogue.engine import Engine
 from flowagent.dialogue.tools import ToolRunner
+from flowagent.runner.echo_guard import EchoGuard
 from flowagent.runner.latency import LatencyRows
 from flowagent.runner.lifecycle import CallLifecycle
 from flowagent.runner.listener import Listener
@@ -75,11 +76,14 @@ class PipelineCall:
         self.tools = ToolRunner()
         timeout = self.rt.config.provider_timeout_s
         vad = providers.vad
+        #: echo rejection: our own audio coming back down the line is not a barge-in
+        self.echo = (EchoGuard(self.line.sample_rate, self._sent_tail)
+                     if settings.barge_in_echo_rejection and settings.barge_in else None)
         self.listener = Listener(
             self, self.tasks, asr=providers.asr, vad=vad,
             rules=TurnRules.for_flow(settings, vad.turn_tuning if vad is not None else None),
             language=self._entry.compiled.language, sample_rate=self.line.sample_rate,
-            provider_timeout_s=timeout)
+            provider_timeout_s=timeout, echo=self.echo)
         self.speaker = Speaker(self, self.tasks, self.line, self._entry,
                                provider_timeout_s=timeout)
         # a line that stops sending mid-turn (silence suppression, hold) still ends the turn
@@ -296,6 +300,8 @@ class PipelineCall:
     def on_rate_change(self, sample_rate: int) -> None:
         """The caller's audio changed rate mid-call: the line follows it; we hear again and
         say again what had not been heard in full, at the new rate."""
+        if self.echo is not None:
+            self.echo.change_rate(sample_rate)
         self.tasks.spawn(self.listener.change_rate(sample_rate), "rate-change")
         for reply in self.speaker.restart_at_new_rate().replies:
             self.post(reply)
@@ -316,6 +322,11 @@ class PipelineCall:
 
     def on_idle(self) -> None:
         self._after_playback()
+
+    def _sent_tail(self) -> list[tuple[float, bytes]]:
+        """What we last sent to the caller (the echo check's reference)."""
+        out = self.line.out
+        return out.sent_tail() if out is not None else []
 
     def _out_playing(self) -> bool:
         out = self.line.out

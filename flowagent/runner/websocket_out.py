@@ -237,6 +237,11 @@ class WebSocketOutStream:
         audio, which we cannot change, so a duck would arrive after the barge-in is decided.
         The caller hears full volume until the interruption (FLUSH_MEDIA) as before."""
 
+    def sent_tail(self) -> list[tuple[float, bytes]]:
+        """Not known here: Asterisk plays our audio up to `ahead_s` after we send it, on its own
+        clock, so what the caller heard when is not exact enough to cancel its echo."""
+        return []
+
     def close(self) -> None:
         self._closed = True
         if self._timer is not None:
