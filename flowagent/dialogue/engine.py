@@ -231,6 +231,12 @@ class Engine:
         return None if self._ended else self._listen
 
     @property
+    def intent(self) -> str | None:
+        """The intent the caller's last request chose (`{{ intent }}` in templates), or None.
+        Two branches of a question may go to the same state: this tells them apart."""
+        return self._intent
+
+    @property
     def waiting_for(self) -> str | None:
         """'tool' or 'llm' while an action's answer is outstanding, else None."""
         if self._pending_tool:

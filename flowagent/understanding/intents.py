@@ -90,6 +90,18 @@ BUILTIN_INTENTS: Mapping[str, tuple[str, ...]] = {
     ),
 }
 
+#: What callers say to hold the line ("one moment", "hang on"): no request at all. Scored like
+#: an intent that is never returned: when it fits a text as well as the best intent does, the
+#: text matches nothing. Without it, "one second" reads as `repeat` ("one more time") to the
+#: embeddings and "one moment" fills an amount elsewhere.
+HOLD = "~hold"
+HOLD_EXAMPLES: tuple[str, ...] = (
+    "hold on", "hang on", "hang on a second", "one moment", "one second", "one sec",
+    "just a sec", "just a minute", "one minute", "give me a second", "wait a moment",
+    "bear with me", "let me check", "let me have a look", "let me find it", "I'm just looking",
+    "just a moment please", "give me a minute", "wait a sec",
+)
+
 DEFAULT_THRESHOLD = 0.72
 #: Intents whose usual handler throws the call's progress away (start again, hang up). They
 #: need a higher bar: see ``IntentMatcher(strict=...)``.
@@ -190,6 +202,11 @@ _STAND_INS = {"number": "three", "money": "ten pounds", "name": "John", "date": 
 _BETA2 = 2.0
 # "I want X" where every strong word belongs to one intent: scored by how many there are.
 _COVER_BASE, _COVER_STEP, _COVER_MAX = 0.74, 0.04, 0.9
+# Two kinds of evidence for the same intent: when the lexical score and a scorer's both put
+# one intent first and both reach the floor, the intent gets part of the way from the better
+# of the two towards 1 ("pay Sam 30": lexical 0.66 from "pay", MiniLM 0.55; neither alone is
+# sure, both together are). Never for strict intents or yes/no.
+_AGREE_FLOOR, _AGREE_SHARE = 0.4, 0.5
 
 
 @runtime_checkable
@@ -342,6 +359,7 @@ class IntentMatcher:
                 said = name_example(str(name))
                 if said is not None and name not in BUILTIN_INTENTS and said not in lexical[name]:
                     lexical[name].append(said)
+        lexical[HOLD] = list(HOLD_EXAMPLES)
         pre = [(k, frozenset(_content(_tokens(e)))) for k, v in lexical.items() for e in v]
         #: word -> weight below 1 for words several intents share (see `_idf`)
         self._idf: dict[str, float] = _idf(pre)
@@ -360,7 +378,8 @@ class IntentMatcher:
         #: the words of the flow's own intents (not the built-ins'): a day said to a flow whose
         #: examples never name one is a value ("pay Sam on Friday"), not part of the request
         self._flow_vocab = frozenset(
-            w for e in self._examples if e.intent not in BUILTIN_INTENTS for w in e.content)
+            w for e in self._examples if e.intent not in BUILTIN_INTENTS and e.intent != HOLD
+            for w in e.content)
         # Spoken forms of the vocabulary: fuzzy matching compares what was said with what the
         # examples say ("qoute" ~ "quote", "mover" ~ "move"), not with the stems.
         self._spoken: dict[str, str] = {}
@@ -380,7 +399,7 @@ class IntentMatcher:
         self.scorers: list[Scorer] = list(scorers)
         #: what a scorer compares a text with: the examples, and the intent's name in words
         self._scored_examples: dict[str, tuple[str, ...]] = {
-            k: tuple(lexical[k]) for k in merged
+            k: tuple(lexical[k]) for k in (*merged, HOLD)
         }
 
     def add_scorer(self, scorer: Scorer) -> None:
@@ -415,7 +434,10 @@ class IntentMatcher:
             if len(said) >= 4:
                 found = process.extract(said, self._spoken_list, scorer=fuzz.ratio,
                                         score_cutoff=_FUZZY_WORD, limit=None)
-                hit = frozenset(self._spoken[f[0]] for f in found)
+                # within one letter of the same length: "qoute" ~ "quote", but "second"
+                # is not "send" (ratio 80 too, from the shared letters)
+                hit = frozenset(self._spoken[f[0]] for f in found
+                                if abs(len(f[0]) - len(said)) <= 1)
             if len(self._fuzzy_cache) < 4096:
                 self._fuzzy_cache[said] = hit
         return hit
@@ -509,11 +531,15 @@ class IntentMatcher:
             ex = examples[i]
             if names is not None and ex.intent not in names:
                 continue
-            if ex.intent in self.strict and (
-                strong.get(i, 0) < ex.strong or (ex.context and ex.context.isdisjoint(tokens))
-            ):
+            if ex.intent in self.strict and strong.get(i, 0) < ex.strong:
                 # a destructive intent needs every key word of one example: "go back" is
-                # not "go back to the beginning", "let me see" is not "see you"
+                # not "go back to the beginning"
+                continue
+            if ex.context and (ex.strong or ex.intent in self.strict) \
+                    and ex.context.isdisjoint(tokens):
+                # a one-word example keeps its other words: "let me see" is not "see you",
+                # "transfer fifty pounds to Leo" is not "transfer me" (a weak word alone,
+                # "what" of "what was that", is judged by its weight instead)
                 continue
             recall = hit / (hit + ex.missing - covered[i])
             precision = explained[i] / n_text
@@ -596,7 +622,10 @@ class IntentMatcher:
                 continue
             tail = tok[-1] if tok[-1] in ",.?!" else ""
             stand_in = _STAND_INS[kind] + tail
-            if not generic or generic[-1].rstrip(",.?!") != _STAND_INS[kind]:
+            last = generic[-1].rstrip(",.?!") if generic else ""
+            if kind == "money" and last == _STAND_INS["number"]:
+                generic[-1] = stand_in  # "twenty quid": one amount, not "three ten pounds"
+            elif last != _STAND_INS[kind]:
                 generic.append(stand_in)
             if tail:
                 kept.append(tail)
@@ -637,6 +666,7 @@ class IntentMatcher:
         content = self._words(tokens)
         negated = any(w in ("not", "don't", "dont", "never") for w in ws) or "no need" in t
         names = list(allowed) if allowed is not None else list(self.examples)
+        names.append(HOLD)
         # The yes/no parser backs up the built-in yes/no intents: fully for short answers, a
         # little for a longer sentence that opens with yes/no ("yeah, I'm after a quote" must
         # still go to "quote"), and not at all when yes/no words only appear later on.
@@ -650,8 +680,9 @@ class IntentMatcher:
         lexical = self._lexical(content, negated, set(names), frozenset(tokens))
         elsewhere = self._about_something_else(tokens) if self._strict_vocab else frozenset()
         out: dict[str, float] = {}
+        models: dict[str, float] = {}
         for name in names:
-            if name not in self.examples:
+            if name not in self.examples and name != HOLD:
                 continue
             if name in elsewhere:
                 out[name] = 0.0
@@ -671,9 +702,28 @@ class IntentMatcher:
                     raw = float(scorer.score(score_text, self._scored_examples[name]))
                 except Exception:  # a broken optional scorer must not break the call
                     continue
-                best = max(best, self._rescale(scorer, raw, name in self.strict))
+                # (holding the line takes the strict bar too: it turns a request into none)
+                model = self._rescale(scorer, raw, name in self.strict or name == HOLD)
+                models[name] = max(models.get(name, 0.0), model)
+                best = max(best, model)
             out[name] = min(1.0, best)
+        if models and lexical:
+            self._agree(out, lexical, models)
         return out, len(ws)
+
+    def _agree(self, out: dict[str, float], lexical: Mapping[str, float],
+               models: Mapping[str, float]) -> None:
+        """Raise the intent that the lexical score and the scorers both put first (see
+        ``_AGREE_FLOOR``)."""
+        top_lex = max(lexical, key=lexical.__getitem__)
+        top_model = max(models, key=models.__getitem__)
+        if top_lex != top_model or top_lex in self.strict or top_lex in ("yes", "no"):
+            return
+        if top_lex not in out:
+            return
+        lo, hi = sorted((lexical[top_lex], models[top_model]))
+        if lo >= _AGREE_FLOOR:
+            out[top_lex] = min(1.0, max(out[top_lex], hi + (1 - hi) * lo * _AGREE_SHARE))
 
     def match(
         self,
@@ -690,9 +740,9 @@ class IntentMatcher:
             allowed = candidates
         if not text or not text.strip():
             return None
-        ranked = self.ranked(text, allowed)
-        if not ranked:
-            return None
+        ranked, hold = self._ranked(text, allowed)
+        if not ranked or hold > ranked[0][1]:
+            return None  # nothing asked, or "one moment" (see ``HOLD``)
         (best_name, best), (second, second_score) = ranked[0], (
             ranked[1] if len(ranked) > 1 else (None, 0.0))
         if best < self.threshold and not (
@@ -709,9 +759,15 @@ class IntentMatcher:
     def ranked(self, text: str, allowed: Collection[str] | None = None
                ) -> list[tuple[str, float]]:
         """Every allowed intent with its score, best first (ties: the order of ``allowed``)."""
+        return self._ranked(text, allowed)[0]
+
+    def _ranked(self, text: str, allowed: Collection[str] | None
+                ) -> tuple[list[tuple[str, float]], float]:
+        """``ranked`` and how well the text fits holding the line (``HOLD``)."""
         if not text or not text.strip():
-            return []
+            return [], 0.0
         scored, n_words = self._scores(text, allowed)
+        hold = scored.pop(HOLD, 0.0)
         long_text = n_words > 3
         out = []
         for i, (name, s) in enumerate(scored.items()):
@@ -719,4 +775,4 @@ class IntentMatcher:
                 s *= 0.97  # a sentence that also names something specific is about that thing
             out.append((-s, i, name))
         out.sort()
-        return [(name, -neg) for neg, _, name in out]
+        return [(name, -neg) for neg, _, name in out], hold
