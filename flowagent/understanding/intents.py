@@ -197,6 +197,14 @@ _NOT_NAME_CAPS = wordset(
 # Priya 45 pounds" read alike (not "someone": that word means the `human` intent).
 _STAND_INS = {"number": "three", "money": "ten pounds", "name": "John", "date": "tomorrow"}
 
+# The general words of an example that a value said stands for (stems): "pay Sam 30" says
+# the "someone" of "I'd like to pay someone", "send twenty quid" the "money" of "send money".
+_VALUE_WORDS: Mapping[str, frozenset[str]] = {
+    "name": frozenset({"person", "friend"}),
+    "money": frozenset({"money", "cash", "amount"}),
+    "date": frozenset({"day", "dat"}),  # (stems: "date" -> "dat")
+}
+
 # Recall counts more than precision: an utterance that says every key word of an example
 # with a few extra words is still that example. F-beta with beta^2 = 2.
 _BETA2 = 2.0
@@ -207,6 +215,13 @@ _COVER_BASE, _COVER_STEP, _COVER_MAX = 0.74, 0.04, 0.9
 # of the two towards 1 ("pay Sam 30": lexical 0.66 from "pay", MiniLM 0.55; neither alone is
 # sure, both together are). Never for strict intents or yes/no.
 _AGREE_FLOOR, _AGREE_SHARE = 0.4, 0.5
+# Two intents both past the threshold and this close: the text fits both ("how long until my
+# pizza gets here": order 0.76, track_order 0.71 by embeddings) and a guess is as likely wrong
+# as right, so none is chosen (a flow with `settings.clarify` asks "did you mean X or Y?").
+# An example said outright (0.99+) is not ambiguous.
+_AMBIGUOUS_MARGIN, _OUTRIGHT = 0.04, 0.99
+# ...unless the words said decide: the lexical score of the first is this far ahead
+_WORDS_DECIDE = 0.15
 
 
 @runtime_checkable
@@ -490,7 +505,7 @@ class IntentMatcher:
 
     def _lexical(
         self, said: Mapping[str, str], negated: bool, names: Collection[str] | None = None,
-        tokens: Collection[str] = (),
+        tokens: Collection[str] = (), filled: frozenset[str] = frozenset(),
     ) -> dict[str, float]:
         """Best lexical score per intent (see the module docstring for the formula).
 
@@ -518,6 +533,16 @@ class IntentMatcher:
                 found[i] = found.get(i, 0.0) + ww
                 covered[i] = covered.get(i, 0.0) + wm
                 if base == 1.0:
+                    strong[i] = strong.get(i, 0) + 1
+        if filled:
+            # the values said fill the example's general words: "pay Sam 30" says the
+            # "someone" of "I'd like to pay someone" (only in examples a said word found)
+            for i in list(found):
+                for w in examples[i].content & filled:
+                    if w in match or any(w in m for m in match.values()):
+                        continue
+                    found[i] += idf.get(w, 1.0)
+                    covered[i] += idf.get(w, 1.0)
                     strong[i] = strong.get(i, 0) + 1
         explained: dict[int, float] = {}
         for t in content:
@@ -610,8 +635,14 @@ class IntentMatcher:
         written with a capital, unless the flow's examples use the word ("pay Sam 30" ->
         "pay"). Returns (masked, generic): ``generic`` puts a plain stand-in where each value
         was ("pay someone some money"), for sentence embeddings, which read whole phrases."""
+        masked, generic, _ = self._mask(text)
+        return masked, generic
+
+    def _mask(self, text: str) -> tuple[str, str, frozenset[str]]:
+        """``mask_entities`` and the kinds of value it took out."""
         if not _ENTITY_GATE.search(text):
-            return text, text
+            return text, text, frozenset()
+        kinds: set[str] = set()
         kept: list[str] = []
         generic: list[str] = []
         for tok in text.split():
@@ -620,6 +651,7 @@ class IntentMatcher:
                 kept.append(tok)
                 generic.append(tok)
                 continue
+            kinds.add(kind)
             tail = tok[-1] if tok[-1] in ",.?!" else ""
             stand_in = _STAND_INS[kind] + tail
             last = generic[-1].rstrip(",.?!") if generic else ""
@@ -629,7 +661,7 @@ class IntentMatcher:
                 generic.append(stand_in)
             if tail:
                 kept.append(tail)
-        return " ".join(kept), " ".join(generic)
+        return " ".join(kept), " ".join(generic), frozenset(kinds)
 
     def _entity_kind(self, tok: str) -> str | None:
         w = tok.strip(",.?!;:'\"()").lower()
@@ -654,9 +686,10 @@ class IntentMatcher:
 
     def _scores(
         self, text: str, allowed: Collection[str] | None,
-    ) -> tuple[dict[str, float], int]:
-        """``scores`` and the number of words said (``match`` needs both)."""
-        text, generic = self.mask_entities(text)
+    ) -> tuple[dict[str, float], int, Mapping[str, float]]:
+        """``scores``, the number of words said and the lexical scores (``match`` needs
+        them all)."""
+        text, generic, kinds = self._mask(text)
         t = clean(text)
         # a scorer is asked only when words other than the values are left ("Jane Smith" alone
         # is an answer, not a request)
@@ -677,7 +710,8 @@ class IntentMatcher:
                 yn, yn_score = parse_yes_no(t), 0.9
             else:
                 yn, yn_score = parse_yes_no(" ".join(ws[:3])), 0.75
-        lexical = self._lexical(content, negated, set(names), frozenset(tokens))
+        filled = frozenset(w for k in kinds for w in _VALUE_WORDS.get(k, ()))
+        lexical = self._lexical(content, negated, set(names), frozenset(tokens), filled)
         elsewhere = self._about_something_else(tokens) if self._strict_vocab else frozenset()
         out: dict[str, float] = {}
         models: dict[str, float] = {}
@@ -709,7 +743,7 @@ class IntentMatcher:
             out[name] = min(1.0, best)
         if models and lexical:
             self._agree(out, lexical, models)
-        return out, len(ws)
+        return out, len(ws), lexical
 
     def _agree(self, out: dict[str, float], lexical: Mapping[str, float],
                models: Mapping[str, float]) -> None:
@@ -740,9 +774,14 @@ class IntentMatcher:
             allowed = candidates
         if not text or not text.strip():
             return None
-        ranked, hold = self._ranked(text, allowed)
+        ranked, hold, lexical = self._ranked(text, allowed)
         if not ranked or hold > ranked[0][1]:
             return None  # nothing asked, or "one moment" (see ``HOLD``)
+        rivals = [x for x in ranked[1:] if x[0] not in ("yes", "no")]
+        if (rivals and ranked[0][1] < _OUTRIGHT and rivals[0][1] >= self.threshold
+                and ranked[0][1] - rivals[0][1] < _AMBIGUOUS_MARGIN
+                and not self._words_decide(lexical, ranked[0][0], rivals[0][0])):
+            return None
         (best_name, best), (second, second_score) = ranked[0], (
             ranked[1] if len(ranked) > 1 else (None, 0.0))
         if best < self.threshold and not (
@@ -751,10 +790,19 @@ class IntentMatcher:
             best_name not in self.strict and best_name not in BUILTIN_INTENTS
             and best >= self.threshold - _CLEAR_LEAD_BELOW * (1 - self.threshold) / (
                 1 - DEFAULT_THRESHOLD)
-            and best - second_score >= _CLEAR_LEAD
+            # (yes/no do not compete: "I'd like to get a takeaway" is no answer to a
+            # yes/no question, whatever "I'd like" scores as yes)
+            and best - (rivals[0][1] if rivals else 0.0) >= _CLEAR_LEAD
         ):
             return None
         return IntentMatch(best_name, round(best, 4), second, round(second_score, 4))
+
+    @staticmethod
+    def _words_decide(lexical: Mapping[str, float], first: str, second: str) -> bool:
+        """The words said break a near tie: the lexical score puts ``first`` clearly ahead of
+        ``second`` ("can I move my booking to another day" shares words with its intent)."""
+        a = lexical.get(first, 0.0)
+        return a >= _AGREE_FLOOR and a - lexical.get(second, 0.0) >= _WORDS_DECIDE
 
     def ranked(self, text: str, allowed: Collection[str] | None = None
                ) -> list[tuple[str, float]]:
@@ -762,11 +810,12 @@ class IntentMatcher:
         return self._ranked(text, allowed)[0]
 
     def _ranked(self, text: str, allowed: Collection[str] | None
-                ) -> tuple[list[tuple[str, float]], float]:
-        """``ranked`` and how well the text fits holding the line (``HOLD``)."""
+                ) -> tuple[list[tuple[str, float]], float, Mapping[str, float]]:
+        """``ranked``, how well the text fits holding the line (``HOLD``) and the lexical
+        scores."""
         if not text or not text.strip():
-            return [], 0.0
-        scored, n_words = self._scores(text, allowed)
+            return [], 0.0, {}
+        scored, n_words, lexical = self._scores(text, allowed)
         hold = scored.pop(HOLD, 0.0)
         long_text = n_words > 3
         out = []
@@ -775,4 +824,4 @@ class IntentMatcher:
                 s *= 0.97  # a sentence that also names something specific is about that thing
             out.append((-s, i, name))
         out.sort()
-        return [(name, -neg) for neg, _, name in out], hold
+        return [(name, -neg) for neg, _, name in out], hold, lexical

@@ -32,7 +32,7 @@ class _Table:
         if tuple(examples[: len(HOLD_EXAMPLES)]) == HOLD_EXAMPLES:
             return self.hold
         for name, value in self.per_intent.items():
-            first = {**PAYMENTS, "repeat": ["say that again"]}.get(name, [""])[0]
+            first = {**PAYMENTS, "repeat": ["say that again"], "yes": ["yes"]}.get(name, [""])[0]
             if examples and examples[0] == first:
                 return value
         return self.other
@@ -71,11 +71,43 @@ def test_holding_the_line_is_no_request() -> None:
 
 
 def test_words_and_embeddings_agreeing_make_a_match() -> None:
-    # "pay Sam 30": the lexical score sees only "pay" (0.66), the embeddings are unsure
-    # (0.45 raw): neither alone reaches the threshold, together they do
-    m = IntentMatcher(PAYMENTS, scorers=[_Table({"send_money": 0.45})])
-    got = m.match("pay Sam 30")
+    # "I need to pay the gardener": the lexical score sees only "pay" (0.48), the embeddings
+    # are unsure (0.47 raw): neither alone reaches the threshold, together they do
+    m = IntentMatcher(PAYMENTS, scorers=[_Table({"send_money": 0.47})])
+    got = m.match("I need to pay the gardener")
     assert got is not None and got.name == "send_money"
     # disagreement adds nothing: the embeddings prefer another intent
-    m2 = IntentMatcher(PAYMENTS, scorers=[_Table({"send_money": 0.3, "balance": 0.45})])
-    assert m2.match("pay Sam 30") is None
+    m2 = IntentMatcher(PAYMENTS, scorers=[_Table({"send_money": 0.3, "balance": 0.47})])
+    assert m2.match("I need to pay the gardener") is None
+
+
+def test_values_said_fill_the_examples_general_words() -> None:
+    # "pay Sam 30": the name is the "someone" of "I'd like to pay someone"; "send twenty quid
+    # to Mo": the amount is the "money" of "send money to a friend"
+    m = IntentMatcher(PAYMENTS)
+    for text in ("pay Sam 30", "send twenty quid to Mo", "I want to send Harriet eighty pounds"):
+        got = m.match(text)
+        assert got is not None and got.name == "send_money", (text, m.scores(text))
+    # a value alone asks for nothing: a name is not "someone" to talk to
+    assert m.match("Sam") is None
+    assert m.match("it's for Anna") is None
+
+
+def test_two_close_intents_give_no_guess() -> None:
+    # the embeddings find the text about as close to two intents: no guess
+    near = IntentMatcher(PAYMENTS, scorers=[_Table({"balance": 0.8, "send_money": 0.78})])
+    assert near.match("where has it all gone") is None
+    apart = IntentMatcher(PAYMENTS, scorers=[_Table({"balance": 0.8, "send_money": 0.6})])
+    got = apart.match("where has it all gone")
+    assert got is not None and got.name == "balance"
+    # ...unless the words said decide between them
+    got = near.match("show me my balance then")
+    assert got is not None and got.name == "balance"
+
+
+def test_yes_and_no_do_not_compete_for_a_clear_lead() -> None:
+    # just short of the threshold and well ahead of every other request: "I'd like ..."
+    # scoring as `yes` does not take the lead away
+    m = IntentMatcher(PAYMENTS, scorers=[_Table({"balance": 0.47, "yes": 0.4}, other=0.1)])
+    got = m.match("tell me where I stand", ["balance", "send_money", "yes", "no"])
+    assert got is not None and got.name == "balance"
