@@ -197,6 +197,10 @@ _NOT_NAME_CAPS = wordset(
 # Priya 45 pounds" read alike (not "someone": that word means the `human` intent).
 _STAND_INS = {"number": "three", "money": "ten pounds", "name": "John", "date": "tomorrow"}
 
+# Clause boundaries: where a command said with a reason beside it ends ("cancel, I'm not ...")
+_CLAUSE_GATE = re.compile(r"[,;.!?]|\s[-–]\s")
+_CLAUSE_SPLIT = re.compile(r"[,;.!?]+|\s[-–]\s")
+
 # The general words of an example that a value said stands for (stems): "pay Sam 30" says
 # the "someone" of "I'd like to pay someone", "send twenty quid" the "money" of "send money".
 _VALUE_WORDS: Mapping[str, frozenset[str]] = {
@@ -743,7 +747,33 @@ class IntentMatcher:
             out[name] = min(1.0, best)
         if models and lexical:
             self._agree(out, lexical, models)
+        self._command_clause(text, names, out)
         return out, len(ws), lexical
+
+    def _command_clause(self, text: str, names: Sequence[str], out: dict[str, float]) -> None:
+        """A destructive command said as a clause of its own, first or last, with a reason
+        beside it: "cancel, I'm not moving after all", "never mind, it's come back on",
+        "actually, that's all, bye". The whole sentence is too long for their strict bar;
+        the clause alone is judged by it. A first clause followed by a correction ("scrap
+        that, make it Tom") is not judged alone: the correction wins."""
+        strict = [n for n in names if n in self.strict and n in self.examples]
+        if not strict or not _CLAUSE_GATE.search(text):
+            return
+        parts = [p.strip() for p in _CLAUSE_SPLIT.split(text) if p.strip(" ,.;!?-")]
+        if len(parts) < 2:
+            return
+        from flowagent.understanding.corrections import is_correction
+
+        # (a command then a correction changes the answer: "stop, I meant Tuesday"; the last
+        # clause ends the call whatever came before: "actually, that's all, bye")
+        clauses = [parts[-1]] if is_correction(" ".join(parts[1:])) else [parts[0], parts[-1]]
+        for clause in dict.fromkeys(clauses):
+            scored = self._scores(clause, strict)[0]
+            hold = scored.get(HOLD, 0.0)
+            for name in strict:
+                got = scored.get(name, 0.0)
+                if got > hold and got > out.get(name, 0.0):
+                    out[name] = got
 
     def _agree(self, out: dict[str, float], lexical: Mapping[str, float],
                models: Mapping[str, float]) -> None:

@@ -111,3 +111,17 @@ def test_yes_and_no_do_not_compete_for_a_clear_lead() -> None:
     m = IntentMatcher(PAYMENTS, scorers=[_Table({"balance": 0.47, "yes": 0.4}, other=0.1)])
     got = m.match("tell me where I stand", ["balance", "send_money", "yes", "no"])
     assert got is not None and got.name == "balance"
+
+
+def test_a_command_with_its_reason_beside_it() -> None:
+    m = IntentMatcher(PAYMENTS)
+    for text, want in (("cancel, I'm not moving after all", "cancel"),
+                       ("never mind, it's come back on", "cancel"),
+                       ("forget it, I'll do it online", "cancel"),
+                       ("actually, that's all, bye", "goodbye")):
+        got = m.match(text)
+        assert got is not None and got.name == want, (text, m.scores(text))
+    # a clause that is no command, or a correction, throws nothing away
+    for text in ("thanks, that's lovely", "right, let me see", "no, I said Tom"):
+        got = m.match(text)
+        assert got is None or got.name not in ("cancel", "goodbye", "restart"), text
