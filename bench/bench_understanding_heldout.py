@@ -12,7 +12,9 @@ script scores any version of the engine):
 
 * **intent precision / recall** — the intent the last line chose: the `handler intent X` line
   the engine writes to the record when a handler fires, else (in an `ask` state) the branch of
-  that state whose `go` is the first state entered. Precision: of the intents chosen, how many
+  that state whose `go` is the first state entered (when several branches go there, the
+  engine's `intent` property tells which; an engine without it is scored on the first such
+  branch, as before 2026-12-05). Precision: of the intents chosen, how many
   were acceptable; recall: of the lines that ask for something, how many got it. A clarifying
   question ("did you mean X or Y?") chooses nothing.
 * **slot exact match** — every expected slot holds exactly the expected value (null: empty);
