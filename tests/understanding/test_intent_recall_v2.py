@@ -125,3 +125,13 @@ def test_a_command_with_its_reason_beside_it() -> None:
     for text in ("thanks, that's lovely", "right, let me see", "no, I said Tom"):
         got = m.match(text)
         assert got is None or got.name not in ("cancel", "goodbye", "restart"), text
+
+
+def test_a_question_is_told_from_a_request() -> None:
+    from flowagent.understanding.commands import is_question
+
+    assert is_question("do you have any vegetarian pizzas")
+    assert is_question("is there parking nearby")
+    assert is_question("what sizes do you do")
+    assert not is_question("can I get two large pepperonis")
+    assert not is_question("yeah, a large meat feast and a small veggie")
