@@ -12,7 +12,9 @@ script scores any version of the engine):
 
 * **intent precision / recall** — the intent the last line chose: the `handler intent X` line
   the engine writes to the record when a handler fires, else (in an `ask` state) the branch of
-  that state whose `go` is the first state entered. Precision: of the intents chosen, how many
+  that state whose `go` is the first state entered (when several branches go there, the
+  engine's `intent` property tells which; an engine without it is scored on the first such
+  branch, as before 2026-12-05). Precision: of the intents chosen, how many
   were acceptable; recall: of the lines that ask for something, how many got it. A clarifying
   question ("did you mean X or Y?") chooses nothing.
 * **slot exact match** — every expected slot holds exactly the expected value (null: empty);
@@ -110,17 +112,22 @@ def load_subjects(data: Mapping[str, Any], embeddings: bool) -> dict[str, Subjec
 
 
 def _observed_intent(subject: Subject, state_before: str, records: Sequence[Any],
-                     entered: Sequence[str]) -> str | None:
+                     entered: Sequence[str], engine: Any = None) -> str | None:
     for entry in records:
         if entry.who == "system" and entry.text.startswith("handler intent "):
             return str(entry.text.split(" ", 2)[2])
     st = subject.flow.states.get(state_before)
     if st is None or st.kind != "ask" or not entered:
         return None
-    for b in st.next:
-        if b.go == entered[0]:
-            return b.intent
-    return None
+    branches = [b.intent for b in st.next if b.go == entered[0]]
+    if len(branches) > 1:
+        # several of the question's intents lead to the same state (broadband's no_internet
+        # and slow_speed both go to `fault`): the first one would be a guess. An engine that
+        # says which intent it chose (`Engine.intent`) tells them apart.
+        chosen = getattr(engine, "intent", None)
+        if chosen in branches:
+            return str(chosen)
+    return branches[0] if branches else None
 
 
 def _money(value: Any) -> tuple[float, str] | None:
@@ -174,7 +181,8 @@ async def run_case(case: Mapping[str, Any], subject: Subject, today: dt.date) ->
     if not conv.ended:
         await conv.say(lines[-1])
     entered = record.states[n_states:]
-    intent = _observed_intent(subject, state_before, record.transcript[n_lines:], entered)
+    intent = _observed_intent(subject, state_before, record.transcript[n_lines:], entered,
+                              conv.engine)
     slots = conv.slots
     out = Outcome(case, setup_ok, state_before, intent, slots,
                   intent if intent in subject.destructive else None)

@@ -231,6 +231,12 @@ class Engine:
         return None if self._ended else self._listen
 
     @property
+    def intent(self) -> str | None:
+        """The intent the caller's last request chose (`{{ intent }}` in templates), or None.
+        Two branches of a question may go to the same state: this tells them apart."""
+        return self._intent
+
+    @property
     def waiting_for(self) -> str | None:
         """'tool' or 'llm' while an action's answer is outstanding, else None."""
         if self._pending_tool:
@@ -1110,6 +1116,8 @@ class Engine:
         ask the LLM (when allowed) before counting a no-match."""
         st = self._state
         assert st is not None
+        if intent is None and text is not None:
+            intent = self._intent_by_values(st, text)
         self._intent = intent
         if text is not None:
             self._carry = [(text, ())]  # a new task: what it was chosen with comes along
@@ -1120,6 +1128,27 @@ class Engine:
             self._request_extract(text, intents=st.branch_intents)
             return
         self._no_match_again()
+
+    def _intent_by_values(self, st: StateDef, text: str) -> str | None:
+        """No intent matched, but the answer is made of values that only one branch's next
+        state collects ("three ham and pineapple, large" at a menu whose `order` branch
+        collects pizza, size and quantity): that branch's intent. Free-text and yes/no slots
+        take any words, so they decide nothing; a question about values gives none ("do you
+        have vegetarian pizzas")."""
+        if nlu.is_question(text):
+            return None
+        found: set[str] = set()
+        for b in st.next:
+            target = self.flow.states.get(b.go)
+            if b.intent is None or b.intent in ("yes", "no") or target is None:
+                continue
+            wanted = {n: self.flow.slots[n] for n in target.collect
+                      if n in self.flow.slots and self.flow.slots[n].type
+                      not in (*nlu.FREE_TEXT_TYPES, "yes_no")}
+            if wanted and any(r.ok for r in nlu.extract(
+                    self.flow, self.today(), text, wanted, None).values()):
+                found.add(b.intent)
+        return found.pop() if len(found) == 1 else None
 
     # -- collect ------------------------------------------------------------------------------
 

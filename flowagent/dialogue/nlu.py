@@ -113,6 +113,13 @@ def is_command(text: str) -> bool:
     return K.is_command(text)
 
 
+def is_question(text: str) -> bool:
+    """Does the caller ask something ("do you have vegetarian pizzas?") rather than say it?"""
+    from flowagent.understanding import commands as K
+
+    return K.is_question(text)
+
+
 def is_correction(text: str) -> bool:
     """Does the caller sound like they are changing an earlier answer ("no, I said...")?"""
     from flowagent.understanding import corrections as C

@@ -59,7 +59,8 @@ def _compile(key: ChoicesKey) -> _Compiled:
                 phrases.setdefault(norm, value)
     ordered = tuple(sorted(phrases.items(), key=lambda kv: len(kv[0]), reverse=True))
     regex = (
-        re.compile(r"\b(?:" + "|".join(re.escape(p) for p, _ in ordered) + r")\b")
+        # a plural names the same choice: "two large pepperonis", "a couple of veggies"
+        re.compile(r"\b(" + "|".join(re.escape(p) for p, _ in ordered) + r")(?:e?s)?\b")
         if ordered
         else None
     )
@@ -78,7 +79,7 @@ def find_choices(text: str, choices: ChoicesLike) -> list[ChoiceMatch]:
         for m in comp.regex.finditer(text):
             if _NEGATION_BEFORE.search(text[: m.start()]):
                 continue
-            out.append(ChoiceMatch(phrase_to_value[m.group()], m.start(), m.end()))
+            out.append(ChoiceMatch(phrase_to_value[m.group(1)], m.start(), m.end()))
     if out or not comp.phrases:
         return out
     words = [(m.group(), m.start(), m.end()) for m in re.finditer(r"[a-z0-9']+", text)]

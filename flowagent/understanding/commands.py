@@ -32,3 +32,21 @@ def is_command(text: str) -> bool:
     value? Only the whole answer counts: "the toilet won't stop running" is a value."""
     t = " ".join(_PUNCT.sub(" ", clean(text)).split())
     return bool(_COMMAND_RE.match(t))
+
+
+# A question opens with a question word or an auxiliary verb before "you"/"we"/"there"/"it"
+# ("do you have vegetarian pizzas", "is there parking", "what sizes do you do"); a request
+# opens otherwise ("can I get two large pepperonis", "two hawaiians please").
+_QUESTION_RE = re.compile(
+    r"^(?:(?:hi|hello|yeah|yes|ok|okay|right|so|and|oh|um|erm|sorry)\s+)*"
+    r"(?:what|which|how|why|when|where|who|whose|"
+    r"(?:do|does|did|is|are|was|were|have|has|will|would|could|can)\s+"
+    r"(?:you|ye|we|there|it|they|that|this|these|those|the|your|any)\b)"
+)
+
+
+def is_question(text: str) -> bool:
+    """Does the answer ask something rather than say something? A question about a value
+    ("do you have vegetarian pizzas") does not give that value."""
+    t = " ".join(_PUNCT.sub(" ", clean(text)).split())
+    return t.endswith("?") or bool(_QUESTION_RE.match(t)) or text.rstrip().endswith("?")

@@ -240,6 +240,22 @@ def _mask(text: str, used: list[tuple[int, int]]) -> str:
     return "".join(chars)
 
 
+def _item_words(specs: Mapping[str, SlotSpec]) -> frozenset[str]:
+    """Words for the things a choice slot names, singular and plural: its name ("pizza") and
+    its choices' words ("pepperoni", "meat", "feast", "large"), for counting them."""
+    out: set[str] = set()
+    for name, spec in specs.items():
+        if spec.type != "choice":
+            continue
+        out |= name_words(name)
+        for value, syns in (spec.options.choices or {}).items():
+            for phrase in (value.replace("_", " "), *syns):
+                for w in _WORD.findall(str(phrase).lower()):
+                    if len(w) >= 3:
+                        out.update({w, w + "s", w + "es"})
+    return frozenset(out)
+
+
 def _counts(
     t: str,
     specs: Mapping[str, SlotSpec],
@@ -254,6 +270,7 @@ def _counts(
     if not slots:
         return
     cues = {s: name_words(s) for s in slots}
+    items = _item_words(specs)
     for n in numbers.find_numbers(t):
         span = (n.start, n.end)
         if not _free(span, used) or n.ordinal:
@@ -264,6 +281,12 @@ def _counts(
         if target is None:
             target = next((s for s in slots if s not in results and cues[s] & before
                            and not (after & numbers.COUNT_NOUNS)), None)
+        if target is None and items:
+            # a slot named only "quantity"/"count" counts the things the other slots name:
+            # "two large pepperonis", "ten pizzas" (the `pizza` slot's name, plural)
+            ahead = set(_words_after(t, n.end, 3))
+            if ahead & items and not ahead & numbers.COUNT_NOUNS:
+                target = next((s for s in slots if s not in results and not cues[s]), None)
         if target is None:
             continue
         spec = specs[target]

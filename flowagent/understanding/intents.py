@@ -90,6 +90,18 @@ BUILTIN_INTENTS: Mapping[str, tuple[str, ...]] = {
     ),
 }
 
+#: What callers say to hold the line ("one moment", "hang on"): no request at all. Scored like
+#: an intent that is never returned: when it fits a text as well as the best intent does, the
+#: text matches nothing. Without it, "one second" reads as `repeat` ("one more time") to the
+#: embeddings and "one moment" fills an amount elsewhere.
+HOLD = "~hold"
+HOLD_EXAMPLES: tuple[str, ...] = (
+    "hold on", "hang on", "hang on a second", "one moment", "one second", "one sec",
+    "just a sec", "just a minute", "one minute", "give me a second", "wait a moment",
+    "bear with me", "let me check", "let me have a look", "let me find it", "I'm just looking",
+    "just a moment please", "give me a minute", "wait a sec",
+)
+
 DEFAULT_THRESHOLD = 0.72
 #: Intents whose usual handler throws the call's progress away (start again, hang up). They
 #: need a higher bar: see ``IntentMatcher(strict=...)``.
@@ -185,11 +197,35 @@ _NOT_NAME_CAPS = wordset(
 # Priya 45 pounds" read alike (not "someone": that word means the `human` intent).
 _STAND_INS = {"number": "three", "money": "ten pounds", "name": "John", "date": "tomorrow"}
 
+# Clause boundaries: where a command said with a reason beside it ends ("cancel, I'm not ...")
+_CLAUSE_GATE = re.compile(r"[,;.!?]|\s[-–]\s")
+_CLAUSE_SPLIT = re.compile(r"[,;.!?]+|\s[-–]\s")
+
+# The general words of an example that a value said stands for (stems): "pay Sam 30" says
+# the "someone" of "I'd like to pay someone", "send twenty quid" the "money" of "send money".
+_VALUE_WORDS: Mapping[str, frozenset[str]] = {
+    "name": frozenset({"person", "friend"}),
+    "money": frozenset({"money", "cash", "amount"}),
+    "date": frozenset({"day", "dat"}),  # (stems: "date" -> "dat")
+}
+
 # Recall counts more than precision: an utterance that says every key word of an example
 # with a few extra words is still that example. F-beta with beta^2 = 2.
 _BETA2 = 2.0
 # "I want X" where every strong word belongs to one intent: scored by how many there are.
 _COVER_BASE, _COVER_STEP, _COVER_MAX = 0.74, 0.04, 0.9
+# Two kinds of evidence for the same intent: when the lexical score and a scorer's both put
+# one intent first and both reach the floor, the intent gets part of the way from the better
+# of the two towards 1 ("pay Sam 30": lexical 0.66 from "pay", MiniLM 0.55; neither alone is
+# sure, both together are). Never for strict intents or yes/no.
+_AGREE_FLOOR, _AGREE_SHARE = 0.4, 0.5
+# Two intents both past the threshold and this close: the text fits both ("how long until my
+# pizza gets here": order 0.76, track_order 0.71 by embeddings) and a guess is as likely wrong
+# as right, so none is chosen (a flow with `settings.clarify` asks "did you mean X or Y?").
+# An example said outright (0.99+) is not ambiguous.
+_AMBIGUOUS_MARGIN, _OUTRIGHT = 0.04, 0.99
+# ...unless the words said decide: the lexical score of the first is this far ahead
+_WORDS_DECIDE = 0.15
 
 
 @runtime_checkable
@@ -342,6 +378,7 @@ class IntentMatcher:
                 said = name_example(str(name))
                 if said is not None and name not in BUILTIN_INTENTS and said not in lexical[name]:
                     lexical[name].append(said)
+        lexical[HOLD] = list(HOLD_EXAMPLES)
         pre = [(k, frozenset(_content(_tokens(e)))) for k, v in lexical.items() for e in v]
         #: word -> weight below 1 for words several intents share (see `_idf`)
         self._idf: dict[str, float] = _idf(pre)
@@ -360,7 +397,8 @@ class IntentMatcher:
         #: the words of the flow's own intents (not the built-ins'): a day said to a flow whose
         #: examples never name one is a value ("pay Sam on Friday"), not part of the request
         self._flow_vocab = frozenset(
-            w for e in self._examples if e.intent not in BUILTIN_INTENTS for w in e.content)
+            w for e in self._examples if e.intent not in BUILTIN_INTENTS and e.intent != HOLD
+            for w in e.content)
         # Spoken forms of the vocabulary: fuzzy matching compares what was said with what the
         # examples say ("qoute" ~ "quote", "mover" ~ "move"), not with the stems.
         self._spoken: dict[str, str] = {}
@@ -380,7 +418,7 @@ class IntentMatcher:
         self.scorers: list[Scorer] = list(scorers)
         #: what a scorer compares a text with: the examples, and the intent's name in words
         self._scored_examples: dict[str, tuple[str, ...]] = {
-            k: tuple(lexical[k]) for k in merged
+            k: tuple(lexical[k]) for k in (*merged, HOLD)
         }
 
     def add_scorer(self, scorer: Scorer) -> None:
@@ -415,7 +453,10 @@ class IntentMatcher:
             if len(said) >= 4:
                 found = process.extract(said, self._spoken_list, scorer=fuzz.ratio,
                                         score_cutoff=_FUZZY_WORD, limit=None)
-                hit = frozenset(self._spoken[f[0]] for f in found)
+                # within one letter of the same length: "qoute" ~ "quote", but "second"
+                # is not "send" (ratio 80 too, from the shared letters)
+                hit = frozenset(self._spoken[f[0]] for f in found
+                                if abs(len(f[0]) - len(said)) <= 1)
             if len(self._fuzzy_cache) < 4096:
                 self._fuzzy_cache[said] = hit
         return hit
@@ -468,7 +509,7 @@ class IntentMatcher:
 
     def _lexical(
         self, said: Mapping[str, str], negated: bool, names: Collection[str] | None = None,
-        tokens: Collection[str] = (),
+        tokens: Collection[str] = (), filled: frozenset[str] = frozenset(),
     ) -> dict[str, float]:
         """Best lexical score per intent (see the module docstring for the formula).
 
@@ -497,6 +538,16 @@ class IntentMatcher:
                 covered[i] = covered.get(i, 0.0) + wm
                 if base == 1.0:
                     strong[i] = strong.get(i, 0) + 1
+        if filled:
+            # the values said fill the example's general words: "pay Sam 30" says the
+            # "someone" of "I'd like to pay someone" (only in examples a said word found)
+            for i in list(found):
+                for w in examples[i].content & filled:
+                    if w in match or any(w in m for m in match.values()):
+                        continue
+                    found[i] += idf.get(w, 1.0)
+                    covered[i] += idf.get(w, 1.0)
+                    strong[i] = strong.get(i, 0) + 1
         explained: dict[int, float] = {}
         for t in content:
             m = match[t]
@@ -509,11 +560,15 @@ class IntentMatcher:
             ex = examples[i]
             if names is not None and ex.intent not in names:
                 continue
-            if ex.intent in self.strict and (
-                strong.get(i, 0) < ex.strong or (ex.context and ex.context.isdisjoint(tokens))
-            ):
+            if ex.intent in self.strict and strong.get(i, 0) < ex.strong:
                 # a destructive intent needs every key word of one example: "go back" is
-                # not "go back to the beginning", "let me see" is not "see you"
+                # not "go back to the beginning"
+                continue
+            if ex.context and (ex.strong or ex.intent in self.strict) \
+                    and ex.context.isdisjoint(tokens):
+                # a one-word example keeps its other words: "let me see" is not "see you",
+                # "transfer fifty pounds to Leo" is not "transfer me" (a weak word alone,
+                # "what" of "what was that", is judged by its weight instead)
                 continue
             recall = hit / (hit + ex.missing - covered[i])
             precision = explained[i] / n_text
@@ -584,8 +639,14 @@ class IntentMatcher:
         written with a capital, unless the flow's examples use the word ("pay Sam 30" ->
         "pay"). Returns (masked, generic): ``generic`` puts a plain stand-in where each value
         was ("pay someone some money"), for sentence embeddings, which read whole phrases."""
+        masked, generic, _ = self._mask(text)
+        return masked, generic
+
+    def _mask(self, text: str) -> tuple[str, str, frozenset[str]]:
+        """``mask_entities`` and the kinds of value it took out."""
         if not _ENTITY_GATE.search(text):
-            return text, text
+            return text, text, frozenset()
+        kinds: set[str] = set()
         kept: list[str] = []
         generic: list[str] = []
         for tok in text.split():
@@ -594,13 +655,17 @@ class IntentMatcher:
                 kept.append(tok)
                 generic.append(tok)
                 continue
+            kinds.add(kind)
             tail = tok[-1] if tok[-1] in ",.?!" else ""
             stand_in = _STAND_INS[kind] + tail
-            if not generic or generic[-1].rstrip(",.?!") != _STAND_INS[kind]:
+            last = generic[-1].rstrip(",.?!") if generic else ""
+            if kind == "money" and last == _STAND_INS["number"]:
+                generic[-1] = stand_in  # "twenty quid": one amount, not "three ten pounds"
+            elif last != _STAND_INS[kind]:
                 generic.append(stand_in)
             if tail:
                 kept.append(tail)
-        return " ".join(kept), " ".join(generic)
+        return " ".join(kept), " ".join(generic), frozenset(kinds)
 
     def _entity_kind(self, tok: str) -> str | None:
         w = tok.strip(",.?!;:'\"()").lower()
@@ -625,9 +690,10 @@ class IntentMatcher:
 
     def _scores(
         self, text: str, allowed: Collection[str] | None,
-    ) -> tuple[dict[str, float], int]:
-        """``scores`` and the number of words said (``match`` needs both)."""
-        text, generic = self.mask_entities(text)
+    ) -> tuple[dict[str, float], int, Mapping[str, float]]:
+        """``scores``, the number of words said and the lexical scores (``match`` needs
+        them all)."""
+        text, generic, kinds = self._mask(text)
         t = clean(text)
         # a scorer is asked only when words other than the values are left ("Jane Smith" alone
         # is an answer, not a request)
@@ -637,6 +703,7 @@ class IntentMatcher:
         content = self._words(tokens)
         negated = any(w in ("not", "don't", "dont", "never") for w in ws) or "no need" in t
         names = list(allowed) if allowed is not None else list(self.examples)
+        names.append(HOLD)
         # The yes/no parser backs up the built-in yes/no intents: fully for short answers, a
         # little for a longer sentence that opens with yes/no ("yeah, I'm after a quote" must
         # still go to "quote"), and not at all when yes/no words only appear later on.
@@ -647,11 +714,13 @@ class IntentMatcher:
                 yn, yn_score = parse_yes_no(t), 0.9
             else:
                 yn, yn_score = parse_yes_no(" ".join(ws[:3])), 0.75
-        lexical = self._lexical(content, negated, set(names), frozenset(tokens))
+        filled = frozenset(w for k in kinds for w in _VALUE_WORDS.get(k, ()))
+        lexical = self._lexical(content, negated, set(names), frozenset(tokens), filled)
         elsewhere = self._about_something_else(tokens) if self._strict_vocab else frozenset()
         out: dict[str, float] = {}
+        models: dict[str, float] = {}
         for name in names:
-            if name not in self.examples:
+            if name not in self.examples and name != HOLD:
                 continue
             if name in elsewhere:
                 out[name] = 0.0
@@ -671,9 +740,54 @@ class IntentMatcher:
                     raw = float(scorer.score(score_text, self._scored_examples[name]))
                 except Exception:  # a broken optional scorer must not break the call
                     continue
-                best = max(best, self._rescale(scorer, raw, name in self.strict))
+                # (holding the line takes the strict bar too: it turns a request into none)
+                model = self._rescale(scorer, raw, name in self.strict or name == HOLD)
+                models[name] = max(models.get(name, 0.0), model)
+                best = max(best, model)
             out[name] = min(1.0, best)
-        return out, len(ws)
+        if models and lexical:
+            self._agree(out, lexical, models)
+        self._command_clause(text, names, out)
+        return out, len(ws), lexical
+
+    def _command_clause(self, text: str, names: Sequence[str], out: dict[str, float]) -> None:
+        """A destructive command said as a clause of its own, first or last, with a reason
+        beside it: "cancel, I'm not moving after all", "never mind, it's come back on",
+        "actually, that's all, bye". The whole sentence is too long for their strict bar;
+        the clause alone is judged by it. A first clause followed by a correction ("scrap
+        that, make it Tom") is not judged alone: the correction wins."""
+        strict = [n for n in names if n in self.strict and n in self.examples]
+        if not strict or not _CLAUSE_GATE.search(text):
+            return
+        parts = [p.strip() for p in _CLAUSE_SPLIT.split(text) if p.strip(" ,.;!?-")]
+        if len(parts) < 2:
+            return
+        from flowagent.understanding.corrections import is_correction
+
+        # (a command then a correction changes the answer: "stop, I meant Tuesday"; the last
+        # clause ends the call whatever came before: "actually, that's all, bye")
+        clauses = [parts[-1]] if is_correction(" ".join(parts[1:])) else [parts[0], parts[-1]]
+        for clause in dict.fromkeys(clauses):
+            scored = self._scores(clause, strict)[0]
+            hold = scored.get(HOLD, 0.0)
+            for name in strict:
+                got = scored.get(name, 0.0)
+                if got > hold and got > out.get(name, 0.0):
+                    out[name] = got
+
+    def _agree(self, out: dict[str, float], lexical: Mapping[str, float],
+               models: Mapping[str, float]) -> None:
+        """Raise the intent that the lexical score and the scorers both put first (see
+        ``_AGREE_FLOOR``)."""
+        top_lex = max(lexical, key=lexical.__getitem__)
+        top_model = max(models, key=models.__getitem__)
+        if top_lex != top_model or top_lex in self.strict or top_lex in ("yes", "no"):
+            return
+        if top_lex not in out:
+            return
+        lo, hi = sorted((lexical[top_lex], models[top_model]))
+        if lo >= _AGREE_FLOOR:
+            out[top_lex] = min(1.0, max(out[top_lex], hi + (1 - hi) * lo * _AGREE_SHARE))
 
     def match(
         self,
@@ -690,8 +804,13 @@ class IntentMatcher:
             allowed = candidates
         if not text or not text.strip():
             return None
-        ranked = self.ranked(text, allowed)
-        if not ranked:
+        ranked, hold, lexical = self._ranked(text, allowed)
+        if not ranked or hold > ranked[0][1]:
+            return None  # nothing asked, or "one moment" (see ``HOLD``)
+        rivals = [x for x in ranked[1:] if x[0] not in ("yes", "no")]
+        if (rivals and ranked[0][1] < _OUTRIGHT and rivals[0][1] >= self.threshold
+                and ranked[0][1] - rivals[0][1] < _AMBIGUOUS_MARGIN
+                and not self._words_decide(lexical, ranked[0][0], rivals[0][0])):
             return None
         (best_name, best), (second, second_score) = ranked[0], (
             ranked[1] if len(ranked) > 1 else (None, 0.0))
@@ -701,17 +820,33 @@ class IntentMatcher:
             best_name not in self.strict and best_name not in BUILTIN_INTENTS
             and best >= self.threshold - _CLEAR_LEAD_BELOW * (1 - self.threshold) / (
                 1 - DEFAULT_THRESHOLD)
-            and best - second_score >= _CLEAR_LEAD
+            # (yes/no do not compete: "I'd like to get a takeaway" is no answer to a
+            # yes/no question, whatever "I'd like" scores as yes)
+            and best - (rivals[0][1] if rivals else 0.0) >= _CLEAR_LEAD
         ):
             return None
         return IntentMatch(best_name, round(best, 4), second, round(second_score, 4))
 
+    @staticmethod
+    def _words_decide(lexical: Mapping[str, float], first: str, second: str) -> bool:
+        """The words said break a near tie: the lexical score puts ``first`` clearly ahead of
+        ``second`` ("can I move my booking to another day" shares words with its intent)."""
+        a = lexical.get(first, 0.0)
+        return a >= _AGREE_FLOOR and a - lexical.get(second, 0.0) >= _WORDS_DECIDE
+
     def ranked(self, text: str, allowed: Collection[str] | None = None
                ) -> list[tuple[str, float]]:
         """Every allowed intent with its score, best first (ties: the order of ``allowed``)."""
+        return self._ranked(text, allowed)[0]
+
+    def _ranked(self, text: str, allowed: Collection[str] | None
+                ) -> tuple[list[tuple[str, float]], float, Mapping[str, float]]:
+        """``ranked``, how well the text fits holding the line (``HOLD``) and the lexical
+        scores."""
         if not text or not text.strip():
-            return []
-        scored, n_words = self._scores(text, allowed)
+            return [], 0.0, {}
+        scored, n_words, lexical = self._scores(text, allowed)
+        hold = scored.pop(HOLD, 0.0)
         long_text = n_words > 3
         out = []
         for i, (name, s) in enumerate(scored.items()):
@@ -719,4 +854,4 @@ class IntentMatcher:
                 s *= 0.97  # a sentence that also names something specific is about that thing
             out.append((-s, i, name))
         out.sort()
-        return [(name, -neg) for neg, _, name in out]
+        return [(name, -neg) for neg, _, name in out], hold, lexical

@@ -178,7 +178,8 @@ ROWS = POSITIVES + NEGATIVES
 # Rows the matcher gets wrong, each with why (measured; see the module docstring). Issue 19
 # turned 10 of the 49 strict xfails into passes (entity masking, shared-word weights, the
 # intent's name for the embeddings, a clear lead below the threshold, "reschedule"/"estimate"
-# synonyms); these remain.
+# synonyms); a second pass turned "that's everything, have a good day" (a goodbye said as a
+# clause of its own) into a pass in both modes; these remain.
 _PARA = "a paraphrase in words no example of the flow has; the MiniLM scorer is the tool for it"
 _SHARED = (
     "its key words ('move', 'book') are in both quote and existing_booking examples, "
@@ -221,7 +222,6 @@ LEXICAL_MISSES: dict[str, str] = {
     "removals:can we start from scratch": _STRICT,
     "removals:could I get a price for moving a two bed flat": _DILUTE,
     "removals:how late are you open": _DILUTE,
-    "removals:that's everything, have a good day": _STRICT,
     "removals:who am I speaking to": _ONEWORD,
 }
 #: rows the lexical + MiniLM matcher gets wrong -> why
@@ -240,7 +240,6 @@ EMBEDDING_MISSES: dict[str, str] = {
     "removals:can we start from scratch": _STRICT,
     "removals:go back": "MiniLM reads it as repeat (0.75): harmless, the question is asked again",
     "removals:my husband deals with the bookings": "MiniLM scores it near 'it's about my booking'",
-    "removals:that's everything, have a good day": _STRICT,
     "removals:the agent has the keys": "MiniLM scores it near 'speak to an agent'",
     "removals:who am I speaking to": _ONEWORD,
 }

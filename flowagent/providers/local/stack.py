@@ -117,9 +117,11 @@ def load_default_stack(
         started = time.monotonic()
         scorer = EmbeddingScorer(disk=embedding_disk)
         if warm:
-            from flowagent.understanding.intents import BUILTIN_INTENTS
+            from flowagent.understanding.intents import BUILTIN_INTENTS, HOLD, HOLD_EXAMPLES
 
-            scorer.prepare(dict(BUILTIN_INTENTS))  # yes/no/human/repeat... used by every flow
+            # yes/no/human/repeat... and the hold-the-line phrases: used by every flow (else
+            # the first caller turn pays for embedding them)
+            scorer.prepare({**BUILTIN_INTENTS, HOLD: HOLD_EXAMPLES})
         times["minilm"] = time.monotonic() - started
     return LocalStack(asr=asr, tts=tts, vad=vad, scorer=scorer, load_s=times)
 
